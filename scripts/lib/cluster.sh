@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# The cluster around the services: API nodes, workers and nginx, each started
+# in the background with a pid file under $RUN_DIR and a log under $LOG_DIR.
+# Sourced after lib/services.sh.
+
+API_NODES=${FLASHSALE_API_NODES:-2}
+WORKERS=${FLASHSALE_WORKERS:-1}
+API_BASE_PORT=${FLASHSALE_API_BASE_PORT:-18081}
+PUBLIC_PORT=${FLASHSALE_PORT:-8080}
+NGINX_RATE=${FLASHSALE_NGINX_RATE:-200}
+NGINX_BURST=${FLASHSALE_NGINX_BURST:-400}
+NGINX_CONN_PER_IP=${FLASHSALE_NGINX_CONN_PER_IP:-1000}
+NGINX_MAX_BODY=${FLASHSALE_NGINX_MAX_BODY:-16k}
+NGINX_CONF=$STATE_DIR/nginx/nginx.conf
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+
+# nginx workers run as an unprivileged user that must reach their temp and
+# cache directories: under the state directory when it can, else /var/tmp.
+nginx_work_dir() {
+  if [[ $(id -u) != 0 ]] || runuser -u nobody -- test -x "$STATE_DIR" 2>/dev/null; then
+    echo "$STATE_DIR/nginx/work"
+  else
+    echo "/var/tmp/flashsale-nginx-$(printf '%s' "$STATE_DIR" | md5sum | cut -c1-12)"
+  fi
+}
+
+render_nginx_config() {
+  local nodes=$1 upstreams="" i work
+  work=$(nginx_work_dir)
+  mkdir -p "$STATE_DIR/nginx" "$work"
+  for ((i = 0; i < nodes; i++)); do
+    upstreams+="        server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=3 fail_timeout=2s;"$'\n'
+  done
+  local template
+  template=$(<"$FLASHSALE_ROOT/nginx/nginx.conf.template")
+  template=${template//__UPSTREAMS__/${upstreams%$'\n'}}
+  template=${template//__PORT__/$PUBLIC_PORT}
+  template=${template//__RATE__/$NGINX_RATE}
+  template=${template//__BURST__/$NGINX_BURST}
+  template=${template//__CONN_PER_IP__/$NGINX_CONN_PER_IP}
+  template=${template//__MAX_BODY__/$NGINX_MAX_BODY}
+  template=${template//__RUN_DIR__/$RUN_DIR}
+  template=${template//__LOG_DIR__/$LOG_DIR}
+  template=${template//__WORK_DIR__/$work}
+  printf '%s\n' "$template" >"$NGINX_CONF"
+}
+
+check_nginx_config() {
+  render_nginx_config "$API_NODES"
+  "$NGINX_BIN" -t -q -p "$STATE_DIR/nginx" -c "$NGINX_CONF" \
+    || die "nginx -t rejected $NGINX_CONF"
+}
+
+# The signing key of the local cluster: generated once, kept in the state dir.
+jwt_secret() {
+  local file=$STATE_DIR/jwt_secret
+  if [[ ! -s $file ]]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
+  fi
+  cat "$file"
+}
+
+start_background() {
+  local name=$1; shift
+  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+start_api_nodes() {
+  local i port
+  for ((i = 0; i < API_NODES; i++)); do
+    port=$((API_BASE_PORT + i))
+    FLASHSALE_BIND=127.0.0.1:$port \
+      start_background "api-$i" "$FLASHSALE_ROOT/target/release/flashsale-api" serve
+  done
+  for ((i = 0; i < API_NODES; i++)); do
+    port=$((API_BASE_PORT + i))
+    wait_for 30 curl -fsS "http://127.0.0.1:$port/api/health/live" \
+      || die "API node $i did not come up on port $port; see $LOG_DIR/api-$i.log"
+  done
+}
+
+start_workers() {
+  local i
+  for ((i = 0; i < WORKERS; i++)); do
+    start_background "worker-$i" "$FLASHSALE_ROOT/target/release/flashsale-worker"
+  done
+}
+
+start_nginx() {
+  render_nginx_config "$API_NODES"
+  "$NGINX_BIN" -p "$STATE_DIR/nginx" -c "$NGINX_CONF" || die "nginx did not start; see $LOG_DIR/nginx-error.log"
+  wait_for 15 curl -fsS "http://127.0.0.1:$PUBLIC_PORT/api/health/live" \
+    || die "nginx does not answer on port $PUBLIC_PORT; see $LOG_DIR/nginx-error.log"
+}
+
+stop_cluster() {
+  local pidfile name
+  if pid_alive "$RUN_DIR/nginx.pid" nginx; then
+    log "stopping nginx"
+    stop_pid "$RUN_DIR/nginx.pid" nginx 10
+  fi
+  for pidfile in "$RUN_DIR"/api-*.pid "$RUN_DIR"/worker-*.pid; do
+    [[ -e $pidfile ]] || continue
+    name=$(basename "$pidfile" .pid)
+    case $name in
+      api-*) pid_alive "$pidfile" flashsale-api && log "stopping $name"; stop_pid "$pidfile" flashsale-api 15 ;;
+      worker-*) pid_alive "$pidfile" flashsale-worker && log "stopping $name"; stop_pid "$pidfile" flashsale-worker 30 ;;
+    esac
+  done
+}

@@ -1,0 +1,402 @@
+//! Typed settings read from the environment (12-factor), with defaults and
+//! validation at boot. Every field is also a command-line flag, so
+//! `flashsale-api --help` documents the whole configuration.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use clap::Args;
+
+/// A value that must never be printed: `Debug` and `Display` redact it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
+/// Where PostgreSQL is and how hard we may lean on it.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// PostgreSQL connection URL (may carry a password, so it is a secret).
+    #[arg(
+        long = "database-url",
+        env = "FLASHSALE_DATABASE_URL",
+        value_name = "FLASHSALE_DATABASE_URL"
+    )]
+    pub database_url: Secret,
+
+    /// Upper bound of the connection pool per process.
+    #[arg(
+        long,
+        env = "FLASHSALE_PG_MAX_CONNECTIONS",
+        value_name = "FLASHSALE_PG_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub pg_max_connections: u32,
+}
+
+/// Where Redis is, how keys are namespaced, and the pool bounds.
+#[derive(Debug, Clone, Args)]
+pub struct RedisSettings {
+    /// Redis URL (may carry a password, so it is a secret).
+    #[arg(
+        long = "redis-url",
+        env = "FLASHSALE_REDIS_URL",
+        value_name = "FLASHSALE_REDIS_URL"
+    )]
+    pub redis_url: Secret,
+
+    /// Prefix of every key this deployment writes, so several deployments
+    /// (or parallel tests) can share one Redis.
+    #[arg(
+        long,
+        env = "FLASHSALE_REDIS_PREFIX",
+        value_name = "FLASHSALE_REDIS_PREFIX",
+        default_value = "fs"
+    )]
+    pub redis_prefix: String,
+
+    /// Upper bound of the Redis connection pool per process.
+    #[arg(
+        long,
+        env = "FLASHSALE_REDIS_POOL_SIZE",
+        value_name = "FLASHSALE_REDIS_POOL_SIZE",
+        default_value_t = 32
+    )]
+    pub redis_pool_size: usize,
+}
+
+/// How long any single call to PostgreSQL or Redis may take before the
+/// request answers 503 instead of hanging.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DependencySettings {
+    #[arg(
+        long,
+        env = "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
+        value_name = "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub dependency_timeout_ms: u64,
+}
+
+impl DependencySettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.dependency_timeout_ms)
+    }
+}
+
+/// Access tokens: the development identity signs them, every node verifies.
+#[derive(Debug, Clone, Args)]
+pub struct AuthSettings {
+    /// HS256 signing key, at least 32 bytes. No default: a guessable key would
+    /// let anyone mint admin tokens.
+    #[arg(
+        long = "jwt-secret",
+        env = "FLASHSALE_JWT_SECRET",
+        value_name = "FLASHSALE_JWT_SECRET"
+    )]
+    pub jwt_secret: Secret,
+
+    /// `iss` claim written and required.
+    #[arg(
+        long,
+        env = "FLASHSALE_JWT_ISSUER",
+        value_name = "FLASHSALE_JWT_ISSUER",
+        default_value = "flashsale"
+    )]
+    pub jwt_issuer: String,
+
+    /// `aud` claim written and required.
+    #[arg(
+        long,
+        env = "FLASHSALE_JWT_AUDIENCE",
+        value_name = "FLASHSALE_JWT_AUDIENCE",
+        default_value = "flashsale-api"
+    )]
+    pub jwt_audience: String,
+
+    /// Lifetime of tokens issued by `POST /api/auth/login`, in seconds.
+    #[arg(
+        long,
+        env = "FLASHSALE_TOKEN_TTL_SECS",
+        value_name = "FLASHSALE_TOKEN_TTL_SECS",
+        default_value_t = 3600
+    )]
+    pub token_ttl_secs: u64,
+
+    /// Comma-separated emails that get the admin role when they log in.
+    #[arg(
+        long,
+        env = "FLASHSALE_ADMIN_EMAILS",
+        value_name = "FLASHSALE_ADMIN_EMAILS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub admin_emails: Vec<String>,
+}
+
+/// The HTTP side of an API node.
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// Address the API node listens on (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "FLASHSALE_BIND",
+        value_name = "FLASHSALE_BIND",
+        default_value = "127.0.0.1:3000"
+    )]
+    pub bind: SocketAddr,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "FLASHSALE_MAX_BODY_BYTES", value_name = "FLASHSALE_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Backstop for a whole request; dependency calls have their own, shorter bound.
+    #[arg(
+        long,
+        env = "FLASHSALE_REQUEST_TIMEOUT_MS",
+        value_name = "FLASHSALE_REQUEST_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub request_timeout_ms: u64,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(
+        long,
+        env = "FLASHSALE_SHUTDOWN_GRACE_SECS",
+        value_name = "FLASHSALE_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10
+    )]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Everything an API node needs.
+#[derive(Debug, Clone, Args)]
+pub struct ApiSettings {
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub redis: RedisSettings,
+    #[command(flatten)]
+    pub dependencies: DependencySettings,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+}
+
+/// Log output shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for machines.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}
+
+/// Logging, shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// `tracing` filter directives, e.g. `info,flashsale=debug`.
+    #[arg(
+        long,
+        env = "FLASHSALE_LOG",
+        value_name = "FLASHSALE_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+
+    #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_name = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// A setting that parsed but makes no sense; startup stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {name} {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name,
+        problem: problem.into(),
+    }
+}
+
+impl RedisSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let prefix_ok = !self.redis_prefix.is_empty()
+            && self.redis_prefix.len() <= 64
+            && self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+        if !prefix_ok {
+            return Err(invalid(
+                "FLASHSALE_REDIS_PREFIX",
+                "must be 1-64 characters of letters, digits, '-', '_', ':' or '.' \
+                 (braces would break the per-sale hash tag)",
+            ));
+        }
+        if self.redis_pool_size == 0 {
+            return Err(invalid("FLASHSALE_REDIS_POOL_SIZE", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl DatabaseSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pg_max_connections == 0 {
+            return Err(invalid(
+                "FLASHSALE_PG_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DependencySettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=60_000).contains(&self.dependency_timeout_ms) {
+            return Err(invalid(
+                "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
+                "must be between 10 and 60000 milliseconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AuthSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.expose().len() < 32 {
+            return Err(invalid(
+                "FLASHSALE_JWT_SECRET",
+                "must be at least 32 bytes (try: openssl rand -hex 32)",
+            ));
+        }
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "FLASHSALE_TOKEN_TTL_SECS",
+                "must be between 1 second and 7 days",
+            ));
+        }
+        if self.jwt_issuer.is_empty() || self.jwt_audience.is_empty() {
+            return Err(invalid(
+                "FLASHSALE_JWT_ISSUER/FLASHSALE_JWT_AUDIENCE",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Admin emails, normalised the way logins are, blanks dropped.
+    pub fn normalized_admin_emails(&self) -> Vec<String> {
+        self.admin_emails
+            .iter()
+            .map(|email| email.trim().to_lowercase())
+            .filter(|email| !email.is_empty())
+            .collect()
+    }
+}
+
+impl HttpSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(256..=10 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "FLASHSALE_MAX_BODY_BYTES",
+                "must be between 256 bytes and 10 MiB",
+            ));
+        }
+        if self.request_timeout_ms < 10 {
+            return Err(invalid(
+                "FLASHSALE_REQUEST_TIMEOUT_MS",
+                "must be at least 10",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl ApiSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
+        self.database.validate()?;
+        self.redis.validate()?;
+        self.dependencies.validate()?;
+        self.auth.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(secret: &str) -> AuthSettings {
+        AuthSettings {
+            jwt_secret: Secret::new(secret),
+            jwt_issuer: "flashsale".into(),
+            jwt_audience: "flashsale-api".into(),
+            token_ttl_secs: 3600,
+            admin_emails: vec![" Admin@Example.COM ".into(), "".into()],
+        }
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_rejected_with_the_variable_name() {
+        let error = auth("short").validate().unwrap_err();
+        assert!(error.to_string().contains("FLASHSALE_JWT_SECRET"));
+    }
+
+    #[test]
+    fn admin_emails_are_normalised_and_blanks_dropped() {
+        let settings = auth(&"k".repeat(32));
+        assert!(settings.validate().is_ok());
+        assert_eq!(
+            settings.normalized_admin_emails(),
+            vec!["admin@example.com"]
+        );
+    }
+
+    #[test]
+    fn a_redis_prefix_with_braces_is_rejected() {
+        let settings = RedisSettings {
+            redis_url: Secret::new("redis://127.0.0.1"),
+            redis_prefix: "fs{x}".into(),
+            redis_pool_size: 4,
+        };
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+}

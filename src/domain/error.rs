@@ -1,0 +1,32 @@
+//! The domain error enum: what can go wrong for business reasons, not I/O.
+
+use uuid::Uuid;
+
+use super::{SaleAction, SaleState};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("no flash sale with id {0}")]
+    SaleNotFound(Uuid),
+
+    #[error("there is no current flash sale")]
+    NoCurrentSale,
+
+    #[error("no product with id {0}")]
+    ProductNotFound(Uuid),
+
+    #[error("a product with sku {0:?} already exists")]
+    SkuTaken(String),
+
+    #[error("only {available} unit(s) of the product are free to allot, {requested} requested")]
+    InsufficientStock { requested: i64, available: i64 },
+
+    #[error("cannot {action} a sale that is {state}")]
+    InvalidTransition {
+        state: SaleState,
+        action: SaleAction,
+    },
+
+    #[error("stock cannot be added to a sale that is {state}")]
+    StockChangeNotAllowed { state: SaleState },
+}

@@ -1,0 +1,12 @@
+//! The business rules, free of I/O: identities, money, sale lifecycle and the
+//! domain errors every layer above maps explicitly.
+
+mod error;
+mod identity;
+mod money;
+mod sale;
+
+pub use error::DomainError;
+pub use identity::{Email, Role};
+pub use money::{Currency, Money};
+pub use sale::{SaleAction, SaleState, SaleWindow};

@@ -1,0 +1,57 @@
+//! Prices in integer minor units (cents), never floats.
+
+use serde::{Deserialize, Serialize};
+
+/// An amount in the currency's minor unit (e.g. cents). Non-negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Money(i64);
+
+impl Money {
+    /// Largest accepted price: 10^12 minor units, far below `i64::MAX` so
+    /// that multiplying by a quantity cannot overflow.
+    pub const MAX: i64 = 1_000_000_000_000;
+
+    pub fn from_minor(minor: i64) -> Option<Self> {
+        (0..=Self::MAX).contains(&minor).then_some(Self(minor))
+    }
+
+    pub fn minor(self) -> i64 {
+        self.0
+    }
+}
+
+/// An ISO 4217 code: exactly three upper-case ASCII letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(code: &str) -> Option<Self> {
+        (code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()))
+            .then(|| Self(code.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_rejects_negative_and_absurd_amounts() {
+        assert_eq!(Money::from_minor(-1), None);
+        assert_eq!(Money::from_minor(Money::MAX + 1), None);
+        assert_eq!(Money::from_minor(1999).map(Money::minor), Some(1999));
+    }
+
+    #[test]
+    fn currency_codes_are_three_upper_case_letters() {
+        assert!(Currency::parse("EUR").is_some());
+        for bad in ["eur", "EURO", "E1R", ""] {
+            assert!(Currency::parse(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The life of a flash sale: its window, its states, and which admin actions
+//! are allowed from which state.
+//!
+//! Two things decide what shoppers see: what an admin decided (stored in
+//! PostgreSQL and mirrored to Redis) and the clock. A sale stored as
+//! `scheduled` or `active` is *open*: the window alone says whether it has
+//! started or ended. `paused`, `ended` and `cancelled` are admin decisions
+//! the clock does not override.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::DomainError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SaleState {
+    Scheduled,
+    Active,
+    Paused,
+    Ended,
+    Cancelled,
+}
+
+impl SaleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::Scheduled => "scheduled",
+            SaleState::Active => "active",
+            SaleState::Paused => "paused",
+            SaleState::Ended => "ended",
+            SaleState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            SaleState::Scheduled,
+            SaleState::Active,
+            SaleState::Paused,
+            SaleState::Ended,
+            SaleState::Cancelled,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == value)
+    }
+
+    /// Ended and cancelled sales never sell again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SaleState::Ended | SaleState::Cancelled)
+    }
+}
+
+impl TryFrom<String> for SaleState {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown sale state {value:?}"))
+    }
+}
+
+impl fmt::Display for SaleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an admin can ask of a sale with `PATCH /api/admin/flash-sales/{id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SaleAction {
+    Pause,
+    Resume,
+    Cancel,
+    End,
+}
+
+impl fmt::Display for SaleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SaleAction::Pause => "pause",
+            SaleAction::Resume => "resume",
+            SaleAction::Cancel => "cancel",
+            SaleAction::End => "end",
+        })
+    }
+}
+
+/// When a sale sells: `[starts_at, ends_at)`, with `starts_at < ends_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleWindow {
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+}
+
+impl SaleWindow {
+    pub fn new(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Option<Self> {
+        (starts_at < ends_at).then_some(Self { starts_at, ends_at })
+    }
+
+    pub fn starts_at(&self) -> DateTime<Utc> {
+        self.starts_at
+    }
+
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.ends_at
+    }
+
+    /// The state of an open sale at `now`, by the clock alone.
+    fn open_state_at(&self, now: DateTime<Utc>) -> SaleState {
+        if now < self.starts_at {
+            SaleState::Scheduled
+        } else if now < self.ends_at {
+            SaleState::Active
+        } else {
+            SaleState::Ended
+        }
+    }
+
+    /// The state stored for a sale that is (re)opened at `now`: it records
+    /// whether it had started, for readers of the table; the clock still rules.
+    pub fn opening_state(&self, now: DateTime<Utc>) -> SaleState {
+        if now < self.starts_at {
+            SaleState::Scheduled
+        } else {
+            SaleState::Active
+        }
+    }
+
+    /// What shoppers see at `now` given what is stored.
+    pub fn effective_state(&self, stored: SaleState, now: DateTime<Utc>) -> SaleState {
+        match stored {
+            SaleState::Scheduled | SaleState::Active => self.open_state_at(now),
+            decided => decided,
+        }
+    }
+
+    /// The state to store after `action`, or why it is not allowed. Repeating
+    /// an action is allowed and changes nothing, so an admin whose request
+    /// timed out can safely retry it.
+    pub fn apply(
+        &self,
+        stored: SaleState,
+        action: SaleAction,
+        now: DateTime<Utc>,
+    ) -> Result<SaleState, DomainError> {
+        let state = self.effective_state(stored, now);
+        let next = match (action, state) {
+            (SaleAction::Pause, s) if !s.is_terminal() => SaleState::Paused,
+            (SaleAction::Resume, s) if !s.is_terminal() => self.opening_state(now),
+            (SaleAction::Cancel, s) if s != SaleState::Ended => SaleState::Cancelled,
+            (SaleAction::End, s) if s != SaleState::Cancelled => SaleState::Ended,
+            _ => return Err(DomainError::InvalidTransition { state, action }),
+        };
+        Ok(next)
+    }
+
+    /// Stock can be added while the sale can still sell.
+    pub fn can_add_stock(&self, stored: SaleState, now: DateTime<Utc>) -> Result<(), DomainError> {
+        let state = self.effective_state(stored, now);
+        if state.is_terminal() {
+            return Err(DomainError::StockChangeNotAllowed { state });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    fn window_around(now: DateTime<Utc>) -> SaleWindow {
+        SaleWindow::new(now - Duration::minutes(5), now + Duration::minutes(5)).unwrap()
+    }
+
+    #[test]
+    fn a_window_must_end_after_it_starts() {
+        let now = Utc::now();
+        assert!(SaleWindow::new(now, now).is_none());
+        assert!(SaleWindow::new(now, now - Duration::seconds(1)).is_none());
+    }
+
+    #[test]
+    fn open_sales_follow_the_clock() {
+        let now = Utc::now();
+        let window = window_around(now);
+        let before = now - Duration::minutes(10);
+        let after = now + Duration::minutes(10);
+        for stored in [SaleState::Scheduled, SaleState::Active] {
+            assert_eq!(window.effective_state(stored, before), SaleState::Scheduled);
+            assert_eq!(window.effective_state(stored, now), SaleState::Active);
+            assert_eq!(window.effective_state(stored, after), SaleState::Ended);
+        }
+    }
+
+    #[test]
+    fn admin_decisions_override_the_clock() {
+        let now = Utc::now();
+        let window = window_around(now);
+        for stored in [SaleState::Paused, SaleState::Ended, SaleState::Cancelled] {
+            assert_eq!(window.effective_state(stored, now), stored);
+        }
+    }
+
+    #[test]
+    fn allowed_transitions_and_their_results() {
+        let now = Utc::now();
+        let window = window_around(now);
+        let table = [
+            (
+                SaleState::Active,
+                SaleAction::Pause,
+                Some(SaleState::Paused),
+            ),
+            (
+                SaleState::Paused,
+                SaleAction::Pause,
+                Some(SaleState::Paused),
+            ),
+            (
+                SaleState::Paused,
+                SaleAction::Resume,
+                Some(SaleState::Active),
+            ),
+            (
+                SaleState::Active,
+                SaleAction::Resume,
+                Some(SaleState::Active),
+            ),
+            (
+                SaleState::Active,
+                SaleAction::Cancel,
+                Some(SaleState::Cancelled),
+            ),
+            (
+                SaleState::Cancelled,
+                SaleAction::Cancel,
+                Some(SaleState::Cancelled),
+            ),
+            (SaleState::Paused, SaleAction::End, Some(SaleState::Ended)),
+            (SaleState::Ended, SaleAction::End, Some(SaleState::Ended)),
+            (SaleState::Ended, SaleAction::Resume, None),
+            (SaleState::Ended, SaleAction::Pause, None),
+            (SaleState::Ended, SaleAction::Cancel, None),
+            (SaleState::Cancelled, SaleAction::Resume, None),
+            (SaleState::Cancelled, SaleAction::End, None),
+        ];
+        for (stored, action, expected) in table {
+            let result = window.apply(stored, action, now).ok();
+            assert_eq!(result, expected, "{action} from {stored}");
+        }
+    }
+
+    #[test]
+    fn resuming_before_the_start_stores_scheduled() {
+        let now = Utc::now();
+        let window =
+            SaleWindow::new(now + Duration::minutes(1), now + Duration::minutes(2)).unwrap();
+        assert_eq!(
+            window.apply(SaleState::Paused, SaleAction::Resume, now),
+            Ok(SaleState::Scheduled)
+        );
+    }
+
+    #[test]
+    fn a_sale_past_its_window_cannot_be_paused_or_restocked() {
+        let now = Utc::now();
+        let window =
+            SaleWindow::new(now - Duration::minutes(2), now - Duration::minutes(1)).unwrap();
+        assert!(
+            window
+                .apply(SaleState::Active, SaleAction::Pause, now)
+                .is_err()
+        );
+        assert!(window.can_add_stock(SaleState::Active, now).is_err());
+        assert!(window.can_add_stock(SaleState::Paused, now).is_ok());
+    }
+}

@@ -1,0 +1,297 @@
+//! The one error model of the API (DESIGN.md §4): every failure answers
+//! `{"error": {"code", "message", "request_id"}}` with a stable code.
+//!
+//! Handlers return [`ApiError`]; its response carries the error in an
+//! extension, and [`render_errors`] (a middleware that knows the request id)
+//! writes the JSON body. The same middleware wraps errors produced outside
+//! handlers (unknown routes, wrong methods, body limits, timeouts) so no
+//! response ever leaves in another shape.
+
+use std::borrow::Cow;
+
+use axum::{
+    body::Body,
+    extract::{
+        Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use validator::ValidationErrors;
+
+use crate::{
+    auth::TokenError,
+    domain::DomainError,
+    store::{Dependency, StoreError},
+};
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An error on its way to the client: status, stable code, safe message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: e.g. `VALIDATION_FAILED`, `SOLD_OUT`, `UNAVAILABLE`.
+    #[schema(example = "VALIDATION_FAILED")]
+    pub code: &'static str,
+    /// For humans; says what to change or when to retry.
+    pub message: String,
+    /// The `x-request-id` of the request, to quote when reporting a problem.
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", message)
+    }
+
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this endpoint needs the admin role; admins are the emails in FLASHSALE_ADMIN_EMAILS",
+        )
+    }
+
+    pub fn unavailable(dependency: Dependency) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!(
+                "{dependency} is temporarily unavailable; retry in {RETRY_AFTER_SECS} s \
+                 (idempotent requests are safe to repeat)"
+            ),
+        )
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "an unexpected error occurred; it was logged under this request id",
+        )
+    }
+
+    /// The error for a non-JSON error response made outside our handlers.
+    fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => {
+                Self::new(status, "NOT_FOUND", "no such endpoint; see /api/docs")
+            }
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                status,
+                "METHOD_NOT_ALLOWED",
+                "this endpoint does not accept that method; see /api/docs",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                status,
+                "PAYLOAD_TOO_LARGE",
+                "the request body is larger than this API accepts",
+            ),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("the request took too long; retry in {RETRY_AFTER_SECS} s"),
+            ),
+            status if status.is_server_error() => Self::internal(),
+            status => Self::new(
+                status,
+                "BAD_REQUEST",
+                status
+                    .canonical_reason()
+                    .unwrap_or("the request was refused"),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Writes the JSON error body (with the request id) for every 4xx/5xx
+/// response, and `Retry-After` on every 503.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let error = match response.extensions_mut().remove::<ApiError>() {
+        Some(error) => error,
+        None if is_json(&response) => return response,
+        None => ApiError::for_status(status),
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: error.code,
+            message: error.message.into_owned(),
+            request_id,
+        },
+    };
+    let bytes = serde_json::to_vec(&body).expect("an error body always serialises");
+    *response.status_mut() = error.status;
+    *response.body_mut() = Body::from(bytes);
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if error.status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    if error.status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"))
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        let (status, code) = match &error {
+            DomainError::SaleNotFound(_) => (StatusCode::NOT_FOUND, "SALE_NOT_FOUND"),
+            DomainError::NoCurrentSale => (StatusCode::NOT_FOUND, "NO_CURRENT_SALE"),
+            DomainError::ProductNotFound(_) => (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND"),
+            DomainError::SkuTaken(_) => (StatusCode::CONFLICT, "SKU_TAKEN"),
+            DomainError::InsufficientStock { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_STOCK"),
+            DomainError::InvalidTransition { .. } | DomainError::StockChangeNotAllowed { .. } => {
+                (StatusCode::CONFLICT, "INVALID_STATE_TRANSITION")
+            }
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Domain(domain) => domain.into(),
+            StoreError::Unavailable { dependency, detail } => {
+                tracing::warn!(%dependency, %detail, "dependency unavailable");
+                metrics::counter!("dependency_unavailable_total", "dependency" => dependency.to_string())
+                    .increment(1);
+                Self::unavailable(dependency)
+            }
+            StoreError::Unexpected { dependency, detail } => {
+                tracing::error!(%dependency, %detail, "unexpected store error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        Self::unauthorized(error.to_string())
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        let mut problems: Vec<String> = errors
+            .field_errors()
+            .into_iter()
+            .flat_map(|(field, errors)| {
+                errors.iter().map(move |error| match &error.message {
+                    Some(message) => format!("{field}: {message}"),
+                    None => format!("{field}: invalid ({})", error.code),
+                })
+            })
+            .collect();
+        problems.sort();
+        Self::validation(problems.join("; "))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as JSON with `Content-Type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(error) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                format!("the body is not valid JSON: {}", error.body_text()),
+            ),
+            JsonRejection::JsonDataError(error) => Self::validation(error.body_text()),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            other => Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::validation(format!("path: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::validation(format!("query: {}", rejection.body_text()))
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP API: routes (one file per resource under `routes/`), extractors,
+//! the error model, and [`router`], which assembles them with the middleware
+//! stack. Tests call [`router`] directly and serve it on port 0.
+
+mod error;
+pub mod extract;
+mod openapi;
+mod request_metrics;
+pub mod routes;
+mod state;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware,
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    ServiceBuilderExt, catch_panic::CatchPanicLayer, request_id::MakeRequestUuid,
+    set_header::SetResponseHeaderLayer, timeout::TimeoutLayer, trace::TraceLayer,
+};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use openapi::ApiDoc;
+pub use state::AppState;
+
+use crate::config::HttpSettings;
+
+/// Every route, documented; `openapi()` and `router()` both start here so the
+/// document cannot miss an endpoint.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(routes::auth::router())
+        .merge(routes::sale_status::router())
+        .merge(routes::products::router())
+        .merge(routes::flash_sales::router())
+        .merge(routes::metrics::router())
+}
+
+/// The OpenAPI document served at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
+/// The whole application with its middleware.
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let (routes, openapi) = documented_routes().split_for_parts();
+    let request_id = HeaderName::from_static("x-request-id");
+
+    // Outermost first. The request id is set before anything logs, so every
+    // line and every error body carries it; errors are rendered inside the
+    // trace span but outside the timeout, so a timeout also gets the JSON
+    // shape; panics become a 500 in that shape instead of a dropped
+    // connection.
+    let middleware = ServiceBuilder::new()
+        .set_request_id(request_id.clone(), MakeRequestUuid)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
+            }),
+        )
+        .propagate_request_id(request_id)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(middleware::from_fn(error::render_errors))
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout(),
+        ))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+
+    Router::new()
+        .merge(routes)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint; see /api/docs",
+            )
+        })
+        // Per-route metrics need the matched route, so this layer sits on the
+        // routes (inside routing) rather than in the stack above.
+        .route_layer(middleware::from_fn(request_metrics::record))
+        .with_state(state)
+        .layer(middleware)
+}
+
+/// Grace period helper shared by the binaries.
+pub fn grace(settings: &HttpSettings) -> Duration {
+    Duration::from_secs(settings.shutdown_grace_secs)
+}

@@ -1,0 +1,250 @@
+//! Admin: create, read and steer flash sales. Every change is mirrored to
+//! Redis (armed) right after it commits in PostgreSQL.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use super::products::MAX_STOCK;
+use crate::{
+    domain::{DomainError, Money, SaleAction, SaleState, SaleWindow},
+    http::{
+        ApiError, AppState,
+        extract::{Admin, PathParams, ValidJson},
+    },
+    store::{
+        arming,
+        postgres::{NewSale, SaleRow},
+    },
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_flash_sale))
+        .routes(routes!(get_flash_sale, update_flash_sale))
+}
+
+/// Most units one shopper may buy in one sale.
+const MAX_PER_USER_LIMIT: i32 = 1000;
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[validate(schema(function = "window_is_valid"))]
+pub struct CreateFlashSaleRequest {
+    pub product_id: Uuid,
+    /// Sale price in minor units (cents).
+    #[validate(range(min = 0, max = Money::MAX, message = "must be 0 to 10^12 minor units"))]
+    pub price: i64,
+    /// RFC 3339, e.g. `2026-11-22T10:00:00Z`.
+    pub starts_at: DateTime<Utc>,
+    /// RFC 3339; after `starts_at` and in the future.
+    pub ends_at: DateTime<Utc>,
+    /// Units one shopper may buy in this sale (default 1).
+    #[validate(range(min = 1, max = MAX_PER_USER_LIMIT, message = "must be 1 to 1000"))]
+    pub per_user_limit: Option<i32>,
+    /// Units of the product allotted to this sale; at most the product's
+    /// units not already promised to other open sales.
+    #[validate(range(min = 1, max = MAX_STOCK, message = "must be 1 to 1000000000 units"))]
+    pub stock: i64,
+}
+
+fn window_is_valid(request: &CreateFlashSaleRequest) -> Result<(), ValidationError> {
+    if request.ends_at <= request.starts_at {
+        return Err(
+            ValidationError::new("window").with_message("ends_at must be after starts_at".into())
+        );
+    }
+    if request.ends_at <= Utc::now() {
+        return Err(
+            ValidationError::new("window").with_message("ends_at must be in the future".into())
+        );
+    }
+    Ok(())
+}
+
+/// Exactly one of `action` or `add_stock`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[validate(schema(function = "one_change"))]
+pub struct UpdateFlashSaleRequest {
+    pub action: Option<SaleAction>,
+    /// Units to add to the sale's allotment.
+    #[validate(range(min = 1, max = MAX_STOCK, message = "must be 1 to 1000000000 units"))]
+    pub add_stock: Option<i64>,
+}
+
+fn one_change(request: &UpdateFlashSaleRequest) -> Result<(), ValidationError> {
+    match (&request.action, &request.add_stock) {
+        (Some(_), None) | (None, Some(_)) => Ok(()),
+        _ => Err(ValidationError::new("body").with_message(
+            "send exactly one of {\"action\": \"pause\"|\"resume\"|\"cancel\"|\"end\"} or {\"add_stock\": n}".into(),
+        )),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlashSaleResponse {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub price: i64,
+    pub currency: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// What shoppers see now: the admin's decision, then the clock.
+    pub state: SaleState,
+    pub per_user_limit: i32,
+    /// Units allotted to the sale.
+    pub stock: i64,
+    /// Units sold and committed in PostgreSQL.
+    pub confirmed: i64,
+    /// Units left to reserve in Redis; null when the sale is not armed.
+    pub remaining: Option<i64>,
+    /// Whether Redis holds the sale's current state; when false, the next
+    /// readiness probe (or a retry of this request) arms it.
+    pub armed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl FlashSaleResponse {
+    fn new(sale: SaleRow, remaining: Option<i64>, armed: bool) -> Self {
+        Self {
+            state: sale.effective_state(Utc::now()),
+            id: sale.id,
+            product_id: sale.product_id,
+            price: sale.sale_price,
+            currency: sale.currency,
+            starts_at: sale.starts_at,
+            ends_at: sale.ends_at,
+            per_user_limit: sale.per_user_limit,
+            stock: sale.allotted_quantity,
+            confirmed: sale.confirmed_quantity,
+            remaining,
+            armed,
+            created_at: sale.created_at,
+            updated_at: sale.updated_at,
+        }
+    }
+
+    /// After a change committed in PostgreSQL: arm, or report it not armed.
+    async fn armed_after_change(state: &AppState, sale: SaleRow) -> Self {
+        match arming::arm_sale(&state.redis, &sale).await {
+            Ok(armed) => Self::new(sale, Some(armed.remaining), true),
+            Err(error) => {
+                tracing::warn!(sale_id = %sale.id, %error, "sale saved but not armed; readiness will retry");
+                Self::new(sale, None, false)
+            }
+        }
+    }
+}
+
+/// Create a flash sale (admin). Its stock is armed in Redis at once.
+#[utoipa::path(post, path = "/api/admin/flash-sales", tag = "admin",
+    security(("bearer" = [])),
+    request_body = CreateFlashSaleRequest,
+    responses(
+        (status = 201, description = "Created (check `armed`)", body = FlashSaleResponse),
+        (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
+        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::http::ErrorBody),
+        (status = 409, description = "INSUFFICIENT_STOCK", body = crate::http::ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
+    ))]
+async fn create_flash_sale(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ValidJson(request): ValidJson<CreateFlashSaleRequest>,
+) -> Result<(StatusCode, Json<FlashSaleResponse>), ApiError> {
+    let new = NewSale {
+        product_id: request.product_id,
+        price: Money::from_minor(request.price)
+            .ok_or_else(|| ApiError::validation("price: out of range"))?,
+        window: SaleWindow::new(request.starts_at, request.ends_at)
+            .ok_or_else(|| ApiError::validation("ends_at must be after starts_at"))?,
+        per_user_limit: request.per_user_limit.unwrap_or(1),
+        stock: request.stock,
+    };
+    let sale = state.db.create_sale(&new, Utc::now()).await?;
+    tracing::info!(admin = %admin.user_id, sale_id = %sale.id, stock = sale.allotted_quantity, "flash sale created");
+    let response = FlashSaleResponse::armed_after_change(&state, sale).await;
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// Read a flash sale with its live remaining stock (admin).
+#[utoipa::path(get, path = "/api/admin/flash-sales/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Flash sale id")),
+    responses(
+        (status = 200, description = "The sale", body = FlashSaleResponse),
+        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
+        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+    ))]
+async fn get_flash_sale(
+    State(state): State<AppState>,
+    _admin: Admin,
+    PathParams(id): PathParams<Uuid>,
+) -> Result<Json<FlashSaleResponse>, ApiError> {
+    let sale = state
+        .db
+        .find_sale(id)
+        .await?
+        .ok_or(DomainError::SaleNotFound(id))?;
+    let remaining = state.redis.remaining(id).await?;
+    Ok(Json(FlashSaleResponse::new(
+        sale,
+        remaining,
+        remaining.is_some(),
+    )))
+}
+
+/// Pause, resume, cancel or end a sale, or add stock to it (admin).
+/// Repeating an action is harmless; a change PostgreSQL saved but Redis did
+/// not receive answers 503 for actions (retry it) and `armed: false` for
+/// added stock (the next readiness probe adds it to Redis exactly once).
+#[utoipa::path(patch, path = "/api/admin/flash-sales/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Flash sale id")),
+    request_body = UpdateFlashSaleRequest,
+    responses(
+        (status = 200, description = "The updated sale", body = FlashSaleResponse),
+        (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
+        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
+        (status = 409, description = "INVALID_STATE_TRANSITION or INSUFFICIENT_STOCK", body = crate::http::ErrorBody),
+        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+    ))]
+async fn update_flash_sale(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    PathParams(id): PathParams<Uuid>,
+    ValidJson(request): ValidJson<UpdateFlashSaleRequest>,
+) -> Result<Json<FlashSaleResponse>, ApiError> {
+    let now = Utc::now();
+    if let Some(quantity) = request.add_stock {
+        let sale = state.db.add_sale_stock(id, quantity, now).await?;
+        tracing::info!(admin = %admin.user_id, sale_id = %id, quantity, "stock added to sale");
+        return Ok(Json(
+            FlashSaleResponse::armed_after_change(&state, sale).await,
+        ));
+    }
+    let action = request
+        .action
+        .ok_or_else(|| ApiError::validation("action: missing"))?;
+    let sale = state.db.apply_sale_action(id, action, now).await?;
+    tracing::info!(admin = %admin.user_id, sale_id = %id, %action, state = %sale.state, "sale action applied");
+    // A pause or cancel that Redis did not hear would keep selling: the
+    // admin must see the failure and retry (the action is idempotent).
+    let armed = arming::arm_sale(&state.redis, &sale).await?;
+    Ok(Json(FlashSaleResponse::new(
+        sale,
+        Some(armed.remaining),
+        true,
+    )))
+}

@@ -1,0 +1,131 @@
+//! Probes for operators and orchestrators: liveness (the process answers),
+//! readiness (PostgreSQL and Redis answer, open sales are armed), and a
+//! detailed health document.
+
+use std::time::Instant;
+
+use axum::{Json, extract::State};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    http::{ApiError, AppState},
+    store::{Dependency, StoreError, arming},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_live))
+        .routes(routes!(get_ready))
+        .routes(routes!(get_health))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveResponse {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Sales whose Redis state was missing and was rebuilt by this probe.
+    pub sales_rebuilt: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok` when every dependency answers, else `degraded`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub postgres: DependencyHealth,
+    pub redis: DependencyHealth,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DependencyHealth {
+    /// `up` or `down`.
+    #[schema(example = "up")]
+    pub status: &'static str,
+    /// Round-trip time of the check.
+    pub latency_ms: f64,
+    /// Why it is down, in words safe to show; details are in the logs.
+    pub problem: Option<&'static str>,
+}
+
+/// The process is up and serving HTTP. Touches no dependency.
+#[utoipa::path(get, path = "/api/health/live", tag = "operations",
+    responses((status = 200, description = "The process answers", body = LiveResponse)))]
+async fn get_live() -> Json<LiveResponse> {
+    Json(LiveResponse { status: "ok" })
+}
+
+/// Ready to take traffic: PostgreSQL and Redis answer within the dependency
+/// timeout and every open sale is armed in Redis (missing ones are rebuilt
+/// from PostgreSQL here).
+#[utoipa::path(get, path = "/api/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = ReadyResponse),
+        (status = 503, description = "A dependency is down; Retry-After is set", body = crate::http::ErrorBody),
+    ))]
+async fn get_ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
+    let (postgres, redis) = tokio::join!(state.db.ping(), state.redis.ping());
+    postgres?;
+    redis?;
+    let sales_rebuilt = arming::arm_open_sales(&state.db, &state.redis).await?;
+    Ok(Json(ReadyResponse {
+        status: "ready",
+        sales_rebuilt,
+    }))
+}
+
+/// Each dependency's state and latency. Always 200: this is a report, the
+/// readiness probe is the verdict.
+#[utoipa::path(get, path = "/api/health", tag = "operations",
+    responses((status = 200, description = "Health report", body = HealthResponse)))]
+async fn get_health(State(state): State<AppState>) -> Json<HealthResponse> {
+    let (postgres, redis) = tokio::join!(
+        timed(Dependency::Postgres, state.db.ping()),
+        timed(Dependency::Redis, state.redis.ping())
+    );
+    let status = if postgres.status == "up" && redis.status == "up" {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Json(HealthResponse {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started_at.elapsed().as_secs(),
+        postgres,
+        redis,
+    })
+}
+
+async fn timed(
+    dependency: Dependency,
+    check: impl Future<Output = Result<(), StoreError>>,
+) -> DependencyHealth {
+    let started = Instant::now();
+    let result = check.await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let problem = match result {
+        Ok(()) => None,
+        Err(error) => {
+            tracing::warn!(%dependency, %error, "health check failed");
+            Some(match error {
+                StoreError::Unavailable { .. } => "unreachable or too slow",
+                _ => "unexpected error (see the node's logs)",
+            })
+        }
+    };
+    DependencyHealth {
+        status: if problem.is_none() { "up" } else { "down" },
+        latency_ms,
+        problem,
+    }
+}

@@ -1,0 +1,8 @@
+//! One file per resource; each exposes `router()` with its documented routes.
+
+pub mod auth;
+pub mod flash_sales;
+pub mod health;
+pub mod metrics;
+pub mod products;
+pub mod sale_status;

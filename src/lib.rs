@@ -1,0 +1,20 @@
+//! flashsale: a high-concurrency flash-sale purchase engine.
+//!
+//! The library holds everything the binaries share, so tests, benches and the
+//! worker reuse the exact code the API runs:
+//! - [`config`]: typed settings from the environment, validated at boot;
+//! - [`domain`]: ids, money, sale rules and domain errors (no I/O);
+//! - [`auth`]: issuing and verifying access tokens (no I/O);
+//! - [`store`]: PostgreSQL and Redis access, Lua scripts, arming;
+//! - [`http`]: routes, extractors, the error model and the middleware stack;
+//! - [`server`]: wiring pools and the router into a running API node;
+//! - [`telemetry`]: structured logs and the Prometheus recorder.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

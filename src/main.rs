@@ -1,0 +1,58 @@
+//! `flashsale-api`: serve the HTTP API, or apply the database migrations.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flashsale::{
+    config::{ApiSettings, DatabaseSettings, DependencySettings, LogSettings},
+    server, shutdown,
+    store::postgres::{Db, MIGRATOR},
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "flashsale API node: every flag can also be set by its environment variable"
+)]
+struct Cli {
+    #[command(flatten)]
+    log: LogSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(Box<ApiSettings>),
+    /// Apply pending migrations, then exit. Run once per deploy, not per replica.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[command(flatten)]
+        dependencies: DependencySettings,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging(&cli.log)?;
+    match cli.command {
+        Command::Serve(settings) => {
+            settings.validate()?;
+            server::run(*settings, shutdown::on_signal()).await
+        }
+        Command::Migrate {
+            database,
+            dependencies,
+        } => {
+            database.validate()?;
+            dependencies.validate()?;
+            let db = Db::connect_lazy(&database, dependencies.timeout())?;
+            MIGRATOR.run(db.pool()).await.context("migrations failed")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! PostgreSQL: the pool, migrations, error classification, and one file per
+//! table family (`users`, `products`, `sales`), each adding methods to [`Db`].
+
+mod products;
+mod sales;
+mod users;
+
+use std::{future::Future, str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+pub use products::{NewProduct, ProductRow};
+pub use sales::{NewSale, SaleRow};
+pub use users::UserRow;
+
+use super::{Dependency, StoreError, bounded};
+use crate::{config::DatabaseSettings, domain::DomainError};
+
+/// The schema, embedded at compile time from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The PostgreSQL handle: a pool plus the bound on every call. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    timeout: Duration,
+}
+
+impl Db {
+    /// Builds the pool without connecting: the process starts even while
+    /// PostgreSQL is down, reports not-ready, and recovers when it returns.
+    pub fn connect_lazy(settings: &DatabaseSettings, timeout: Duration) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(settings.database_url.expose())
+            .map_err(|error| {
+                anyhow::anyhow!("invalid configuration: FLASHSALE_DATABASE_URL: {error}")
+            })?
+            .application_name("flashsale");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pg_max_connections)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
+        Ok(Self::new(pool, timeout))
+    }
+
+    pub fn new(pool: PgPool, timeout: Duration) -> Self {
+        Self { pool, timeout }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn bounded<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, StoreError>
+    where
+        StoreError: From<E>,
+    {
+        bounded(Dependency::Postgres, self.timeout, call).await
+    }
+
+    /// A trivial round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(sqlx::query("select 1").execute(&self.pool))
+            .await
+            .map(drop)
+    }
+
+    /// Migrations embedded in this binary that the database has not applied.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let applied: Vec<i64> = self
+            .bounded(
+                sqlx::query_scalar("select version from _sqlx_migrations where success")
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|migration| !applied.contains(&migration.version))
+            .map(|migration| format!("{}_{}", migration.version, migration.description))
+            .collect())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error;
+        match &error {
+            Error::PoolTimedOut | Error::PoolClosed | Error::Io(_) | Error::Tls(_) => {
+                StoreError::unavailable(Dependency::Postgres, &error)
+            }
+            Error::Database(db) if is_transient(db.code().as_deref()) => {
+                StoreError::unavailable(Dependency::Postgres, &error)
+            }
+            _ => StoreError::unexpected(Dependency::Postgres, &error),
+        }
+    }
+}
+
+/// SQLSTATEs that mean "try again later": connection exceptions (08),
+/// shutdown/cannot-connect-now (57P0x), too many connections (53300),
+/// serialization failures and deadlocks (40001, 40P01).
+fn is_transient(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        code.starts_with("08")
+            || code.starts_with("57P0")
+            || matches!(code, "53300" | "40001" | "40P01")
+    })
+}
+
+/// Turns a violation of the named constraint into a domain error; any other
+/// failure is classified as usual.
+fn on_violation(constraint: &str, domain: DomainError) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.constraint() == Some(constraint) => domain.into(),
+        _ => error.into(),
+    }
+}

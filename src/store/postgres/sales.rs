@@ -1,0 +1,268 @@
+//! Flash sales: creation against the product's free stock, admin actions,
+//! added stock, and the reads the API and arming need.
+//!
+//! Every change of a product's allotments takes the product's advisory lock
+//! first — the same lock the worker takes to commit orders — so allotments
+//! and commits never interleave and never deadlock on row-lock order.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Db;
+use crate::{
+    domain::{DomainError, Money, SaleAction, SaleState, SaleWindow},
+    store::StoreError,
+};
+
+/// A sale to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewSale {
+    pub product_id: Uuid,
+    pub price: Money,
+    pub window: SaleWindow,
+    pub per_user_limit: i32,
+    pub stock: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SaleRow {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub sale_price: i64,
+    pub currency: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    #[sqlx(try_from = "String")]
+    pub state: SaleState,
+    pub per_user_limit: i32,
+    pub allotted_quantity: i64,
+    pub confirmed_quantity: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SaleRow {
+    pub fn window(&self) -> SaleWindow {
+        SaleWindow::new(self.starts_at, self.ends_at)
+            .expect("flash_sales_window_valid guarantees starts_at < ends_at")
+    }
+
+    pub fn effective_state(&self, now: DateTime<Utc>) -> SaleState {
+        self.window().effective_state(self.state, now)
+    }
+}
+
+/// `select <every SaleRow column> from flash_sales s join products p ...`
+/// followed by the given clauses, as one `&'static str`.
+macro_rules! select_sales {
+    ($($clause:literal),*) => {
+        concat!(
+            "select s.id, s.product_id, s.sale_price, p.currency, s.starts_at, s.ends_at,
+                    s.state, s.per_user_limit, s.allotted_quantity, s.confirmed_quantity,
+                    s.created_at, s.updated_at
+             from flash_sales s join products p on p.id = s.product_id ",
+            $($clause),*
+        )
+    };
+}
+
+// Open states, whose unsold allotment is still promised to shoppers, are
+// `('scheduled', 'active', 'paused')` in the queries below.
+
+impl Db {
+    pub async fn create_sale(
+        &self,
+        new: &NewSale,
+        now: DateTime<Utc>,
+    ) -> Result<SaleRow, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool().begin().await?;
+            lock_product(&mut tx, new.product_id).await?;
+            let free = free_stock(&mut tx, new.product_id)
+                .await?
+                .ok_or(DomainError::ProductNotFound(new.product_id))?;
+            if new.stock > free {
+                return Err(DomainError::InsufficientStock {
+                    requested: new.stock,
+                    available: free,
+                }
+                .into());
+            }
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "insert into flash_sales
+                   (id, product_id, sale_price, starts_at, ends_at, state, per_user_limit, allotted_quantity)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(new.product_id)
+            .bind(new.price.minor())
+            .bind(new.window.starts_at())
+            .bind(new.window.ends_at())
+            .bind(new.window.opening_state(now).as_str())
+            .bind(new.per_user_limit)
+            .bind(new.stock)
+            .execute(&mut *tx)
+            .await?;
+            let sale = select_sale(&mut tx, id, false).await?.ok_or(DomainError::SaleNotFound(id))?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(sale)
+        })
+        .await
+    }
+
+    pub async fn find_sale(&self, id: Uuid) -> Result<Option<SaleRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!("where s.id = $1"))
+                .bind(id)
+                .fetch_optional(self.pool()),
+        )
+        .await
+    }
+
+    /// The sale shoppers mean when they name none: the open sale selling now
+    /// (earliest started first), else the next one to start.
+    pub async fn current_sale(&self) -> Result<Option<SaleRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!(
+                "where s.state in ('scheduled', 'active', 'paused') and s.ends_at > now()
+                 order by (s.starts_at <= now()) desc, s.starts_at, s.id
+                 limit 1"
+            ))
+            .fetch_optional(self.pool()),
+        )
+        .await
+    }
+
+    /// Open sales whose window has not passed: the ones Redis must hold.
+    pub async fn sales_to_arm(&self) -> Result<Vec<SaleRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!(
+                "where s.state in ('scheduled', 'active', 'paused') and s.ends_at > now()"
+            ))
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+
+    /// Applies an admin action (pause, resume, cancel, end) and returns the sale.
+    pub async fn apply_sale_action(
+        &self,
+        id: Uuid,
+        action: SaleAction,
+        now: DateTime<Utc>,
+    ) -> Result<SaleRow, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool().begin().await?;
+            let sale = select_sale(&mut tx, id, true)
+                .await?
+                .ok_or(DomainError::SaleNotFound(id))?;
+            let next = sale.window().apply(sale.state, action, now)?;
+            if next == sale.state {
+                return Ok(sale);
+            }
+            sqlx::query("update flash_sales set state = $2, updated_at = now() where id = $1")
+                .bind(id)
+                .bind(next.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let sale = select_sale(&mut tx, id, false)
+                .await?
+                .ok_or(DomainError::SaleNotFound(id))?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(sale)
+        })
+        .await
+    }
+
+    /// Allots `quantity` more units of the product to the sale.
+    pub async fn add_sale_stock(
+        &self,
+        id: Uuid,
+        quantity: i64,
+        now: DateTime<Utc>,
+    ) -> Result<SaleRow, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool().begin().await?;
+            let product_id: Uuid = sqlx::query_scalar("select product_id from flash_sales where id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(DomainError::SaleNotFound(id))?;
+            lock_product(&mut tx, product_id).await?;
+            let sale = select_sale(&mut tx, id, true).await?.ok_or(DomainError::SaleNotFound(id))?;
+            sale.window().can_add_stock(sale.state, now)?;
+            let free = free_stock(&mut tx, product_id)
+                .await?
+                .ok_or(DomainError::ProductNotFound(product_id))?;
+            if quantity > free {
+                return Err(DomainError::InsufficientStock {
+                    requested: quantity,
+                    available: free,
+                }
+                .into());
+            }
+            sqlx::query(
+                "update flash_sales set allotted_quantity = allotted_quantity + $2, updated_at = now()
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(quantity)
+            .execute(&mut *tx)
+            .await?;
+            let sale = select_sale(&mut tx, id, false).await?.ok_or(DomainError::SaleNotFound(id))?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(sale)
+        })
+        .await
+    }
+}
+
+/// Serialises every change of one product's stock and allotments (admin and
+/// worker alike) for the rest of the transaction.
+async fn lock_product(
+    tx: &mut Transaction<'_, Postgres>,
+    product_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(product_id)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+/// Units of the product not yet sold and not promised to an open sale, or
+/// `None` when the product does not exist.
+async fn free_stock(
+    tx: &mut Transaction<'_, Postgres>,
+    product_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select st.available_quantity - coalesce((
+             select sum(s.allotted_quantity - s.confirmed_quantity)
+             from flash_sales s
+             where s.product_id = st.product_id and s.state in ('scheduled', 'active', 'paused')
+         ), 0)::bigint
+         from stocks st where st.product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+async fn select_sale(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    for_update: bool,
+) -> Result<Option<SaleRow>, sqlx::Error> {
+    let query = if for_update {
+        select_sales!("where s.id = $1 for update of s")
+    } else {
+        select_sales!("where s.id = $1")
+    };
+    sqlx::query_as::<_, SaleRow>(query)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+}

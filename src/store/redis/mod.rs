@@ -1,0 +1,165 @@
+//! Redis: the fast gate and cache. A deadpool pool with every timeout set
+//! (so an unreachable Redis answers quickly), the key layout, and the Lua
+//! scripts, each a `.lua` file under `scripts/` documenting its KEYS/ARGV.
+
+mod keys;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use deadpool_redis::{Config, Connection, Pool, PoolError, Runtime};
+use redis::Script;
+use uuid::Uuid;
+
+pub use keys::SaleKeys;
+
+use super::{Dependency, StoreError, bounded};
+use crate::config::RedisSettings;
+
+/// What arming writes for one sale (see `scripts/arm_sale.lua`).
+#[derive(Debug, Clone)]
+pub struct SaleMirror {
+    pub sale_id: Uuid,
+    pub allotted: i64,
+    pub confirmed: i64,
+    pub state: &'static str,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+    pub per_user_limit: i32,
+    pub price: i64,
+}
+
+/// The outcome of arming one sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Armed {
+    pub remaining: i64,
+    /// The stock counter was missing and was built from PostgreSQL.
+    pub rebuilt: bool,
+}
+
+/// The Redis handle: pool, key prefix, call bound, loaded scripts. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    prefix: Arc<str>,
+    timeout: Duration,
+    arm_script: Arc<Script>,
+}
+
+impl RedisStore {
+    /// Builds the pool without connecting (like the PostgreSQL pool), with
+    /// wait/create/recycle timeouts: deadpool leaves them unset by default,
+    /// which would let a caller wait forever for an unreachable Redis.
+    pub fn connect_lazy(settings: &RedisSettings, timeout: Duration) -> anyhow::Result<Self> {
+        let pool = Config::from_url(settings.redis_url.expose())
+            .builder()
+            .map_err(|error| {
+                anyhow::anyhow!("invalid configuration: FLASHSALE_REDIS_URL: {error}")
+            })?
+            .max_size(settings.redis_pool_size)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| anyhow::anyhow!("cannot build the Redis pool: {error}"))?;
+        Ok(Self {
+            pool,
+            prefix: settings.redis_prefix.as_str().into(),
+            timeout,
+            arm_script: Arc::new(Script::new(include_str!("scripts/arm_sale.lua"))),
+        })
+    }
+
+    pub fn sale_keys(&self, sale_id: Uuid) -> SaleKeys {
+        SaleKeys::new(&self.prefix, sale_id)
+    }
+
+    /// Checks out a connection and runs one call on it, bounded as a whole.
+    async fn with_connection<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        bounded(Dependency::Redis, self.timeout, async {
+            let connection = self.pool.get().await?;
+            call(connection).await.map_err(StoreError::from)
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with_connection(|mut connection| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Units left to reserve, or `None` when the sale is not armed.
+    pub async fn remaining(&self, sale_id: Uuid) -> Result<Option<i64>, StoreError> {
+        let key = self.sale_keys(sale_id).stock;
+        self.with_connection(|mut connection| async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    pub async fn arm(&self, sale: &SaleMirror) -> Result<Armed, StoreError> {
+        let keys = self.sale_keys(sale.sale_id);
+        let script = self.arm_script.clone();
+        let (remaining, rebuilt): (i64, i64) = self
+            .with_connection(|mut connection| async move {
+                script
+                    .key(&keys.stock)
+                    .key(&keys.meta)
+                    .arg(sale.allotted)
+                    .arg(sale.confirmed)
+                    .arg(sale.state)
+                    .arg(sale.starts_at_ms)
+                    .arg(sale.ends_at_ms)
+                    .arg(sale.per_user_limit)
+                    .arg(sale.price)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(Armed {
+            remaining,
+            rebuilt: rebuilt == 1,
+        })
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Backend(error) => error.into(),
+            other => StoreError::unavailable(Dependency::Redis, other),
+        }
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        let transient = error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || matches!(
+                error.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+            );
+        if transient {
+            StoreError::unavailable(Dependency::Redis, error)
+        } else {
+            StoreError::unexpected(Dependency::Redis, error)
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Identity: login, token verification, roles.
+
+mod common;
+
+use common::{ADMIN_EMAIL, JWT_SECRET, spawn_app};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Claims like the API's, for forging tokens.
+fn claims(role: &str) -> Value {
+    json!({"sub": Uuid::now_v7(), "role": role, "iss": "flashsale", "aud": "flashsale-api",
+           "iat": now(), "nbf": now(), "exp": now() + 600})
+}
+
+fn sign(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    // URL-safe base64 without padding, as JWTs use.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[sqlx::test]
+async fn login_creates_the_user_once_and_returns_a_verifiable_token(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let first = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "  Ann@Example.com "}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["user"]["email"], "ann@example.com");
+    assert_eq!(first.body["user"]["role"], "shopper");
+    assert_eq!(first.body["token_type"], "Bearer");
+    let claims = app
+        .tokens
+        .verify(first.body["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        claims.sub.to_string(),
+        first.body["user"]["id"].as_str().unwrap()
+    );
+    assert!(claims.exp > claims.iat);
+
+    let again = app
+        .post("/api/auth/login", None, json!({"email": "ann@example.com"}))
+        .await;
+    assert_eq!(
+        again.body["user"]["id"], first.body["user"]["id"],
+        "a second login made a second user"
+    );
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[sqlx::test]
+async fn configured_admin_emails_log_in_as_admins(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let reply = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": ADMIN_EMAIL.to_uppercase()}),
+        )
+        .await;
+    assert_eq!(reply.body["user"]["role"], "admin", "{}", reply.body);
+}
+
+#[sqlx::test]
+async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let valid = app.admin_token().await;
+    let (head, rest) = valid.split_once('.').unwrap();
+    let (payload, signature) = rest.split_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let tampered_signature = format!("{head}.{payload}.{flipped}{}", &signature[1..]);
+    let mut admin_claims = claims("admin");
+    let escalated_payload = b64(admin_claims.to_string().as_bytes());
+    let tampered_payload = format!("{head}.{escalated_payload}.{signature}");
+    let alg_none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        escalated_payload
+    );
+    admin_claims["exp"] = json!(now() - 3600);
+    let expired = sign(&admin_claims, JWT_SECRET);
+    let mut future = claims("admin");
+    future["nbf"] = json!(now() + 3600);
+    let not_yet_valid = sign(&future, JWT_SECRET);
+    let mut wrong_iss = claims("admin");
+    wrong_iss["iss"] = json!("someone-else");
+    let mut wrong_aud = claims("admin");
+    wrong_aud["aud"] = json!("another-api");
+    let mut no_exp = claims("admin");
+    no_exp.as_object_mut().unwrap().remove("exp");
+
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no Authorization header", None),
+        ("not a bearer scheme", Some(format!("Basic {valid}"))),
+        ("garbage", Some("Bearer not.a.jwt".into())),
+        (
+            "tampered signature",
+            Some(format!("Bearer {tampered_signature}")),
+        ),
+        (
+            "tampered payload",
+            Some(format!("Bearer {tampered_payload}")),
+        ),
+        ("alg none", Some(format!("Bearer {alg_none}"))),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("not yet valid", Some(format!("Bearer {not_yet_valid}"))),
+        (
+            "wrong key",
+            Some(format!(
+                "Bearer {}",
+                sign(&claims("admin"), "another-secret-of-at-least-32-bytes!!")
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(format!("Bearer {}", sign(&wrong_iss, JWT_SECRET))),
+        ),
+        (
+            "wrong audience",
+            Some(format!("Bearer {}", sign(&wrong_aud, JWT_SECRET))),
+        ),
+        (
+            "no expiry",
+            Some(format!("Bearer {}", sign(&no_exp, JWT_SECRET))),
+        ),
+    ];
+    for (case, authorization) in cases {
+        let mut request = app
+            .client
+            .post(format!("{}/api/admin/products", app.base))
+            .json(&json!({"sku": "X", "name": "n", "price": 1, "currency": "EUR", "stock": 1}));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let reply = common::TestApp::read(request.send().await.unwrap()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{case}: {}",
+            reply.body
+        );
+        reply.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+        assert_eq!(reply.headers.get("www-authenticate").unwrap(), "Bearer");
+    }
+    assert_eq!(app.count("products").await, 0);
+}
+
+#[sqlx::test]
+async fn a_shopper_on_an_admin_route_is_forbidden(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let shopper = app.login("ann@example.com").await;
+    let product = app
+        .post(
+            "/api/admin/products",
+            Some(&shopper),
+            json!({"sku": "X", "name": "n", "price": 1, "currency": "EUR", "stock": 1}),
+        )
+        .await;
+    product.assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    let sale = app
+        .get(
+            &format!("/api/admin/flash-sales/{}", Uuid::now_v7()),
+            Some(&shopper),
+        )
+        .await;
+    sale.assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    assert_eq!(app.count("products").await, 0);
+}

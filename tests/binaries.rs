@@ -1,0 +1,128 @@
+//! The binaries as operators run them: configuration errors stop startup
+//! with a message naming the variable, and SIGTERM stops them cleanly. The
+//! worker's process tests are in workers/tests/.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+
+const API: &str = env!("CARGO_BIN_EXE_flashsale-api");
+
+fn database_url(pg: &PgPool) -> String {
+    let options = pg.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap()
+    )
+}
+
+fn api_command(pg: &PgPool) -> Command {
+    let mut command = Command::new(API);
+    command
+        .arg("serve")
+        .env("FLASHSALE_DATABASE_URL", database_url(pg))
+        .env("FLASHSALE_REDIS_URL", common::redis_url())
+        .env("FLASHSALE_JWT_SECRET", common::JWT_SECRET)
+        .env("FLASHSALE_BIND", "127.0.0.1:0")
+        .env(
+            "FLASHSALE_REDIS_PREFIX",
+            format!("bin-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, killing it and failing after `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads the child's stdout until a line contains `needle`.
+fn wait_for_line(child: &mut Child, needle: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(needle) {
+            return line;
+        }
+    }
+    panic!("process ended without logging {needle:?}; it logged:\n{seen}");
+}
+
+#[sqlx::test]
+async fn a_bad_setting_stops_the_api_at_boot_with_a_message_naming_it(pg: PgPool) {
+    let cases = [
+        ("FLASHSALE_JWT_SECRET", "short", "FLASHSALE_JWT_SECRET"),
+        (
+            "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
+            "0",
+            "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
+        ),
+        (
+            "FLASHSALE_PG_MAX_CONNECTIONS",
+            "lots",
+            "FLASHSALE_PG_MAX_CONNECTIONS",
+        ),
+        ("FLASHSALE_REDIS_PREFIX", "a{b}", "FLASHSALE_REDIS_PREFIX"),
+        ("FLASHSALE_LOG_FORMAT", "xml", "FLASHSALE_LOG_FORMAT"),
+    ];
+    for (variable, value, named) in cases {
+        let output = api_command(&pg).env(variable, value).output().unwrap();
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(named),
+            "{variable}={value}: message does not name it:\n{stderr}"
+        );
+    }
+    let output = api_command(&pg)
+        .env_remove("FLASHSALE_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("FLASHSALE_JWT_SECRET"));
+}
+
+#[sqlx::test]
+async fn the_api_logs_json_and_stops_cleanly_on_sigterm(pg: PgPool) {
+    let mut child = api_command(&pg).spawn().unwrap();
+    let line = wait_for_line(&mut child, "flashsale-api listening");
+    let record: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+    assert_eq!(record["level"], "INFO");
+    assert!(!line.contains(common::JWT_SECRET), "the secret was logged");
+    terminate(&child);
+    let status = exit_within(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+}

@@ -1,0 +1,338 @@
+//! Test harness: the real router on port 0 against the project's own
+//! PostgreSQL (a fresh database per test, from `#[sqlx::test]`) and Redis (a
+//! fresh key prefix per test), plus typed helpers for the HTTP calls.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod proxy;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use flashsale::{
+    auth::TokenService,
+    config::{
+        ApiSettings, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
+        RedisSettings, Secret,
+    },
+    http::AppState,
+    server,
+    store::{postgres::Db, redis::RedisStore},
+    telemetry,
+};
+use redis::AsyncCommands;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+pub const ADMIN_EMAIL: &str = "admin@flashsale.test";
+pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+/// Short, so dependency-failure tests answer quickly.
+pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub fn redis_url() -> String {
+    std::env::var("FLASHSALE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379".into())
+}
+
+pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
+    ApiSettings {
+        http: HttpSettings {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes: 16 * 1024,
+            request_timeout_ms: 5_000,
+            shutdown_grace_secs: 1,
+        },
+        database: DatabaseSettings {
+            // Unused: tests hand the app a pool for their own database.
+            database_url: Secret::new("postgres://unused"),
+            pg_max_connections: 8,
+        },
+        redis: RedisSettings {
+            redis_url: Secret::new(redis_url),
+            redis_prefix: prefix.to_string(),
+            redis_pool_size: 16,
+        },
+        dependencies: DependencySettings {
+            dependency_timeout_ms: DEPENDENCY_TIMEOUT.as_millis() as u64,
+        },
+        auth: AuthSettings {
+            jwt_secret: Secret::new(JWT_SECRET),
+            jwt_issuer: "flashsale".into(),
+            jwt_audience: "flashsale-api".into(),
+            token_ttl_secs: 600,
+            admin_emails: vec![ADMIN_EMAIL.into()],
+        },
+    }
+}
+
+/// Where the app under test reaches its dependencies: directly, or through
+/// fault proxies the test can cut.
+#[derive(Default)]
+pub struct Route {
+    pub postgres: Option<SocketAddr>,
+    pub redis: Option<SocketAddr>,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// The test's own database, connected directly (never through a proxy).
+    pub pg: PgPool,
+    /// Direct Redis connection for arranging and asserting.
+    pub redis: redis::aio::MultiplexedConnection,
+    pub prefix: String,
+    pub tokens: TokenService,
+    _stop: DropGuard,
+}
+
+pub async fn spawn_app(pg: PgPool) -> TestApp {
+    spawn_app_routed(pg, Route::default()).await
+}
+
+pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
+    let prefix = format!("test-{}", Uuid::now_v7().simple());
+    let app_redis_url = match route.redis {
+        Some(proxy) => format!("redis://{proxy}"),
+        None => redis_url(),
+    };
+    let settings = settings(app_redis_url, &prefix);
+    let mut options = (*pg.connect_options()).clone();
+    if let Some(proxy) = route.postgres {
+        options = options.host(&proxy.ip().to_string()).port(proxy.port());
+    }
+    let app_pool = PgPoolOptions::new()
+        .max_connections(settings.database.pg_max_connections)
+        .acquire_timeout(DEPENDENCY_TIMEOUT)
+        .connect_lazy_with(options);
+    let state = AppState {
+        db: Db::new(app_pool, DEPENDENCY_TIMEOUT),
+        redis: RedisStore::connect_lazy(&settings.redis, DEPENDENCY_TIMEOUT).unwrap(),
+        tokens: Arc::new(TokenService::new(&settings.auth)),
+        admin_emails: settings.auth.normalized_admin_emails().into(),
+        metrics: telemetry::metrics_handle(),
+        started_at: std::time::Instant::now(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let serving = stop.clone();
+    tokio::spawn(async move { server::serve(&settings, state, listener, serving).await });
+
+    let redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis must be running: start it with scripts/test");
+    TestApp {
+        base: format!("http://{address}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        pg,
+        redis,
+        prefix,
+        tokens: TokenService::new(&self::settings(String::new(), "x").auth),
+        _stop: stop.drop_guard(),
+    }
+}
+
+/// A response read whole: status, headers, JSON body (Null if not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the one error shape with this status and code.
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.body
+        );
+        let request_id = self
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok());
+        assert!(request_id.is_some(), "no x-request-id header");
+        assert_eq!(
+            self.body["error"]["request_id"].as_str(),
+            request_id,
+            "request id differs"
+        );
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::read(request.send().await.expect("request failed")).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn login(&self, email: &str) -> String {
+        let reply = self
+            .post("/api/auth/login", None, json!({ "email": email }))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "login failed: {}", reply.body);
+        reply.body["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL).await
+    }
+
+    pub async fn create_product(&self, admin: &str, stock: i64) -> Uuid {
+        let sku = format!("SKU-{}", Uuid::now_v7().simple());
+        let reply = self
+            .post(
+                "/api/admin/products",
+                Some(admin),
+                json!({ "sku": sku, "name": "Sneaker", "price": 12_999, "currency": "EUR", "stock": stock }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// A sale open now for an hour.
+    pub fn sale_body(product_id: Uuid, stock: i64) -> Value {
+        let now = chrono::Utc::now();
+        json!({
+            "product_id": product_id,
+            "price": 4_999,
+            "starts_at": now - chrono::Duration::minutes(1),
+            "ends_at": now + chrono::Duration::hours(1),
+            "per_user_limit": 2,
+            "stock": stock,
+        })
+    }
+
+    pub async fn create_sale(&self, admin: &str, product_id: Uuid, stock: i64) -> Value {
+        let reply = self
+            .post(
+                "/api/admin/flash-sales",
+                Some(admin),
+                Self::sale_body(product_id, stock),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body
+    }
+
+    pub fn stock_key(&self, sale_id: &str) -> String {
+        format!("{}:{{sale:{sale_id}}}:stock", self.prefix)
+    }
+
+    pub fn meta_key(&self, sale_id: &str) -> String {
+        format!("{}:{{sale:{sale_id}}}:meta", self.prefix)
+    }
+
+    pub async fn redis_stock(&self, sale_id: &str) -> Option<i64> {
+        self.redis
+            .clone()
+            .get(self.stock_key(sale_id))
+            .await
+            .unwrap()
+    }
+
+    pub async fn redis_meta(&self, sale_id: &str, field: &str) -> Option<String> {
+        self.redis
+            .clone()
+            .hget(self.meta_key(sale_id), field)
+            .await
+            .unwrap()
+    }
+
+    /// Every key this test's app wrote.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut connection = self.redis.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut iter: redis::AsyncIter<String> = connection
+            .scan_match(format!("{}:*", self.prefix))
+            .await
+            .unwrap();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.unwrap());
+        }
+        keys
+    }
+
+    /// Deletes this test's keys: what a Redis restart without persistence does.
+    pub async fn wipe_redis(&self) {
+        let keys = self.redis_keys().await;
+        if !keys.is_empty() {
+            let _: () = self.redis.clone().del(keys).await.unwrap();
+        }
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
+    }
+
+    /// Polls `GET path` until it answers `status`, or panics after `deadline`.
+    pub async fn wait_for_status(
+        &self,
+        path: &str,
+        status: StatusCode,
+        deadline: Duration,
+    ) -> Reply {
+        let give_up = tokio::time::Instant::now() + deadline;
+        loop {
+            let reply = self.get(path, None).await;
+            if reply.status == status {
+                return reply;
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{path} still answers {} after {deadline:?}: {}",
+                reply.status,
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

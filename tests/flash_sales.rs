@@ -1,0 +1,280 @@
+//! Sale administration and arming: PostgreSQL is the truth, Redis mirrors it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Route, proxy::FaultProxy, spawn_app, spawn_app_routed};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test]
+async fn a_created_sale_is_armed_with_its_allotted_stock(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 500).await;
+    let sale = app.create_sale(&admin, product, 120).await;
+    let id = sale["id"].as_str().unwrap();
+
+    assert_eq!(sale["state"], "active");
+    assert_eq!(sale["stock"], 120);
+    assert_eq!(sale["remaining"], 120);
+    assert_eq!(sale["armed"], true);
+    assert_eq!(app.redis_stock(id).await, Some(120));
+    assert_eq!(app.redis_meta(id, "state").await.as_deref(), Some("active"));
+    assert_eq!(
+        app.redis_meta(id, "per_user_limit").await.as_deref(),
+        Some("2")
+    );
+    assert_eq!(app.redis_meta(id, "allotted").await.as_deref(), Some("120"));
+
+    let read = app
+        .get(&format!("/api/admin/flash-sales/{id}"), Some(&admin))
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["remaining"], 120);
+}
+
+#[sqlx::test]
+async fn arming_again_leaves_reserved_stock_alone(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let sale = app.create_sale(&admin, product, 50).await;
+    let id = sale["id"].as_str().unwrap();
+    // Seven units taken by reservations since arming.
+    let _: i64 = redis::cmd("DECRBY")
+        .arg(app.stock_key(id))
+        .arg(7)
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+
+    for _ in 0..2 {
+        let ready = app.get("/api/health/ready", None).await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+        assert_eq!(ready.body["sales_rebuilt"], 0);
+    }
+    assert_eq!(
+        app.redis_stock(id).await,
+        Some(43),
+        "re-arming reset the stock counter"
+    );
+}
+
+#[sqlx::test]
+async fn arming_after_redis_lost_its_data_rebuilds_from_postgres_without_inventing_stock(
+    pg: PgPool,
+) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let sale = app.create_sale(&admin, product, 60).await;
+    let id = sale["id"].as_str().unwrap();
+    // 25 units already committed as orders (what the worker records).
+    sqlx::query("update flash_sales set confirmed_quantity = 25 where id = $1::uuid")
+        .bind(id)
+        .execute(&app.pg)
+        .await
+        .unwrap();
+
+    app.wipe_redis().await;
+    assert_eq!(app.redis_stock(id).await, None);
+    let ready = app.get("/api/health/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(ready.body["sales_rebuilt"], 1);
+    assert_eq!(
+        app.redis_stock(id).await,
+        Some(35),
+        "allotted 60 - confirmed 25"
+    );
+    assert_eq!(app.redis_meta(id, "state").await.as_deref(), Some("active"));
+}
+
+#[sqlx::test]
+async fn pause_resume_cancel_and_end_reach_redis(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let sale = app.create_sale(&admin, product, 10).await;
+    let id = sale["id"].as_str().unwrap();
+    let path = format!("/api/admin/flash-sales/{id}");
+
+    for (action, state) in [
+        ("pause", "paused"),
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("end", "ended"),
+    ] {
+        let reply = app
+            .patch(&path, Some(&admin), json!({"action": action}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{action}: {}", reply.body);
+        assert_eq!(reply.body["state"], state, "{action}");
+        assert_eq!(
+            app.redis_meta(id, "state").await.as_deref(),
+            Some(state),
+            "{action}"
+        );
+    }
+    app.patch(&path, Some(&admin), json!({"action": "cancel"}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "INVALID_STATE_TRANSITION");
+}
+
+#[sqlx::test]
+async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: PgPool) {
+    let redis_proxy = FaultProxy::start(common::proxy::socket_of(&common::redis_url())).await;
+    let app = spawn_app_routed(
+        pg,
+        Route {
+            postgres: None,
+            redis: Some(redis_proxy.addr),
+        },
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let sale = app.create_sale(&admin, product, 10).await;
+    let id = sale["id"].as_str().unwrap();
+    let path = format!("/api/admin/flash-sales/{id}");
+
+    let added = app
+        .patch(&path, Some(&admin), json!({"add_stock": 5}))
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(
+        (
+            added.body["stock"].as_i64(),
+            added.body["remaining"].as_i64()
+        ),
+        (Some(15), Some(15))
+    );
+
+    redis_proxy.cut();
+    let missed = app
+        .patch(&path, Some(&admin), json!({"add_stock": 3}))
+        .await;
+    assert_eq!(missed.status, StatusCode::OK, "{}", missed.body);
+    assert_eq!(missed.body["armed"], false);
+    assert_eq!(missed.body["stock"], 18);
+    assert_eq!(
+        app.redis_stock(id).await,
+        Some(15),
+        "Redis was down; it cannot have the 3 yet"
+    );
+
+    redis_proxy.restore();
+    app.wait_for_status("/api/health/ready", StatusCode::OK, Duration::from_secs(15))
+        .await;
+    app.get("/api/health/ready", None).await;
+    assert_eq!(
+        app.redis_stock(id).await,
+        Some(18),
+        "the missed 3 units arrive once, not twice"
+    );
+}
+
+#[sqlx::test]
+async fn concurrent_sales_never_allot_more_than_the_product_has(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+
+    let attempts = (0..10).map(|_| {
+        app.post(
+            "/api/admin/flash-sales",
+            Some(&admin),
+            common::TestApp::sale_body(product, 15),
+        )
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let created = replies
+        .iter()
+        .filter(|reply| reply.status == StatusCode::CREATED)
+        .count();
+    let refused = replies
+        .iter()
+        .filter(|reply| reply.body["error"]["code"] == "INSUFFICIENT_STOCK")
+        .count();
+    assert_eq!((created, refused), (6, 4), "100 units fit six sales of 15");
+
+    let allotted: i64 =
+        sqlx::query_scalar("select sum(allotted_quantity)::bigint from flash_sales")
+            .fetch_one(&app.pg)
+            .await
+            .unwrap();
+    assert_eq!(allotted, 90);
+}
+
+#[sqlx::test]
+async fn a_cancelled_sale_gives_its_unsold_allotment_back(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 10).await;
+    let sale = app.create_sale(&admin, product, 10).await;
+    let path = format!("/api/admin/flash-sales/{}", sale["id"].as_str().unwrap());
+    let refused = app
+        .post(
+            "/api/admin/flash-sales",
+            Some(&admin),
+            common::TestApp::sale_body(product, 1),
+        )
+        .await;
+    refused.assert_error(StatusCode::CONFLICT, "INSUFFICIENT_STOCK");
+
+    assert_eq!(
+        app.patch(&path, Some(&admin), json!({"action": "cancel"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.create_sale(&admin, product, 10).await;
+}
+
+#[sqlx::test]
+async fn the_public_status_shows_the_current_sale_with_remaining_stock(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    app.get("/api/flash-sale/status", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NO_CURRENT_SALE");
+
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let sale = app.create_sale(&admin, product, 30).await;
+    let id = sale["id"].as_str().unwrap();
+    let current = app.get("/api/flash-sale/status", None).await;
+    assert_eq!(current.status, StatusCode::OK, "{}", current.body);
+    assert_eq!(current.body["sale_id"], id);
+    assert_eq!(current.body["state"], "active");
+    assert_eq!(current.body["remaining"], 30);
+    assert_eq!(current.body["price"], 4_999);
+
+    let by_id = app
+        .get(&format!("/api/flash-sale/status?sale_id={id}"), None)
+        .await;
+    assert_eq!(by_id.body["sale_id"], id);
+    app.get(
+        &format!("/api/flash-sale/status?sale_id={}", uuid::Uuid::now_v7()),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "SALE_NOT_FOUND");
+}
+
+#[sqlx::test]
+async fn a_sale_that_starts_later_is_scheduled(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let now = chrono::Utc::now();
+    let mut body = common::TestApp::sale_body(product, 5);
+    body["starts_at"] = json!(now + chrono::Duration::hours(1));
+    body["ends_at"] = json!(now + chrono::Duration::hours(2));
+    let reply = app.post("/api/admin/flash-sales", Some(&admin), body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["state"], "scheduled");
+    let status = app.get("/api/flash-sale/status", None).await;
+    assert_eq!(status.body["state"], "scheduled");
+}

@@ -1,0 +1,186 @@
+//! Probes: liveness, readiness flipping with PostgreSQL and Redis, the health
+//! report, metrics and the OpenAPI document.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_routed};
+use reqwest::StatusCode;
+use sqlx::PgPool;
+
+/// Long enough for pools to notice a restored dependency, short enough that
+/// a hang fails the test.
+const RECOVERY: Duration = Duration::from_secs(15);
+
+async fn app_behind_proxies(pg: PgPool) -> (TestApp, FaultProxy, FaultProxy) {
+    let options = pg.connect_options();
+    let pg_upstream = format!("{}:{}", options.get_host(), options.get_port());
+    let pg_proxy = FaultProxy::start(
+        tokio::net::lookup_host(pg_upstream)
+            .await
+            .unwrap()
+            .next()
+            .unwrap(),
+    )
+    .await;
+    let redis_proxy = FaultProxy::start(common::proxy::socket_of(&common::redis_url())).await;
+    let route = Route {
+        postgres: Some(pg_proxy.addr),
+        redis: Some(redis_proxy.addr),
+    };
+    (spawn_app_routed(pg, route).await, pg_proxy, redis_proxy)
+}
+
+/// The readiness probe answers 503 (quickly, in the error shape, with
+/// Retry-After) while `proxy` is cut, and 200 again once it is restored.
+async fn assert_readiness_follows(app: &TestApp, proxy: &FaultProxy) {
+    app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
+        .await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let reply = app.get("/api/health/ready", None).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "readiness hung for {:?} with a dependency down",
+        started.elapsed()
+    );
+    let live = app.get("/api/health/live", None).await;
+    assert_eq!(
+        live.status,
+        StatusCode::OK,
+        "liveness must not depend on dependencies"
+    );
+
+    proxy.restore();
+    app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
+        .await;
+}
+
+#[sqlx::test]
+async fn readiness_is_503_while_redis_is_unreachable_and_recovers_by_itself(pg: PgPool) {
+    let (app, _pg_proxy, redis_proxy) = app_behind_proxies(pg).await;
+    assert_readiness_follows(&app, &redis_proxy).await;
+}
+
+#[sqlx::test]
+async fn readiness_is_503_while_postgres_is_unreachable_and_recovers_by_itself(pg: PgPool) {
+    let (app, pg_proxy, _redis_proxy) = app_behind_proxies(pg).await;
+    assert_readiness_follows(&app, &pg_proxy).await;
+}
+
+#[sqlx::test]
+async fn a_request_needing_a_down_dependency_answers_503_not_500(pg: PgPool) {
+    let (app, pg_proxy, _redis_proxy) = app_behind_proxies(pg).await;
+    app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
+        .await;
+    pg_proxy.cut();
+    let reply = app
+        .post(
+            "/api/auth/login",
+            None,
+            serde_json::json!({"email": "ann@example.com"}),
+        )
+        .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    assert!(
+        !reply.body.to_string().to_lowercase().contains("sqlx"),
+        "internal text leaked: {}",
+        reply.body
+    );
+}
+
+#[sqlx::test]
+async fn the_health_report_names_the_dependency_that_is_down(pg: PgPool) {
+    let (app, _pg_proxy, redis_proxy) = app_behind_proxies(pg).await;
+    app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
+        .await;
+    let healthy = app.get("/api/health", None).await;
+    assert_eq!(healthy.body["status"], "ok", "{}", healthy.body);
+    assert_eq!(healthy.body["postgres"]["status"], "up");
+
+    redis_proxy.cut();
+    let degraded = app.get("/api/health", None).await;
+    assert_eq!(degraded.status, StatusCode::OK);
+    assert_eq!(degraded.body["status"], "degraded", "{}", degraded.body);
+    assert_eq!(degraded.body["redis"]["status"], "down");
+    assert_eq!(degraded.body["postgres"]["status"], "up");
+}
+
+#[sqlx::test]
+async fn metrics_count_requests_by_route_and_status(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    app.get("/api/health/live", None).await;
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("http_requests_total")
+                && line.contains("route=\"/api/health/live\"")
+                && line.contains("status=\"200\"")),
+        "no request counter for /api/health/live in:\n{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "no latency histogram"
+    );
+}
+
+#[sqlx::test]
+async fn the_openapi_document_covers_every_endpoint_and_the_docs_ui_is_served(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let document = app.get("/api/openapi.json", None).await;
+    assert_eq!(document.status, StatusCode::OK);
+    let paths = document.body["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/auth/login", "post"),
+        ("/api/flash-sale/status", "get"),
+        ("/api/admin/products", "post"),
+        ("/api/admin/flash-sales", "post"),
+        ("/api/admin/flash-sales/{id}", "get"),
+        ("/api/admin/flash-sales/{id}", "patch"),
+        ("/api/health", "get"),
+        ("/api/health/live", "get"),
+        ("/api/health/ready", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|item| item.get(method)).is_some(),
+            "{method} {path} undocumented"
+        );
+    }
+    assert!(document.body["components"]["securitySchemes"]["bearer"].is_object());
+
+    let ui = app
+        .client
+        .get(format!("{}/api/docs/", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), StatusCode::OK);
+    assert!(
+        ui.text().await.unwrap().contains("swagger"),
+        "docs UI is not Swagger UI"
+    );
+}
+
+#[sqlx::test]
+async fn responses_carry_a_request_id_and_safe_headers(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let reply = app.get("/api/health/live", None).await;
+    assert!(reply.headers.get("x-request-id").is_some());
+    assert_eq!(
+        reply.headers.get("x-content-type-options").unwrap(),
+        "nosniff"
+    );
+    assert_eq!(reply.headers.get("cache-control").unwrap(), "no-store");
+}
