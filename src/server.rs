@@ -45,7 +45,7 @@ pub async fn serve(
     }
     let app = http::router(state, &settings.http);
     tracing::info!(%address, "flashsale-api listening");
-    let grace = http::grace(&settings.http);
+    let grace = settings.http.shutdown_grace();
     let stopping = shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     tokio::select! {

@@ -34,7 +34,7 @@ render_nginx_config() {
   local template
   template=$(<"$FLASHSALE_ROOT/nginx/nginx.conf.template")
   template=${template//__UPSTREAMS__/${upstreams%$'\n'}}
-  template=${template//__PORT__/$PUBLIC_PORT}
+  template=${template//__LISTEN__/127.0.0.1:$PUBLIC_PORT}
   template=${template//__RATE__/$NGINX_RATE}
   template=${template//__BURST__/$NGINX_BURST}
   template=${template//__CONN_PER_IP__/$NGINX_CONN_PER_IP}

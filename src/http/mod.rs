@@ -9,8 +9,6 @@ mod request_metrics;
 pub mod routes;
 mod state;
 
-use std::time::Duration;
-
 use axum::{
     Router,
     extract::DefaultBodyLimit,
@@ -103,9 +101,4 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route_layer(middleware::from_fn(request_metrics::record))
         .with_state(state)
         .layer(middleware)
-}
-
-/// Grace period helper shared by the binaries.
-pub fn grace(settings: &HttpSettings) -> Duration {
-    Duration::from_secs(settings.shutdown_grace_secs)
 }

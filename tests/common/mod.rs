@@ -96,6 +96,7 @@ pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
         None => redis_url(),
     };
     let settings = settings(app_redis_url, &prefix);
+    let tokens = TokenService::new(&settings.auth);
     let mut options = (*pg.connect_options()).clone();
     if let Some(proxy) = route.postgres {
         options = options.host(&proxy.ip().to_string()).port(proxy.port());
@@ -107,7 +108,7 @@ pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
     let state = AppState {
         db: Db::new(app_pool, DEPENDENCY_TIMEOUT),
         redis: RedisStore::connect_lazy(&settings.redis, DEPENDENCY_TIMEOUT).unwrap(),
-        tokens: Arc::new(TokenService::new(&settings.auth)),
+        tokens: Arc::new(tokens.clone()),
         admin_emails: settings.auth.normalized_admin_emails().into(),
         metrics: telemetry::metrics_handle(),
         started_at: std::time::Instant::now(),
@@ -132,7 +133,7 @@ pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
         pg,
         redis,
         prefix,
-        tokens: TokenService::new(&self::settings(String::new(), "x").auth),
+        tokens,
         _stop: stop.drop_guard(),
     }
 }
