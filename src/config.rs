@@ -189,6 +189,108 @@ pub struct HttpSettings {
     pub shutdown_grace_secs: u64,
 }
 
+/// The purchase path: per-user limits, the queue, caches.
+#[derive(Debug, Clone, Args)]
+pub struct PurchaseSettings {
+    /// Purchase attempts one user may make per second on one node.
+    #[arg(
+        long,
+        env = "FLASHSALE_USER_RATE_PER_SEC",
+        value_name = "FLASHSALE_USER_RATE_PER_SEC",
+        default_value_t = 5
+    )]
+    pub user_rate_per_sec: u32,
+
+    /// Attempts one user may make at once before the per-second rate applies.
+    #[arg(
+        long,
+        env = "FLASHSALE_USER_BURST",
+        value_name = "FLASHSALE_USER_BURST",
+        default_value_t = 10
+    )]
+    pub user_burst: u32,
+
+    /// Redis holding the purchase queue; defaults to FLASHSALE_REDIS_URL.
+    #[arg(
+        long = "queue-redis-url",
+        env = "FLASHSALE_QUEUE_REDIS_URL",
+        value_name = "FLASHSALE_QUEUE_REDIS_URL"
+    )]
+    pub queue_redis_url: Option<Secret>,
+
+    /// How long a second push of the same reservation is ignored by the queue.
+    #[arg(
+        long,
+        env = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
+        value_name = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
+        default_value_t = 3600
+    )]
+    pub queue_idempotency_ttl_secs: u64,
+
+    /// How often each node refreshes its snapshot of open sales from Redis.
+    #[arg(
+        long,
+        env = "FLASHSALE_SNAPSHOT_REFRESH_MS",
+        value_name = "FLASHSALE_SNAPSHOT_REFRESH_MS",
+        default_value_t = 100
+    )]
+    pub snapshot_refresh_ms: u64,
+
+    /// Lifetime of a user's cached order pages in Redis.
+    #[arg(
+        long,
+        env = "FLASHSALE_ORDERS_CACHE_TTL_SECS",
+        value_name = "FLASHSALE_ORDERS_CACHE_TTL_SECS",
+        default_value_t = 30
+    )]
+    pub orders_cache_ttl_secs: u64,
+
+    /// How long a node reuses computed sale stats.
+    #[arg(
+        long,
+        env = "FLASHSALE_STATS_CACHE_MS",
+        value_name = "FLASHSALE_STATS_CACHE_MS",
+        default_value_t = 2000
+    )]
+    pub stats_cache_ms: u64,
+}
+
+impl PurchaseSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.user_rate_per_sec == 0 || self.user_burst == 0 {
+            return Err(invalid(
+                "FLASHSALE_USER_RATE_PER_SEC/FLASHSALE_USER_BURST",
+                "must be at least 1",
+            ));
+        }
+        if !(10..=10_000).contains(&self.snapshot_refresh_ms) {
+            return Err(invalid(
+                "FLASHSALE_SNAPSHOT_REFRESH_MS",
+                "must be between 10 and 10000 milliseconds",
+            ));
+        }
+        if self.queue_idempotency_ttl_secs == 0 || self.orders_cache_ttl_secs == 0 {
+            return Err(invalid(
+                "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS/FLASHSALE_ORDERS_CACHE_TTL_SECS",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn snapshot_refresh(&self) -> Duration {
+        Duration::from_millis(self.snapshot_refresh_ms)
+    }
+
+    pub fn stats_cache(&self) -> Duration {
+        Duration::from_millis(self.stats_cache_ms)
+    }
+
+    pub fn queue_idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue_idempotency_ttl_secs)
+    }
+}
+
 /// Everything an API node needs.
 #[derive(Debug, Clone, Args)]
 pub struct ApiSettings {
@@ -202,6 +304,8 @@ pub struct ApiSettings {
     pub dependencies: DependencySettings,
     #[command(flatten)]
     pub auth: AuthSettings,
+    #[command(flatten)]
+    pub purchase: PurchaseSettings,
 }
 
 /// Log output shape.
@@ -355,6 +459,7 @@ impl ApiSettings {
         self.database.validate()?;
         self.redis.validate()?;
         self.dependencies.validate()?;
+        self.purchase.validate()?;
         self.auth.validate()
     }
 }

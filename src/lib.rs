@@ -7,6 +7,8 @@
 //! - [`auth`]: issuing and verifying access tokens (no I/O);
 //! - [`store`]: PostgreSQL and Redis access, Lua scripts, arming;
 //! - [`http`]: routes, extractors, the error model and the middleware stack;
+//! - [`jobs`]: the purchase job and queue shared with the worker;
+//! - [`snapshot`]: each node's in-memory view of open sales;
 //! - [`server`]: wiring pools and the router into a running API node;
 //! - [`telemetry`]: structured logs and the Prometheus recorder.
 
@@ -14,7 +16,9 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod jobs;
 pub mod server;
 pub mod shutdown;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;

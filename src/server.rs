@@ -1,6 +1,11 @@
 //! An API node: build the pools, arm open sales, serve until shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    num::NonZeroU32,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -9,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::TokenService,
     config::ApiSettings,
-    http::{self, AppState},
+    http::{self, AppState, rate_limit::UserRateLimiter, routes::stats::StatsCache},
+    jobs::PurchaseQueue,
+    snapshot::SaleSnapshot,
     store::{arming, postgres::Db, redis::RedisStore},
     telemetry,
 };
@@ -18,14 +25,62 @@ use crate::{
 /// a dependency is down and reports not-ready until it is back.
 pub fn build_state(settings: &ApiSettings) -> anyhow::Result<AppState> {
     let timeout = settings.dependencies.timeout();
+    let queue_url = settings
+        .purchase
+        .queue_redis_url
+        .as_ref()
+        .unwrap_or(&settings.redis.redis_url);
+    let queue = PurchaseQueue::connect_lazy(
+        queue_url.expose(),
+        &settings.redis.redis_prefix,
+        settings.purchase.queue_idempotency_ttl(),
+        timeout,
+    )?;
+    build_state_with(
+        settings,
+        Db::connect_lazy(&settings.database, timeout)?,
+        RedisStore::connect_lazy(&settings.redis, timeout)?,
+        queue,
+    )
+}
+
+/// Builds the state around given connections (tests route them through
+/// fault proxies).
+pub fn build_state_with(
+    settings: &ApiSettings,
+    db: Db,
+    redis: RedisStore,
+    queue: PurchaseQueue,
+) -> anyhow::Result<AppState> {
+    let purchase = &settings.purchase;
+    let rate = NonZeroU32::new(purchase.user_rate_per_sec)
+        .context("FLASHSALE_USER_RATE_PER_SEC must be at least 1")?;
+    let burst =
+        NonZeroU32::new(purchase.user_burst).context("FLASHSALE_USER_BURST must be at least 1")?;
     Ok(AppState {
-        db: Db::connect_lazy(&settings.database, timeout)?,
-        redis: RedisStore::connect_lazy(&settings.redis, timeout)?,
+        db,
+        redis,
         tokens: Arc::new(TokenService::new(&settings.auth)),
         admin_emails: settings.auth.normalized_admin_emails().into(),
         metrics: telemetry::metrics_handle(),
         started_at: Instant::now(),
+        queue,
+        limiter: Arc::new(UserRateLimiter::new(rate, burst)),
+        snapshot: Arc::new(SaleSnapshot::new(purchase.snapshot_refresh())),
+        stats: Arc::new(StatsCache::new(purchase.stats_cache())),
+        purchase: Arc::new(purchase.clone()),
     })
+}
+
+/// Forgets idle per-user limiter entries once a minute.
+async fn trim_rate_limiter(limiter: Arc<UserRateLimiter>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => limiter.forget_idle(),
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets
@@ -43,6 +98,12 @@ pub async fn serve(
             tracing::warn!(%error, "could not arm open sales at start; readiness will retry")
         }
     }
+    tokio::spawn(state.snapshot.clone().run(
+        state.db.clone(),
+        state.redis.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(trim_rate_limiter(state.limiter.clone(), shutdown.clone()));
     let app = http::router(state, &settings.http);
     tracing::info!(%address, "flashsale-api listening");
     let grace = settings.http.shutdown_grace();

@@ -129,8 +129,8 @@ async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: Pg
     let app = spawn_app_routed(
         pg,
         Route {
-            postgres: None,
             redis: Some(redis_proxy.addr),
+            ..Route::default()
         },
     )
     .await;

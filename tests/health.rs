@@ -28,6 +28,7 @@ async fn app_behind_proxies(pg: PgPool) -> (TestApp, FaultProxy, FaultProxy) {
     let route = Route {
         postgres: Some(pg_proxy.addr),
         redis: Some(redis_proxy.addr),
+        queue: None,
     };
     (spawn_app_routed(pg, route).await, pg_proxy, redis_proxy)
 }
@@ -148,6 +149,11 @@ async fn the_openapi_document_covers_every_endpoint_and_the_docs_ui_is_served(pg
         ("/api/admin/flash-sales", "post"),
         ("/api/admin/flash-sales/{id}", "get"),
         ("/api/admin/flash-sales/{id}", "patch"),
+        ("/api/purchase/attempt", "post"),
+        ("/api/purchase/status", "get"),
+        ("/api/purchase/user/{user_id}", "get"),
+        ("/api/flash-sale/stats", "get"),
+        ("/api/admin/flash-sales/{id}/stats", "get"),
         ("/api/health", "get"),
         ("/api/health/live", "get"),
         ("/api/health/ready", "get"),

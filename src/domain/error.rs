@@ -29,4 +29,22 @@ pub enum DomainError {
 
     #[error("stock cannot be added to a sale that is {state}")]
     StockChangeNotAllowed { state: SaleState },
+
+    #[error("the sale is {state}; purchases are accepted only while it is active")]
+    SaleNotActive { state: SaleState },
+
+    #[error("sold out: {remaining} unit(s) left")]
+    SoldOut { remaining: i64 },
+
+    #[error("you already hold {held} of the {limit} unit(s) one shopper may buy in this sale")]
+    AlreadyPurchased { held: i64, limit: i64 },
+
+    #[error("this sale allows at most {limit} unit(s) per shopper")]
+    QuantityAboveLimit { limit: i64 },
+
+    #[error("this Idempotency-Key was already used with a different request body; use a new key")]
+    IdempotencyKeyReused,
+
+    #[error("no purchase found")]
+    PurchaseNotFound,
 }

@@ -4,9 +4,11 @@
 mod error;
 mod identity;
 mod money;
+mod reservation;
 mod sale;
 
 pub use error::DomainError;
 pub use identity::{Email, Role};
 pub use money::{Currency, Money};
+pub use reservation::{PurchaseStatus, ReservationStatus};
 pub use sale::{SaleAction, SaleState, SaleWindow};

@@ -38,6 +38,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: Cow<'static, str>,
+    /// Seconds for `Retry-After` (429 and 503 always carry one).
+    retry_after_secs: Option<u64>,
 }
 
 /// The JSON body of every error response.
@@ -67,6 +69,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429 for a caller over their per-user limit, with how long to wait.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("too many purchase attempts; retry in {secs} s"),
+            )
         }
     }
 
@@ -97,7 +113,7 @@ impl ApiError {
         )
     }
 
-    fn internal() -> Self {
+    pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL",
@@ -180,8 +196,14 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if error.status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    let retry_after = match error.status {
+        StatusCode::SERVICE_UNAVAILABLE => {
+            Some(error.retry_after_secs.unwrap_or(RETRY_AFTER_SECS.into()))
+        }
+        _ => error.retry_after_secs,
+    };
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if error.status == StatusCode::UNAUTHORIZED {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -208,6 +230,16 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidTransition { .. } | DomainError::StockChangeNotAllowed { .. } => {
                 (StatusCode::CONFLICT, "INVALID_STATE_TRANSITION")
             }
+            DomainError::SaleNotActive { .. } => (StatusCode::CONFLICT, "SALE_NOT_ACTIVE"),
+            DomainError::SoldOut { .. } => (StatusCode::GONE, "SOLD_OUT"),
+            DomainError::AlreadyPurchased { .. } => (StatusCode::CONFLICT, "ALREADY_PURCHASED"),
+            DomainError::QuantityAboveLimit { .. } => {
+                (StatusCode::BAD_REQUEST, "QUANTITY_ABOVE_LIMIT")
+            }
+            DomainError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            }
+            DomainError::PurchaseNotFound => (StatusCode::NOT_FOUND, "PURCHASE_NOT_FOUND"),
         };
         Self::new(status, code, error.to_string())
     }

@@ -3,7 +3,7 @@
 //! parameters, and the authenticated caller.
 
 use axum::{
-    extract::{FromRequest, FromRequestParts, Request},
+    extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request},
     http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
@@ -75,6 +75,52 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+impl OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// No Authorization header: anonymous. A header that does not verify
+    /// is still a 401, so a client with a broken token finds out.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// The `Idempotency-Key` header: required on purchases, 1-128 characters of
+/// letters, digits, `.`, `_`, `:` or `-`. Scoped per user and per sale.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get("idempotency-key")
+            .ok_or_else(|| ApiError::validation("Idempotency-Key: header required; send a new random value (e.g. a UUID) per purchase intent and reuse it on retries"))?;
+        let key = value.to_str().unwrap_or_default();
+        let valid = (1..=128).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if !valid {
+            return Err(ApiError::validation(
+                "Idempotency-Key: use 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+            ));
+        }
+        Ok(Self(key.to_string()))
+    }
+}
+
 /// A caller with the admin role; anyone else gets 403.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin(pub Caller);
@@ -86,7 +132,8 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
+        let caller =
+            <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         match caller.role {
             Role::Admin => Ok(Self(caller)),
             Role::Shopper => Err(ApiError::forbidden()),

@@ -5,6 +5,7 @@
 mod error;
 pub mod extract;
 mod openapi;
+pub mod rate_limit;
 mod request_metrics;
 pub mod routes;
 mod state;
@@ -37,6 +38,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::auth::router())
         .merge(routes::sale_status::router())
+        .merge(routes::purchase::router())
+        .merge(routes::stats::router())
         .merge(routes::products::router())
         .merge(routes::flash_sales::router())
         .merge(routes::metrics::router())

@@ -18,6 +18,7 @@ use utoipa::{
     tags(
         (name = "auth", description = "Development identity"),
         (name = "sale", description = "What shoppers read"),
+        (name = "purchase", description = "Buying: attempt, status, orders"),
         (name = "admin", description = "Products and flash sales (admin role)"),
         (name = "operations", description = "Probes and metrics"),
     )

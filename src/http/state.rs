@@ -4,8 +4,12 @@ use std::{sync::Arc, time::Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::{rate_limit::UserRateLimiter, routes::stats::StatsCache};
 use crate::{
     auth::TokenService,
+    config::PurchaseSettings,
+    jobs::PurchaseQueue,
+    snapshot::SaleSnapshot,
     store::{postgres::Db, redis::RedisStore},
 };
 
@@ -21,4 +25,13 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// For the uptime in `/api/health`.
     pub started_at: Instant,
+    /// Where accepted reservations go to become orders.
+    pub queue: PurchaseQueue,
+    /// Per-user purchase attempt limit on this node.
+    pub limiter: Arc<UserRateLimiter>,
+    /// Open sales as last read, for reads that must not touch a store.
+    pub snapshot: Arc<SaleSnapshot>,
+    /// Recently computed sale stats.
+    pub stats: Arc<StatsCache>,
+    pub purchase: Arc<PurchaseSettings>,
 }

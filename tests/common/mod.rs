@@ -5,18 +5,17 @@
 
 pub mod proxy;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use flashsale::{
     auth::TokenService,
     config::{
         ApiSettings, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
-        RedisSettings, Secret,
+        PurchaseSettings, RedisSettings, Secret,
     },
-    http::AppState,
+    jobs::PurchaseQueue,
     server,
     store::{postgres::Db, redis::RedisStore},
-    telemetry,
 };
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
@@ -62,6 +61,17 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
             token_ttl_secs: 600,
             admin_emails: vec![ADMIN_EMAIL.into()],
         },
+        purchase: PurchaseSettings {
+            // Generous, so concurrency tests measure the engine, not the
+            // limiter; the rate-limit test sets its own.
+            user_rate_per_sec: 10_000,
+            user_burst: 10_000,
+            queue_redis_url: None,
+            queue_idempotency_ttl_secs: 3600,
+            snapshot_refresh_ms: 50,
+            orders_cache_ttl_secs: 30,
+            stats_cache_ms: 0,
+        },
     }
 }
 
@@ -71,6 +81,8 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
 pub struct Route {
     pub postgres: Option<SocketAddr>,
     pub redis: Option<SocketAddr>,
+    /// The purchase queue's Redis connection, separately.
+    pub queue: Option<SocketAddr>,
 }
 
 pub struct TestApp {
@@ -90,29 +102,46 @@ pub async fn spawn_app(pg: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
+    spawn_app_with(pg, route, |_| {}).await
+}
+
+/// Spawns the app after `adjust` changed its settings.
+pub async fn spawn_app_with(
+    pg: PgPool,
+    route: Route,
+    adjust: impl FnOnce(&mut ApiSettings),
+) -> TestApp {
     let prefix = format!("test-{}", Uuid::now_v7().simple());
-    let app_redis_url = match route.redis {
+    let through = |proxy: Option<SocketAddr>| match proxy {
         Some(proxy) => format!("redis://{proxy}"),
         None => redis_url(),
     };
-    let settings = settings(app_redis_url, &prefix);
+    let mut settings = settings(through(route.redis), &prefix);
+    adjust(&mut settings);
     let tokens = TokenService::new(&settings.auth);
     let mut options = (*pg.connect_options()).clone();
     if let Some(proxy) = route.postgres {
         options = options.host(&proxy.ip().to_string()).port(proxy.port());
     }
+    let timeout = settings.dependencies.timeout();
     let app_pool = PgPoolOptions::new()
         .max_connections(settings.database.pg_max_connections)
-        .acquire_timeout(DEPENDENCY_TIMEOUT)
+        .acquire_timeout(timeout)
         .connect_lazy_with(options);
-    let state = AppState {
-        db: Db::new(app_pool, DEPENDENCY_TIMEOUT),
-        redis: RedisStore::connect_lazy(&settings.redis, DEPENDENCY_TIMEOUT).unwrap(),
-        tokens: Arc::new(tokens.clone()),
-        admin_emails: settings.auth.normalized_admin_emails().into(),
-        metrics: telemetry::metrics_handle(),
-        started_at: std::time::Instant::now(),
-    };
+    let queue = PurchaseQueue::connect_lazy(
+        &through(route.queue),
+        &prefix,
+        settings.purchase.queue_idempotency_ttl(),
+        timeout,
+    )
+    .unwrap();
+    let state = server::build_state_with(
+        &settings,
+        Db::new(app_pool, timeout),
+        RedisStore::connect_lazy(&settings.redis, timeout).unwrap(),
+        queue,
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -209,6 +238,66 @@ impl TestApp {
 
     pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
         self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// A shopper's id and token, minted without a database round trip
+    /// (tokens are all the purchase path checks).
+    pub fn shopper(&self) -> (Uuid, String) {
+        let id = Uuid::now_v7();
+        (
+            id,
+            self.tokens
+                .issue(id, flashsale::domain::Role::Shopper)
+                .token,
+        )
+    }
+
+    /// `POST /api/purchase/attempt` with an Idempotency-Key.
+    pub async fn attempt(&self, token: &str, key: &str, body: Value) -> Reply {
+        let response = self
+            .client
+            .post(format!("{}/api/purchase/attempt", self.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request failed");
+        Self::read(response).await
+    }
+
+    /// A store on this test's Redis prefix, to act as the worker would.
+    pub fn redis_store(&self) -> RedisStore {
+        let settings = RedisSettings {
+            redis_url: Secret::new(redis_url()),
+            redis_prefix: self.prefix.clone(),
+            redis_pool_size: 4,
+        };
+        RedisStore::connect_lazy(&settings, DEPENDENCY_TIMEOUT).unwrap()
+    }
+
+    pub fn sale_key(&self, sale_id: &str, name: &str) -> String {
+        format!("{}:{{sale:{sale_id}}}:{name}", self.prefix)
+    }
+
+    /// Jobs sitting in the purchase queue.
+    pub async fn queued_jobs(&self) -> i64 {
+        let key = format!("{}:{{purchases}}:data", self.prefix);
+        redis::cmd("HLEN")
+            .arg(key)
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap()
+    }
+
+    /// A sale open now for an hour with this stock and per-user limit.
+    pub async fn open_sale(&self, admin: &str, stock: i64, per_user_limit: i64) -> String {
+        let product = self.create_product(admin, stock.max(1)).await;
+        let mut body = Self::sale_body(product, stock);
+        body["per_user_limit"] = json!(per_user_limit);
+        let reply = self.post("/api/admin/flash-sales", Some(admin), body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_string()
     }
 
     pub async fn login(&self, email: &str) -> String {

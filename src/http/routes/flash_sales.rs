@@ -131,6 +131,7 @@ impl FlashSaleResponse {
 
     /// After a change committed in PostgreSQL: arm, or report it not armed.
     async fn armed_after_change(state: &AppState, sale: SaleRow) -> Self {
+        state.snapshot.catalog_changed();
         match arming::arm_sale(&state.redis, &sale).await {
             Ok(armed) => Self::new(sale, Some(armed.remaining), true),
             Err(error) => {

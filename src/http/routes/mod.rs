@@ -5,4 +5,6 @@ pub mod flash_sales;
 pub mod health;
 pub mod metrics;
 pub mod products;
+pub mod purchase;
 pub mod sale_status;
+pub mod stats;

@@ -1,4 +1,7 @@
-//! Public: the state of the current (or a given) flash sale.
+//! Public: the state of the current (or a given) flash sale. Served from
+//! the node's snapshot of open sales when it is fresh, so a read stampede
+//! costs no store round trip; sales the snapshot does not hold (ended, new
+//! on another node) are read from the stores.
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
@@ -9,7 +12,11 @@ use uuid::Uuid;
 
 use crate::{
     domain::{DomainError, SaleState},
-    http::{ApiError, AppState, extract::QueryParams},
+    http::{
+        ApiError, AppState,
+        extract::{Caller, QueryParams},
+    },
+    snapshot::SaleView,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,22 +45,73 @@ pub struct SaleStatusResponse {
     pub remaining: Option<i64>,
     /// The node's clock, to count down against.
     pub server_time: DateTime<Utc>,
+    /// For an authenticated caller: what they hold and whether they may buy.
+    pub you: Option<CallerStanding>,
 }
 
-/// The current sale (or `sale_id`): state, window, price and remaining stock.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallerStanding {
+    /// Units the caller holds in this sale (pending and confirmed).
+    pub units_held: i64,
+    /// The sale is active, has stock, and the caller is under the limit.
+    pub can_purchase: bool,
+}
+
+/// The current sale (or `sale_id`): state, window, price and remaining
+/// stock; with a bearer token, also the caller's standing.
 #[utoipa::path(get, path = "/api/flash-sale/status", tag = "sale",
     params(SaleStatusQuery),
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The sale", body = SaleStatusResponse),
         (status = 400, description = "sale_id is not a UUID", body = crate::http::ErrorBody),
+        (status = 401, description = "A bearer token was sent and is invalid", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
         (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
     ))]
 async fn get_sale_status(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     QueryParams(query): QueryParams<SaleStatusQuery>,
 ) -> Result<Json<SaleStatusResponse>, ApiError> {
-    let sale = match query.sale_id {
+    let view = match state.snapshot.lookup(query.sale_id) {
+        Some(view) => view,
+        None => read_from_stores(&state, query.sale_id).await?,
+    };
+    let now = Utc::now();
+    let sale_state = view.state(now);
+    let you = match caller {
+        Some(caller) => {
+            let units_held = state.redis.units_held(view.sale.id, caller.user_id).await?;
+            let can_purchase = sale_state == SaleState::Active
+                && view.remaining.is_some_and(|remaining| remaining > 0)
+                && units_held < i64::from(view.sale.per_user_limit);
+            Some(CallerStanding {
+                units_held,
+                can_purchase,
+            })
+        }
+        None => None,
+    };
+    let sale = view.sale;
+    Ok(Json(SaleStatusResponse {
+        sale_id: sale.id,
+        product_id: sale.product_id,
+        state: sale_state,
+        starts_at: sale.starts_at,
+        ends_at: sale.ends_at,
+        price: sale.sale_price,
+        currency: sale.currency,
+        per_user_limit: sale.per_user_limit,
+        stock: sale.allotted_quantity,
+        remaining: view.remaining,
+        server_time: now,
+        you,
+    }))
+}
+
+async fn read_from_stores(state: &AppState, sale_id: Option<Uuid>) -> Result<SaleView, ApiError> {
+    let sale = match sale_id {
         Some(id) => state
             .db
             .find_sale(id)
@@ -65,19 +123,11 @@ async fn get_sale_status(
             .await?
             .ok_or(DomainError::NoCurrentSale)?,
     };
-    let remaining = state.redis.remaining(sale.id).await?;
-    let now = Utc::now();
-    Ok(Json(SaleStatusResponse {
-        state: sale.effective_state(now),
-        sale_id: sale.id,
-        product_id: sale.product_id,
-        starts_at: sale.starts_at,
-        ends_at: sale.ends_at,
-        price: sale.sale_price,
-        currency: sale.currency,
-        per_user_limit: sale.per_user_limit,
-        stock: sale.allotted_quantity,
-        remaining,
-        server_time: now,
-    }))
+    let live = state.redis.live_states(&[sale.id]).await?;
+    let live = live.first().copied().unwrap_or_default();
+    Ok(SaleView {
+        sale,
+        remaining: live.remaining,
+        mirrored_state: live.state,
+    })
 }

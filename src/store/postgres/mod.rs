@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool, migrations, error classification, and one file per
 //! table family (`users`, `products`, `sales`), each adding methods to [`Db`].
 
+mod orders;
 mod products;
 mod sales;
 mod users;
@@ -13,6 +14,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use orders::OrderRow;
 pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};
 pub use users::UserRow;

@@ -13,6 +13,18 @@ pub struct SaleKeys {
     /// Hash mirroring the sale from PostgreSQL: state, window (ms), price,
     /// per-user limit and the allotment Redis stock was built from.
     pub meta: String,
+    /// Hash user id -> units the user holds (pending + confirmed).
+    pub buyers: String,
+    /// Hash reservation id -> `user|quantity|status|reserved_ms|reason`.
+    pub reservations: String,
+    /// Sorted set of pending reservation ids, scored by reservation time (ms).
+    pub pending: String,
+    /// Hash `user:key` -> `reservation|quantity`: the first answer per key.
+    pub idempotency: String,
+    /// Hash user id -> that user's latest reservation id in this sale.
+    pub latest: String,
+    /// Hash of counters: attempts, accepted, rejected by reason, ...
+    pub stats: String,
 }
 
 impl SaleKeys {
@@ -21,6 +33,12 @@ impl SaleKeys {
         Self {
             stock: format!("{tag}:stock"),
             meta: format!("{tag}:meta"),
+            buyers: format!("{tag}:buyers"),
+            reservations: format!("{tag}:reservations"),
+            pending: format!("{tag}:pending"),
+            idempotency: format!("{tag}:idempotency"),
+            latest: format!("{tag}:latest"),
+            stats: format!("{tag}:stats"),
         }
     }
 }
@@ -41,8 +59,18 @@ mod tests {
         let sale = Uuid::now_v7();
         let keys = SaleKeys::new("fs", sale);
         let expected = format!("sale:{sale}");
-        assert_eq!(hash_tag(&keys.stock), expected);
-        assert_eq!(hash_tag(&keys.meta), expected);
+        for key in [
+            &keys.stock,
+            &keys.meta,
+            &keys.buyers,
+            &keys.reservations,
+            &keys.pending,
+            &keys.idempotency,
+            &keys.latest,
+            &keys.stats,
+        ] {
+            assert_eq!(hash_tag(key), expected, "{key}");
+        }
         assert!(keys.stock.starts_with("fs:"));
     }
 }

@@ -3,6 +3,7 @@
 //! scripts, each a `.lua` file under `scripts/` documenting its KEYS/ARGV.
 
 mod keys;
+mod purchase;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -11,6 +12,9 @@ use redis::Script;
 use uuid::Uuid;
 
 pub use keys::SaleKeys;
+pub use purchase::{
+    ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
+};
 
 use super::{Dependency, StoreError, bounded};
 use crate::config::RedisSettings;
@@ -42,7 +46,14 @@ pub struct RedisStore {
     pool: Pool,
     prefix: Arc<str>,
     timeout: Duration,
-    arm_script: Arc<Script>,
+    scripts: Arc<Scripts>,
+}
+
+/// The Lua scripts, loaded once per process (EVALSHA, EVAL on NOSCRIPT).
+struct Scripts {
+    arm: Script,
+    reserve: Script,
+    release: Script,
 }
 
 impl RedisStore {
@@ -66,7 +77,11 @@ impl RedisStore {
             pool,
             prefix: settings.redis_prefix.as_str().into(),
             timeout,
-            arm_script: Arc::new(Script::new(include_str!("scripts/arm_sale.lua"))),
+            scripts: Arc::new(Scripts {
+                arm: Script::new(include_str!("scripts/arm_sale.lua")),
+                reserve: Script::new(include_str!("scripts/reserve.lua")),
+                release: Script::new(include_str!("scripts/release.lua")),
+            }),
         })
     }
 
@@ -111,10 +126,11 @@ impl RedisStore {
 
     pub async fn arm(&self, sale: &SaleMirror) -> Result<Armed, StoreError> {
         let keys = self.sale_keys(sale.sale_id);
-        let script = self.arm_script.clone();
+        let scripts = self.scripts.clone();
         let (remaining, rebuilt): (i64, i64) = self
             .with_connection(|mut connection| async move {
-                script
+                scripts
+                    .arm
                     .key(&keys.stock)
                     .key(&keys.meta)
                     .arg(sale.allotted)

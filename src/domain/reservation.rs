@@ -1,0 +1,91 @@
+//! A reservation: units taken from a sale's stock for one shopper, waiting
+//! to become an order (or to be released).
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// How a reservation stands. `pending` ends exactly once, as `confirmed`
+/// (an order exists) or as one of the release outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationStatus {
+    Pending,
+    Confirmed,
+    Released,
+    Expired,
+    Failed,
+}
+
+/// What a shopper is told: still waiting, bought, or not bought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PurchaseStatus {
+    Pending,
+    Confirmed,
+    Failed,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Pending => "pending",
+            ReservationStatus::Confirmed => "confirmed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+            ReservationStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            ReservationStatus::Pending,
+            ReservationStatus::Confirmed,
+            ReservationStatus::Released,
+            ReservationStatus::Expired,
+            ReservationStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
+    }
+
+    pub fn for_shopper(self) -> PurchaseStatus {
+        match self {
+            ReservationStatus::Pending => PurchaseStatus::Pending,
+            ReservationStatus::Confirmed => PurchaseStatus::Confirmed,
+            ReservationStatus::Released
+            | ReservationStatus::Expired
+            | ReservationStatus::Failed => PurchaseStatus::Failed,
+        }
+    }
+}
+
+impl fmt::Display for ReservationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_release_outcome_is_a_failure_for_the_shopper() {
+        for status in [
+            ReservationStatus::Released,
+            ReservationStatus::Expired,
+            ReservationStatus::Failed,
+        ] {
+            assert_eq!(status.for_shopper(), PurchaseStatus::Failed);
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(
+            ReservationStatus::Pending.for_shopper(),
+            PurchaseStatus::Pending
+        );
+        assert_eq!(
+            ReservationStatus::Confirmed.for_shopper(),
+            PurchaseStatus::Confirmed
+        );
+    }
+}

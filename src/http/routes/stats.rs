@@ -1,0 +1,186 @@
+//! Operators: a sale's numbers, from Redis counters plus PostgreSQL, cached
+//! on each node for a couple of seconds so a dashboard cannot load the stores.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    domain::{DomainError, SaleState},
+    http::{
+        ApiError, AppState,
+        extract::{Admin, PathParams, QueryParams},
+    },
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_current_sale_stats))
+        .routes(routes!(get_sale_stats))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SaleStatsResponse {
+    pub sale_id: Uuid,
+    pub state: SaleState,
+    /// Units allotted to the sale.
+    pub allotted: i64,
+    /// Units left to reserve (Redis).
+    pub remaining: Option<i64>,
+    /// Purchase attempts that reached Redis (after the per-user rate limit).
+    pub attempts: i64,
+    /// Reservations accepted.
+    pub accepted: i64,
+    /// Repeated requests answered from their idempotency record.
+    pub replayed: i64,
+    pub rejected: RejectedCounts,
+    /// Reservations waiting to become orders.
+    pub pending: i64,
+    /// Units committed as orders in PostgreSQL.
+    pub confirmed_units: i64,
+    /// Reservations released, expired or failed.
+    pub released: i64,
+    pub computed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RejectedCounts {
+    pub sold_out: i64,
+    pub already_purchased: i64,
+    pub above_limit: i64,
+    pub not_active: i64,
+    pub idempotency_key_reused: i64,
+}
+
+/// Stats computed recently on this node, per sale.
+pub struct StatsCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Uuid, (Instant, SaleStatsResponse)>>,
+}
+
+impl StatsCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn get(&self, sale_id: Uuid) -> Option<SaleStatsResponse> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(&sale_id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, stats)| stats.clone())
+    }
+
+    fn put(&self, stats: SaleStatsResponse) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        entries.insert(stats.sale_id, (Instant::now(), stats));
+    }
+}
+
+async fn stats_for(state: &AppState, sale_id: Uuid) -> Result<SaleStatsResponse, ApiError> {
+    if let Some(cached) = state.stats.get(sale_id) {
+        return Ok(cached);
+    }
+    let (sale, counters) = tokio::try_join!(
+        state.db.find_sale(sale_id),
+        state.redis.sale_counters(sale_id)
+    )?;
+    let sale = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
+    let now = Utc::now();
+    let stats = SaleStatsResponse {
+        sale_id,
+        state: sale.effective_state(now),
+        allotted: sale.allotted_quantity,
+        remaining: counters.remaining,
+        attempts: counters.get("attempts"),
+        accepted: counters.get("accepted"),
+        replayed: counters.get("replayed"),
+        rejected: RejectedCounts {
+            sold_out: counters.get("rejected_sold_out"),
+            already_purchased: counters.get("rejected_limit"),
+            above_limit: counters.get("rejected_above_limit"),
+            not_active: counters.get("rejected_not_active"),
+            idempotency_key_reused: counters.get("rejected_key_reused"),
+        },
+        pending: counters.pending,
+        confirmed_units: sale.confirmed_quantity,
+        released: counters.get("released") + counters.get("expired") + counters.get("failed"),
+        computed_at: now,
+    };
+    state.stats.put(stats.clone());
+    Ok(stats)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatsQuery {
+    /// The sale; without it, the current sale.
+    pub sale_id: Option<Uuid>,
+}
+
+/// Stats of the current (or a given) sale (admin).
+#[utoipa::path(get, path = "/api/flash-sale/stats", tag = "admin",
+    security(("bearer" = [])),
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
+        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
+    ))]
+async fn get_current_sale_stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+    QueryParams(query): QueryParams<StatsQuery>,
+) -> Result<Json<SaleStatsResponse>, ApiError> {
+    let sale_id = match query.sale_id.or_else(|| state.snapshot.current_sale_id()) {
+        Some(id) => id,
+        None => {
+            state
+                .db
+                .current_sale()
+                .await?
+                .ok_or(DomainError::NoCurrentSale)?
+                .id
+        }
+    };
+    Ok(Json(stats_for(&state, sale_id).await?))
+}
+
+/// Stats of one sale (admin).
+#[utoipa::path(get, path = "/api/admin/flash-sales/{id}/stats", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Flash sale id")),
+    responses(
+        (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
+        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
+    ))]
+async fn get_sale_stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+    PathParams(id): PathParams<Uuid>,
+) -> Result<Json<SaleStatsResponse>, ApiError> {
+    Ok(Json(stats_for(&state, id).await?))
+}

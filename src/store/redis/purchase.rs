@@ -1,0 +1,516 @@
+//! The purchase side of Redis: reserve and release (Lua, one round trip
+//! each), reservation lookups, counters, and the per-user orders cache.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{RedisStore, SaleKeys};
+use crate::{
+    domain::{ReservationStatus, SaleState},
+    store::{Dependency, StoreError},
+};
+
+/// One purchase attempt, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest<'a> {
+    pub sale_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: u32,
+    pub idempotency_key: &'a str,
+    /// Used only if the attempt is accepted.
+    pub reservation_id: Uuid,
+}
+
+/// What `reserve.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Accepted {
+        reservation_id: Uuid,
+        remaining: i64,
+        reserved_at_ms: i64,
+    },
+    /// The key was used before with the same quantity: the first reservation.
+    Replayed {
+        reservation_id: Uuid,
+        status: ReservationStatus,
+    },
+    KeyReused,
+    NotArmed,
+    NotActive {
+        state: SaleState,
+    },
+    AboveLimit {
+        limit: i64,
+    },
+    LimitReached {
+        held: i64,
+        limit: i64,
+    },
+    SoldOut {
+        remaining: i64,
+    },
+}
+
+/// What `release.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Released { remaining: i64 },
+    NotPending(ReservationStatus),
+    Unknown,
+}
+
+/// A reservation as Redis records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRecord {
+    pub reservation_id: Uuid,
+    pub sale_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i64,
+    pub status: ReservationStatus,
+    pub reserved_at_ms: i64,
+    pub reason: Option<String>,
+}
+
+/// A sale as the per-node snapshot reads it from Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaleLiveState {
+    pub remaining: Option<i64>,
+    pub state: Option<SaleState>,
+}
+
+/// Counters and gauges of one sale in Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaleCounters {
+    pub counters: HashMap<String, i64>,
+    pub pending: i64,
+    pub remaining: Option<i64>,
+}
+
+impl SaleCounters {
+    pub fn get(&self, name: &str) -> i64 {
+        self.counters.get(name).copied().unwrap_or_default()
+    }
+}
+
+fn malformed(what: &str, reply: &[String]) -> StoreError {
+    StoreError::unexpected(
+        Dependency::Redis,
+        format!("malformed {what} reply: {reply:?}"),
+    )
+}
+
+fn field<T: std::str::FromStr>(
+    reply: &[String],
+    index: usize,
+    what: &str,
+) -> Result<T, StoreError> {
+    reply
+        .get(index)
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| malformed(what, reply))
+}
+
+fn parse_reserve(reply: &[String]) -> Result<ReserveOutcome, StoreError> {
+    let what = "reserve";
+    let status = |index| {
+        reply
+            .get(index)
+            .and_then(|value: &String| ReservationStatus::parse(value))
+            .ok_or_else(|| malformed(what, reply))
+    };
+    Ok(match reply.first().map(String::as_str) {
+        Some("ACCEPTED") => ReserveOutcome::Accepted {
+            reservation_id: field(reply, 1, what)?,
+            remaining: field(reply, 2, what)?,
+            reserved_at_ms: field(reply, 3, what)?,
+        },
+        Some("REPLAYED") => ReserveOutcome::Replayed {
+            reservation_id: field(reply, 1, what)?,
+            status: status(2)?,
+        },
+        Some("KEY_REUSED") => ReserveOutcome::KeyReused,
+        Some("NOT_ARMED") => ReserveOutcome::NotArmed,
+        Some("NOT_ACTIVE") => ReserveOutcome::NotActive {
+            state: reply
+                .get(1)
+                .and_then(|state| SaleState::parse(state))
+                .ok_or_else(|| malformed(what, reply))?,
+        },
+        Some("ABOVE_LIMIT") => ReserveOutcome::AboveLimit {
+            limit: field(reply, 1, what)?,
+        },
+        Some("LIMIT") => ReserveOutcome::LimitReached {
+            held: field(reply, 1, what)?,
+            limit: field(reply, 2, what)?,
+        },
+        Some("SOLD_OUT") => ReserveOutcome::SoldOut {
+            remaining: field(reply, 1, what)?,
+        },
+        _ => return Err(malformed(what, reply)),
+    })
+}
+
+fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
+    Ok(match reply.first().map(String::as_str) {
+        Some("RELEASED") => ReleaseOutcome::Released {
+            remaining: field(reply, 1, "release")?,
+        },
+        Some("NOT_PENDING") => ReleaseOutcome::NotPending(
+            reply
+                .get(1)
+                .and_then(|status| ReservationStatus::parse(status))
+                .ok_or_else(|| malformed("release", reply))?,
+        ),
+        Some("UNKNOWN") => ReleaseOutcome::Unknown,
+        _ => return Err(malformed("release", reply)),
+    })
+}
+
+/// Parses `user|quantity|status|reserved_ms|reason`.
+fn parse_record(
+    sale_id: Uuid,
+    reservation_id: Uuid,
+    record: &str,
+) -> Result<ReservationRecord, StoreError> {
+    let parts: Vec<&str> = record.splitn(5, '|').collect();
+    let bad = || {
+        StoreError::unexpected(
+            Dependency::Redis,
+            format!("malformed reservation {reservation_id}: {record:?}"),
+        )
+    };
+    let [user, quantity, status, reserved_ms, reason] = parts[..] else {
+        return Err(bad());
+    };
+    Ok(ReservationRecord {
+        reservation_id,
+        sale_id,
+        user_id: user.parse().map_err(|_| bad())?,
+        quantity: quantity.parse().map_err(|_| bad())?,
+        status: ReservationStatus::parse(status).ok_or_else(bad)?,
+        reserved_at_ms: reserved_ms.parse().map_err(|_| bad())?,
+        reason: (!reason.is_empty()).then(|| reason.to_string()),
+    })
+}
+
+impl RedisStore {
+    /// Decides one purchase attempt atomically (`scripts/reserve.lua`).
+    pub async fn reserve(
+        &self,
+        request: &ReserveRequest<'_>,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let keys = self.sale_keys(request.sale_id);
+        let scripts = self.scripts.clone();
+        let reply: Vec<String> = self
+            .with_connection(|mut connection| async move {
+                scripts
+                    .reserve
+                    .key(&keys.stock)
+                    .key(&keys.meta)
+                    .key(&keys.buyers)
+                    .key(&keys.reservations)
+                    .key(&keys.pending)
+                    .key(&keys.idempotency)
+                    .key(&keys.stats)
+                    .key(&keys.latest)
+                    .arg(request.user_id.to_string())
+                    .arg(request.quantity)
+                    .arg(request.idempotency_key)
+                    .arg(request.reservation_id.to_string())
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        parse_reserve(&reply)
+    }
+
+    /// Ends a pending reservation without an order (`scripts/release.lua`).
+    pub async fn release(
+        &self,
+        sale_id: Uuid,
+        reservation_id: Uuid,
+        outcome: ReservationStatus,
+        reason: &str,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let keys = self.sale_keys(sale_id);
+        let scripts = self.scripts.clone();
+        let reason = reason.replace('|', "/");
+        let reply: Vec<String> = self
+            .with_connection(|mut connection| async move {
+                scripts
+                    .release
+                    .key(&keys.stock)
+                    .key(&keys.buyers)
+                    .key(&keys.reservations)
+                    .key(&keys.pending)
+                    .key(&keys.stats)
+                    .arg(reservation_id.to_string())
+                    .arg(outcome.as_str())
+                    .arg(reason)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        parse_release(&reply)
+    }
+
+    pub async fn reservation(
+        &self,
+        sale_id: Uuid,
+        reservation_id: Uuid,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let key = self.sale_keys(sale_id).reservations;
+        let record: Option<String> = self
+            .with_connection(|mut connection| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(reservation_id.to_string())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        record
+            .map(|record| parse_record(sale_id, reservation_id, &record))
+            .transpose()
+    }
+
+    /// Looks a reservation up in each of `sale_ids` (one pipelined round trip).
+    pub async fn find_reservation(
+        &self,
+        sale_ids: &[Uuid],
+        reservation_id: Uuid,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        if sale_ids.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for sale_id in sale_ids {
+            pipe.hget(
+                self.sale_keys(*sale_id).reservations,
+                reservation_id.to_string(),
+            );
+        }
+        let records: Vec<Option<String>> = self
+            .with_connection(
+                |mut connection| async move { pipe.query_async(&mut connection).await },
+            )
+            .await?;
+        sale_ids
+            .iter()
+            .zip(records)
+            .find_map(|(sale_id, record)| {
+                record.map(|record| parse_record(*sale_id, reservation_id, &record))
+            })
+            .transpose()
+    }
+
+    /// The user's latest reservation in the sale.
+    pub async fn latest_reservation(
+        &self,
+        sale_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let key = self.sale_keys(sale_id).latest;
+        let latest: Option<String> = self
+            .with_connection(|mut connection| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(user_id.to_string())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        match latest.and_then(|id| id.parse::<Uuid>().ok()) {
+            Some(reservation_id) => self.reservation(sale_id, reservation_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Units the user holds in the sale (pending + confirmed).
+    pub async fn units_held(&self, sale_id: Uuid, user_id: Uuid) -> Result<i64, StoreError> {
+        let key = self.sale_keys(sale_id).buyers;
+        let held: Option<i64> = self
+            .with_connection(|mut connection| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(user_id.to_string())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(held.unwrap_or_default())
+    }
+
+    /// Remaining stock and mirrored state of each sale (one round trip).
+    pub async fn live_states(&self, sale_ids: &[Uuid]) -> Result<Vec<SaleLiveState>, StoreError> {
+        if sale_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for sale_id in sale_ids {
+            let keys: SaleKeys = self.sale_keys(*sale_id);
+            pipe.get(keys.stock).hget(keys.meta, "state");
+        }
+        let replies: Vec<(Option<i64>, Option<String>)> = self
+            .with_connection(
+                |mut connection| async move { pipe.query_async(&mut connection).await },
+            )
+            .await?;
+        Ok(replies
+            .into_iter()
+            .map(|(remaining, state)| SaleLiveState {
+                remaining,
+                state: state.as_deref().and_then(SaleState::parse),
+            })
+            .collect())
+    }
+
+    pub async fn sale_counters(&self, sale_id: Uuid) -> Result<SaleCounters, StoreError> {
+        let keys = self.sale_keys(sale_id);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(keys.stats).zcard(keys.pending).get(keys.stock);
+        let (counters, pending, remaining): (HashMap<String, i64>, i64, Option<i64>) = self
+            .with_connection(
+                |mut connection| async move { pipe.query_async(&mut connection).await },
+            )
+            .await?;
+        Ok(SaleCounters {
+            counters,
+            pending,
+            remaining,
+        })
+    }
+
+    fn orders_cache_key(&self, user_id: Uuid) -> String {
+        format!("{}:{{user:{user_id}}}:orders", self.prefix)
+    }
+
+    /// A cached page of the user's orders (JSON), if fresh.
+    pub async fn cached_orders(
+        &self,
+        user_id: Uuid,
+        page: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let key = self.orders_cache_key(user_id);
+        let page = page.to_string();
+        self.with_connection(|mut connection| async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg(page)
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// Caches a page; the whole user's cache expires `ttl_secs` after the
+    /// first page was stored, and the worker drops it when orders change.
+    pub async fn cache_orders(
+        &self,
+        user_id: Uuid,
+        page: &str,
+        json: &str,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.orders_cache_key(user_id);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, page, json)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(ttl_secs)
+            .arg("NX")
+            .ignore();
+        self.with_connection(|mut connection| async move {
+            pipe.query_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
+    /// Drops the user's cached order pages (after their orders changed).
+    pub async fn invalidate_orders(&self, user_id: Uuid) -> Result<(), StoreError> {
+        let key = self.orders_cache_key(user_id);
+        self.with_connection(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|value| value.to_string()).collect()
+    }
+
+    #[test]
+    fn reserve_replies_parse_into_outcomes() {
+        let id = Uuid::now_v7();
+        let table = [
+            (
+                strings(&["ACCEPTED", &id.to_string(), "9", "1700000000000"]),
+                ReserveOutcome::Accepted {
+                    reservation_id: id,
+                    remaining: 9,
+                    reserved_at_ms: 1_700_000_000_000,
+                },
+            ),
+            (
+                strings(&["REPLAYED", &id.to_string(), "confirmed"]),
+                ReserveOutcome::Replayed {
+                    reservation_id: id,
+                    status: ReservationStatus::Confirmed,
+                },
+            ),
+            (strings(&["KEY_REUSED"]), ReserveOutcome::KeyReused),
+            (strings(&["NOT_ARMED"]), ReserveOutcome::NotArmed),
+            (
+                strings(&["NOT_ACTIVE", "paused"]),
+                ReserveOutcome::NotActive {
+                    state: SaleState::Paused,
+                },
+            ),
+            (
+                strings(&["ABOVE_LIMIT", "2"]),
+                ReserveOutcome::AboveLimit { limit: 2 },
+            ),
+            (
+                strings(&["LIMIT", "1", "1"]),
+                ReserveOutcome::LimitReached { held: 1, limit: 1 },
+            ),
+            (
+                strings(&["SOLD_OUT", "0"]),
+                ReserveOutcome::SoldOut { remaining: 0 },
+            ),
+        ];
+        for (reply, expected) in table {
+            assert_eq!(parse_reserve(&reply).unwrap(), expected);
+        }
+        assert!(parse_reserve(&strings(&["ACCEPTED", "not-a-uuid", "1", "1"])).is_err());
+        assert!(parse_reserve(&strings(&["WHAT"])).is_err());
+    }
+
+    #[test]
+    fn reservation_records_parse_with_and_without_a_reason() {
+        let (sale, reservation, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let pending = parse_record(sale, reservation, &format!("{user}|2|pending|17|")).unwrap();
+        assert_eq!(
+            (pending.quantity, pending.status, pending.reason),
+            (2, ReservationStatus::Pending, None)
+        );
+        let failed = parse_record(
+            sale,
+            reservation,
+            &format!("{user}|1|failed|17|sale cancelled"),
+        )
+        .unwrap();
+        assert_eq!(failed.reason.as_deref(), Some("sale cancelled"));
+        assert!(parse_record(sale, reservation, "garbage").is_err());
+    }
+}
