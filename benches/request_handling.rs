@@ -9,7 +9,11 @@ use flashsale::{
     auth::TokenService,
     config::{AuthSettings, Secret},
     domain::Role,
-    http::routes::flash_sales::CreateFlashSaleRequest,
+    domain::PurchaseStatus,
+    http::routes::{
+        flash_sales::CreateFlashSaleRequest,
+        purchase::{PurchaseAccepted, PurchaseRequest},
+    },
 };
 use uuid::Uuid;
 use validator::Validate;
@@ -49,5 +53,29 @@ fn body_parsing_and_validation(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, token_verification, body_parsing_and_validation);
+/// The whole CPU side of a purchase request before Redis: verify the
+/// token, parse and validate the body, render the 202 body.
+fn purchase_request_without_io(c: &mut Criterion) {
+    let tokens = tokens();
+    let token = tokens.issue(Uuid::now_v7(), Role::Shopper).token;
+    let sale_id = Uuid::now_v7();
+    let body = format!(r#"{{"sale_id":"{sale_id}","quantity":1}}"#);
+    c.bench_function("purchase_request_without_io", |b| {
+        b.iter(|| {
+            let claims = tokens.verify(black_box(&token)).unwrap();
+            let request: PurchaseRequest = serde_json::from_str(black_box(&body)).unwrap();
+            request.validate().unwrap();
+            let reservation_id = Uuid::now_v7();
+            let accepted = PurchaseAccepted {
+                reservation_id,
+                sale_id: request.sale_id.unwrap(),
+                status: PurchaseStatus::Pending,
+                status_url: format!("/api/purchase/status?sale_id={sale_id}&reservation_id={reservation_id}"),
+            };
+            (claims, serde_json::to_vec(&accepted).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, token_verification, body_parsing_and_validation, purchase_request_without_io);
 criterion_main!(benches);

@@ -55,6 +55,13 @@ fn reservation_round_trip(c: &mut Criterion) {
         })
     });
 
+    // The same pool checkout with the cheapest command, for comparison:
+    // deadpool-redis pings each connection on checkout, so every call
+    // through the pool costs that round trip too.
+    c.bench_function("pool_checkout_and_get", |b| {
+        b.to_async(&runtime).iter(|| async { redis.remaining(sale_id).await.expect("get") })
+    });
+
     runtime.block_on(async {
         let client = redis::Client::open(settings.redis_url.expose()).expect("url");
         let mut connection = client
