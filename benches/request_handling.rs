@@ -8,8 +8,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::{
     auth::TokenService,
     config::{AuthSettings, Secret},
-    domain::Role,
     domain::PurchaseStatus,
+    domain::Role,
     http::routes::{
         flash_sales::CreateFlashSaleRequest,
         purchase::{PurchaseAccepted, PurchaseRequest},
@@ -70,12 +70,19 @@ fn purchase_request_without_io(c: &mut Criterion) {
                 reservation_id,
                 sale_id: request.sale_id.unwrap(),
                 status: PurchaseStatus::Pending,
-                status_url: format!("/api/purchase/status?sale_id={sale_id}&reservation_id={reservation_id}"),
+                status_url: format!(
+                    "/api/purchase/status?sale_id={sale_id}&reservation_id={reservation_id}"
+                ),
             };
             (claims, serde_json::to_vec(&accepted).unwrap())
         })
     });
 }
 
-criterion_group!(benches, token_verification, body_parsing_and_validation, purchase_request_without_io);
+criterion_group!(
+    benches,
+    token_verification,
+    body_parsing_and_validation,
+    purchase_request_without_io
+);
 criterion_main!(benches);

@@ -59,7 +59,8 @@ fn reservation_round_trip(c: &mut Criterion) {
     // deadpool-redis pings each connection on checkout, so every call
     // through the pool costs that round trip too.
     c.bench_function("pool_checkout_and_get", |b| {
-        b.to_async(&runtime).iter(|| async { redis.remaining(sale_id).await.expect("get") })
+        b.to_async(&runtime)
+            .iter(|| async { redis.remaining(sale_id).await.expect("get") })
     });
 
     runtime.block_on(async {

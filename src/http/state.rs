@@ -4,10 +4,13 @@ use std::{sync::Arc, time::Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use super::{rate_limit::UserRateLimiter, routes::stats::StatsCache};
+use uuid::Uuid;
+
+use super::{ApiError, rate_limit::UserRateLimiter, routes::stats::StatsCache};
 use crate::{
     auth::TokenService,
     config::PurchaseSettings,
+    domain::DomainError,
     jobs::PurchaseQueue,
     snapshot::SaleSnapshot,
     store::{postgres::Db, redis::RedisStore},
@@ -34,4 +37,16 @@ pub struct AppState {
     /// Recently computed sale stats.
     pub stats: Arc<StatsCache>,
     pub purchase: Arc<PurchaseSettings>,
+}
+
+impl AppState {
+    /// The sale a request names, or the current one: from the snapshot when
+    /// it knows, else from PostgreSQL.
+    pub async fn sale_id_or_current(&self, sale_id: Option<Uuid>) -> Result<Uuid, ApiError> {
+        if let Some(id) = sale_id.or_else(|| self.snapshot.current_sale_id()) {
+            return Ok(id);
+        }
+        let current = self.db.current_sale().await?;
+        Ok(current.ok_or(DomainError::NoCurrentSale)?.id)
+    }
 }

@@ -81,17 +81,7 @@ async fn attempt_purchase(
         .limiter
         .check(caller.user_id)
         .map_err(ApiError::rate_limited)?;
-    let sale_id = match request.sale_id.or_else(|| state.snapshot.current_sale_id()) {
-        Some(id) => id,
-        None => {
-            state
-                .db
-                .current_sale()
-                .await?
-                .ok_or(DomainError::NoCurrentSale)?
-                .id
-        }
-    };
+    let sale_id = state.sale_id_or_current(request.sale_id).await?;
     let reserve = ReserveRequest {
         sale_id,
         user_id: caller.user_id,

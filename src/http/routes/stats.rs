@@ -152,17 +152,7 @@ async fn get_current_sale_stats(
     _admin: Admin,
     QueryParams(query): QueryParams<StatsQuery>,
 ) -> Result<Json<SaleStatsResponse>, ApiError> {
-    let sale_id = match query.sale_id.or_else(|| state.snapshot.current_sale_id()) {
-        Some(id) => id,
-        None => {
-            state
-                .db
-                .current_sale()
-                .await?
-                .ok_or(DomainError::NoCurrentSale)?
-                .id
-        }
-    };
+    let sale_id = state.sale_id_or_current(query.sale_id).await?;
     Ok(Json(stats_for(&state, sale_id).await?))
 }
 

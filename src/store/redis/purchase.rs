@@ -195,6 +195,22 @@ fn parse_record(
 }
 
 impl RedisStore {
+    /// One field of a hash.
+    async fn hget<T: redis::FromRedisValue>(
+        &self,
+        key: String,
+        field: String,
+    ) -> Result<Option<T>, StoreError> {
+        self.with_connection(|mut connection| async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg(field)
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
     /// Decides one purchase attempt atomically (`scripts/reserve.lua`).
     pub async fn reserve(
         &self,
@@ -261,15 +277,7 @@ impl RedisStore {
         reservation_id: Uuid,
     ) -> Result<Option<ReservationRecord>, StoreError> {
         let key = self.sale_keys(sale_id).reservations;
-        let record: Option<String> = self
-            .with_connection(|mut connection| async move {
-                redis::cmd("HGET")
-                    .arg(key)
-                    .arg(reservation_id.to_string())
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let record: Option<String> = self.hget(key, reservation_id.to_string()).await?;
         record
             .map(|record| parse_record(sale_id, reservation_id, &record))
             .transpose()
@@ -312,15 +320,7 @@ impl RedisStore {
         user_id: Uuid,
     ) -> Result<Option<ReservationRecord>, StoreError> {
         let key = self.sale_keys(sale_id).latest;
-        let latest: Option<String> = self
-            .with_connection(|mut connection| async move {
-                redis::cmd("HGET")
-                    .arg(key)
-                    .arg(user_id.to_string())
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let latest: Option<String> = self.hget(key, user_id.to_string()).await?;
         match latest.and_then(|id| id.parse::<Uuid>().ok()) {
             Some(reservation_id) => self.reservation(sale_id, reservation_id).await,
             None => Ok(None),
@@ -330,15 +330,7 @@ impl RedisStore {
     /// Units the user holds in the sale (pending + confirmed).
     pub async fn units_held(&self, sale_id: Uuid, user_id: Uuid) -> Result<i64, StoreError> {
         let key = self.sale_keys(sale_id).buyers;
-        let held: Option<i64> = self
-            .with_connection(|mut connection| async move {
-                redis::cmd("HGET")
-                    .arg(key)
-                    .arg(user_id.to_string())
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let held: Option<i64> = self.hget(key, user_id.to_string()).await?;
         Ok(held.unwrap_or_default())
     }
 
@@ -392,16 +384,8 @@ impl RedisStore {
         user_id: Uuid,
         page: &str,
     ) -> Result<Option<String>, StoreError> {
-        let key = self.orders_cache_key(user_id);
-        let page = page.to_string();
-        self.with_connection(|mut connection| async move {
-            redis::cmd("HGET")
-                .arg(key)
-                .arg(page)
-                .query_async(&mut connection)
-                .await
-        })
-        .await
+        self.hget(self.orders_cache_key(user_id), page.to_string())
+            .await
     }
 
     /// Caches a page; the whole user's cache expires `ttl_secs` after the
