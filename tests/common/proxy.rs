@@ -1,7 +1,7 @@
 //! A TCP proxy in front of a real PostgreSQL or Redis that a test can cut
-//! (drop every connection and refuse new ones) and restore: the dependency
-//! "goes down" for one app under test without disturbing the others sharing
-//! the same server.
+//! (drop every connection and refuse new ones), stall (keep connections open
+//! but never answer, like a paused server) and restore: the dependency fails
+//! for one app under test without disturbing the others sharing the server.
 
 use std::net::SocketAddr;
 
@@ -10,45 +10,74 @@ use tokio::{
     sync::watch,
 };
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Pass,
+    Cut,
+    Stall,
+}
+
 pub struct FaultProxy {
     pub addr: SocketAddr,
-    cut: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
 }
 
 impl FaultProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (cut, watching) = watch::channel(false);
+        let (mode, watching) = watch::channel(Mode::Pass);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if *watching.borrow() {
-                    continue; // dropped: the client sees the connection close
+                let current = *watching.borrow();
+                match current {
+                    Mode::Cut => {} // dropped: the client sees the connection close
+                    Mode::Stall => {
+                        tokio::spawn(hold_silently(client, watching.clone()));
+                    }
+                    Mode::Pass => {
+                        tokio::spawn(pipe(client, upstream, watching.clone()));
+                    }
                 }
-                tokio::spawn(pipe(client, upstream, watching.clone()));
             }
         });
-        Self { addr, cut }
+        Self { addr, mode }
     }
 
     /// The dependency is down: open connections drop, new ones close at once.
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// The dependency hangs: connections stay open and nothing ever answers.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
     }
 
     pub fn restore(&self) {
-        self.cut.send_replace(false);
+        self.mode.send_replace(Mode::Pass);
     }
 }
 
-async fn pipe(mut client: TcpStream, upstream: SocketAddr, mut cut: watch::Receiver<bool>) {
+async fn pipe(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = cut.wait_for(|cut| *cut) => {}
+    let next = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        next = mode.wait_for(|mode| *mode != Mode::Pass) => next.map(|mode| *mode),
+    };
+    drop(server);
+    if matches!(next, Ok(Mode::Stall)) {
+        hold_silently(client, mode).await;
     }
+}
+
+/// Keeps the client connected and unanswered until the stall ends, then
+/// drops it (its protocol state is lost; the client must reconnect).
+async fn hold_silently(client: TcpStream, mut mode: watch::Receiver<Mode>) {
+    let _ = mode.wait_for(|mode| *mode != Mode::Stall).await;
+    drop(client);
 }
 
 /// `host:port` of a `scheme://host:port/...` URL.
