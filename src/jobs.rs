@@ -75,10 +75,6 @@ impl PurchaseQueue {
         Ok(Self::new(connection, prefix, idempotency_ttl, timeout))
     }
 
-    pub fn storage(&self) -> RedisStorage<PurchaseJob> {
-        self.storage.clone()
-    }
-
     /// Pushes the job, keyed by its reservation so a repeated push is a no-op.
     pub async fn enqueue(&self, job: PurchaseJob) -> Result<(), StoreError> {
         let mut storage = self.storage.clone();
