@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Route, proxy::FaultProxy, spawn_app, spawn_app_routed};
+use common::spawn_app;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
@@ -125,15 +125,7 @@ async fn pause_resume_cancel_and_end_reach_redis(pg: PgPool) {
 
 #[sqlx::test]
 async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: PgPool) {
-    let redis_proxy = FaultProxy::start(common::proxy::socket_of(&common::redis_url())).await;
-    let app = spawn_app_routed(
-        pg,
-        Route {
-            redis: Some(redis_proxy.addr),
-            ..Route::default()
-        },
-    )
-    .await;
+    let (app, redis_proxy) = common::spawn_app_behind_redis_proxy(pg).await;
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 10).await;
@@ -168,7 +160,6 @@ async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: Pg
     redis_proxy.restore();
     app.wait_for_status("/api/health/ready", StatusCode::OK, Duration::from_secs(15))
         .await;
-    app.get("/api/health/ready", None).await;
     assert_eq!(
         app.redis_stock(id).await,
         Some(18),

@@ -8,9 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    Reply, Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_routed, spawn_app_with,
-};
+use common::{Reply, Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_with};
 use flashsale::domain::ReservationStatus;
 use futures::{StreamExt, stream};
 use redis::AsyncCommands;
@@ -376,11 +374,7 @@ async fn sales_that_are_not_selling_refuse_with_sale_not_active_and_unknown_ones
             .await;
         assert_eq!(reply.status, StatusCode::CONFLICT, "{case}: {}", reply.body);
         reply.assert_error(StatusCode::CONFLICT, "SALE_NOT_ACTIVE");
-        assert_eq!(
-            app.redis_stock(sale).await.unwrap_or(10),
-            10,
-            "{case}: stock taken"
-        );
+        assert_eq!(app.redis_stock(sale).await, Some(10), "{case}: stock taken");
     }
     app.attempt(&token, "key-unknown", json!({"sale_id": Uuid::now_v7()}))
         .await
@@ -423,15 +417,7 @@ async fn a_sale_redis_forgot_is_rearmed_from_postgres_on_the_next_purchase(pg: P
 /// within a bound (never a hang), then 202 again once Redis is back,
 /// without restarting anything.
 async fn assert_purchases_survive(pg: PgPool, fail: fn(&FaultProxy)) {
-    let redis_proxy = FaultProxy::start(common::proxy::socket_of(&common::redis_url())).await;
-    let app = spawn_app_routed(
-        pg,
-        Route {
-            redis: Some(redis_proxy.addr),
-            ..Route::default()
-        },
-    )
-    .await;
+    let (app, redis_proxy) = common::spawn_app_behind_redis_proxy(pg).await;
     let admin = app.admin_token().await;
     let sale = app.open_sale(&admin, 5, 1).await;
     let (_, token) = app.shopper();
@@ -476,15 +462,7 @@ async fn with_redis_paused_purchases_answer_503_quickly_and_recover_by_themselve
 
 #[sqlx::test]
 async fn a_failed_queue_push_still_accepts_and_leaves_the_reservation_pending_once(pg: PgPool) {
-    let queue_proxy = FaultProxy::start(common::proxy::socket_of(&common::redis_url())).await;
-    let app = spawn_app_routed(
-        pg,
-        Route {
-            queue: Some(queue_proxy.addr),
-            ..Route::default()
-        },
-    )
-    .await;
+    let (app, queue_proxy) = common::spawn_app_behind_queue_proxy(pg).await;
     let admin = app.admin_token().await;
     let sale = app.open_sale(&admin, 5, 1).await;
     let (_, token) = app.shopper();
@@ -788,4 +766,37 @@ async fn the_status_page_follows_stock_and_tells_a_shopper_whether_they_may_buy(
     app.get("/api/flash-sale/status", Some("not-a-token"))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
+#[sqlx::test]
+async fn pushing_the_same_reservation_twice_queues_one_job(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let queue = flashsale::jobs::PurchaseQueue::connect_lazy(
+        &common::redis_url(),
+        &app.prefix,
+        Duration::from_secs(60),
+        common::DEPENDENCY_TIMEOUT,
+    )
+    .unwrap();
+    let job = flashsale::jobs::PurchaseJob {
+        reservation_id: Uuid::now_v7(),
+        sale_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+        quantity: 1,
+        idempotency_key: "k".into(),
+        reserved_at_ms: 0,
+    };
+    queue.enqueue(job.clone()).await.unwrap();
+    queue.enqueue(job.clone()).await.unwrap();
+    assert_eq!(
+        app.queued_jobs().await,
+        1,
+        "the second push must be a no-op"
+    );
+    let other = flashsale::jobs::PurchaseJob {
+        reservation_id: Uuid::now_v7(),
+        ..job
+    };
+    queue.enqueue(other).await.unwrap();
+    assert_eq!(app.queued_jobs().await, 2);
 }

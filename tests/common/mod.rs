@@ -101,6 +101,26 @@ pub async fn spawn_app(pg: PgPool) -> TestApp {
     spawn_app_routed(pg, Route::default()).await
 }
 
+/// The app with its Redis behind a fault proxy the test can cut or stall.
+pub async fn spawn_app_behind_redis_proxy(pg: PgPool) -> (TestApp, proxy::FaultProxy) {
+    let redis = proxy::FaultProxy::start(proxy::socket_of(&redis_url())).await;
+    let route = Route {
+        redis: Some(redis.addr),
+        ..Route::default()
+    };
+    (spawn_app_routed(pg, route).await, redis)
+}
+
+/// The app with only its purchase queue's Redis connection behind a proxy.
+pub async fn spawn_app_behind_queue_proxy(pg: PgPool) -> (TestApp, proxy::FaultProxy) {
+    let queue = proxy::FaultProxy::start(proxy::socket_of(&redis_url())).await;
+    let route = Route {
+        queue: Some(queue.addr),
+        ..Route::default()
+    };
+    (spawn_app_routed(pg, route).await, queue)
+}
+
 pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
     spawn_app_with(pg, route, |_| {}).await
 }
