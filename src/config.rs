@@ -210,23 +210,6 @@ pub struct PurchaseSettings {
     )]
     pub user_burst: u32,
 
-    /// Redis holding the purchase queue; defaults to FLASHSALE_REDIS_URL.
-    #[arg(
-        long = "queue-redis-url",
-        env = "FLASHSALE_QUEUE_REDIS_URL",
-        value_name = "FLASHSALE_QUEUE_REDIS_URL"
-    )]
-    pub queue_redis_url: Option<Secret>,
-
-    /// How long a second push of the same reservation is ignored by the queue.
-    #[arg(
-        long,
-        env = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
-        value_name = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
-        default_value_t = 3600
-    )]
-    pub queue_idempotency_ttl_secs: u64,
-
     /// How often each node refreshes its snapshot of open sales from Redis.
     #[arg(
         long,
@@ -269,9 +252,9 @@ impl PurchaseSettings {
                 "must be between 10 and 10000 milliseconds",
             ));
         }
-        if self.queue_idempotency_ttl_secs == 0 || self.orders_cache_ttl_secs == 0 {
+        if self.orders_cache_ttl_secs == 0 {
             return Err(invalid(
-                "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS/FLASHSALE_ORDERS_CACHE_TTL_SECS",
+                "FLASHSALE_ORDERS_CACHE_TTL_SECS",
                 "must be at least 1 second",
             ));
         }
@@ -285,8 +268,47 @@ impl PurchaseSettings {
     pub fn stats_cache(&self) -> Duration {
         Duration::from_millis(self.stats_cache_ms)
     }
+}
 
-    pub fn queue_idempotency_ttl(&self) -> Duration {
+/// The purchase queue, shared by API nodes (which push) and workers (which
+/// consume).
+#[derive(Debug, Clone, Args)]
+pub struct QueueSettings {
+    /// Redis holding the purchase queue; defaults to FLASHSALE_REDIS_URL.
+    #[arg(
+        long = "queue-redis-url",
+        env = "FLASHSALE_QUEUE_REDIS_URL",
+        value_name = "FLASHSALE_QUEUE_REDIS_URL"
+    )]
+    pub queue_redis_url: Option<Secret>,
+
+    /// How long a second push of the same reservation is ignored by the queue.
+    #[arg(
+        long,
+        env = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
+        value_name = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
+        default_value_t = 3600
+    )]
+    pub queue_idempotency_ttl_secs: u64,
+}
+
+impl QueueSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.queue_idempotency_ttl_secs == 0 {
+            return Err(invalid(
+                "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The queue's Redis: its own URL if given, else the main Redis.
+    pub fn url<'a>(&'a self, redis: &'a RedisSettings) -> &'a Secret {
+        self.queue_redis_url.as_ref().unwrap_or(&redis.redis_url)
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.queue_idempotency_ttl_secs)
     }
 }
@@ -306,6 +328,8 @@ pub struct ApiSettings {
     pub auth: AuthSettings,
     #[command(flatten)]
     pub purchase: PurchaseSettings,
+    #[command(flatten)]
+    pub queue: QueueSettings,
 }
 
 /// Log output shape.
@@ -460,6 +484,7 @@ impl ApiSettings {
         self.redis.validate()?;
         self.dependencies.validate()?;
         self.purchase.validate()?;
+        self.queue.validate()?;
         self.auth.validate()
     }
 }

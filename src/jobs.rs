@@ -1,15 +1,30 @@
 //! Purchase jobs: the payload the API pushes after a reservation and the
 //! worker consumes, and the queue both sides open the same way.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use apalis_core::{backend::TaskSink, task::builder::TaskBuilder};
 use apalis_redis::{Config, RedisStorage};
-use redis::aio::ConnectionManager;
+use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::store::{Dependency, StoreError, bounded};
+
+/// Jobs moved per step by [`PurchaseQueue::promote_due`]; far below the
+/// ~8000 elements Lua's `unpack` accepts.
+const PROMOTE_CHUNK: usize = 1000;
+
+/// Jobs waiting in the queue, by where apalis keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready to be fetched.
+    pub waiting: u64,
+    /// Failed attempts waiting for their retry time.
+    pub scheduled: u64,
+    /// Given up on after too many attempts (apalis's dead set).
+    pub dead: u64,
+}
 
 /// Turn one accepted reservation into an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +45,13 @@ pub struct PurchaseQueue {
     timeout: Duration,
 }
 
+/// The queue's apalis configuration, the same on both sides.
+pub fn queue_config(prefix: &str, idempotency_ttl: Duration) -> Config {
+    Config::default()
+        .queue(queue_name(prefix))
+        .idempotency_ttl(Some(idempotency_ttl))
+}
+
 /// Queue name for a deployment prefix. The braces are a Redis Cluster hash
 /// tag: every key apalis derives from the name lands in one slot.
 pub fn queue_name(prefix: &str) -> String {
@@ -47,9 +69,7 @@ impl PurchaseQueue {
         idempotency_ttl: Duration,
         timeout: Duration,
     ) -> Self {
-        let config = Config::default()
-            .queue(queue_name(prefix))
-            .idempotency_ttl(Some(idempotency_ttl));
+        let config = queue_config(prefix, idempotency_ttl);
         Self {
             storage: RedisStorage::new(connection).with_config(config),
             timeout,
@@ -77,15 +97,79 @@ impl PurchaseQueue {
 
     /// Pushes the job, keyed by its reservation so a repeated push is a no-op.
     pub async fn enqueue(&self, job: PurchaseJob) -> Result<(), StoreError> {
+        let key = job.reservation_id.to_string();
+        self.enqueue_keyed(job, key).await
+    }
+
+    /// Pushes the job under an explicit idempotency key: a second push with
+    /// the same key within the TTL is a no-op.
+    pub async fn enqueue_keyed(&self, job: PurchaseJob, key: String) -> Result<(), StoreError> {
         let mut storage = self.storage.clone();
-        let task = TaskBuilder::new(job.clone())
-            .idempotency_key(job.reservation_id.to_string())
-            .build();
+        let task = TaskBuilder::new(job).idempotency_key(key).build();
         bounded(Dependency::Redis, self.timeout, async move {
             storage.push_task(task).await.map_err(|error| {
                 StoreError::unavailable(Dependency::Redis, format!("queue push failed: {error}"))
             })
         })
         .await
+    }
+
+    /// How many jobs wait, wait for a retry, or were given up on.
+    pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
+        let mut storage = self.storage.clone();
+        let config = storage.get_config().clone();
+        bounded(Dependency::Redis, self.timeout, async move {
+            let (waiting, scheduled, dead): (u64, u64, u64) = redis::pipe()
+                .llen(config.active_jobs_list())
+                .zcard(config.scheduled_jobs_set())
+                .scard(config.dead_jobs_set())
+                .query_async(storage.get_connection())
+                .await?;
+            Ok::<_, redis::RedisError>(QueueDepth {
+                waiting,
+                scheduled,
+                dead,
+            })
+        })
+        .await
+    }
+
+    /// Moves due jobs from apalis's scheduled set to its active list, in
+    /// chunks (see `store/redis/scripts/promote_due.lua` for why).
+    pub async fn promote_due(&self) -> Result<u64, StoreError> {
+        static PROMOTE_DUE: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!("store/redis/scripts/promote_due.lua")));
+        let mut storage = self.storage.clone();
+        let config = storage.get_config().clone();
+        bounded(Dependency::Redis, self.timeout, async move {
+            PROMOTE_DUE
+                .key(config.scheduled_jobs_set())
+                .key(config.active_jobs_list())
+                .key(config.signal_list())
+                .arg(PROMOTE_CHUNK)
+                .invoke_async(storage.get_connection())
+                .await
+        })
+        .await
+    }
+
+    /// The storage a worker consumes from: the same queue and connection,
+    /// with the worker's fetch size and heartbeat. Orphaned jobs of a worker
+    /// that stopped heartbeating are handed to others after
+    /// `heartbeat * missed_heartbeats`.
+    pub fn consumer(
+        &self,
+        fetch_batch: usize,
+        heartbeat: Duration,
+        missed_heartbeats: usize,
+    ) -> RedisStorage<PurchaseJob> {
+        let config = self
+            .storage
+            .get_config()
+            .clone()
+            .batch_size(fetch_batch.max(1))
+            .heartbeat_interval(heartbeat)
+            .missed_heartbeats(missed_heartbeats);
+        self.storage.clone().with_config(config)
     }
 }

@@ -25,15 +25,10 @@ use crate::{
 /// a dependency is down and reports not-ready until it is back.
 pub fn build_state(settings: &ApiSettings) -> anyhow::Result<AppState> {
     let timeout = settings.dependencies.timeout();
-    let queue_url = settings
-        .purchase
-        .queue_redis_url
-        .as_ref()
-        .unwrap_or(&settings.redis.redis_url);
     let queue = PurchaseQueue::connect_lazy(
-        queue_url.expose(),
+        settings.queue.url(&settings.redis).expose(),
         &settings.redis.redis_prefix,
-        settings.purchase.queue_idempotency_ttl(),
+        settings.queue.idempotency_ttl(),
         timeout,
     )?;
     build_state_with(

@@ -9,7 +9,7 @@ use std::{
 };
 
 use common::{Reply, Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_with};
-use flashsale::domain::ReservationStatus;
+use flashsale::{domain::ReservationStatus, store::redis::StockDisposition};
 use futures::{StreamExt, stream};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -543,6 +543,7 @@ async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg
             reservation,
             ReservationStatus::Failed,
             "the sale was cancelled",
+            StockDisposition::Restock,
         )
         .await
         .unwrap();

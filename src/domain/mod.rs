@@ -1,14 +1,17 @@
-//! The business rules, free of I/O: identities, money, sale lifecycle and the
-//! domain errors every layer above maps explicitly.
+//! The business rules, free of I/O: identities, money, sale lifecycle, how a
+//! batch of reservations is settled, and the domain errors every layer above
+//! maps explicitly.
 
 mod error;
 mod identity;
 mod money;
 mod reservation;
 mod sale;
+mod settlement;
 
 pub use error::DomainError;
 pub use identity::{Email, Role};
 pub use money::{Currency, Money};
 pub use reservation::{PurchaseStatus, ReservationStatus};
 pub use sale::{SaleAction, SaleState, SaleWindow};
+pub use settlement::{Candidate, Decision, FailureReason, PriorOutcome, SaleLedger, decide};

@@ -1,7 +1,7 @@
 //! Arming: building a sale's Redis state from PostgreSQL (DESIGN.md §7).
-//! Runs when a sale is created or changed, when a node starts, and on every
-//! readiness probe, so a Redis that lost its data is rebuilt before it can
-//! sell anything it should not.
+//! Runs when a sale is created or changed, when a node starts, on every
+//! readiness probe and on every reconciler tick, so a Redis that lost its
+//! data is rebuilt before it can sell anything it should not.
 
 use super::{
     StoreError,
@@ -20,13 +20,24 @@ impl From<&SaleRow> for SaleMirror {
             ends_at_ms: sale.ends_at.timestamp_millis(),
             per_user_limit: sale.per_user_limit,
             price: sale.sale_price,
+            buyers: None,
         }
     }
 }
 
-/// Mirrors one sale into Redis.
-pub async fn arm_sale(redis: &RedisStore, sale: &SaleRow) -> Result<Armed, StoreError> {
-    redis.arm(&SaleMirror::from(sale)).await
+/// Mirrors one sale into Redis. When its stock counter is missing (first
+/// arming, or Redis lost its data), the buyers PostgreSQL knows go along so
+/// the rebuild restores per-user limits as well as stock.
+pub async fn arm_sale(db: &Db, redis: &RedisStore, sale: &SaleRow) -> Result<Armed, StoreError> {
+    let mut mirror = SaleMirror::from(sale);
+    if redis.remaining(sale.id).await?.is_none() {
+        mirror.buyers = Some(if sale.confirmed_quantity > 0 {
+            db.sale_buyer_units(sale.id).await?
+        } else {
+            Vec::new()
+        });
+    }
+    redis.arm(&mirror).await
 }
 
 /// Mirrors every sale Redis must hold; returns how many counters had to be
@@ -34,7 +45,7 @@ pub async fn arm_sale(redis: &RedisStore, sale: &SaleRow) -> Result<Armed, Store
 pub async fn arm_open_sales(db: &Db, redis: &RedisStore) -> Result<usize, StoreError> {
     let mut rebuilt = 0;
     for sale in db.sales_to_arm().await? {
-        let armed = arm_sale(redis, &sale).await?;
+        let armed = arm_sale(db, redis, &sale).await?;
         if armed.rebuilt {
             tracing::info!(sale_id = %sale.id, remaining = armed.remaining, "sale armed in Redis");
             rebuilt += 1;

@@ -11,7 +11,7 @@ use flashsale::{
     auth::TokenService,
     config::{
         ApiSettings, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
-        PurchaseSettings, RedisSettings, Secret,
+        PurchaseSettings, QueueSettings, RedisSettings, Secret,
     },
     jobs::PurchaseQueue,
     server,
@@ -66,11 +66,13 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
             // limiter; the rate-limit test sets its own.
             user_rate_per_sec: 10_000,
             user_burst: 10_000,
-            queue_redis_url: None,
-            queue_idempotency_ttl_secs: 3600,
             snapshot_refresh_ms: 50,
             orders_cache_ttl_secs: 30,
             stats_cache_ms: 0,
+        },
+        queue: QueueSettings {
+            queue_redis_url: None,
+            queue_idempotency_ttl_secs: 3600,
         },
     }
 }
@@ -151,7 +153,7 @@ pub async fn spawn_app_with(
     let queue = PurchaseQueue::connect_lazy(
         &through(route.queue),
         &prefix,
-        settings.purchase.queue_idempotency_ttl(),
+        settings.queue.idempotency_ttl(),
         timeout,
     )
     .unwrap();

@@ -1,51 +1,138 @@
-//! `flashsale-worker`: the background side of the engine.
+//! `flashsale-worker`: turns accepted reservations into orders.
 //!
-//! For now it connects to PostgreSQL and Redis, refuses to run against a
-//! schema older than its own, and idles until SIGTERM. The purchase-queue
-//! consumer, group commit and reconciler land here next (issue 4).
+//! - [`consumer`]: the apalis consumer of the purchase queue;
+//! - [`batcher`]: group commit, one lane per sale;
+//! - [`settle`]: one batch through PostgreSQL, then Redis;
+//! - [`reconciler`]: the apalis cron job that re-arms, re-enqueues and
+//!   measures drift;
+//! - [`observe`] and [`tally`]: `/metrics` and the progress log;
+//! - [`settings`]: the configuration.
+//!
+//! On SIGTERM the consumer stops fetching, in-flight jobs finish (their
+//! batches flush) or are handed back, fetched-but-unstarted jobs go back to
+//! the queue, and the process exits 0 — within the shutdown grace at most.
 
-use std::time::Duration;
+mod batcher;
+mod consumer;
+mod observe;
+mod reconciler;
+mod settings;
+mod settle;
+mod tally;
+
+use std::{sync::Arc, time::Duration};
 
 use anyhow::bail;
 use clap::Parser;
 use flashsale::{
-    config::{DatabaseSettings, DependencySettings, LogSettings, RedisSettings},
+    jobs::PurchaseQueue,
     shutdown,
     store::{postgres::Db, redis::RedisStore},
     telemetry,
 };
 
-#[derive(Parser)]
-#[command(
-    version,
-    about = "flashsale worker: every flag can also be set by its environment variable"
-)]
-struct Cli {
-    #[command(flatten)]
-    log: LogSettings,
-    #[command(flatten)]
-    database: DatabaseSettings,
-    #[command(flatten)]
-    redis: RedisSettings,
-    #[command(flatten)]
-    dependencies: DependencySettings,
-}
+use crate::{
+    batcher::{BatchLimits, Batcher},
+    reconciler::Reconciler,
+    settings::WorkerCli,
+    settle::Settler,
+    tally::Tally,
+};
 
 /// How long to keep retrying dependencies at start before giving up.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = WorkerCli::parse();
     telemetry::init_logging(&cli.log)?;
     cli.database.validate()?;
     cli.redis.validate()?;
     cli.dependencies.validate()?;
+    cli.queue.validate()?;
+    cli.worker.validate()?;
     let timeout = cli.dependencies.timeout();
     let db = Db::connect_lazy(&cli.database, timeout)?;
     let redis = RedisStore::connect_lazy(&cli.redis, timeout)?;
+    let queue = PurchaseQueue::connect_lazy(
+        cli.queue.url(&cli.redis).expose(),
+        &cli.redis.redis_prefix,
+        cli.queue.idempotency_ttl(),
+        timeout,
+    )?;
     let shutdown = shutdown::on_signal();
+    wait_for_dependencies(&db, &redis).await?;
 
+    let metrics_addr =
+        observe::serve_metrics(cli.worker.worker_metrics_addr, shutdown.clone()).await?;
+    let tally = Arc::new(Tally::default());
+    let settler = Settler::new(db.clone(), redis.clone(), tally.clone());
+    let batcher = Batcher::new(
+        settler,
+        BatchLimits {
+            max_size: cli.worker.worker_batch_size,
+            max_wait: cli.worker.batch_wait(),
+        },
+    );
+    let reconciler = Reconciler {
+        db,
+        redis: redis.clone(),
+        queue: queue.clone(),
+        pending_after: cli.worker.pending_after(),
+        batch: cli.worker.reconcile_batch,
+    };
+    tracing::info!(
+        worker = %cli.worker.name(),
+        %metrics_addr,
+        batch_size = cli.worker.worker_batch_size,
+        concurrency = cli.worker.worker_concurrency,
+        "flashsale-worker started"
+    );
+
+    let progress = tokio::spawn(observe::report_progress(
+        tally.clone(),
+        cli.worker.report_interval(),
+        shutdown.clone(),
+    ));
+    let reconciling = tokio::spawn(reconciler::run(
+        reconciler,
+        cli.worker.name(),
+        cli.worker.schedule(),
+        shutdown.clone(),
+    ));
+    let promoting = tokio::spawn(consumer::promote_due_jobs(
+        queue.clone(),
+        cli.worker.poll_interval(),
+        shutdown.clone(),
+    ));
+    let consuming = tokio::spawn(consumer::run(
+        queue,
+        batcher,
+        redis,
+        tally,
+        cli.worker.clone(),
+        shutdown.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!("stopping: no new jobs; in-flight batches finish");
+    let grace = cli.worker.shutdown_grace();
+    let drained = tokio::time::timeout(grace, async {
+        let _ = tokio::join!(consuming, reconciling, progress, promoting);
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace over; unfinished jobs go to other workers after the heartbeat expires"
+        );
+    }
+    tracing::info!("flashsale-worker stopped");
+    Ok(())
+}
+
+/// Waits for PostgreSQL and Redis, and refuses a schema older than ours.
+async fn wait_for_dependencies(db: &Db, redis: &RedisStore) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + STARTUP_DEADLINE;
     let pending = loop {
         match tokio::try_join!(db.pending_migrations(), redis.ping()) {
@@ -60,8 +147,5 @@ async fn main() -> anyhow::Result<()> {
     if !pending.is_empty() {
         bail!("the database is missing migrations {pending:?}; run `flashsale-api migrate` first");
     }
-    tracing::info!("flashsale-worker connected; idle until the purchase consumer lands");
-    shutdown.cancelled().await;
-    tracing::info!("flashsale-worker stopped");
     Ok(())
 }

@@ -1,50 +1,12 @@
-//! The worker binary as operators run it.
+//! The worker binary as operators run it: it refuses an unmigrated
+//! database, and SIGTERM mid-drain stops it cleanly without losing work.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+mod common;
 
+use std::{process::Command, time::Duration};
+
+use common::{Harness, WORKER, database_url, redis_url};
 use sqlx::PgPool;
-
-const WORKER: &str = env!("CARGO_BIN_EXE_flashsale-worker");
-
-fn redis_url() -> String {
-    std::env::var("FLASHSALE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379".into())
-}
-
-fn worker(pg: &PgPool) -> Command {
-    let options = pg.connect_options();
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap()
-    );
-    let mut command = Command::new(WORKER);
-    command
-        .env("FLASHSALE_DATABASE_URL", url)
-        .env("FLASHSALE_REDIS_URL", redis_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("the worker did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[sqlx::test(migrations = false)]
 async fn the_worker_refuses_a_database_without_migrations(pg: PgPool) {
@@ -54,7 +16,12 @@ async fn the_worker_refuses_a_database_without_migrations(pg: PgPool) {
     .execute(&pg)
     .await
     .unwrap();
-    let output = worker(&pg).output().unwrap();
+    let output = Command::new(WORKER)
+        .env("FLASHSALE_DATABASE_URL", database_url(&pg))
+        .env("FLASHSALE_REDIS_URL", redis_url())
+        .env("FLASHSALE_WORKER_METRICS_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -63,21 +30,48 @@ async fn the_worker_refuses_a_database_without_migrations(pg: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
-async fn the_worker_connects_idles_and_stops_cleanly_on_sigterm(pg: PgPool) {
-    let mut child = worker(&pg).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let connected = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.contains("flashsale-worker connected"));
-    assert!(connected, "the worker never logged that it connected");
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
+#[test]
+fn a_bad_setting_stops_the_worker_with_the_variable_named() {
+    let output = Command::new(WORKER)
+        .env("FLASHSALE_DATABASE_URL", "postgres://unused")
+        .env("FLASHSALE_REDIS_URL", redis_url())
+        .env("FLASHSALE_WORKER_CONCURRENCY", "10")
+        .env("FLASHSALE_WORKER_BATCH_SIZE", "256")
+        .output()
         .unwrap();
-    assert!(killed.success());
-    let status = exit_within(&mut child, Duration::from_secs(15));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FLASHSALE_WORKER_CONCURRENCY"), "{stderr}");
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn sigterm_mid_drain_exits_zero_in_bounded_time_and_loses_nothing(pg: PgPool) {
+    let harness = Harness::new(pg, 5_000, 1).await;
+    let users = harness.users(5_000).await;
+    let jobs = harness.reserve(&users).await;
+    harness.enqueue(&jobs).await;
+
+    let mut first = harness.spawn_worker(&[
+        ("FLASHSALE_WORKER_BATCH_SIZE", "32"),
+        ("FLASHSALE_WORKER_SHUTDOWN_GRACE_SECS", "10"),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while harness.order_count().await < 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.signal("TERM");
+    let status = first.exit_within(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
+
+    // What it had not finished went back to the queue, not into limbo: a
+    // second worker completes the sale without waiting for a reconciler.
+    let _second = harness.spawn_worker(&[("FLASHSALE_RECONCILE_PENDING_AFTER_SECS", "3600")]);
+    harness
+        .wait_for_orders(5_000, Duration::from_secs(90))
+        .await;
+    harness.assert_invariants(&jobs).await;
 }

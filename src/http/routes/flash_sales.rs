@@ -130,15 +130,18 @@ impl FlashSaleResponse {
     }
 
     /// After a change committed in PostgreSQL: arm, or report it not armed.
+    /// The node's snapshot reloads after arming, so it never shows the new
+    /// sale without its stock.
     async fn armed_after_change(state: &AppState, sale: SaleRow) -> Self {
-        state.snapshot.catalog_changed();
-        match arming::arm_sale(&state.redis, &sale).await {
+        let response = match arming::arm_sale(&state.db, &state.redis, &sale).await {
             Ok(armed) => Self::new(sale, Some(armed.remaining), true),
             Err(error) => {
                 tracing::warn!(sale_id = %sale.id, %error, "sale saved but not armed; readiness will retry");
                 Self::new(sale, None, false)
             }
-        }
+        };
+        state.snapshot.catalog_changed();
+        response
     }
 }
 
@@ -242,7 +245,7 @@ async fn update_flash_sale(
     tracing::info!(admin = %admin.user_id, sale_id = %id, %action, state = %sale.state, "sale action applied");
     // A pause or cancel that Redis did not hear would keep selling: the
     // admin must see the failure and retry (the action is idempotent).
-    let armed = arming::arm_sale(&state.redis, &sale).await?;
+    let armed = arming::arm_sale(&state.db, &state.redis, &sale).await?;
     Ok(Json(FlashSaleResponse::new(
         sale,
         Some(armed.remaining),

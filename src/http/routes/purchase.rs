@@ -143,7 +143,7 @@ async fn arm_and_retry(
     if sale_state.is_terminal() {
         return Err(DomainError::SaleNotActive { state: sale_state }.into());
     }
-    arming::arm_sale(&state.redis, &sale).await?;
+    arming::arm_sale(&state.db, &state.redis, &sale).await?;
     Ok(state.redis.reserve(reserve).await?)
 }
 

@@ -1,9 +1,11 @@
 //! PostgreSQL: the pool, migrations, error classification, and one file per
-//! table family (`users`, `products`, `sales`), each adding methods to [`Db`].
+//! table family (`users`, `products`, `sales`, `orders`, `settlement`), each
+//! adding methods to [`Db`].
 
 mod orders;
 mod products;
 mod sales;
+mod settlement;
 mod users;
 
 use std::{future::Future, str::FromStr, time::Duration};
@@ -17,6 +19,7 @@ use sqlx::{
 pub use orders::OrderRow;
 pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};
+pub use settlement::{ReservationToSettle, SettledBatch};
 pub use users::UserRow;
 
 use super::{Dependency, StoreError, bounded};

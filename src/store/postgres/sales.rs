@@ -146,6 +146,20 @@ impl Db {
         .await
     }
 
+    /// Sales whose reservations may still need settling: the open ones and
+    /// those closed (ended, cancelled) within the last day.
+    pub async fn sales_to_reconcile(&self) -> Result<Vec<SaleRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!(
+                "where s.state in ('scheduled', 'active', 'paused')
+                    or s.updated_at > now() - interval '1 day'
+                    or s.ends_at > now() - interval '1 day'"
+            ))
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+
     /// Applies an admin action (pause, resume, cancel, end) and returns the sale.
     pub async fn apply_sale_action(
         &self,
@@ -221,7 +235,7 @@ impl Db {
 
 /// Serialises every change of one product's stock and allotments (admin and
 /// worker alike) for the rest of the transaction.
-async fn lock_product(
+pub(super) async fn lock_product(
     tx: &mut Transaction<'_, Postgres>,
     product_id: Uuid,
 ) -> Result<(), sqlx::Error> {

@@ -15,7 +15,7 @@ pub struct SaleKeys {
     pub meta: String,
     /// Hash user id -> units the user holds (pending + confirmed).
     pub buyers: String,
-    /// Hash reservation id -> `user|quantity|status|reserved_ms|reason`.
+    /// Hash reservation id -> `user|quantity|status|reserved_ms|idempotency_key|reason`.
     pub reservations: String,
     /// Sorted set of pending reservation ids, scored by reservation time (ms).
     pub pending: String,
@@ -25,6 +25,8 @@ pub struct SaleKeys {
     pub latest: String,
     /// Hash of counters: attempts, accepted, rejected by reason, ...
     pub stats: String,
+    /// Pub/sub channel of the sale's events (stock, purchase outcomes).
+    pub events: String,
 }
 
 impl SaleKeys {
@@ -39,6 +41,7 @@ impl SaleKeys {
             idempotency: format!("{tag}:idempotency"),
             latest: format!("{tag}:latest"),
             stats: format!("{tag}:stats"),
+            events: format!("{tag}:events"),
         }
     }
 }
@@ -68,6 +71,7 @@ mod tests {
             &keys.idempotency,
             &keys.latest,
             &keys.stats,
+            &keys.events,
         ] {
             assert_eq!(hash_tag(key), expected, "{key}");
         }

@@ -4,6 +4,7 @@
 
 mod keys;
 mod purchase;
+mod settlement;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -13,8 +14,9 @@ use uuid::Uuid;
 
 pub use keys::SaleKeys;
 pub use purchase::{
-    ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
+    ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
 };
+pub use settlement::{ReleaseOutcome, StockDisposition};
 
 use super::{Dependency, StoreError, bounded};
 use crate::config::RedisSettings;
@@ -30,6 +32,9 @@ pub struct SaleMirror {
     pub ends_at_ms: i64,
     pub per_user_limit: i32,
     pub price: i64,
+    /// Units each buyer holds in PostgreSQL; given when the stock counter was
+    /// seen missing, so that a rebuild restores per-user limits too.
+    pub buyers: Option<Vec<(Uuid, i64)>>,
 }
 
 /// The outcome of arming one sale.
@@ -54,6 +59,8 @@ struct Scripts {
     arm: Script,
     reserve: Script,
     release: Script,
+    confirm: Script,
+    stale_pending: Script,
 }
 
 impl RedisStore {
@@ -81,6 +88,8 @@ impl RedisStore {
                 arm: Script::new(include_str!("scripts/arm_sale.lua")),
                 reserve: Script::new(include_str!("scripts/reserve.lua")),
                 release: Script::new(include_str!("scripts/release.lua")),
+                confirm: Script::new(include_str!("scripts/confirm.lua")),
+                stale_pending: Script::new(include_str!("scripts/stale_pending.lua")),
             }),
         })
     }
@@ -129,10 +138,14 @@ impl RedisStore {
         let scripts = self.scripts.clone();
         let (remaining, rebuilt): (i64, i64) = self
             .with_connection(|mut connection| async move {
-                scripts
-                    .arm
+                let mut invocation = scripts.arm.prepare_invoke();
+                invocation
                     .key(&keys.stock)
                     .key(&keys.meta)
+                    .key(&keys.buyers)
+                    .key(&keys.reservations)
+                    .key(&keys.pending)
+                    .key(&keys.stats)
                     .arg(sale.allotted)
                     .arg(sale.confirmed)
                     .arg(sale.state)
@@ -140,8 +153,11 @@ impl RedisStore {
                     .arg(sale.ends_at_ms)
                     .arg(sale.per_user_limit)
                     .arg(sale.price)
-                    .invoke_async(&mut connection)
-                    .await
+                    .arg(u8::from(sale.buyers.is_some()));
+                for (user_id, units) in sale.buyers.iter().flatten() {
+                    invocation.arg(user_id.to_string()).arg(*units);
+                }
+                invocation.invoke_async(&mut connection).await
             })
             .await?;
         Ok(Armed {

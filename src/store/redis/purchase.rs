@@ -52,14 +52,6 @@ pub enum ReserveOutcome {
     },
 }
 
-/// What `release.lua` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReleaseOutcome {
-    Released { remaining: i64 },
-    NotPending(ReservationStatus),
-    Unknown,
-}
-
 /// A reservation as Redis records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationRecord {
@@ -69,6 +61,7 @@ pub struct ReservationRecord {
     pub quantity: i64,
     pub status: ReservationStatus,
     pub reserved_at_ms: i64,
+    pub idempotency_key: String,
     pub reason: Option<String>,
 }
 
@@ -93,14 +86,14 @@ impl SaleCounters {
     }
 }
 
-fn malformed(what: &str, reply: &[String]) -> StoreError {
+pub(super) fn malformed(what: &str, reply: &[String]) -> StoreError {
     StoreError::unexpected(
         Dependency::Redis,
         format!("malformed {what} reply: {reply:?}"),
     )
 }
 
-fn field<T: std::str::FromStr>(
+pub(super) fn field<T: std::str::FromStr>(
     reply: &[String],
     index: usize,
     what: &str,
@@ -151,36 +144,20 @@ fn parse_reserve(reply: &[String]) -> Result<ReserveOutcome, StoreError> {
     })
 }
 
-fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
-    Ok(match reply.first().map(String::as_str) {
-        Some("RELEASED") => ReleaseOutcome::Released {
-            remaining: field(reply, 1, "release")?,
-        },
-        Some("NOT_PENDING") => ReleaseOutcome::NotPending(
-            reply
-                .get(1)
-                .and_then(|status| ReservationStatus::parse(status))
-                .ok_or_else(|| malformed("release", reply))?,
-        ),
-        Some("UNKNOWN") => ReleaseOutcome::Unknown,
-        _ => return Err(malformed("release", reply)),
-    })
-}
-
-/// Parses `user|quantity|status|reserved_ms|reason`.
-fn parse_record(
+/// Parses `user|quantity|status|reserved_ms|idempotency_key|reason`.
+pub(super) fn parse_record(
     sale_id: Uuid,
     reservation_id: Uuid,
     record: &str,
 ) -> Result<ReservationRecord, StoreError> {
-    let parts: Vec<&str> = record.splitn(5, '|').collect();
+    let parts: Vec<&str> = record.splitn(6, '|').collect();
     let bad = || {
         StoreError::unexpected(
             Dependency::Redis,
             format!("malformed reservation {reservation_id}: {record:?}"),
         )
     };
-    let [user, quantity, status, reserved_ms, reason] = parts[..] else {
+    let [user, quantity, status, reserved_ms, key, reason] = parts[..] else {
         return Err(bad());
     };
     Ok(ReservationRecord {
@@ -190,13 +167,14 @@ fn parse_record(
         quantity: quantity.parse().map_err(|_| bad())?,
         status: ReservationStatus::parse(status).ok_or_else(bad)?,
         reserved_at_ms: reserved_ms.parse().map_err(|_| bad())?,
+        idempotency_key: key.to_string(),
         reason: (!reason.is_empty()).then(|| reason.to_string()),
     })
 }
 
 impl RedisStore {
     /// One field of a hash.
-    async fn hget<T: redis::FromRedisValue>(
+    pub(super) async fn hget<T: redis::FromRedisValue>(
         &self,
         key: String,
         field: String,
@@ -239,36 +217,6 @@ impl RedisStore {
             })
             .await?;
         parse_reserve(&reply)
-    }
-
-    /// Ends a pending reservation without an order (`scripts/release.lua`).
-    pub async fn release(
-        &self,
-        sale_id: Uuid,
-        reservation_id: Uuid,
-        outcome: ReservationStatus,
-        reason: &str,
-    ) -> Result<ReleaseOutcome, StoreError> {
-        let keys = self.sale_keys(sale_id);
-        let scripts = self.scripts.clone();
-        let reason = reason.replace('|', "/");
-        let reply: Vec<String> = self
-            .with_connection(|mut connection| async move {
-                scripts
-                    .release
-                    .key(&keys.stock)
-                    .key(&keys.buyers)
-                    .key(&keys.reservations)
-                    .key(&keys.pending)
-                    .key(&keys.stats)
-                    .arg(reservation_id.to_string())
-                    .arg(outcome.as_str())
-                    .arg(reason)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
-        parse_release(&reply)
     }
 
     pub async fn reservation(
@@ -374,7 +322,7 @@ impl RedisStore {
         })
     }
 
-    fn orders_cache_key(&self, user_id: Uuid) -> String {
+    pub(super) fn orders_cache_key(&self, user_id: Uuid) -> String {
         format!("{}:{{user:{user_id}}}:orders", self.prefix)
     }
 
@@ -483,7 +431,8 @@ mod tests {
     #[test]
     fn reservation_records_parse_with_and_without_a_reason() {
         let (sale, reservation, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let pending = parse_record(sale, reservation, &format!("{user}|2|pending|17|")).unwrap();
+        let pending =
+            parse_record(sale, reservation, &format!("{user}|2|pending|17|k-1|")).unwrap();
         assert_eq!(
             (pending.quantity, pending.status, pending.reason),
             (2, ReservationStatus::Pending, None)
@@ -491,10 +440,11 @@ mod tests {
         let failed = parse_record(
             sale,
             reservation,
-            &format!("{user}|1|failed|17|sale cancelled"),
+            &format!("{user}|1|failed|17|k-1|sale cancelled"),
         )
         .unwrap();
         assert_eq!(failed.reason.as_deref(), Some("sale cancelled"));
+        assert_eq!(failed.idempotency_key, "k-1");
         assert!(parse_record(sale, reservation, "garbage").is_err());
     }
 }

@@ -6,8 +6,18 @@
 -- (allotted grew) is added to the counter exactly once. Running this twice
 -- with the same arguments changes nothing the second time.
 --
+-- A rebuilt counter is allotted - confirmed - units of pending reservations
+-- that survived in Redis, so stock is never invented. When the caller passes
+-- the buyers PostgreSQL knows (it does when it saw the counter missing), the
+-- per-user units are rebuilt too: confirmed units from PostgreSQL plus the
+-- surviving pending ones, so per-user limits hold across the loss.
+--
 -- KEYS[1]  stock counter of the sale
 -- KEYS[2]  meta hash of the sale
+-- KEYS[3]  buyers hash (user -> units held)
+-- KEYS[4]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[5]  pending set
+-- KEYS[6]  stats hash
 -- ARGV[1]  allotted units (PostgreSQL flash_sales.allotted_quantity)
 -- ARGV[2]  units already confirmed in PostgreSQL (never sold twice)
 -- ARGV[3]  stored state (scheduled | active | paused | ended | cancelled)
@@ -15,6 +25,8 @@
 -- ARGV[5]  ends_at, Unix milliseconds
 -- ARGV[6]  per-user limit, units
 -- ARGV[7]  sale price, minor units
+-- ARGV[8]  1 if buyers follow, else 0
+-- ARGV[9..] user id, confirmed units, user id, confirmed units, ...
 --
 -- Returns {remaining units, 1 if the counter was (re)built else 0}.
 
@@ -24,7 +36,29 @@ local armed_allotted = tonumber(redis.call('HGET', KEYS[2], 'allotted'))
 local rebuilt = 0
 
 if redis.call('EXISTS', KEYS[1]) == 0 or armed_allotted == nil then
-  redis.call('SET', KEYS[1], math.max(allotted - confirmed, 0))
+  local pending_units, pending_by_user = 0, {}
+  for _, reservation in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local record = redis.call('HGET', KEYS[4], reservation)
+    local user, quantity, status = string.match(record or '', '^([^|]*)|([^|]*)|([^|]*)|')
+    if status == 'pending' then
+      quantity = tonumber(quantity)
+      pending_units = pending_units + quantity
+      pending_by_user[user] = (pending_by_user[user] or 0) + quantity
+    else
+      redis.call('ZREM', KEYS[5], reservation)
+    end
+  end
+  redis.call('SET', KEYS[1], math.max(allotted - confirmed - pending_units, 0))
+  redis.call('HSET', KEYS[6], 'pending_units', pending_units)
+  if ARGV[8] == '1' then
+    redis.call('DEL', KEYS[3])
+    for i = 9, #ARGV, 2 do
+      redis.call('HINCRBY', KEYS[3], ARGV[i], tonumber(ARGV[i + 1]))
+    end
+    for user, units in pairs(pending_by_user) do
+      redis.call('HINCRBY', KEYS[3], user, units)
+    end
+  end
   armed_allotted = allotted
   rebuilt = 1
 elseif allotted > armed_allotted then

@@ -10,7 +10,7 @@
 -- KEYS[1]  stock counter          KEYS[5]  pending set (zset: reservation -> reserved ms)
 -- KEYS[2]  meta hash              KEYS[6]  idempotency hash ("<user>:<key>" -> "<reservation>|<quantity>")
 -- KEYS[3]  buyers hash (user -> units held: pending + confirmed)
--- KEYS[4]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<reason>")
+-- KEYS[4]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
 -- KEYS[7]  stats hash (counters by outcome)
 -- KEYS[8]  latest hash (user -> latest reservation)
 -- ARGV[1]  user id
@@ -89,10 +89,11 @@ end
 
 remaining = redis.call('DECRBY', KEYS[1], quantity)
 redis.call('HINCRBY', KEYS[3], user, quantity)
-redis.call('HSET', KEYS[4], reservation, user .. '|' .. quantity .. '|pending|' .. now_ms .. '|')
+redis.call('HSET', KEYS[4], reservation, user .. '|' .. quantity .. '|pending|' .. now_ms .. '|' .. key .. '|')
 redis.call('ZADD', KEYS[5], now_ms, reservation)
 redis.call('HSET', KEYS[6], idempotency_field, reservation .. '|' .. quantity)
 redis.call('HSET', KEYS[8], user, reservation)
 count('accepted')
 redis.call('HINCRBY', KEYS[7], 'units_reserved', quantity)
+redis.call('HINCRBY', KEYS[7], 'pending_units', quantity)
 return {'ACCEPTED', reservation, tostring(remaining), tostring(now_ms)}

@@ -1,0 +1,277 @@
+//! Settling reservations: how one batch of accepted reservations is decided
+//! against what PostgreSQL holds (no I/O). The worker reads the ledger and
+//! each reservation's facts under the product's lock, asks [`decide`], and
+//! writes exactly what it returns, so every reservation ends exactly once
+//! (invariant I4) and PostgreSQL never sells a unit it does not have (I1) or
+//! more than a shopper's limit (I3).
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{ReservationStatus, SaleState};
+
+/// The sale as PostgreSQL holds it while the batch is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleLedger {
+    pub state: SaleState,
+    pub per_user_limit: i64,
+    pub allotted: i64,
+    pub confirmed: i64,
+    /// Units of the product not yet sold (`stocks.available_quantity`).
+    pub available: i64,
+}
+
+/// What PostgreSQL already recorded for a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriorOutcome {
+    Undecided,
+    Confirmed,
+    Ended {
+        status: ReservationStatus,
+        reason: String,
+    },
+}
+
+/// One reservation of the batch with the facts the decision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i64,
+    pub prior: PriorOutcome,
+    pub user_exists: bool,
+    /// Units the user already bought in this sale (`sale_buyers.units`).
+    pub units_bought: i64,
+}
+
+/// Why a reservation can never become an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    SaleCancelled,
+    UserGone,
+    LimitReached,
+    NoStock,
+}
+
+impl FailureReason {
+    const ALL: [FailureReason; 4] = [
+        FailureReason::SaleCancelled,
+        FailureReason::UserGone,
+        FailureReason::LimitReached,
+        FailureReason::NoStock,
+    ];
+
+    /// What the shopper reads in their purchase status.
+    pub fn message(self) -> &'static str {
+        match self {
+            FailureReason::SaleCancelled => "the sale was cancelled before the order was committed",
+            FailureReason::UserGone => "the account no longer exists",
+            FailureReason::LimitReached => "the per-user limit of this sale was already reached",
+            FailureReason::NoStock => "no unit was left in stock for this reservation",
+        }
+    }
+
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::SaleCancelled => "sale_cancelled",
+            FailureReason::UserGone => "user_gone",
+            FailureReason::LimitReached => "limit_reached",
+            FailureReason::NoStock => "no_stock",
+        }
+    }
+
+    pub fn from_message(message: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.message() == message)
+    }
+
+    /// Whether the reserved unit exists in PostgreSQL and may be sold again.
+    /// With `NoStock` it does not: Redis had counted a unit too many.
+    pub fn unit_exists(self) -> bool {
+        self != FailureReason::NoStock
+    }
+}
+
+/// What to do with one reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Insert its order now.
+    Commit,
+    /// Its order exists (a redelivered job): only Redis may need telling.
+    AlreadyConfirmed,
+    /// It can never succeed: record the failure and release it.
+    Fail(FailureReason),
+    /// A failure PostgreSQL recorded earlier: release it again (idempotent).
+    AlreadyEnded {
+        status: ReservationStatus,
+        reason: String,
+    },
+}
+
+/// Decides a batch in order (oldest reservation first, as the caller sorts
+/// it). Units committed earlier in the batch count against later ones.
+pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
+    let mut room = (ledger.allotted - ledger.confirmed).min(ledger.available);
+    let mut bought: HashMap<Uuid, i64> = HashMap::new();
+    candidates
+        .iter()
+        .map(|candidate| {
+            match &candidate.prior {
+                PriorOutcome::Confirmed => return Decision::AlreadyConfirmed,
+                PriorOutcome::Ended { status, reason } => {
+                    return Decision::AlreadyEnded {
+                        status: *status,
+                        reason: reason.clone(),
+                    };
+                }
+                PriorOutcome::Undecided => {}
+            }
+            let units = bought
+                .entry(candidate.user_id)
+                .or_insert(candidate.units_bought);
+            let failure = if ledger.state == SaleState::Cancelled {
+                Some(FailureReason::SaleCancelled)
+            } else if !candidate.user_exists {
+                Some(FailureReason::UserGone)
+            } else if *units + candidate.quantity > ledger.per_user_limit {
+                Some(FailureReason::LimitReached)
+            } else if candidate.quantity > room {
+                Some(FailureReason::NoStock)
+            } else {
+                None
+            };
+            match failure {
+                Some(reason) => Decision::Fail(reason),
+                None => {
+                    *units += candidate.quantity;
+                    room -= candidate.quantity;
+                    Decision::Commit
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(allotted: i64, confirmed: i64, available: i64) -> SaleLedger {
+        SaleLedger {
+            state: SaleState::Active,
+            per_user_limit: 2,
+            allotted,
+            confirmed,
+            available,
+        }
+    }
+
+    fn candidate(user_id: Uuid, quantity: i64) -> Candidate {
+        Candidate {
+            reservation_id: Uuid::now_v7(),
+            user_id,
+            quantity,
+            prior: PriorOutcome::Undecided,
+            user_exists: true,
+            units_bought: 0,
+        }
+    }
+
+    #[test]
+    fn reservations_commit_while_the_sale_and_the_product_have_units() {
+        let batch = [
+            candidate(Uuid::now_v7(), 2),
+            candidate(Uuid::now_v7(), 1),
+            candidate(Uuid::now_v7(), 1),
+        ];
+        // Three units left in the sale, but only two of the product.
+        let decisions = decide(&ledger(10, 7, 3), &batch);
+        assert_eq!(
+            decisions,
+            [
+                Decision::Commit,
+                Decision::Commit,
+                Decision::Fail(FailureReason::NoStock)
+            ]
+        );
+        let decisions = decide(&ledger(10, 8, 100), &batch);
+        assert_eq!(
+            decisions,
+            [
+                Decision::Commit,
+                Decision::Fail(FailureReason::NoStock),
+                Decision::Fail(FailureReason::NoStock)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_per_user_limit_counts_earlier_purchases_and_the_batch_itself() {
+        let user = Uuid::now_v7();
+        let mut earlier = candidate(user, 1);
+        earlier.units_bought = 1;
+        let mut same_user_again = candidate(user, 1);
+        same_user_again.units_bought = 1;
+        let decisions = decide(&ledger(10, 0, 10), &[earlier, same_user_again]);
+        assert_eq!(
+            decisions,
+            [
+                Decision::Commit,
+                Decision::Fail(FailureReason::LimitReached)
+            ]
+        );
+    }
+
+    #[test]
+    fn decided_reservations_keep_their_first_outcome() {
+        let mut confirmed = candidate(Uuid::now_v7(), 1);
+        confirmed.prior = PriorOutcome::Confirmed;
+        let mut failed = candidate(Uuid::now_v7(), 1);
+        failed.prior = PriorOutcome::Ended {
+            status: ReservationStatus::Failed,
+            reason: "x".into(),
+        };
+        let mut cancelled = ledger(10, 0, 10);
+        cancelled.state = SaleState::Cancelled;
+        assert_eq!(
+            decide(&cancelled, &[confirmed, failed]),
+            [
+                Decision::AlreadyConfirmed,
+                Decision::AlreadyEnded {
+                    status: ReservationStatus::Failed,
+                    reason: "x".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn cancelled_sales_and_removed_users_fail_for_good() {
+        let mut gone = candidate(Uuid::now_v7(), 1);
+        gone.user_exists = false;
+        let present = candidate(Uuid::now_v7(), 1);
+        assert_eq!(
+            decide(&ledger(10, 0, 10), &[gone.clone(), present.clone()]),
+            [Decision::Fail(FailureReason::UserGone), Decision::Commit]
+        );
+        let mut cancelled = ledger(10, 0, 10);
+        cancelled.state = SaleState::Cancelled;
+        assert_eq!(
+            decide(&cancelled, &[present]),
+            [Decision::Fail(FailureReason::SaleCancelled)]
+        );
+    }
+
+    #[test]
+    fn failure_messages_round_trip_and_only_missing_stock_is_written_off() {
+        for reason in FailureReason::ALL {
+            assert_eq!(FailureReason::from_message(reason.message()), Some(reason));
+            assert!(!reason.message().contains('|'));
+            assert_eq!(reason.unit_exists(), reason != FailureReason::NoStock);
+        }
+        assert_eq!(FailureReason::from_message("something else"), None);
+    }
+}

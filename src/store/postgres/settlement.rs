@@ -1,0 +1,327 @@
+//! Settling reservations in PostgreSQL (group commit): one transaction per
+//! batch under the product's advisory lock — the same lock admin changes of
+//! allotments take — decides every reservation with
+//! [`crate::domain::decide`] and writes orders, per-user units, the sale's
+//! confirmed count, the product's stock and the audit trail together.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Db, sales::lock_product};
+use crate::{
+    domain::{
+        Candidate, Decision, DomainError, PriorOutcome, ReservationStatus, SaleLedger, SaleState,
+        decide,
+    },
+    store::StoreError,
+};
+
+/// An accepted reservation to turn into an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationToSettle {
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i64,
+    pub idempotency_key: String,
+    pub reserved_at: DateTime<Utc>,
+}
+
+/// The outcome of one batch: a decision per reservation, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledBatch {
+    pub decisions: Vec<Decision>,
+    /// Orders inserted by this transaction.
+    pub orders_inserted: usize,
+}
+
+#[derive(sqlx::FromRow)]
+struct LedgerRow {
+    product_id: Uuid,
+    #[sqlx(try_from = "String")]
+    state: SaleState,
+    per_user_limit: i32,
+    allotted_quantity: i64,
+    confirmed_quantity: i64,
+    available_quantity: i64,
+    sale_price: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CandidateRow {
+    has_order: bool,
+    outcome: Option<String>,
+    reason: Option<String>,
+    user_exists: bool,
+    units_bought: i64,
+}
+
+impl Db {
+    /// Decides and writes one batch of reservations of one sale. The batch
+    /// should hold each reservation once, oldest first.
+    pub async fn settle_batch(
+        &self,
+        sale_id: Uuid,
+        batch: &[ReservationToSettle],
+    ) -> Result<SettledBatch, StoreError> {
+        self.bounded(async {
+            let product_id: Uuid =
+                sqlx::query_scalar("select product_id from flash_sales where id = $1")
+                    .bind(sale_id)
+                    .fetch_optional(self.pool())
+                    .await?
+                    .ok_or(DomainError::SaleNotFound(sale_id))?;
+            let mut tx = self.pool().begin().await?;
+            lock_product(&mut tx, product_id).await?;
+            let ledger = read_ledger(&mut tx, sale_id).await?;
+            let candidates = read_candidates(&mut tx, sale_id, batch).await?;
+            let decisions = decide(
+                &SaleLedger {
+                    state: ledger.state,
+                    per_user_limit: i64::from(ledger.per_user_limit),
+                    allotted: ledger.allotted_quantity,
+                    confirmed: ledger.confirmed_quantity,
+                    available: ledger.available_quantity,
+                },
+                &candidates,
+            );
+            let orders_inserted =
+                write_decisions(&mut tx, sale_id, &ledger, batch, &decisions).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(SettledBatch {
+                decisions,
+                orders_inserted,
+            })
+        })
+        .await
+    }
+
+    /// Units each buyer holds in PostgreSQL, for rebuilding Redis.
+    pub async fn sale_buyer_units(&self, sale_id: Uuid) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, (Uuid, i64)>(
+                "select user_id, units::bigint from sale_buyers where flash_sale_id = $1",
+            )
+            .bind(sale_id)
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+}
+
+async fn read_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+) -> Result<LedgerRow, StoreError> {
+    let ledger = sqlx::query_as::<_, LedgerRow>(
+        "select s.product_id, s.state, s.per_user_limit, s.allotted_quantity,
+                s.confirmed_quantity, st.available_quantity, s.sale_price
+         from flash_sales s join stocks st on st.product_id = s.product_id
+         where s.id = $1",
+    )
+    .bind(sale_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(ledger.ok_or(DomainError::SaleNotFound(sale_id))?)
+}
+
+/// Each reservation's facts, in input order, in one round trip.
+async fn read_candidates(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+    batch: &[ReservationToSettle],
+) -> Result<Vec<Candidate>, StoreError> {
+    let reservation_ids: Vec<Uuid> = batch.iter().map(|r| r.reservation_id).collect();
+    let user_ids: Vec<Uuid> = batch.iter().map(|r| r.user_id).collect();
+    let rows = sqlx::query_as::<_, CandidateRow>(
+        "select o.id is not null as has_order, pa.outcome, pa.reason,
+                u.id is not null as user_exists, coalesce(b.units, 0)::bigint as units_bought
+         from unnest($2::uuid[], $3::uuid[]) with ordinality as c(reservation_id, user_id, position)
+         left join orders o on o.reservation_id = c.reservation_id
+         left join purchase_attempts pa on pa.reservation_id = c.reservation_id
+         left join users u on u.id = c.user_id
+         left join sale_buyers b on b.flash_sale_id = $1 and b.user_id = c.user_id
+         order by c.position",
+    )
+    .bind(sale_id)
+    .bind(&reservation_ids)
+    .bind(&user_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(batch
+        .iter()
+        .zip(rows)
+        .map(|(reservation, row)| Candidate {
+            reservation_id: reservation.reservation_id,
+            user_id: reservation.user_id,
+            quantity: reservation.quantity,
+            prior: prior_outcome(&row),
+            user_exists: row.user_exists,
+            units_bought: row.units_bought,
+        })
+        .collect())
+}
+
+fn prior_outcome(row: &CandidateRow) -> PriorOutcome {
+    if row.has_order {
+        return PriorOutcome::Confirmed;
+    }
+    match row.outcome.as_deref().and_then(ReservationStatus::parse) {
+        None | Some(ReservationStatus::Pending) => PriorOutcome::Undecided,
+        Some(ReservationStatus::Confirmed) => PriorOutcome::Confirmed,
+        Some(status) => PriorOutcome::Ended {
+            status,
+            reason: row.reason.clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// Writes the batch's decisions; returns the number of orders inserted.
+async fn write_decisions(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+    ledger: &LedgerRow,
+    batch: &[ReservationToSettle],
+    decisions: &[Decision],
+) -> Result<usize, sqlx::Error> {
+    let committed: Vec<&ReservationToSettle> = batch
+        .iter()
+        .zip(decisions)
+        .filter(|(_, decision)| matches!(decision, Decision::Commit))
+        .map(|(reservation, _)| reservation)
+        .collect();
+    let orders_inserted = insert_orders(tx, sale_id, ledger, &committed).await?;
+
+    let mut audit = AuditRows::default();
+    for (reservation, decision) in batch.iter().zip(decisions) {
+        let (outcome, reason) = match decision {
+            Decision::Commit => (ReservationStatus::Confirmed, None),
+            Decision::Fail(reason) => (ReservationStatus::Failed, Some(reason.message())),
+            Decision::AlreadyConfirmed | Decision::AlreadyEnded { .. } => continue,
+        };
+        audit.push(reservation, outcome, reason);
+    }
+    audit.insert(tx, sale_id).await?;
+    Ok(orders_inserted)
+}
+
+/// Inserts the orders (a redelivered reservation inserts nothing) and moves
+/// the per-user units, the sale's confirmed count and the product's stock by
+/// exactly what was inserted, in one statement.
+async fn insert_orders(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+    ledger: &LedgerRow,
+    committed: &[&ReservationToSettle],
+) -> Result<usize, sqlx::Error> {
+    if committed.is_empty() {
+        return Ok(0);
+    }
+    let order_ids: Vec<Uuid> = committed.iter().map(|_| Uuid::now_v7()).collect();
+    let reservation_ids: Vec<Uuid> = committed.iter().map(|r| r.reservation_id).collect();
+    let user_ids: Vec<Uuid> = committed.iter().map(|r| r.user_id).collect();
+    let quantities: Vec<i32> = committed
+        .iter()
+        .map(|r| i32::try_from(r.quantity).unwrap_or(i32::MAX))
+        .collect();
+    let keys: Vec<&str> = committed
+        .iter()
+        .map(|r| r.idempotency_key.as_str())
+        .collect();
+    let (inserted, units): (i64, i64) = sqlx::query_as(
+        "with inserted as (
+             insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key)
+             select o.id, o.reservation_id, $1, o.user_id, o.quantity, $2, o.idempotency_key
+             from unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[])
+                  as o(id, reservation_id, user_id, quantity, idempotency_key)
+             on conflict (reservation_id) do nothing
+             returning user_id, quantity
+         ), per_user as (
+             select user_id, sum(quantity)::int as units from inserted group by user_id
+         ), buyers as (
+             insert into sale_buyers (flash_sale_id, user_id, units, per_user_limit)
+             select $1, user_id, units, $8 from per_user
+             on conflict (flash_sale_id, user_id)
+             do update set units = sale_buyers.units + excluded.units, updated_at = now()
+         ), total as (
+             select count(*)::bigint as orders, coalesce(sum(quantity), 0)::bigint as units from inserted
+         ), sale as (
+             update flash_sales set confirmed_quantity = confirmed_quantity + total.units, updated_at = now()
+             from total where id = $1 and total.units > 0
+         ), stock as (
+             update stocks set available_quantity = available_quantity - total.units,
+                               version = version + 1, updated_at = now()
+             from total where product_id = $9 and total.units > 0
+         )
+         select orders, units from total",
+    )
+    .bind(sale_id)
+    .bind(ledger.sale_price)
+    .bind(&order_ids)
+    .bind(&reservation_ids)
+    .bind(&user_ids)
+    .bind(&quantities)
+    .bind(&keys)
+    .bind(ledger.per_user_limit)
+    .bind(ledger.product_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    tracing::debug!(%sale_id, inserted, units, "orders inserted");
+    Ok(inserted as usize)
+}
+
+/// Audit rows of one batch, as column arrays for one multi-row insert.
+#[derive(Default)]
+struct AuditRows<'a> {
+    reservation_ids: Vec<Uuid>,
+    user_ids: Vec<Uuid>,
+    quantities: Vec<i32>,
+    outcomes: Vec<&'static str>,
+    reasons: Vec<Option<&'a str>>,
+    reserved_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> AuditRows<'a> {
+    fn push(
+        &mut self,
+        reservation: &ReservationToSettle,
+        outcome: ReservationStatus,
+        reason: Option<&'a str>,
+    ) {
+        self.reservation_ids.push(reservation.reservation_id);
+        self.user_ids.push(reservation.user_id);
+        self.quantities
+            .push(i32::try_from(reservation.quantity).unwrap_or(i32::MAX));
+        self.outcomes.push(outcome.as_str());
+        self.reasons.push(reason);
+        self.reserved_at.push(reservation.reserved_at);
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        sale_id: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        if self.reservation_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into purchase_attempts
+               (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
+             select a.reservation_id, $1, a.user_id, a.quantity, a.outcome, a.reason, a.reserved_at
+             from unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[])
+                  as a(reservation_id, user_id, quantity, outcome, reason, reserved_at)
+             on conflict (reservation_id) do nothing",
+        )
+        .bind(sale_id)
+        .bind(&self.reservation_ids)
+        .bind(&self.user_ids)
+        .bind(&self.quantities)
+        .bind(&self.outcomes)
+        .bind(&self.reasons)
+        .bind(&self.reserved_at)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+    }
+}

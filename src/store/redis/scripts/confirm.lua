@@ -1,0 +1,45 @@
+-- confirm.lua: mark reservations whose orders PostgreSQL has committed as
+-- confirmed, drop them from the pending set, count them, and tell the
+-- sale's subscribers. Idempotent: only pending reservations change, so a
+-- redelivered batch counts nothing twice. Reservations Redis no longer knows
+-- (it lost its data) are skipped: PostgreSQL holds their orders.
+--
+-- KEYS[1]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[2]  pending set
+-- KEYS[3]  stats hash
+-- KEYS[4]  stock counter (read only, for the stock event)
+-- ARGV[1]  sale id, for the events
+-- ARGV[2]  pub/sub channel of the sale's events
+-- ARGV[3..] reservation ids
+--
+-- Returns the number of reservations confirmed by this call.
+
+local confirmed, units = 0, 0
+for i = 3, #ARGV do
+  local reservation = ARGV[i]
+  local record = redis.call('HGET', KEYS[1], reservation)
+  if record then
+    local user, quantity, status, reserved_ms, key =
+      string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+    if status == 'pending' then
+      redis.call('HSET', KEYS[1], reservation,
+        user .. '|' .. quantity .. '|confirmed|' .. reserved_ms .. '|' .. key .. '|')
+      redis.call('ZREM', KEYS[2], reservation)
+      confirmed = confirmed + 1
+      units = units + tonumber(quantity)
+      redis.call('PUBLISH', ARGV[2], cjson.encode({
+        type = 'purchase', sale_id = ARGV[1], reservation_id = reservation, user_id = user,
+        status = 'confirmed'
+      }))
+    end
+  end
+end
+if confirmed > 0 then
+  redis.call('HINCRBY', KEYS[3], 'confirmed', confirmed)
+  redis.call('HINCRBY', KEYS[3], 'units_confirmed', units)
+  redis.call('HINCRBY', KEYS[3], 'pending_units', -units)
+  redis.call('PUBLISH', ARGV[2], cjson.encode({
+    type = 'stock', sale_id = ARGV[1], remaining = tonumber(redis.call('GET', KEYS[4]) or '0')
+  }))
+end
+return confirmed

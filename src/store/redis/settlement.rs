@@ -1,0 +1,223 @@
+//! The worker's side of Redis: settling reservations once PostgreSQL has
+//! decided them (confirm or release, each publishing the sale's events),
+//! finding reservations left pending too long, and the reconciler's and
+//! dead-letter figures that operators read in the sale's stats.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{
+    RedisStore, ReservationRecord,
+    purchase::{field, malformed, parse_record},
+};
+use crate::{domain::ReservationStatus, store::StoreError};
+
+/// What `release.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Released { remaining: i64 },
+    NotPending(ReservationStatus),
+    Unknown,
+}
+
+/// Where a released reservation's unit goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockDisposition {
+    /// Back on sale: the unit exists in PostgreSQL.
+    Restock,
+    /// Dropped: PostgreSQL had no unit for it, so Redis had counted one too many.
+    WriteOff,
+}
+
+fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
+    Ok(match reply.first().map(String::as_str) {
+        Some("RELEASED") => ReleaseOutcome::Released {
+            remaining: field(reply, 1, "release")?,
+        },
+        Some("NOT_PENDING") => ReleaseOutcome::NotPending(
+            reply
+                .get(1)
+                .and_then(|status| ReservationStatus::parse(status))
+                .ok_or_else(|| malformed("release", reply))?,
+        ),
+        Some("UNKNOWN") => ReleaseOutcome::Unknown,
+        _ => return Err(malformed("release", reply)),
+    })
+}
+
+impl RedisStore {
+    /// Ends a pending reservation without an order (`scripts/release.lua`).
+    pub async fn release(
+        &self,
+        sale_id: Uuid,
+        reservation_id: Uuid,
+        outcome: ReservationStatus,
+        reason: &str,
+        stock: StockDisposition,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let keys = self.sale_keys(sale_id);
+        let scripts = self.scripts.clone();
+        let reason = reason.replace('|', "/");
+        let reply: Vec<String> = self
+            .with_connection(|mut connection| async move {
+                scripts
+                    .release
+                    .key(&keys.stock)
+                    .key(&keys.buyers)
+                    .key(&keys.reservations)
+                    .key(&keys.pending)
+                    .key(&keys.stats)
+                    .arg(reservation_id.to_string())
+                    .arg(outcome.as_str())
+                    .arg(reason)
+                    .arg(u8::from(stock == StockDisposition::Restock))
+                    .arg(sale_id.to_string())
+                    .arg(&keys.events)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        parse_release(&reply)
+    }
+
+    /// Marks reservations whose orders are committed as confirmed
+    /// (`scripts/confirm.lua`); returns how many changed now.
+    pub async fn confirm(
+        &self,
+        sale_id: Uuid,
+        reservation_ids: &[Uuid],
+    ) -> Result<usize, StoreError> {
+        if reservation_ids.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.sale_keys(sale_id);
+        let scripts = self.scripts.clone();
+        self.with_connection(|mut connection| async move {
+            let mut invocation = scripts.confirm.prepare_invoke();
+            invocation
+                .key(&keys.reservations)
+                .key(&keys.pending)
+                .key(&keys.stats)
+                .key(&keys.stock)
+                .arg(sale_id.to_string())
+                .arg(&keys.events);
+            for reservation_id in reservation_ids {
+                invocation.arg(reservation_id.to_string());
+            }
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
+    }
+
+    /// Pending reservations reserved more than `older_than` ago (Redis
+    /// time), oldest first, at most `limit`.
+    pub async fn stale_pending(
+        &self,
+        sale_id: Uuid,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<Vec<ReservationRecord>, StoreError> {
+        let keys = self.sale_keys(sale_id);
+        let scripts = self.scripts.clone();
+        let reply: Vec<String> = self
+            .with_connection(|mut connection| async move {
+                scripts
+                    .stale_pending
+                    .key(&keys.pending)
+                    .key(&keys.reservations)
+                    .arg(older_than.as_millis() as u64)
+                    .arg(limit)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        let mut records = Vec::with_capacity(reply.len() / 2);
+        for pair in reply.chunks(2) {
+            let [id, record] = pair else {
+                return Err(malformed("stale_pending", &reply));
+            };
+            let reservation_id: Uuid =
+                id.parse().map_err(|_| malformed("stale_pending", &reply))?;
+            if record.is_empty() {
+                tracing::warn!(%sale_id, %reservation_id, "pending reservation without a record");
+                continue;
+            }
+            records.push(parse_record(sale_id, reservation_id, record)?);
+        }
+        Ok(records)
+    }
+
+    /// Drops the cached order pages of several users in one round trip.
+    pub async fn invalidate_orders_of(&self, user_ids: &[Uuid]) -> Result<(), StoreError> {
+        if user_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for user_id in user_ids {
+            pipe.del(self.orders_cache_key(*user_id)).ignore();
+        }
+        self.with_connection(|mut connection| async move {
+            pipe.query_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
+    /// Counts a job given up on after too many failed attempts.
+    pub async fn count_dead_letter(&self, sale_id: Uuid) -> Result<(), StoreError> {
+        let key = self.sale_keys(sale_id).stats;
+        self.with_connection(|mut connection| async move {
+            redis::cmd("HINCRBY")
+                .arg(key)
+                .arg("dead_lettered")
+                .arg(1)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// Records the reconciler's last drift figure for the sale's stats.
+    pub async fn record_drift(
+        &self,
+        sale_id: Uuid,
+        drift: i64,
+        checked_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let key = self.sale_keys(sale_id).stats;
+        self.with_connection(|mut connection| async move {
+            redis::cmd("HSET")
+                .arg(key)
+                .arg("drift")
+                .arg(drift)
+                .arg("drift_checked_at_ms")
+                .arg(checked_at_ms)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_replies_parse_into_outcomes() {
+        let reply = |values: &[&str]| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_release(&reply(&["RELEASED", "4"])).unwrap(),
+            ReleaseOutcome::Released { remaining: 4 }
+        );
+        assert_eq!(
+            parse_release(&reply(&["NOT_PENDING", "confirmed"])).unwrap(),
+            ReleaseOutcome::NotPending(ReservationStatus::Confirmed)
+        );
+        assert_eq!(
+            parse_release(&reply(&["UNKNOWN"])).unwrap(),
+            ReleaseOutcome::Unknown
+        );
+        assert!(parse_release(&reply(&["RELEASED", "x"])).is_err());
+    }
+}

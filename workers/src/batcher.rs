@@ -1,0 +1,178 @@
+//! Group commit: jobs are gathered per sale into batches that flush when
+//! they reach the batch size or when their oldest job has waited the batch
+//! wait, whichever comes first. Each sale has one lane (a task and a
+//! channel); commits of one sale are serialised by the product lock anyway,
+//! so one lane per sale loses nothing and lets the next batch fill while the
+//! current one commits. Idle lanes close themselves.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use flashsale::{jobs::PurchaseJob, store::StoreError};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use uuid::Uuid;
+
+use crate::settle::{JobOutcome, Settler};
+
+/// A lane with no job for this long closes.
+const LANE_IDLE: Duration = Duration::from_secs(30);
+
+/// Why a job's batch did not settle; the job goes back to the queue.
+pub type SettleFailure = Arc<StoreError>;
+
+type Reply = oneshot::Sender<Result<JobOutcome, SettleFailure>>;
+
+struct Entry {
+    job: PurchaseJob,
+    reply: Reply,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_size: usize,
+    pub max_wait: Duration,
+}
+
+/// One sale's open lane; the generation tells a lane from its successor.
+struct Lane {
+    generation: u64,
+    sender: mpsc::Sender<Entry>,
+}
+
+#[derive(Clone)]
+pub struct Batcher {
+    lanes: Arc<Mutex<HashMap<Uuid, Lane>>>,
+    generations: Arc<AtomicU64>,
+    settler: Settler,
+    limits: BatchLimits,
+}
+
+impl Batcher {
+    pub fn new(settler: Settler, limits: BatchLimits) -> Self {
+        Self {
+            lanes: Arc::default(),
+            generations: Arc::default(),
+            settler,
+            limits,
+        }
+    }
+
+    /// Adds the job to its sale's next batch and waits for that batch.
+    pub async fn submit(&self, job: PurchaseJob) -> Result<JobOutcome, SettleFailure> {
+        let (reply, outcome) = oneshot::channel();
+        let mut entry = Entry { job, reply };
+        loop {
+            let lane = self.lane(entry.job.sale_id);
+            match lane.send(entry).await {
+                Ok(()) => break,
+                // The lane closed for idleness between lookup and send.
+                Err(mpsc::error::SendError(returned)) => entry = returned,
+            }
+        }
+        outcome.await.map_err(|_| {
+            Arc::new(StoreError::unexpected(
+                flashsale::store::Dependency::Postgres,
+                "the batch was dropped before it settled",
+            ))
+        })?
+    }
+
+    fn lane(&self, sale_id: Uuid) -> mpsc::Sender<Entry> {
+        let mut lanes = self.lanes.lock().expect("lane map lock poisoned");
+        if let Some(lane) = lanes.get(&sale_id).filter(|lane| !lane.sender.is_closed()) {
+            return lane.sender.clone();
+        }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel(self.limits.max_size * 4);
+        lanes.insert(
+            sale_id,
+            Lane {
+                generation,
+                sender: sender.clone(),
+            },
+        );
+        tokio::spawn(run_lane(self.clone(), sale_id, generation, receiver));
+        sender
+    }
+
+    /// Removes the lane unless a newer one already replaced it.
+    fn retire(&self, sale_id: Uuid, generation: u64) {
+        let mut lanes = self.lanes.lock().expect("lane map lock poisoned");
+        if lanes
+            .get(&sale_id)
+            .is_some_and(|lane| lane.generation == generation)
+        {
+            lanes.remove(&sale_id);
+        }
+    }
+}
+
+async fn run_lane(
+    batcher: Batcher,
+    sale_id: Uuid,
+    generation: u64,
+    mut receiver: mpsc::Receiver<Entry>,
+) {
+    let limits = batcher.limits;
+    let mut batch = Vec::with_capacity(limits.max_size);
+    loop {
+        match tokio::time::timeout(LANE_IDLE, receiver.recv()).await {
+            Ok(Some(entry)) => batch.push(entry),
+            Ok(None) | Err(_) => break,
+        }
+        let deadline = Instant::now() + limits.max_wait;
+        while batch.len() < limits.max_size {
+            let room = limits.max_size - batch.len();
+            tokio::select! {
+                received = receiver.recv_many(&mut batch, room) => if received == 0 { break },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        flush(&batcher.settler, sale_id, std::mem::take(&mut batch)).await;
+    }
+    // Close for good: new jobs open a new lane; what arrived meanwhile is
+    // settled here.
+    batcher.retire(sale_id, generation);
+    receiver.close();
+    while let Ok(entry) = receiver.try_recv() {
+        batch.push(entry);
+    }
+    if !batch.is_empty() {
+        flush(&batcher.settler, sale_id, batch).await;
+    }
+}
+
+/// Settles one batch and answers every job in it. A reservation delivered
+/// twice into one batch is settled once and both deliveries get its outcome.
+async fn flush(settler: &Settler, sale_id: Uuid, batch: Vec<Entry>) {
+    let mut unique: Vec<PurchaseJob> = Vec::with_capacity(batch.len());
+    let mut replies: HashMap<Uuid, Vec<Reply>> = HashMap::with_capacity(batch.len());
+    for Entry { job, reply } in batch {
+        let waiting = replies.entry(job.reservation_id).or_default();
+        if waiting.is_empty() {
+            unique.push(job);
+        }
+        waiting.push(reply);
+    }
+    let result = settler.settle(sale_id, &unique).await.map_err(Arc::new);
+    for (index, job) in unique.iter().enumerate() {
+        let answer = match &result {
+            Ok(outcomes) => Ok(outcomes[index].clone()),
+            Err(error) => Err(error.clone()),
+        };
+        for reply in replies.remove(&job.reservation_id).unwrap_or_default() {
+            // The job's handler may be gone (its worker stopped); the
+            // outcome is durable either way.
+            let _ = reply.send(answer.clone());
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The purchase-queue consumer: an apalis worker whose handler hands each
+//! job to the group-commit [`Batcher`] and waits for its batch. apalis acks
+//! a job only when the handler returns, so nothing is acked before its
+//! order is durable. A failed batch fails its jobs back to the queue, where
+//! apalis retries each after `attempt` seconds; past our own attempt cap the
+//! job is dead-lettered (apalis ignores its per-task cap) and its still
+//! pending reservation is left to the reconciler.
+//!
+//! apalis 1.0 pushes every job into its scheduled set and promotes all due
+//! jobs with one Lua `unpack`, which fails past ~8000: [`promote_due_jobs`]
+//! moves them in chunks beside the consumer so that never happens.
+//!
+//! apalis stops a worker on the first backend error (Redis gone); the
+//! supervisor loop here starts a fresh one under a new name, and the jobs
+//! the old one held are handed out again once its heartbeat expires.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis_core::{
+    backend::ext::BackendExt,
+    error::{AbortError, BoxDynError},
+    task::{attempt::Attempt, data::Data},
+    worker::builder::WorkerBuilder,
+};
+use flashsale::{
+    jobs::{PurchaseJob, PurchaseQueue},
+    store::redis::RedisStore,
+};
+use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+
+use crate::{
+    batcher::Batcher,
+    settings::WorkerSettings,
+    settle::JobOutcome,
+    tally::{JobEnd, Tally},
+};
+
+/// Pause before a consumer that died of a backend error starts again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// What every job handler shares.
+#[derive(Clone)]
+struct HandlerContext {
+    batcher: Batcher,
+    redis: RedisStore,
+    tally: Arc<Tally>,
+    max_attempts: usize,
+}
+
+/// Consumes until `shutdown`, restarting after backend failures.
+pub async fn run(
+    queue: PurchaseQueue,
+    batcher: Batcher,
+    redis: RedisStore,
+    tally: Arc<Tally>,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) {
+    let context = HandlerContext {
+        batcher,
+        redis,
+        tally,
+        max_attempts: settings.worker_max_attempts,
+    };
+    let base_name = settings.name();
+    for run in 1.. {
+        let name = format!("{base_name}-{run}");
+        // A backlog apalis's own fetch would choke on is moved first.
+        if let Err(error) = queue.promote_due().await {
+            tracing::warn!(%error, "cannot promote due jobs before starting the consumer");
+        }
+        let storage = queue
+            .consumer(
+                settings.worker_fetch_batch,
+                settings.heartbeat(),
+                settings.worker_missed_heartbeats,
+            )
+            .poll_with_interval(settings.poll_interval());
+        let worker = WorkerBuilder::new(name.clone())
+            .backend(storage)
+            .layer(ConcurrencyLimitLayer::new(settings.worker_concurrency))
+            .data(context.clone())
+            .build(handle_purchase);
+        tracing::info!(worker = %name, "purchase consumer started");
+        let stop = shutdown.clone();
+        let result = worker
+            .run_with_ctx(move |worker| {
+                let stop = stop.clone();
+                async move {
+                    stop.cancelled().await;
+                    worker.stop()?;
+                    Ok(())
+                }
+            })
+            .await;
+        match result {
+            Ok(()) if shutdown.is_cancelled() => break,
+            Ok(()) => tracing::warn!(worker = %name, "purchase consumer ended; restarting"),
+            Err(error) => {
+                tracing::error!(worker = %name, %error, "purchase consumer failed; restarting")
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RESTART_DELAY) => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!("purchase consumer stopped");
+}
+
+/// Keeps apalis's scheduled set small by promoting due jobs every
+/// `interval`, independently of the consumer (which stops fetching while its
+/// concurrency is saturated, exactly when a backlog builds up).
+pub async fn promote_due_jobs(
+    queue: PurchaseQueue,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        match queue.promote_due().await {
+            Ok(_) if failing => {
+                tracing::info!("promoting due jobs works again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(error) if !failing => {
+                tracing::warn!(%error, "cannot promote due jobs; retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn handle_purchase(
+    job: PurchaseJob,
+    context: Data<HandlerContext>,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let (reservation_id, sale_id) = (job.reservation_id, job.sale_id);
+    match context.batcher.submit(job).await {
+        Ok(JobOutcome::Confirmed) => {
+            context.tally.record_job(JobEnd::Confirmed);
+            Ok(())
+        }
+        Ok(JobOutcome::Failed(reason)) => {
+            tracing::info!(%reservation_id, %sale_id, %reason, "purchase failed for good; reservation released");
+            context.tally.record_job(JobEnd::Failed);
+            Ok(())
+        }
+        Err(error) if attempt.current() >= context.max_attempts => {
+            tracing::error!(%reservation_id, %sale_id, attempt = attempt.current(), %error,
+                "purchase job dead-lettered; the reconciler re-enqueues its reservation later");
+            context.tally.record_job(JobEnd::DeadLettered);
+            if let Err(count_error) = context.redis.count_dead_letter(sale_id).await {
+                tracing::warn!(%sale_id, error = %count_error, "cannot count the dead letter");
+            }
+            Err(AbortError::new(error.to_string()).into())
+        }
+        Err(error) => {
+            tracing::warn!(%reservation_id, %sale_id, attempt = attempt.current(), %error,
+                "purchase batch failed; the job will be retried");
+            context.tally.record_job(JobEnd::Retried);
+            Err(error.to_string().into())
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The reconciler, an apalis cron job. Every replica runs it on every tick,
+//! so each step is safe to run concurrently:
+//! - arm open sales whose Redis state is missing (Redis restarted without
+//!   data): stock = allotted - confirmed - surviving pending, never invented;
+//! - push pending reservations older than a threshold to the queue again
+//!   (their job was lost, its push failed, or it was dead-lettered). The
+//!   push is keyed by reservation and time bucket, so replicas firing in the
+//!   same bucket push once; the commit path decides each reservation once
+//!   whatever the number of jobs, and a reservation whose order already
+//!   exists is only marked confirmed in Redis;
+//! - compute each sale's drift, allotted minus (Redis remaining, pending
+//!   units and PostgreSQL confirmed), and export it. Drift is reported,
+//!   never "fixed": stock is only ever rebuilt from PostgreSQL by arming.
+
+use std::time::Duration;
+
+use apalis_core::{error::BoxDynError, task::data::Data, worker::builder::WorkerBuilder};
+use apalis_cron::{CronScheduler, Tick};
+use flashsale::{
+    jobs::{PurchaseJob, PurchaseQueue},
+    store::{
+        StoreError, arming,
+        postgres::{Db, SaleRow},
+        redis::RedisStore,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Reconciler {
+    pub db: Db,
+    pub redis: RedisStore,
+    pub queue: PurchaseQueue,
+    pub pending_after: Duration,
+    pub batch: usize,
+}
+
+/// What one run did, for the log.
+#[derive(Debug, Default)]
+struct RunReport {
+    sales: usize,
+    rebuilt: usize,
+    reenqueued: usize,
+}
+
+impl Reconciler {
+    async fn run_once(&self) -> Result<RunReport, StoreError> {
+        let mut report = RunReport {
+            rebuilt: arming::arm_open_sales(&self.db, &self.redis).await?,
+            ..RunReport::default()
+        };
+        metrics::counter!("reconciler_sales_rebuilt_total").increment(report.rebuilt as u64);
+        for sale in self.db.sales_to_reconcile().await? {
+            report.sales += 1;
+            report.reenqueued += self.reenqueue_stale(&sale).await?;
+            self.measure_drift(&sale).await?;
+        }
+        let depth = self.queue.depth().await?;
+        metrics::gauge!("worker_queue_depth", "state" => "waiting").set(depth.waiting as f64);
+        metrics::gauge!("worker_queue_depth", "state" => "scheduled").set(depth.scheduled as f64);
+        metrics::gauge!("worker_queue_depth", "state" => "dead").set(depth.dead as f64);
+        Ok(report)
+    }
+
+    async fn reenqueue_stale(&self, sale: &SaleRow) -> Result<usize, StoreError> {
+        let stale = self
+            .redis
+            .stale_pending(sale.id, self.pending_after, self.batch)
+            .await?;
+        let bucket =
+            chrono::Utc::now().timestamp_millis() / self.pending_after.as_millis().max(1) as i64;
+        for record in &stale {
+            let job = PurchaseJob {
+                reservation_id: record.reservation_id,
+                sale_id: sale.id,
+                user_id: record.user_id,
+                quantity: u32::try_from(record.quantity).unwrap_or(u32::MAX),
+                idempotency_key: record.idempotency_key.clone(),
+                reserved_at_ms: record.reserved_at_ms,
+            };
+            let key = format!("{}:reconcile:{bucket}", record.reservation_id);
+            self.queue.enqueue_keyed(job, key).await?;
+        }
+        if !stale.is_empty() {
+            tracing::info!(sale_id = %sale.id, count = stale.len(), "stale pending reservations re-enqueued");
+            metrics::counter!("reconciler_reenqueued_total").increment(stale.len() as u64);
+        }
+        Ok(stale.len())
+    }
+
+    async fn measure_drift(&self, sale: &SaleRow) -> Result<(), StoreError> {
+        let counters = self.redis.sale_counters(sale.id).await?;
+        let Some(remaining) = counters.remaining else {
+            return Ok(()); // not armed (a closed sale): nothing in Redis to compare
+        };
+        let drift = sale.allotted_quantity
+            - remaining
+            - counters.get("pending_units")
+            - sale.confirmed_quantity;
+        let sale_label = sale.id.to_string();
+        metrics::gauge!("sale_drift_units", "sale_id" => sale_label.clone()).set(drift as f64);
+        metrics::gauge!("sale_pending_reservations", "sale_id" => sale_label)
+            .set(counters.pending as f64);
+        if drift != 0 {
+            tracing::debug!(sale_id = %sale.id, drift, "Redis and PostgreSQL differ (transient while batches commit)");
+        }
+        self.redis
+            .record_drift(sale.id, drift, chrono::Utc::now().timestamp_millis())
+            .await
+    }
+}
+
+async fn reconcile(_tick: Tick, reconciler: Data<Reconciler>) -> Result<(), BoxDynError> {
+    match reconciler.run_once().await {
+        Ok(report) => {
+            tracing::debug!(?report, "reconciler run");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reconciler run failed; the next tick retries");
+            metrics::counter!("reconciler_failures_total").increment(1);
+            Err(error.into())
+        }
+    }
+}
+
+/// Runs the reconciler on its schedule until `shutdown`.
+pub async fn run(
+    reconciler: Reconciler,
+    worker_name: String,
+    schedule: cron::Schedule,
+    shutdown: CancellationToken,
+) {
+    let worker = WorkerBuilder::new(format!("{worker_name}-reconciler"))
+        .backend(CronScheduler::new(schedule))
+        .data(reconciler)
+        .build(reconcile);
+    let result = worker
+        .run_with_ctx(move |worker| {
+            let stop = shutdown.clone();
+            async move {
+                stop.cancelled().await;
+                worker.stop()?;
+                Ok(())
+            }
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "reconciler stopped");
+    }
+}

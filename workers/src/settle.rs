@@ -1,0 +1,143 @@
+//! Settling one batch of one sale: PostgreSQL decides and commits (group
+//! commit, see `flashsale::store::postgres::settlement`), then Redis is told —
+//! reservations confirmed or released, the buyers' order caches dropped,
+//! the sale's events published. Nothing is reported done before its order is
+//! durable; if a Redis step fails the whole batch fails back to the queue,
+//! and the redelivery finds the orders already there and only repeats the
+//! Redis steps (every step is idempotent).
+
+use std::{sync::Arc, time::Instant};
+
+use chrono::{DateTime, Utc};
+use flashsale::{
+    domain::{Decision, FailureReason, ReservationStatus},
+    jobs::PurchaseJob,
+    store::{
+        StoreError,
+        postgres::{Db, ReservationToSettle},
+        redis::{RedisStore, StockDisposition},
+    },
+};
+use futures::future::try_join_all;
+use uuid::Uuid;
+
+use crate::tally::Tally;
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Its order is committed (now or by an earlier delivery).
+    Confirmed,
+    /// It can never become an order; the reservation was released with this
+    /// reason, which the shopper sees.
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub struct Settler {
+    db: Db,
+    redis: RedisStore,
+    tally: Arc<Tally>,
+}
+
+impl Settler {
+    pub fn new(db: Db, redis: RedisStore, tally: Arc<Tally>) -> Self {
+        Self { db, redis, tally }
+    }
+
+    /// Settles jobs of one sale, each reservation at most once in `jobs`.
+    /// Returns one outcome per job, in order.
+    pub async fn settle(
+        &self,
+        sale_id: Uuid,
+        jobs: &[PurchaseJob],
+    ) -> Result<Vec<JobOutcome>, StoreError> {
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by_key(|&index| (jobs[index].reserved_at_ms, jobs[index].reservation_id));
+        let batch: Vec<ReservationToSettle> =
+            order.iter().map(|&index| to_settle(&jobs[index])).collect();
+
+        let started = Instant::now();
+        let settled = self.db.settle_batch(sale_id, &batch).await?;
+        self.tally
+            .record_commit(batch.len(), settled.orders_inserted, started.elapsed());
+
+        let mut confirmed = Vec::new();
+        let mut buyers = Vec::new();
+        let mut releases = Vec::new();
+        let mut outcomes = vec![JobOutcome::Confirmed; jobs.len()];
+        for (&index, decision) in order.iter().zip(&settled.decisions) {
+            let job = &jobs[index];
+            match decision {
+                Decision::Commit => {
+                    confirmed.push(job.reservation_id);
+                    buyers.push(job.user_id);
+                }
+                Decision::AlreadyConfirmed => confirmed.push(job.reservation_id),
+                Decision::Fail(reason) => {
+                    releases.push(Release {
+                        reservation_id: job.reservation_id,
+                        status: ReservationStatus::Failed,
+                        reason: reason.message().to_string(),
+                        stock: disposition(Some(*reason)),
+                    });
+                    outcomes[index] = JobOutcome::Failed(reason.message().to_string());
+                }
+                Decision::AlreadyEnded { status, reason } => {
+                    releases.push(Release {
+                        reservation_id: job.reservation_id,
+                        status: *status,
+                        reason: reason.clone(),
+                        stock: disposition(FailureReason::from_message(reason)),
+                    });
+                    outcomes[index] = JobOutcome::Failed(reason.clone());
+                }
+            }
+        }
+
+        self.redis.confirm(sale_id, &confirmed).await?;
+        try_join_all(releases.iter().map(|release| {
+            self.redis.release(
+                sale_id,
+                release.reservation_id,
+                release.status,
+                &release.reason,
+                release.stock,
+            )
+        }))
+        .await?;
+        buyers.sort_unstable();
+        buyers.dedup();
+        self.redis.invalidate_orders_of(&buyers).await?;
+        Ok(outcomes)
+    }
+}
+
+/// A reservation PostgreSQL failed, to release in Redis.
+struct Release {
+    reservation_id: Uuid,
+    status: ReservationStatus,
+    reason: String,
+    stock: StockDisposition,
+}
+
+/// A failed reservation's unit goes back on sale only when PostgreSQL has
+/// it; a reason we cannot read keeps it off sale (never resell a unit that
+/// may not exist).
+fn disposition(reason: Option<FailureReason>) -> StockDisposition {
+    match reason {
+        Some(reason) if reason.unit_exists() => StockDisposition::Restock,
+        _ => StockDisposition::WriteOff,
+    }
+}
+
+fn to_settle(job: &PurchaseJob) -> ReservationToSettle {
+    ReservationToSettle {
+        reservation_id: job.reservation_id,
+        user_id: job.user_id,
+        quantity: i64::from(job.quantity),
+        idempotency_key: job.idempotency_key.clone(),
+        reserved_at: DateTime::<Utc>::from_timestamp_millis(job.reserved_at_ms)
+            .unwrap_or_else(Utc::now),
+    }
+}

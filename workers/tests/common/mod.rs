@@ -1,0 +1,411 @@
+//! Harness for the worker's tests: a sale in a fresh database (from
+//! `#[sqlx::test]`) and a fresh Redis prefix, reservations made through the
+//! real Lua script and queued through the real queue, worker processes
+//! started from the real binary, and the invariants of DESIGN.md checked
+//! in PostgreSQL and Redis.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use flashsale::{
+    domain::{Currency, Money, ReservationStatus, SaleWindow},
+    jobs::{PurchaseJob, PurchaseQueue},
+    store::{
+        arming,
+        postgres::{Db, NewProduct, NewSale, SaleRow},
+        redis::{RedisStore, ReserveOutcome, ReserveRequest},
+    },
+};
+use futures::{StreamExt, stream};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const WORKER: &str = env!("CARGO_BIN_EXE_flashsale-worker");
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn redis_url() -> String {
+    std::env::var("FLASHSALE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379".into())
+}
+
+pub fn database_url(pg: &PgPool) -> String {
+    let options = pg.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap()
+    )
+}
+
+pub struct Harness {
+    pub pg: PgPool,
+    pub db: Db,
+    pub redis: RedisStore,
+    pub queue: PurchaseQueue,
+    pub prefix: String,
+    pub sale: SaleRow,
+    pub raw: redis::aio::MultiplexedConnection,
+}
+
+/// A worker process, killed when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WorkerProcess {
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit; panics past `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Harness {
+    /// An active sale of `stock` units with the given per-user limit.
+    pub async fn new(pg: PgPool, stock: i64, per_user_limit: i32) -> Self {
+        let prefix = format!("wtest-{}", Uuid::now_v7().simple());
+        let db = Db::new(pg.clone(), TIMEOUT);
+        let redis_settings = flashsale::config::RedisSettings {
+            redis_url: flashsale::config::Secret::new(redis_url()),
+            redis_prefix: prefix.clone(),
+            redis_pool_size: 64,
+        };
+        let redis = RedisStore::connect_lazy(&redis_settings, TIMEOUT).unwrap();
+        let queue =
+            PurchaseQueue::connect_lazy(&redis_url(), &prefix, Duration::from_secs(3600), TIMEOUT)
+                .unwrap();
+        let product = db
+            .create_product(&NewProduct {
+                sku: format!("SKU-{}", Uuid::now_v7().simple()),
+                name: "Sneaker".into(),
+                description: String::new(),
+                price: Money::from_minor(12_999).unwrap(),
+                currency: Currency::parse("EUR").unwrap(),
+                stock,
+            })
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let sale = db
+            .create_sale(
+                &NewSale {
+                    product_id: product.id,
+                    price: Money::from_minor(4_999).unwrap(),
+                    window: SaleWindow::new(
+                        now - chrono::Duration::minutes(1),
+                        now + chrono::Duration::hours(1),
+                    )
+                    .unwrap(),
+                    per_user_limit,
+                    stock,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        arming::arm_sale(&db, &redis, &sale).await.unwrap();
+        let raw = redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the test Redis must be running: start it with scripts/test");
+        Self {
+            pg,
+            db,
+            redis,
+            queue,
+            prefix,
+            sale,
+            raw,
+        }
+    }
+
+    /// Creates `count` users in PostgreSQL.
+    pub async fn users(&self, count: usize) -> Vec<Uuid> {
+        let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+        let emails: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{}@shop.test", id.simple()))
+            .collect();
+        sqlx::query("insert into users (id, email) select * from unnest($1::uuid[], $2::text[])")
+            .bind(&ids)
+            .bind(&emails)
+            .execute(&self.pg)
+            .await
+            .unwrap();
+        ids
+    }
+
+    /// One reservation per user through `reserve.lua`; returns the jobs of
+    /// the accepted ones (not queued).
+    pub async fn reserve(&self, users: &[Uuid]) -> Vec<PurchaseJob> {
+        let sale_id = self.sale.id;
+        stream::iter(users.iter().copied())
+            .map(|user_id| async move {
+                let reservation_id = Uuid::now_v7();
+                let key = format!("buy-{}", reservation_id.simple());
+                let outcome = self
+                    .redis
+                    .reserve(&ReserveRequest {
+                        sale_id,
+                        user_id,
+                        quantity: 1,
+                        idempotency_key: &key,
+                        reservation_id,
+                    })
+                    .await
+                    .unwrap();
+                match outcome {
+                    ReserveOutcome::Accepted { reserved_at_ms, .. } => Some(PurchaseJob {
+                        reservation_id,
+                        sale_id,
+                        user_id,
+                        quantity: 1,
+                        idempotency_key: key,
+                        reserved_at_ms,
+                    }),
+                    _ => None,
+                }
+            })
+            .buffer_unordered(256)
+            .filter_map(|job| async move { job })
+            .collect()
+            .await
+    }
+
+    pub async fn enqueue(&self, jobs: &[PurchaseJob]) {
+        stream::iter(jobs.iter().cloned())
+            .map(|job| self.queue.enqueue(job))
+            .buffer_unordered(256)
+            .for_each(|pushed| async move { pushed.unwrap() })
+            .await;
+    }
+
+    /// Starts a worker process on this test's database and Redis prefix.
+    pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut command = Command::new(WORKER);
+        command
+            .env("FLASHSALE_DATABASE_URL", database_url(&self.pg))
+            .env("FLASHSALE_REDIS_URL", redis_url())
+            .env("FLASHSALE_REDIS_PREFIX", &self.prefix)
+            .env("FLASHSALE_PG_MAX_CONNECTIONS", "4")
+            .env("FLASHSALE_WORKER_METRICS_ADDR", "127.0.0.1:0")
+            .env("FLASHSALE_WORKER_HEARTBEAT_SECS", "1")
+            .env("FLASHSALE_WORKER_MISSED_HEARTBEATS", "2")
+            .env("FLASHSALE_LOG", "info")
+            // Logs go to stdout; FLASHSALE_TEST_WORKER_LOGS=1 shows them.
+            .stdout(
+                if std::env::var_os("FLASHSALE_TEST_WORKER_LOGS").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                },
+            )
+            .stderr(Stdio::inherit());
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        WorkerProcess {
+            child: command.spawn().unwrap(),
+        }
+    }
+
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from orders where flash_sale_id = $1")
+            .bind(self.sale.id)
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
+    }
+
+    pub async fn pending_count(&self) -> i64 {
+        self.redis
+            .sale_counters(self.sale.id)
+            .await
+            .unwrap()
+            .pending
+    }
+
+    /// Polls until every reservation left the pending set and `orders`
+    /// orders exist; panics with the figures past `limit`.
+    pub async fn wait_for_orders(&self, orders: i64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (committed, pending) = (self.order_count().await, self.pending_count().await);
+            if committed == orders && pending == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after {limit:?}: {committed} orders (want {orders}), {pending} still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn reservation_status(
+        &self,
+        reservation_id: Uuid,
+    ) -> Option<(ReservationStatus, Option<String>)> {
+        self.redis
+            .reservation(self.sale.id, reservation_id)
+            .await
+            .unwrap()
+            .map(|record| (record.status, record.reason))
+    }
+
+    /// Invariants I1-I6 of DESIGN.md once the sale is quiet: `accepted` are
+    /// every reservation Redis accepted (and still knows).
+    pub async fn assert_invariants(&self, accepted: &[PurchaseJob]) {
+        let sale = self.db.find_sale(self.sale.id).await.unwrap().unwrap();
+        let (order_rows, order_units, distinct): (i64, i64, i64) = sqlx::query_as(
+            "select count(*), coalesce(sum(quantity), 0)::bigint, count(distinct reservation_id)
+             from orders where flash_sale_id = $1",
+        )
+        .bind(sale.id)
+        .fetch_one(&self.pg)
+        .await
+        .unwrap();
+        // I1: never more than allotted, and the sale's count is the orders'.
+        assert!(
+            order_units <= sale.allotted_quantity,
+            "oversold: {order_units} > {}",
+            sale.allotted_quantity
+        );
+        assert_eq!(
+            sale.confirmed_quantity, order_units,
+            "confirmed_quantity drifted from the orders"
+        );
+        assert_eq!(order_rows, distinct, "duplicate orders for one reservation");
+        // The product's stock moved by exactly the units sold.
+        let (total, available): (i64, i64) = sqlx::query_as(
+            "select total_quantity, available_quantity from stocks where product_id = $1",
+        )
+        .bind(sale.product_id)
+        .fetch_one(&self.pg)
+        .await
+        .unwrap();
+        assert_eq!(
+            total - available,
+            order_units,
+            "stock does not match the orders"
+        );
+        // I3: per-user limit in PostgreSQL, and sale_buyers agrees with orders.
+        let over_limit: i64 = sqlx::query_scalar(
+            "select count(*) from (select user_id from orders where flash_sale_id = $1
+             group by user_id having sum(quantity) > $2) as over",
+        )
+        .bind(sale.id)
+        .bind(sale.per_user_limit)
+        .fetch_one(&self.pg)
+        .await
+        .unwrap();
+        assert_eq!(over_limit, 0, "a user holds more than the limit");
+        let buyers_mismatch: i64 = sqlx::query_scalar(
+            "select count(*) from (select user_id, sum(quantity) as units from orders
+              where flash_sale_id = $1 group by user_id) o
+             full join sale_buyers b on b.user_id = o.user_id and b.flash_sale_id = $1
+             where o.units is distinct from b.units",
+        )
+        .bind(sale.id)
+        .fetch_one(&self.pg)
+        .await
+        .unwrap();
+        assert_eq!(buyers_mismatch, 0, "sale_buyers disagrees with orders");
+        // I4 + I5: every accepted reservation ended exactly once, visibly.
+        let outcomes: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+            "select reservation_id, outcome from purchase_attempts where flash_sale_id = $1",
+        )
+        .bind(sale.id)
+        .fetch_all(&self.pg)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        let ordered: std::collections::HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
+            "select reservation_id from orders where flash_sale_id = $1",
+        )
+        .bind(sale.id)
+        .fetch_all(&self.pg)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        for job in accepted {
+            let outcome = outcomes
+                .get(&job.reservation_id)
+                .unwrap_or_else(|| panic!("reservation {} never ended", job.reservation_id));
+            assert_eq!(
+                outcome == "confirmed",
+                ordered.contains(&job.reservation_id),
+                "audit and orders disagree for {}",
+                job.reservation_id
+            );
+            let (status, _) = self.reservation_status(job.reservation_id).await.unwrap();
+            assert_eq!(
+                status.as_str(),
+                outcome.as_str(),
+                "Redis shows another outcome"
+            );
+        }
+        // I2 + I6: quiet Redis equals what PostgreSQL implies.
+        let counters = self.redis.sale_counters(sale.id).await.unwrap();
+        assert_eq!(counters.pending, 0, "reservations still pending");
+        assert_eq!(
+            counters.get("pending_units"),
+            0,
+            "pending units still counted"
+        );
+        assert_eq!(
+            counters.remaining,
+            Some(
+                sale.allotted_quantity
+                    - sale.confirmed_quantity
+                    - counters.get("units_written_off")
+            ),
+            "Redis stock differs from allotted - confirmed"
+        );
+        let buyers: HashMap<String, i64> = redis::AsyncCommands::hgetall(
+            &mut self.raw.clone(),
+            self.redis.sale_keys(sale.id).buyers,
+        )
+        .await
+        .unwrap();
+        let redis_units: i64 = buyers.values().sum();
+        assert_eq!(
+            redis_units, order_units,
+            "Redis per-user units differ from the orders"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Accepted reservations become orders: exactly once, whatever is delivered
+//! twice, whatever push failed, and failures end visibly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use flashsale::domain::{FailureReason, ReservationStatus};
+use sqlx::PgPool;
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool) {
+    let harness = Harness::new(pg, 10_000, 1).await;
+    let users = harness.users(10_000).await;
+    let jobs = harness.reserve(&users).await;
+    assert_eq!(jobs.len(), 10_000);
+    harness.enqueue(&jobs).await;
+
+    let _worker = harness.spawn_worker(&[]);
+    harness
+        .wait_for_orders(10_000, Duration::from_secs(120))
+        .await;
+
+    harness.assert_invariants(&jobs).await;
+    let available: i64 =
+        sqlx::query_scalar("select available_quantity from stocks where product_id = $1")
+            .bind(harness.sale.product_id)
+            .fetch_one(&harness.pg)
+            .await
+            .unwrap();
+    assert_eq!(available, 0, "PostgreSQL stock went down by exactly 10,000");
+    for job in jobs.iter().step_by(997) {
+        assert_eq!(
+            harness
+                .reservation_status(job.reservation_id)
+                .await
+                .unwrap()
+                .0,
+            ReservationStatus::Confirmed
+        );
+    }
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool) {
+    let harness = Harness::new(pg, 1_000, 1).await;
+    let users = harness.users(1_000).await;
+    let jobs = harness.reserve(&users).await;
+    // Every reservation queued twice, as two distinct jobs.
+    harness.enqueue(&jobs).await;
+    for job in &jobs {
+        harness
+            .queue
+            .enqueue_keyed(job.clone(), format!("{}:again", job.reservation_id))
+            .await
+            .unwrap();
+    }
+
+    let _first = harness.spawn_worker(&[("FLASHSALE_WORKER_BATCH_SIZE", "64")]);
+    let _second = harness.spawn_worker(&[("FLASHSALE_WORKER_BATCH_SIZE", "64")]);
+    harness
+        .wait_for_orders(1_000, Duration::from_secs(60))
+        .await;
+    // Let the second copies run out, then check nothing doubled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while harness.queue.depth().await.unwrap().waiting > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(harness.order_count().await, 1_000);
+    harness.assert_invariants(&jobs).await;
+    let counters = harness.redis.sale_counters(harness.sale.id).await.unwrap();
+    assert_eq!(
+        counters.get("confirmed"),
+        1_000,
+        "each reservation confirmed once"
+    );
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_reservation_whose_push_failed_is_enqueued_by_the_reconciler(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let users = harness.users(3).await;
+    // Reserved, never pushed: what an API node leaves behind when the push fails.
+    let jobs = harness.reserve(&users).await;
+    assert_eq!(harness.queue.depth().await.unwrap().waiting, 0);
+
+    let _worker = harness.spawn_worker(&[
+        ("FLASHSALE_RECONCILE_SCHEDULE", "* * * * * *"),
+        ("FLASHSALE_RECONCILE_PENDING_AFTER_SECS", "1"),
+    ]);
+    harness.wait_for_orders(3, Duration::from_secs(30)).await;
+    harness.assert_invariants(&jobs).await;
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_job_that_can_never_succeed_is_released_visibly_and_the_shopper_may_buy_again(
+    pg: PgPool,
+) {
+    let harness = Harness::new(pg, 5, 1).await;
+    let users = harness.users(2).await;
+    let (gone, present) = (users[0], users[1]);
+    let jobs = harness.reserve(&users).await;
+    let gone_job = jobs.iter().find(|job| job.user_id == gone).unwrap().clone();
+    // The account is removed between the reservation and its commit.
+    sqlx::query("delete from users where id = $1")
+        .bind(gone)
+        .execute(&harness.pg)
+        .await
+        .unwrap();
+    harness.enqueue(&jobs).await;
+
+    let _worker = harness.spawn_worker(&[]);
+    harness.wait_for_orders(1, Duration::from_secs(30)).await;
+
+    let (status, reason) = harness
+        .reservation_status(gone_job.reservation_id)
+        .await
+        .unwrap();
+    assert_eq!(status, ReservationStatus::Failed);
+    assert_eq!(reason.as_deref(), Some(FailureReason::UserGone.message()));
+    assert_eq!(
+        harness.redis.remaining(harness.sale.id).await.unwrap(),
+        Some(4),
+        "the failed reservation's unit is back on sale"
+    );
+    assert_eq!(
+        harness
+            .redis
+            .units_held(harness.sale.id, gone)
+            .await
+            .unwrap(),
+        0
+    );
+    harness.assert_invariants(&jobs).await;
+
+    // The account comes back (same id); its owner buys again, and it sticks.
+    sqlx::query("insert into users (id, email) values ($1, 'back@shop.test')")
+        .bind(gone)
+        .execute(&harness.pg)
+        .await
+        .unwrap();
+    let again = harness.reserve(&[gone]).await;
+    assert_eq!(again.len(), 1, "the released shopper may reserve again");
+    harness.enqueue(&again).await;
+    harness.wait_for_orders(2, Duration::from_secs(30)).await;
+    assert_eq!(
+        harness
+            .reservation_status(again[0].reservation_id)
+            .await
+            .unwrap()
+            .0,
+        ReservationStatus::Confirmed
+    );
+    let all: Vec<_> = jobs.into_iter().chain(again).collect();
+    harness.assert_invariants(&all).await;
+    assert_eq!(
+        harness
+            .redis
+            .units_held(harness.sale.id, present)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn reservations_of_a_cancelled_sale_fail_with_the_reason_and_return_their_units(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let users = harness.users(4).await;
+    let jobs = harness.reserve(&users).await;
+    harness
+        .db
+        .apply_sale_action(
+            harness.sale.id,
+            flashsale::domain::SaleAction::Cancel,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    harness.enqueue(&jobs).await;
+
+    let _worker = harness.spawn_worker(&[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while harness.pending_count().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reservations still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(harness.order_count().await, 0);
+    for job in &jobs {
+        let (status, reason) = harness
+            .reservation_status(job.reservation_id)
+            .await
+            .unwrap();
+        assert_eq!(status, ReservationStatus::Failed);
+        assert_eq!(
+            reason.as_deref(),
+            Some(FailureReason::SaleCancelled.message())
+        );
+    }
+    assert_eq!(
+        harness.redis.remaining(harness.sale.id).await.unwrap(),
+        Some(10)
+    );
+    harness.assert_invariants(&jobs).await;
+}
