@@ -114,20 +114,27 @@ impl PurchaseQueue {
         .await
     }
 
-    /// How many jobs wait, wait for a retry, or were given up on.
+    /// How many jobs wait, wait for a retry, or were given up on. apalis
+    /// parks every new job in its scheduled set until a worker promotes it,
+    /// so jobs due now count as waiting and only future ones as retries.
     pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
         let mut storage = self.storage.clone();
         let config = storage.get_config().clone();
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
         bounded(Dependency::Redis, self.timeout, async move {
-            let (waiting, scheduled, dead): (u64, u64, u64) = redis::pipe()
+            let (active, due, later, dead): (u64, u64, u64, u64) = redis::pipe()
                 .llen(config.active_jobs_list())
-                .zcard(config.scheduled_jobs_set())
+                .zcount(config.scheduled_jobs_set(), "-inf", now_secs)
+                .zcount(config.scheduled_jobs_set(), format!("({now_secs}"), "+inf")
                 .scard(config.dead_jobs_set())
                 .query_async(storage.get_connection())
                 .await?;
             Ok::<_, redis::RedisError>(QueueDepth {
-                waiting,
-                scheduled,
+                waiting: active + due,
+                scheduled: later,
                 dead,
             })
         })

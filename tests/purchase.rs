@@ -719,6 +719,17 @@ async fn stats_count_every_outcome(pg: PgPool) {
             ),
             (Some(2), Some(0), Some(2))
         );
+        // No worker runs here: both jobs wait, nothing failed or drifted yet.
+        assert_eq!(body["queue"]["waiting"], 2, "{body}");
+        assert_eq!(
+            (body["failed"].as_i64(), body["dead_lettered"].as_i64()),
+            (Some(0), Some(0))
+        );
+        assert!(
+            body["drain_lag_ms"].as_i64().is_some_and(|lag| lag >= 0),
+            "{body}"
+        );
+        assert!(body["drift"].is_null(), "no reconciler has run: {body}");
     }
     app.get(
         &format!("/api/admin/flash-sales/{sale}/stats"),

@@ -30,6 +30,19 @@ async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool)
             .await
             .unwrap();
     assert_eq!(available, 0, "PostgreSQL stock went down by exactly 10,000");
+    // The reconciler (every 2 s by default) finds Redis and PostgreSQL agree.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let counters = harness.redis.sale_counters(harness.sale.id).await.unwrap();
+        if counters.get("drift_checked_at_ms") > 0 && counters.get("drift") == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drift never settled at 0: {counters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for job in jobs.iter().step_by(997) {
         assert_eq!(
             harness

@@ -49,7 +49,35 @@ pub struct SaleStatsResponse {
     pub confirmed_units: i64,
     /// Reservations released, expired or failed.
     pub released: i64,
+    /// Of those, reservations that could never become an order (the
+    /// shopper's status says why).
+    pub failed: i64,
+    /// Units dropped from Redis stock because PostgreSQL had no unit for
+    /// them (Redis had counted too many).
+    pub units_written_off: i64,
+    /// Purchase jobs given up on after too many attempts; their
+    /// reservations stay pending and the reconciler queues them again.
+    pub dead_lettered: i64,
+    /// Milliseconds the oldest pending reservation has waited for its order.
+    pub drain_lag_ms: Option<i64>,
+    /// Allotted minus (Redis remaining, pending units and PostgreSQL
+    /// confirmed) at the reconciler's last run: 0 when Redis and PostgreSQL
+    /// agree; briefly non-zero while batches commit.
+    pub drift: Option<i64>,
+    pub drift_checked_at: Option<DateTime<Utc>>,
+    pub queue: QueueCounts,
     pub computed_at: DateTime<Utc>,
+}
+
+/// The purchase queue (all sales).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueCounts {
+    /// Jobs waiting for a worker.
+    pub waiting: u64,
+    /// Failed attempts waiting for their retry.
+    pub scheduled: u64,
+    /// Jobs in the queue's dead set.
+    pub dead: u64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -100,9 +128,10 @@ async fn stats_for(state: &AppState, sale_id: Uuid) -> Result<SaleStatsResponse,
     if let Some(cached) = state.stats.get(sale_id) {
         return Ok(cached);
     }
-    let (sale, counters) = tokio::try_join!(
+    let (sale, counters, queue) = tokio::try_join!(
         state.db.find_sale(sale_id),
-        state.redis.sale_counters(sale_id)
+        state.redis.sale_counters(sale_id),
+        state.queue.depth()
     )?;
     let sale = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
     let now = Utc::now();
@@ -124,6 +153,22 @@ async fn stats_for(state: &AppState, sale_id: Uuid) -> Result<SaleStatsResponse,
         pending: counters.pending,
         confirmed_units: sale.confirmed_quantity,
         released: counters.get("released") + counters.get("expired") + counters.get("failed"),
+        failed: counters.get("failed"),
+        units_written_off: counters.get("units_written_off"),
+        dead_lettered: counters.get("dead_lettered"),
+        drain_lag_ms: counters
+            .oldest_pending_ms
+            .map(|oldest| (now.timestamp_millis() - oldest).max(0)),
+        drift: counters.counters.get("drift").copied(),
+        drift_checked_at: counters
+            .counters
+            .get("drift_checked_at_ms")
+            .and_then(|ms| DateTime::from_timestamp_millis(*ms)),
+        queue: QueueCounts {
+            waiting: queue.waiting,
+            scheduled: queue.scheduled,
+            dead: queue.dead,
+        },
         computed_at: now,
     };
     state.stats.put(stats.clone());

@@ -78,6 +78,8 @@ pub struct SaleCounters {
     pub counters: HashMap<String, i64>,
     pub pending: i64,
     pub remaining: Option<i64>,
+    /// When the oldest pending reservation was made (Unix ms): the drain lag.
+    pub oldest_pending_ms: Option<i64>,
 }
 
 impl SaleCounters {
@@ -309,8 +311,17 @@ impl RedisStore {
     pub async fn sale_counters(&self, sale_id: Uuid) -> Result<SaleCounters, StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut pipe = redis::pipe();
-        pipe.hgetall(keys.stats).zcard(keys.pending).get(keys.stock);
-        let (counters, pending, remaining): (HashMap<String, i64>, i64, Option<i64>) = self
+        pipe.hgetall(keys.stats)
+            .zcard(&keys.pending)
+            .get(keys.stock)
+            .zrange_withscores(&keys.pending, 0, 0);
+        #[allow(clippy::type_complexity)]
+        let (counters, pending, remaining, oldest): (
+            HashMap<String, i64>,
+            i64,
+            Option<i64>,
+            Vec<(String, i64)>,
+        ) = self
             .with_connection(
                 |mut connection| async move { pipe.query_async(&mut connection).await },
             )
@@ -319,6 +330,7 @@ impl RedisStore {
             counters,
             pending,
             remaining,
+            oldest_pending_ms: oldest.first().map(|(_, reserved_ms)| *reserved_ms),
         })
     }
 
