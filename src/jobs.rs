@@ -176,7 +176,11 @@ impl PurchaseQueue {
             .clone()
             .batch_size(fetch_batch.max(1))
             .heartbeat_interval(heartbeat)
-            .missed_heartbeats(missed_heartbeats);
+            .missed_heartbeats(missed_heartbeats)
+            // Leases add nothing we use (orphans are found by the inflight
+            // set, not by leases) and their script runs LREM over the whole
+            // waiting list once per job: quadratic in the backlog.
+            .lock_tasks(false);
         self.storage.clone().with_config(config)
     }
 }

@@ -6,6 +6,7 @@
 API_NODES=${FLASHSALE_API_NODES:-2}
 WORKERS=${FLASHSALE_WORKERS:-1}
 API_BASE_PORT=${FLASHSALE_API_BASE_PORT:-18081}
+WORKER_METRICS_BASE_PORT=${FLASHSALE_WORKER_METRICS_BASE_PORT:-19091}
 PUBLIC_PORT=${FLASHSALE_PORT:-8080}
 NGINX_RATE=${FLASHSALE_NGINX_RATE:-200}
 NGINX_BURST=${FLASHSALE_NGINX_BURST:-400}
@@ -81,9 +82,16 @@ start_api_nodes() {
 }
 
 start_workers() {
-  local i
+  local i port
   for ((i = 0; i < WORKERS; i++)); do
-    start_background "worker-$i" "$FLASHSALE_ROOT/target/release/flashsale-worker"
+    port=$((WORKER_METRICS_BASE_PORT + i))
+    FLASHSALE_WORKER_NAME="worker-$i-$$" FLASHSALE_WORKER_METRICS_ADDR=127.0.0.1:$port \
+      start_background "worker-$i" "$FLASHSALE_ROOT/target/release/flashsale-worker"
+  done
+  for ((i = 0; i < WORKERS; i++)); do
+    port=$((WORKER_METRICS_BASE_PORT + i))
+    wait_for 30 curl -fsS "http://127.0.0.1:$port/metrics" -o /dev/null \
+      || die "worker $i did not come up (metrics on port $port); see $LOG_DIR/worker-$i.log"
   done
 }
 

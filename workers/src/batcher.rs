@@ -2,8 +2,9 @@
 //! they reach the batch size or when their oldest job has waited the batch
 //! wait, whichever comes first. Each sale has one lane (a task and a
 //! channel); commits of one sale are serialised by the product lock anyway,
-//! so one lane per sale loses nothing and lets the next batch fill while the
-//! current one commits. Idle lanes close themselves.
+//! so one lane per sale loses nothing; the next batch fills while the
+//! current one settles, and commits while the previous one tells Redis.
+//! Idle lanes close themselves.
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use std::{
 
 use flashsale::{jobs::PurchaseJob, store::StoreError};
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
     time::Instant,
 };
 use uuid::Uuid;
@@ -25,6 +26,11 @@ use crate::settle::{JobOutcome, Settler};
 
 /// A lane with no job for this long closes.
 const LANE_IDLE: Duration = Duration::from_secs(30);
+
+/// Batches of one lane settling at once. Their PostgreSQL transactions
+/// still run one after another (the product lock), but while one batch
+/// tells Redis, the next one commits.
+const FLUSHES_IN_FLIGHT: usize = 2;
 
 /// Why a job's batch did not settle; the job goes back to the queue.
 pub type SettleFailure = Arc<StoreError>;
@@ -123,6 +129,7 @@ async fn run_lane(
     mut receiver: mpsc::Receiver<Entry>,
 ) {
     let limits = batcher.limits;
+    let in_flight = Arc::new(Semaphore::new(FLUSHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(limits.max_size);
     loop {
         match tokio::time::timeout(LANE_IDLE, receiver.recv()).await {
@@ -137,7 +144,16 @@ async fn run_lane(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        flush(&batcher.settler, sale_id, std::mem::take(&mut batch)).await;
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the lane never closes its semaphore");
+        let (settler, full) = (batcher.settler.clone(), std::mem::take(&mut batch));
+        tokio::spawn(async move {
+            flush(&settler, sale_id, full).await;
+            drop(permit);
+        });
     }
     // Close for good: new jobs open a new lane; what arrived meanwhile is
     // settled here.

@@ -47,7 +47,7 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_CONCURRENCY",
         value_name = "FLASHSALE_WORKER_CONCURRENCY",
-        default_value_t = 2048
+        default_value_t = 4096
     )]
     pub worker_concurrency: usize,
 
@@ -56,7 +56,7 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_FETCH_BATCH",
         value_name = "FLASHSALE_WORKER_FETCH_BATCH",
-        default_value_t = 512
+        default_value_t = 1024
     )]
     pub worker_fetch_batch: usize,
 
@@ -65,7 +65,7 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_BATCH_SIZE",
         value_name = "FLASHSALE_WORKER_BATCH_SIZE",
-        default_value_t = 256
+        default_value_t = 1024
     )]
     pub worker_batch_size: usize,
 

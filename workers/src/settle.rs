@@ -95,6 +95,7 @@ impl Settler {
             }
         }
 
+        let committed_after = started.elapsed();
         self.redis.confirm(sale_id, &confirmed).await?;
         try_join_all(releases.iter().map(|release| {
             self.redis.release(
@@ -109,6 +110,13 @@ impl Settler {
         buyers.sort_unstable();
         buyers.dedup();
         self.redis.invalidate_orders_of(&buyers).await?;
+        tracing::debug!(
+            %sale_id,
+            size = jobs.len(),
+            commit_ms = committed_after.as_secs_f64() * 1e3,
+            settled_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch settled"
+        );
         Ok(outcomes)
     }
 }

@@ -1,0 +1,121 @@
+//! Drain rate of one worker: N reservations queued, then one
+//! `flashsale-worker` (release build) started; the figure is orders
+//! committed per second from the first order to the last, per batch size.
+//! Needs the project's PostgreSQL and Redis (`scripts/test` or `scripts/up`
+//! start them) and `DATABASE_URL` pointing at that PostgreSQL.
+//!
+//! ```text
+//! DATABASE_URL=postgres://postgres@127.0.0.1:55432/flashsale \
+//!   DRAIN_COUNTS=10000,100000 DRAIN_BATCH_SIZES=64,256,1024 \
+//!   cargo bench -p flashsale-workers --bench drain
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, postgres::PgPoolOptions};
+use uuid::Uuid;
+
+fn list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|value| {
+            value
+                .trim()
+                .parse()
+                .expect("a comma-separated list of numbers")
+        })
+        .collect()
+}
+
+/// A fresh, migrated database for one run.
+async fn fresh_database(admin_url: &str) -> (sqlx::PgPool, String) {
+    let name = format!("drain_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("DATABASE_URL reachable");
+    // The name is ours (a UUID's hex digits), so formatting it in is safe.
+    sqlx::query(AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .unwrap();
+    flashsale::store::postgres::MIGRATOR
+        .run(&pool)
+        .await
+        .unwrap();
+    (pool, name)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/flashsale".into());
+    let counts = list("DRAIN_COUNTS", "10000,100000");
+    let batch_sizes = list("DRAIN_BATCH_SIZES", "64,256,1024");
+    println!(
+        "| queued | batch size | drain (first → last order) | orders/s | worker start → last order |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for &count in &counts {
+        for &batch in &batch_sizes {
+            let (pool, name) = fresh_database(&admin_url).await;
+            let harness = Harness::new(pool.clone(), count as i64, 1).await;
+            let users = harness.users(count).await;
+            let jobs = harness.reserve(&users).await;
+            assert_eq!(jobs.len(), count);
+            harness.enqueue(&jobs).await;
+
+            let concurrency = (batch * 4).max(4096).to_string();
+            let log_level = std::env::var("DRAIN_LOG").unwrap_or_else(|_| "warn".into());
+            let started = Instant::now();
+            let _worker = harness.spawn_worker(&[
+                ("FLASHSALE_WORKER_BATCH_SIZE", &batch.to_string()),
+                ("FLASHSALE_WORKER_CONCURRENCY", &concurrency),
+                ("FLASHSALE_PG_MAX_CONNECTIONS", "8"),
+                ("FLASHSALE_LOG", &log_level),
+                ("FLASHSALE_WORKER_REPORT_SECS", "1"),
+            ]);
+            let mut first_order = None;
+            loop {
+                let orders = harness.order_count().await;
+                if orders > 0 && first_order.is_none() {
+                    first_order = Some(Instant::now());
+                }
+                if orders == count as i64 {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "drain stalled at {orders}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let done = Instant::now();
+            let drain = done - first_order.unwrap_or(started);
+            println!(
+                "| {count} | {batch} | {:.2} s | {:.0} | {:.2} s |",
+                drain.as_secs_f64(),
+                count as f64 / drain.as_secs_f64(),
+                (done - started).as_secs_f64()
+            );
+            drop(_worker);
+            pool.close().await;
+            let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+            sqlx::query(AssertSqlSafe(format!("drop database {name} with (force)")))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+}
