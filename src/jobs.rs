@@ -9,7 +9,10 @@ use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::{Dependency, StoreError, bounded};
+use crate::{
+    config::{QueueSettings, RedisSettings},
+    store::{Dependency, StoreError, bounded},
+};
 
 /// Jobs moved per step by [`PurchaseQueue::promote_due`]; far below the
 /// ~8000 elements Lua's `unpack` accepts.
@@ -45,39 +48,33 @@ pub struct PurchaseQueue {
     timeout: Duration,
 }
 
-/// The queue's apalis configuration, the same on both sides.
-pub fn queue_config(prefix: &str, idempotency_ttl: Duration) -> Config {
-    Config::default()
-        .queue(queue_name(prefix))
-        .idempotency_ttl(Some(idempotency_ttl))
-}
-
 /// Queue name for a deployment prefix. The braces are a Redis Cluster hash
 /// tag: every key apalis derives from the name lands in one slot.
-pub fn queue_name(prefix: &str) -> String {
+fn queue_name(prefix: &str) -> String {
     format!("{prefix}:{{purchases}}")
 }
 
 impl PurchaseQueue {
-    /// Opens the queue on a `ConnectionManager` (apalis needs a cloneable,
-    /// reconnecting connection; deadpool's pooled ones are neither).
-    /// `idempotency_ttl` makes a second push of the same reservation within
-    /// that time a no-op; without a TTL apalis would ignore the key.
-    pub fn new(
-        connection: ConnectionManager,
-        prefix: &str,
-        idempotency_ttl: Duration,
+    /// The queue the settings name (its own Redis, or the main one).
+    pub fn from_settings(
+        queue: &QueueSettings,
+        redis: &RedisSettings,
         timeout: Duration,
-    ) -> Self {
-        let config = queue_config(prefix, idempotency_ttl);
-        Self {
-            storage: RedisStorage::new(connection).with_config(config),
+    ) -> anyhow::Result<Self> {
+        Self::connect_lazy(
+            queue.url(redis).expose(),
+            &redis.redis_prefix,
+            queue.idempotency_ttl(),
             timeout,
-        }
+        )
     }
 
-    /// Connects without waiting for Redis: the first push connects, and a
-    /// failed connection only fails that push.
+    /// Opens the queue on a `ConnectionManager` (apalis needs a cloneable,
+    /// reconnecting connection; deadpool's pooled ones are neither) without
+    /// waiting for Redis: the first push connects, and a failed connection
+    /// only fails that push. `idempotency_ttl` makes a second push of the
+    /// same reservation within that time a no-op; without a TTL apalis would
+    /// ignore the key.
     pub fn connect_lazy(
         url: &str,
         prefix: &str,
@@ -92,7 +89,27 @@ impl PurchaseQueue {
             .set_number_of_retries(1);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|error| anyhow::anyhow!("cannot open the queue connection: {error}"))?;
-        Ok(Self::new(connection, prefix, idempotency_ttl, timeout))
+        let config = Config::default()
+            .queue(queue_name(prefix))
+            .idempotency_ttl(Some(idempotency_ttl))
+            // apalis would PUBLISH on every push and every ack for its
+            // dashboard; nothing here subscribes, so it is pure cost on the
+            // purchase path and the worker's commit path.
+            .emit_events(false);
+        Ok(Self {
+            storage: RedisStorage::new(connection).with_config(config),
+            timeout,
+        })
+    }
+
+    /// The queue's configuration and a handle on its connection, for the
+    /// commands apalis has no API for.
+    fn raw(&self) -> (Config, ConnectionManager) {
+        let mut storage = self.storage.clone();
+        (
+            storage.get_config().clone(),
+            storage.get_connection().clone(),
+        )
     }
 
     /// Pushes the job, keyed by its reservation so a repeated push is a no-op.
@@ -118,8 +135,7 @@ impl PurchaseQueue {
     /// parks every new job in its scheduled set until a worker promotes it,
     /// so jobs due now count as waiting and only future ones as retries.
     pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
-        let mut storage = self.storage.clone();
-        let config = storage.get_config().clone();
+        let (config, mut connection) = self.raw();
         let now_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
@@ -130,7 +146,7 @@ impl PurchaseQueue {
                 .zcount(config.scheduled_jobs_set(), "-inf", now_secs)
                 .zcount(config.scheduled_jobs_set(), format!("({now_secs}"), "+inf")
                 .scard(config.dead_jobs_set())
-                .query_async(storage.get_connection())
+                .query_async(&mut connection)
                 .await?;
             Ok::<_, redis::RedisError>(QueueDepth {
                 waiting: active + due,
@@ -146,15 +162,14 @@ impl PurchaseQueue {
     pub async fn promote_due(&self) -> Result<u64, StoreError> {
         static PROMOTE_DUE: LazyLock<Script> =
             LazyLock::new(|| Script::new(include_str!("store/redis/scripts/promote_due.lua")));
-        let mut storage = self.storage.clone();
-        let config = storage.get_config().clone();
+        let (config, mut connection) = self.raw();
         bounded(Dependency::Redis, self.timeout, async move {
             PROMOTE_DUE
                 .key(config.scheduled_jobs_set())
                 .key(config.active_jobs_list())
                 .key(config.signal_list())
                 .arg(PROMOTE_CHUNK)
-                .invoke_async(storage.get_connection())
+                .invoke_async(&mut connection)
                 .await
         })
         .await

@@ -25,12 +25,7 @@ use crate::{
 /// a dependency is down and reports not-ready until it is back.
 pub fn build_state(settings: &ApiSettings) -> anyhow::Result<AppState> {
     let timeout = settings.dependencies.timeout();
-    let queue = PurchaseQueue::connect_lazy(
-        settings.queue.url(&settings.redis).expose(),
-        &settings.redis.redis_prefix,
-        settings.queue.idempotency_ttl(),
-        timeout,
-    )?;
+    let queue = PurchaseQueue::from_settings(&settings.queue, &settings.redis, timeout)?;
     build_state_with(
         settings,
         Db::connect_lazy(&settings.database, timeout)?,

@@ -70,12 +70,17 @@ impl SaleSnapshot {
         }
     }
 
-    fn fresh(&self) -> Option<Arc<Views>> {
-        let views = self
-            .views
+    /// The views as last refreshed, however old. A poisoned lock still
+    /// holds a whole `Arc` (writers only swap it), so it is safe to read.
+    fn latest(&self) -> Arc<Views> {
+        self.views
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+            .clone()
+    }
+
+    fn fresh(&self) -> Option<Arc<Views>> {
+        let views = self.latest();
         views
             .refreshed_at
             .is_some_and(|at| at.elapsed() <= self.max_age)
@@ -96,12 +101,7 @@ impl SaleSnapshot {
 
     /// Ids of the open sales last seen (fresh or not).
     pub fn open_sale_ids(&self) -> Vec<Uuid> {
-        let views = self
-            .views
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        views.sales.keys().copied().collect()
+        self.latest().sales.keys().copied().collect()
     }
 
     /// Asks for the sale list to be reloaded at the next tick (this node
@@ -117,11 +117,7 @@ impl SaleSnapshot {
         redis: &RedisStore,
         reload_catalog: bool,
     ) -> Result<(), StoreError> {
-        let previous = self
-            .views
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let previous = self.latest();
         let catalog_due = reload_catalog
             || previous
                 .catalog_at

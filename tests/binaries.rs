@@ -13,22 +13,11 @@ use sqlx::PgPool;
 
 const API: &str = env!("CARGO_BIN_EXE_flashsale-api");
 
-fn database_url(pg: &PgPool) -> String {
-    let options = pg.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap()
-    )
-}
-
 fn api_command(pg: &PgPool) -> Command {
     let mut command = Command::new(API);
     command
         .arg("serve")
-        .env("FLASHSALE_DATABASE_URL", database_url(pg))
+        .env("FLASHSALE_DATABASE_URL", common::database_url(pg))
         .env("FLASHSALE_REDIS_URL", common::redis_url())
         .env("FLASHSALE_JWT_SECRET", common::JWT_SECRET)
         .env("FLASHSALE_BIND", "127.0.0.1:0")

@@ -125,7 +125,8 @@ async fn pause_resume_cancel_and_end_reach_redis(pg: PgPool) {
 
 #[sqlx::test]
 async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: PgPool) {
-    let (app, redis_proxy) = common::spawn_app_behind_redis_proxy(pg).await;
+    let (app, redis_proxy) =
+        common::spawn_app_behind_redis_proxy(pg, common::RedisConnection::Store).await;
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 10).await;
@@ -235,6 +236,13 @@ async fn the_public_status_shows_the_current_sale_with_remaining_stock(pg: PgPoo
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 30).await;
     let id = sale["id"].as_str().unwrap();
+    // The node's snapshot is at most one refresh behind the stores.
+    common::eventually(
+        Duration::from_secs(2),
+        "the status shows the armed stock",
+        || async { app.get("/api/flash-sale/status", None).await.body["remaining"] == 30 },
+    )
+    .await;
     let current = app.get("/api/flash-sale/status", None).await;
     assert_eq!(current.status, StatusCode::OK, "{}", current.body);
     assert_eq!(current.body["sale_id"], id);

@@ -4,6 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod proxy;
+mod shared;
+
+pub use shared::*;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -28,10 +31,6 @@ pub const ADMIN_EMAIL: &str = "admin@flashsale.test";
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// Short, so dependency-failure tests answer quickly.
 pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(500);
-
-pub fn redis_url() -> String {
-    std::env::var("FLASHSALE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379".into())
-}
 
 pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
     ApiSettings {
@@ -103,24 +102,30 @@ pub async fn spawn_app(pg: PgPool) -> TestApp {
     spawn_app_routed(pg, Route::default()).await
 }
 
-/// The app with its Redis behind a fault proxy the test can cut or stall.
-pub async fn spawn_app_behind_redis_proxy(pg: PgPool) -> (TestApp, proxy::FaultProxy) {
-    let redis = proxy::FaultProxy::start(proxy::socket_of(&redis_url())).await;
-    let route = Route {
-        redis: Some(redis.addr),
-        ..Route::default()
+/// The app with one Redis connection (its store or its purchase queue)
+/// behind a fault proxy the test can cut or stall.
+pub async fn spawn_app_behind_redis_proxy(
+    pg: PgPool,
+    connection: RedisConnection,
+) -> (TestApp, proxy::FaultProxy) {
+    let proxy = proxy::FaultProxy::start(proxy::socket_of(&redis_url())).await;
+    let route = match connection {
+        RedisConnection::Store => Route {
+            redis: Some(proxy.addr),
+            ..Route::default()
+        },
+        RedisConnection::Queue => Route {
+            queue: Some(proxy.addr),
+            ..Route::default()
+        },
     };
-    (spawn_app_routed(pg, route).await, redis)
+    (spawn_app_routed(pg, route).await, proxy)
 }
 
-/// The app with only its purchase queue's Redis connection behind a proxy.
-pub async fn spawn_app_behind_queue_proxy(pg: PgPool) -> (TestApp, proxy::FaultProxy) {
-    let queue = proxy::FaultProxy::start(proxy::socket_of(&redis_url())).await;
-    let route = Route {
-        queue: Some(queue.addr),
-        ..Route::default()
-    };
-    (spawn_app_routed(pg, route).await, queue)
+/// Which of the app's Redis connections a proxy stands in front of.
+pub enum RedisConnection {
+    Store,
+    Queue,
 }
 
 pub async fn spawn_app_routed(pg: PgPool, route: Route) -> TestApp {
@@ -170,11 +175,7 @@ pub async fn spawn_app_with(
     let serving = stop.clone();
     tokio::spawn(async move { server::serve(&settings, state, listener, serving).await });
 
-    let redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("the test Redis must be running: start it with scripts/test");
+    let redis = redis_connection().await;
     TestApp {
         base: format!("http://{address}"),
         client: reqwest::Client::builder()

@@ -8,10 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -48,16 +45,10 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
-/// One sale's open lane; the generation tells a lane from its successor.
-struct Lane {
-    generation: u64,
-    sender: mpsc::Sender<Entry>,
-}
-
 #[derive(Clone)]
 pub struct Batcher {
-    lanes: Arc<Mutex<HashMap<Uuid, Lane>>>,
-    generations: Arc<AtomicU64>,
+    /// Each sale's open lane. A lane that closed shows as a closed sender.
+    lanes: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Entry>>>>,
     settler: Settler,
     limits: BatchLimits,
 }
@@ -66,7 +57,6 @@ impl Batcher {
     pub fn new(settler: Settler, limits: BatchLimits) -> Self {
         Self {
             lanes: Arc::default(),
-            generations: Arc::default(),
             settler,
             limits,
         }
@@ -94,40 +84,23 @@ impl Batcher {
 
     fn lane(&self, sale_id: Uuid) -> mpsc::Sender<Entry> {
         let mut lanes = self.lanes.lock().expect("lane map lock poisoned");
-        if let Some(lane) = lanes.get(&sale_id).filter(|lane| !lane.sender.is_closed()) {
-            return lane.sender.clone();
+        if let Some(lane) = lanes.get(&sale_id).filter(|lane| !lane.is_closed()) {
+            return lane.clone();
         }
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(self.limits.max_size * 4);
-        lanes.insert(
-            sale_id,
-            Lane {
-                generation,
-                sender: sender.clone(),
-            },
-        );
-        tokio::spawn(run_lane(self.clone(), sale_id, generation, receiver));
+        lanes.insert(sale_id, sender.clone());
+        tokio::spawn(run_lane(self.clone(), sale_id, receiver));
         sender
     }
 
-    /// Removes the lane unless a newer one already replaced it.
-    fn retire(&self, sale_id: Uuid, generation: u64) {
+    /// Forgets closed lanes; a lane that replaced one stays.
+    fn retire_closed(&self) {
         let mut lanes = self.lanes.lock().expect("lane map lock poisoned");
-        if lanes
-            .get(&sale_id)
-            .is_some_and(|lane| lane.generation == generation)
-        {
-            lanes.remove(&sale_id);
-        }
+        lanes.retain(|_, lane| !lane.is_closed());
     }
 }
 
-async fn run_lane(
-    batcher: Batcher,
-    sale_id: Uuid,
-    generation: u64,
-    mut receiver: mpsc::Receiver<Entry>,
-) {
+async fn run_lane(batcher: Batcher, sale_id: Uuid, mut receiver: mpsc::Receiver<Entry>) {
     let limits = batcher.limits;
     let in_flight = Arc::new(Semaphore::new(FLUSHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(limits.max_size);
@@ -157,8 +130,8 @@ async fn run_lane(
     }
     // Close for good: new jobs open a new lane; what arrived meanwhile is
     // settled here.
-    batcher.retire(sale_id, generation);
     receiver.close();
+    batcher.retire_closed();
     while let Ok(entry) = receiver.try_recv() {
         batch.push(entry);
     }

@@ -83,16 +83,8 @@ pub async fn run(
             .data(context.clone())
             .build(handle_purchase);
         tracing::info!(worker = %name, "purchase consumer started");
-        let stop = shutdown.clone();
         let result = worker
-            .run_with_ctx(move |worker| {
-                let stop = stop.clone();
-                async move {
-                    stop.cancelled().await;
-                    worker.stop()?;
-                    Ok(())
-                }
-            })
+            .run_with_ctx(crate::stop_when_cancelled(shutdown.clone()))
             .await;
         match result {
             Ok(()) if shutdown.is_cancelled() => break,

@@ -23,6 +23,7 @@ mod tally;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::bail;
+use apalis_core::{error::WorkerError, worker::context::WorkerContext};
 use clap::Parser;
 use flashsale::{
     jobs::PurchaseQueue,
@@ -30,6 +31,8 @@ use flashsale::{
     store::{postgres::Db, redis::RedisStore},
     telemetry,
 };
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     batcher::{BatchLimits, Batcher},
@@ -54,12 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let timeout = cli.dependencies.timeout();
     let db = Db::connect_lazy(&cli.database, timeout)?;
     let redis = RedisStore::connect_lazy(&cli.redis, timeout)?;
-    let queue = PurchaseQueue::connect_lazy(
-        cli.queue.url(&cli.redis).expose(),
-        &cli.redis.redis_prefix,
-        cli.queue.idempotency_ttl(),
-        timeout,
-    )?;
+    let queue = PurchaseQueue::from_settings(&cli.queue, &cli.redis, timeout)?;
     let shutdown = shutdown::on_signal();
     wait_for_dependencies(&db, &redis).await?;
 
@@ -129,6 +127,20 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("flashsale-worker stopped");
     Ok(())
+}
+
+/// What an apalis worker runs beside its work: stop once `shutdown` fires
+/// (apalis then finishes in-flight jobs and hands fetched ones back).
+fn stop_when_cancelled(
+    shutdown: CancellationToken,
+) -> impl FnMut(WorkerContext) -> BoxFuture<'static, Result<(), WorkerError>> + Send + 'static {
+    move |worker| {
+        let stop = shutdown.clone();
+        Box::pin(async move {
+            stop.cancelled().await;
+            worker.stop()
+        })
+    }
 }
 
 /// Waits for PostgreSQL and Redis, and refuses a schema older than ours.

@@ -50,15 +50,15 @@ pub async fn report_progress(tally: Arc<Tally>, interval: Duration, shutdown: Ca
         }
         let now = tally.totals();
         if now != last {
-            let delta = |index: usize| now[index] - last[index];
+            let delta = now.since(last);
             tracing::info!(
-                confirmed = delta(0),
-                failed = delta(1),
-                retried = delta(2),
-                dead_lettered = delta(3),
-                batches = delta(4),
-                orders_inserted = delta(5),
-                orders_per_sec = delta(5) as f64 / interval.as_secs_f64(),
+                confirmed = delta.confirmed,
+                failed = delta.failed,
+                retried = delta.retried,
+                dead_lettered = delta.dead_lettered,
+                batches = delta.batches,
+                orders_inserted = delta.orders_inserted,
+                orders_per_sec = delta.orders_inserted as f64 / interval.as_secs_f64(),
                 "worker progress"
             );
             last = now;

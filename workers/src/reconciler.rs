@@ -136,14 +136,7 @@ pub async fn run(
         .data(reconciler)
         .build(reconcile);
     let result = worker
-        .run_with_ctx(move |worker| {
-            let stop = shutdown.clone();
-            async move {
-                stop.cancelled().await;
-                worker.stop()?;
-                Ok(())
-            }
-        })
+        .run_with_ctx(crate::stop_when_cancelled(shutdown))
         .await;
     if let Err(error) = result {
         tracing::error!(%error, "reconciler stopped");

@@ -143,7 +143,9 @@ fn to_settle(job: &PurchaseJob) -> ReservationToSettle {
     ReservationToSettle {
         reservation_id: job.reservation_id,
         user_id: job.user_id,
-        quantity: i64::from(job.quantity),
+        // The API takes at most 1,000 units; a larger quantity could never
+        // fit a per-user limit, and saturating keeps it failing as such.
+        quantity: i32::try_from(job.quantity).unwrap_or(i32::MAX),
         idempotency_key: job.idempotency_key.clone(),
         reserved_at: DateTime::<Utc>::from_timestamp_millis(job.reserved_at_ms)
             .unwrap_or_else(Utc::now),

@@ -9,12 +9,37 @@ use std::{
 
 #[derive(Debug, Default)]
 pub struct Tally {
-    pub confirmed: AtomicU64,
-    pub failed: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub batches: AtomicU64,
-    pub orders_inserted: AtomicU64,
+    confirmed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    batches: AtomicU64,
+    orders_inserted: AtomicU64,
+}
+
+/// The running totals at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub confirmed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub batches: u64,
+    pub orders_inserted: u64,
+}
+
+impl Totals {
+    /// What happened between `earlier` and these totals.
+    pub fn since(self, earlier: Totals) -> Totals {
+        Totals {
+            confirmed: self.confirmed - earlier.confirmed,
+            failed: self.failed - earlier.failed,
+            retried: self.retried - earlier.retried,
+            dead_lettered: self.dead_lettered - earlier.dead_lettered,
+            batches: self.batches - earlier.batches,
+            orders_inserted: self.orders_inserted - earlier.orders_inserted,
+        }
+    }
 }
 
 /// One job's end as seen by the consumer.
@@ -58,16 +83,15 @@ impl Tally {
         metrics::counter!("worker_orders_inserted_total").increment(orders_inserted as u64);
     }
 
-    /// Totals so far: confirmed, failed, retried, dead-lettered, batches, orders.
-    pub fn totals(&self) -> [u64; 6] {
-        [
-            &self.confirmed,
-            &self.failed,
-            &self.retried,
-            &self.dead_lettered,
-            &self.batches,
-            &self.orders_inserted,
-        ]
-        .map(|counter| counter.load(Ordering::Relaxed))
+    pub fn totals(&self) -> Totals {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Totals {
+            confirmed: load(&self.confirmed),
+            failed: load(&self.failed),
+            retried: load(&self.retried),
+            dead_lettered: load(&self.dead_lettered),
+            batches: load(&self.batches),
+            orders_inserted: load(&self.orders_inserted),
+        }
     }
 }

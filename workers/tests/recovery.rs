@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
+use common::{Harness, eventually};
 use flashsale::store::arming;
 use sqlx::PgPool;
 
@@ -18,14 +18,12 @@ async fn a_worker_killed_mid_drain_loses_and_duplicates_nothing(pg: PgPool) {
 
     // Small batches so the first worker is surely mid-drain when it dies.
     let mut doomed = harness.spawn_worker(&[("FLASHSALE_WORKER_BATCH_SIZE", "32")]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while harness.order_count().await < 500 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first worker never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "500 orders from the first worker",
+        || async { harness.order_count().await >= 500 },
+    )
+    .await;
     doomed.signal("KILL");
     doomed.exit_within(Duration::from_secs(5));
     let at_kill = harness.order_count().await;

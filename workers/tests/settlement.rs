@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
+use common::{Harness, eventually};
 use flashsale::domain::{FailureReason, ReservationStatus};
 use sqlx::PgPool;
 
@@ -31,18 +31,15 @@ async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool)
             .unwrap();
     assert_eq!(available, 0, "PostgreSQL stock went down by exactly 10,000");
     // The reconciler (every 2 s by default) finds Redis and PostgreSQL agree.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let counters = harness.redis.sale_counters(harness.sale.id).await.unwrap();
-        if counters.get("drift_checked_at_ms") > 0 && counters.get("drift") == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "drift never settled at 0: {counters:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "the reconciler measures drift 0",
+        || async {
+            let counters = harness.redis.sale_counters(harness.sale.id).await.unwrap();
+            counters.get("drift_checked_at_ms") > 0 && counters.get("drift") == 0
+        },
+    )
+    .await;
     for job in jobs.iter().step_by(997) {
         assert_eq!(
             harness
@@ -75,16 +72,11 @@ async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool)
     harness
         .wait_for_orders(1_000, Duration::from_secs(60))
         .await;
-    // Let the second copies run out, then check nothing doubled.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while harness.queue.depth().await.unwrap().waiting > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until both copies of every job have run, then check nothing doubled.
+    eventually(Duration::from_secs(30), "all 2,000 jobs done", || async {
+        harness.jobs_done().await == 2_000
+    })
+    .await;
 
     assert_eq!(harness.order_count().await, 1_000);
     harness.assert_invariants(&jobs).await;
@@ -200,14 +192,12 @@ async fn reservations_of_a_cancelled_sale_fail_with_the_reason_and_return_their_
     harness.enqueue(&jobs).await;
 
     let _worker = harness.spawn_worker(&[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while harness.pending_count().await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reservations still pending"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "no reservation left pending",
+        || async { harness.pending_count().await == 0 },
+    )
+    .await;
     assert_eq!(harness.order_count().await, 0);
     for job in &jobs {
         let (status, reason) = harness

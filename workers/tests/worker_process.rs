@@ -5,7 +5,7 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{Harness, WORKER, database_url, redis_url};
+use common::{Harness, WORKER, database_url, eventually, redis_url};
 use sqlx::PgPool;
 
 #[sqlx::test(migrations = false)]
@@ -55,14 +55,12 @@ async fn sigterm_mid_drain_exits_zero_in_bounded_time_and_loses_nothing(pg: PgPo
         ("FLASHSALE_WORKER_BATCH_SIZE", "32"),
         ("FLASHSALE_WORKER_SHUTDOWN_GRACE_SECS", "10"),
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while harness.order_count().await < 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "200 orders before SIGTERM",
+        || async { harness.order_count().await >= 200 },
+    )
+    .await;
     first.signal("TERM");
     let status = first.exit_within(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");

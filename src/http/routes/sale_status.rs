@@ -74,10 +74,9 @@ async fn get_sale_status(
     caller: Option<Caller>,
     QueryParams(query): QueryParams<SaleStatusQuery>,
 ) -> Result<Json<SaleStatusResponse>, ApiError> {
-    // A sale the snapshot saw before it was armed is read directly.
     let view = match state.snapshot.lookup(query.sale_id) {
-        Some(view) if view.remaining.is_some() => view,
-        _ => read_from_stores(&state, query.sale_id).await?,
+        Some(view) => view,
+        None => read_from_stores(&state, query.sale_id).await?,
     };
     let now = Utc::now();
     let sale_state = view.state(now);

@@ -22,7 +22,7 @@ use crate::{
 pub struct ReservationToSettle {
     pub reservation_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: i64,
+    pub quantity: i32,
     pub idempotency_key: String,
     pub reserved_at: DateTime<Utc>,
 }
@@ -154,7 +154,7 @@ async fn read_candidates(
         .map(|(reservation, row)| Candidate {
             reservation_id: reservation.reservation_id,
             user_id: reservation.user_id,
-            quantity: reservation.quantity,
+            quantity: i64::from(reservation.quantity),
             prior: prior_outcome(&row),
             user_exists: row.user_exists,
             units_bought: row.units_bought,
@@ -220,10 +220,7 @@ async fn insert_orders(
     let order_ids: Vec<Uuid> = committed.iter().map(|_| Uuid::now_v7()).collect();
     let reservation_ids: Vec<Uuid> = committed.iter().map(|r| r.reservation_id).collect();
     let user_ids: Vec<Uuid> = committed.iter().map(|r| r.user_id).collect();
-    let quantities: Vec<i32> = committed
-        .iter()
-        .map(|r| i32::try_from(r.quantity).unwrap_or(i32::MAX))
-        .collect();
+    let quantities: Vec<i32> = committed.iter().map(|r| r.quantity).collect();
     let keys: Vec<&str> = committed
         .iter()
         .map(|r| r.idempotency_key.as_str())
@@ -290,8 +287,7 @@ impl<'a> AuditRows<'a> {
     ) {
         self.reservation_ids.push(reservation.reservation_id);
         self.user_ids.push(reservation.user_id);
-        self.quantities
-            .push(i32::try_from(reservation.quantity).unwrap_or(i32::MAX));
+        self.quantities.push(reservation.quantity);
         self.outcomes.push(outcome.as_str());
         self.reasons.push(reason);
         self.reserved_at.push(reservation.reserved_at);

@@ -9,7 +9,7 @@ mod settlement;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use deadpool_redis::{Config, Connection, Pool, PoolError, Runtime};
-use redis::Script;
+use redis::{FromRedisValue, Script};
 use uuid::Uuid;
 
 pub use keys::SaleKeys;
@@ -111,55 +111,65 @@ impl RedisStore {
         .await
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// One command, bounded.
+    async fn query<T: FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
+        self.with_connection(
+            |mut connection| async move { command.query_async(&mut connection).await },
+        )
+        .await
+    }
+
+    /// One pipeline (one round trip), bounded.
+    async fn query_pipe<T: FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<T, StoreError> {
+        self.with_connection(
+            |mut connection| async move { pipe.query_async(&mut connection).await },
+        )
+        .await
+    }
+
+    /// One Lua script call, bounded.
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         self.with_connection(|mut connection| async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
+            invocation.invoke_async(&mut connection).await
         })
         .await
-        .map(drop)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.query::<String>(redis::cmd("PING")).await.map(drop)
     }
 
     /// Units left to reserve, or `None` when the sale is not armed.
     pub async fn remaining(&self, sale_id: Uuid) -> Result<Option<i64>, StoreError> {
-        let key = self.sale_keys(sale_id).stock;
-        self.with_connection(|mut connection| async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut connection)
-                .await
-        })
-        .await
+        self.query(redis::Cmd::get(self.sale_keys(sale_id).stock))
+            .await
     }
 
     pub async fn arm(&self, sale: &SaleMirror) -> Result<Armed, StoreError> {
         let keys = self.sale_keys(sale.sale_id);
-        let scripts = self.scripts.clone();
-        let (remaining, rebuilt): (i64, i64) = self
-            .with_connection(|mut connection| async move {
-                let mut invocation = scripts.arm.prepare_invoke();
-                invocation
-                    .key(&keys.stock)
-                    .key(&keys.meta)
-                    .key(&keys.buyers)
-                    .key(&keys.reservations)
-                    .key(&keys.pending)
-                    .key(&keys.stats)
-                    .arg(sale.allotted)
-                    .arg(sale.confirmed)
-                    .arg(sale.state)
-                    .arg(sale.starts_at_ms)
-                    .arg(sale.ends_at_ms)
-                    .arg(sale.per_user_limit)
-                    .arg(sale.price)
-                    .arg(u8::from(sale.buyers.is_some()));
-                for (user_id, units) in sale.buyers.iter().flatten() {
-                    invocation.arg(user_id.to_string()).arg(*units);
-                }
-                invocation.invoke_async(&mut connection).await
-            })
-            .await?;
+        let mut invocation = self.scripts.arm.prepare_invoke();
+        invocation
+            .key(&keys.stock)
+            .key(&keys.meta)
+            .key(&keys.buyers)
+            .key(&keys.reservations)
+            .key(&keys.pending)
+            .key(&keys.stats)
+            .arg(sale.allotted)
+            .arg(sale.confirmed)
+            .arg(sale.state)
+            .arg(sale.starts_at_ms)
+            .arg(sale.ends_at_ms)
+            .arg(sale.per_user_limit)
+            .arg(sale.price)
+            .arg(u8::from(sale.buyers.is_some()));
+        for (user_id, units) in sale.buyers.iter().flatten() {
+            invocation.arg(user_id.to_string()).arg(*units);
+        }
+        let (remaining, rebuilt): (i64, i64) = self.run_script(invocation).await?;
         Ok(Armed {
             remaining,
             rebuilt: rebuilt == 1,

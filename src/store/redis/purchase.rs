@@ -181,14 +181,7 @@ impl RedisStore {
         key: String,
         field: String,
     ) -> Result<Option<T>, StoreError> {
-        self.with_connection(|mut connection| async move {
-            redis::cmd("HGET")
-                .arg(key)
-                .arg(field)
-                .query_async(&mut connection)
-                .await
-        })
-        .await
+        self.query(redis::Cmd::hget(key, field)).await
     }
 
     /// Decides one purchase attempt atomically (`scripts/reserve.lua`).
@@ -197,27 +190,21 @@ impl RedisStore {
         request: &ReserveRequest<'_>,
     ) -> Result<ReserveOutcome, StoreError> {
         let keys = self.sale_keys(request.sale_id);
-        let scripts = self.scripts.clone();
-        let reply: Vec<String> = self
-            .with_connection(|mut connection| async move {
-                scripts
-                    .reserve
-                    .key(&keys.stock)
-                    .key(&keys.meta)
-                    .key(&keys.buyers)
-                    .key(&keys.reservations)
-                    .key(&keys.pending)
-                    .key(&keys.idempotency)
-                    .key(&keys.stats)
-                    .key(&keys.latest)
-                    .arg(request.user_id.to_string())
-                    .arg(request.quantity)
-                    .arg(request.idempotency_key)
-                    .arg(request.reservation_id.to_string())
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = self.scripts.reserve.prepare_invoke();
+        invocation
+            .key(&keys.stock)
+            .key(&keys.meta)
+            .key(&keys.buyers)
+            .key(&keys.reservations)
+            .key(&keys.pending)
+            .key(&keys.idempotency)
+            .key(&keys.stats)
+            .key(&keys.latest)
+            .arg(request.user_id.to_string())
+            .arg(request.quantity)
+            .arg(request.idempotency_key)
+            .arg(request.reservation_id.to_string());
+        let reply: Vec<String> = self.run_script(invocation).await?;
         parse_reserve(&reply)
     }
 
@@ -249,11 +236,7 @@ impl RedisStore {
                 reservation_id.to_string(),
             );
         }
-        let records: Vec<Option<String>> = self
-            .with_connection(
-                |mut connection| async move { pipe.query_async(&mut connection).await },
-            )
-            .await?;
+        let records: Vec<Option<String>> = self.query_pipe(pipe).await?;
         sale_ids
             .iter()
             .zip(records)
@@ -294,11 +277,7 @@ impl RedisStore {
             let keys: SaleKeys = self.sale_keys(*sale_id);
             pipe.get(keys.stock).hget(keys.meta, "state");
         }
-        let replies: Vec<(Option<i64>, Option<String>)> = self
-            .with_connection(
-                |mut connection| async move { pipe.query_async(&mut connection).await },
-            )
-            .await?;
+        let replies: Vec<(Option<i64>, Option<String>)> = self.query_pipe(pipe).await?;
         Ok(replies
             .into_iter()
             .map(|(remaining, state)| SaleLiveState {
@@ -321,11 +300,7 @@ impl RedisStore {
             i64,
             Option<i64>,
             Vec<(String, i64)>,
-        ) = self
-            .with_connection(
-                |mut connection| async move { pipe.query_async(&mut connection).await },
-            )
-            .await?;
+        ) = self.query_pipe(pipe).await?;
         Ok(SaleCounters {
             counters,
             pending,
@@ -366,22 +341,13 @@ impl RedisStore {
             .arg(ttl_secs)
             .arg("NX")
             .ignore();
-        self.with_connection(|mut connection| async move {
-            pipe.query_async::<()>(&mut connection).await
-        })
-        .await
+        self.query_pipe(pipe).await
     }
 
     /// Drops the user's cached order pages (after their orders changed).
     pub async fn invalidate_orders(&self, user_id: Uuid) -> Result<(), StoreError> {
-        let key = self.orders_cache_key(user_id);
-        self.with_connection(|mut connection| async move {
-            redis::cmd("DEL")
-                .arg(key)
-                .query_async::<()>(&mut connection)
-                .await
-        })
-        .await
+        self.query(redis::Cmd::del(self.orders_cache_key(user_id)))
+            .await
     }
 }
 

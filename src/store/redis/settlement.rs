@@ -57,27 +57,20 @@ impl RedisStore {
         stock: StockDisposition,
     ) -> Result<ReleaseOutcome, StoreError> {
         let keys = self.sale_keys(sale_id);
-        let scripts = self.scripts.clone();
-        let reason = reason.replace('|', "/");
-        let reply: Vec<String> = self
-            .with_connection(|mut connection| async move {
-                scripts
-                    .release
-                    .key(&keys.stock)
-                    .key(&keys.buyers)
-                    .key(&keys.reservations)
-                    .key(&keys.pending)
-                    .key(&keys.stats)
-                    .arg(reservation_id.to_string())
-                    .arg(outcome.as_str())
-                    .arg(reason)
-                    .arg(u8::from(stock == StockDisposition::Restock))
-                    .arg(sale_id.to_string())
-                    .arg(&keys.events)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = self.scripts.release.prepare_invoke();
+        invocation
+            .key(&keys.stock)
+            .key(&keys.buyers)
+            .key(&keys.reservations)
+            .key(&keys.pending)
+            .key(&keys.stats)
+            .arg(reservation_id.to_string())
+            .arg(outcome.as_str())
+            .arg(reason.replace('|', "/"))
+            .arg(u8::from(stock == StockDisposition::Restock))
+            .arg(sale_id.to_string())
+            .arg(&keys.events);
+        let reply: Vec<String> = self.run_script(invocation).await?;
         parse_release(&reply)
     }
 
@@ -92,22 +85,18 @@ impl RedisStore {
             return Ok(0);
         }
         let keys = self.sale_keys(sale_id);
-        let scripts = self.scripts.clone();
-        self.with_connection(|mut connection| async move {
-            let mut invocation = scripts.confirm.prepare_invoke();
-            invocation
-                .key(&keys.reservations)
-                .key(&keys.pending)
-                .key(&keys.stats)
-                .key(&keys.stock)
-                .arg(sale_id.to_string())
-                .arg(&keys.events);
-            for reservation_id in reservation_ids {
-                invocation.arg(reservation_id.to_string());
-            }
-            invocation.invoke_async(&mut connection).await
-        })
-        .await
+        let mut invocation = self.scripts.confirm.prepare_invoke();
+        invocation
+            .key(&keys.reservations)
+            .key(&keys.pending)
+            .key(&keys.stats)
+            .key(&keys.stock)
+            .arg(sale_id.to_string())
+            .arg(&keys.events);
+        for reservation_id in reservation_ids {
+            invocation.arg(reservation_id.to_string());
+        }
+        self.run_script(invocation).await
     }
 
     /// Pending reservations reserved more than `older_than` ago (Redis
@@ -119,19 +108,13 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<ReservationRecord>, StoreError> {
         let keys = self.sale_keys(sale_id);
-        let scripts = self.scripts.clone();
-        let reply: Vec<String> = self
-            .with_connection(|mut connection| async move {
-                scripts
-                    .stale_pending
-                    .key(&keys.pending)
-                    .key(&keys.reservations)
-                    .arg(older_than.as_millis() as u64)
-                    .arg(limit)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = self.scripts.stale_pending.prepare_invoke();
+        invocation
+            .key(&keys.pending)
+            .key(&keys.reservations)
+            .arg(older_than.as_millis() as u64)
+            .arg(limit);
+        let reply: Vec<String> = self.run_script(invocation).await?;
         let mut records = Vec::with_capacity(reply.len() / 2);
         for pair in reply.chunks(2) {
             let [id, record] = pair else {
@@ -157,23 +140,16 @@ impl RedisStore {
         for user_id in user_ids {
             pipe.del(self.orders_cache_key(*user_id)).ignore();
         }
-        self.with_connection(|mut connection| async move {
-            pipe.query_async::<()>(&mut connection).await
-        })
-        .await
+        self.query_pipe(pipe).await
     }
 
     /// Counts a job given up on after too many failed attempts.
     pub async fn count_dead_letter(&self, sale_id: Uuid) -> Result<(), StoreError> {
-        let key = self.sale_keys(sale_id).stats;
-        self.with_connection(|mut connection| async move {
-            redis::cmd("HINCRBY")
-                .arg(key)
-                .arg("dead_lettered")
-                .arg(1)
-                .query_async::<()>(&mut connection)
-                .await
-        })
+        self.query(redis::Cmd::hincr(
+            self.sale_keys(sale_id).stats,
+            "dead_lettered",
+            1,
+        ))
         .await
     }
 
@@ -184,17 +160,10 @@ impl RedisStore {
         drift: i64,
         checked_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let key = self.sale_keys(sale_id).stats;
-        self.with_connection(|mut connection| async move {
-            redis::cmd("HSET")
-                .arg(key)
-                .arg("drift")
-                .arg(drift)
-                .arg("drift_checked_at_ms")
-                .arg(checked_at_ms)
-                .query_async::<()>(&mut connection)
-                .await
-        })
+        self.query(redis::Cmd::hset_multiple(
+            self.sale_keys(sale_id).stats,
+            &[("drift", drift), ("drift_checked_at_ms", checked_at_ms)],
+        ))
         .await
     }
 }

@@ -28,20 +28,10 @@ use uuid::Uuid;
 pub const WORKER: &str = env!("CARGO_BIN_EXE_flashsale-worker");
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn redis_url() -> String {
-    std::env::var("FLASHSALE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379".into())
-}
+#[path = "../../../tests/common/shared.rs"]
+mod shared;
 
-pub fn database_url(pg: &PgPool) -> String {
-    let options = pg.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap()
-    )
-}
+pub use shared::*;
 
 pub struct Harness {
     pub pg: PgPool,
@@ -135,11 +125,7 @@ impl Harness {
             .await
             .unwrap();
         arming::arm_sale(&db, &redis, &sale).await.unwrap();
-        let raw = redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("the test Redis must be running: start it with scripts/test");
+        let raw = redis_connection().await;
         Self {
             pg,
             db,
@@ -249,6 +235,15 @@ impl Harness {
             .unwrap()
     }
 
+    /// Jobs apalis has acked as done (its done set).
+    pub async fn jobs_done(&self) -> i64 {
+        redis::cmd("SCARD")
+            .arg(format!("{}:{{purchases}}:done", self.prefix))
+            .query_async(&mut self.raw.clone())
+            .await
+            .unwrap()
+    }
+
     pub async fn pending_count(&self) -> i64 {
         self.redis
             .sale_counters(self.sale.id)
@@ -343,41 +338,36 @@ impl Harness {
         .await
         .unwrap();
         assert_eq!(buyers_mismatch, 0, "sale_buyers disagrees with orders");
-        // I4 + I5: every accepted reservation ended exactly once, visibly.
-        let outcomes: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
-            "select reservation_id, outcome from purchase_attempts where flash_sale_id = $1",
-        )
-        .bind(sale.id)
-        .fetch_all(&self.pg)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-        let ordered: std::collections::HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
-            "select reservation_id from orders where flash_sale_id = $1",
-        )
-        .bind(sale.id)
-        .fetch_all(&self.pg)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+        // I4 + I5: every accepted reservation ended exactly once, visibly,
+        // and an order exists exactly for the confirmed ones.
+        let ended: HashMap<Uuid, (Option<String>, bool)> =
+            sqlx::query_as::<_, (Uuid, Option<String>, bool)>(
+                "select coalesce(a.reservation_id, o.reservation_id), a.outcome, o.id is not null
+                 from (select * from purchase_attempts where flash_sale_id = $1) a
+                 full join (select * from orders where flash_sale_id = $1) o
+                   on o.reservation_id = a.reservation_id",
+            )
+            .bind(sale.id)
+            .fetch_all(&self.pg)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(reservation, outcome, ordered)| (reservation, (outcome, ordered)))
+            .collect();
+        for (reservation, (outcome, ordered)) in &ended {
+            assert_eq!(
+                outcome.as_deref() == Some("confirmed"),
+                *ordered,
+                "audit and orders disagree for {reservation}"
+            );
+        }
         for job in accepted {
-            let outcome = outcomes
+            let outcome = ended
                 .get(&job.reservation_id)
+                .and_then(|(outcome, _)| outcome.as_deref())
                 .unwrap_or_else(|| panic!("reservation {} never ended", job.reservation_id));
-            assert_eq!(
-                outcome == "confirmed",
-                ordered.contains(&job.reservation_id),
-                "audit and orders disagree for {}",
-                job.reservation_id
-            );
             let (status, _) = self.reservation_status(job.reservation_id).await.unwrap();
-            assert_eq!(
-                status.as_str(),
-                outcome.as_str(),
-                "Redis shows another outcome"
-            );
+            assert_eq!(status.as_str(), outcome, "Redis shows another outcome");
         }
         // I2 + I6: quiet Redis equals what PostgreSQL implies.
         let counters = self.redis.sale_counters(sale.id).await.unwrap();
