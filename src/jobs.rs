@@ -175,6 +175,24 @@ impl PurchaseQueue {
         .await
     }
 
+    /// Forgets up to `limit` finished jobs (see
+    /// `store/redis/scripts/vacuum_done.lua`); returns how many.
+    pub async fn vacuum_done(&self, limit: usize) -> Result<u64, StoreError> {
+        static VACUUM_DONE: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!("store/redis/scripts/vacuum_done.lua")));
+        let (config, mut connection) = self.raw();
+        bounded(Dependency::Redis, self.timeout, async move {
+            VACUUM_DONE
+                .key(config.done_jobs_set())
+                .key(config.job_data_hash())
+                .arg(config.job_meta_hash())
+                .arg(limit)
+                .invoke_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
     /// The storage a worker consumes from: the same queue and connection,
     /// with the worker's fetch size and heartbeat. Orphaned jobs of a worker
     /// that stopped heartbeating are handed to others after

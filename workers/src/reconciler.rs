@@ -3,11 +3,13 @@
 //! - arm open sales whose Redis state is missing (Redis restarted without
 //!   data): stock = allotted - confirmed - surviving pending, never invented;
 //! - push pending reservations older than a threshold to the queue again
-//!   (their job was lost, its push failed, or it was dead-lettered). The
+//!   (their job was lost, its push failed, or it was dead-lettered), when
+//!   no job is waiting in the queue (otherwise they are a backlog). The
 //!   push is keyed by reservation and time bucket, so replicas firing in the
 //!   same bucket push once; the commit path decides each reservation once
 //!   whatever the number of jobs, and a reservation whose order already
 //!   exists is only marked confirmed in Redis;
+//! - forget jobs apalis has finished (it keeps them forever otherwise);
 //! - compute each sale's drift, allotted minus (Redis remaining, pending
 //!   units and PostgreSQL confirmed), and export it. Drift is reported,
 //!   never "fixed": stock is only ever rebuilt from PostgreSQL by arming.
@@ -26,6 +28,12 @@ use flashsale::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Finished jobs forgotten per script call (one short Redis pause each),
+/// and calls per run: up to 50,000 jobs per run, well above any drain rate
+/// between two runs.
+const VACUUM_CHUNK: usize = 1000;
+const VACUUM_ROUNDS: usize = 50;
+
 #[derive(Clone)]
 pub struct Reconciler {
     pub db: Db,
@@ -41,6 +49,7 @@ struct RunReport {
     sales: usize,
     rebuilt: usize,
     reenqueued: usize,
+    vacuumed: u64,
 }
 
 impl Reconciler {
@@ -50,16 +59,38 @@ impl Reconciler {
             ..RunReport::default()
         };
         metrics::counter!("reconciler_sales_rebuilt_total").increment(report.rebuilt as u64);
+        let depth = self.queue.depth().await?;
+        // While jobs wait, an old pending reservation is most likely one of
+        // them (a backlog, not a lost job): pushing it again would only add
+        // work. Lost jobs are pushed at the first run that finds the queue
+        // caught up.
+        let caught_up = depth.waiting == 0;
         for sale in self.db.sales_to_reconcile().await? {
             report.sales += 1;
-            report.reenqueued += self.reenqueue_stale(&sale).await?;
+            if caught_up {
+                report.reenqueued += self.reenqueue_stale(&sale).await?;
+            }
             self.measure_drift(&sale).await?;
         }
-        let depth = self.queue.depth().await?;
         metrics::gauge!("worker_queue_depth", "state" => "waiting").set(depth.waiting as f64);
         metrics::gauge!("worker_queue_depth", "state" => "scheduled").set(depth.scheduled as f64);
         metrics::gauge!("worker_queue_depth", "state" => "dead").set(depth.dead as f64);
+        report.vacuumed = self.vacuum_finished_jobs().await?;
         Ok(report)
+    }
+
+    /// Forgets finished jobs in chunks, a bounded number per run.
+    async fn vacuum_finished_jobs(&self) -> Result<u64, StoreError> {
+        let mut vacuumed = 0;
+        for _ in 0..VACUUM_ROUNDS {
+            let forgotten = self.queue.vacuum_done(VACUUM_CHUNK).await?;
+            vacuumed += forgotten;
+            if forgotten < VACUUM_CHUNK as u64 {
+                break;
+            }
+        }
+        metrics::counter!("reconciler_jobs_vacuumed_total").increment(vacuumed);
+        Ok(vacuumed)
     }
 
     async fn reenqueue_stale(&self, sale: &SaleRow) -> Result<usize, StoreError> {

@@ -235,6 +235,35 @@ impl Harness {
             .unwrap()
     }
 
+    /// What apalis still keeps of finished jobs: payloads, done-set entries
+    /// and metadata keys.
+    pub async fn finished_job_leftovers(&self) -> (i64, i64, usize) {
+        let queue = format!("{}:{{purchases}}", self.prefix);
+        let mut raw = self.raw.clone();
+        let (payloads, done): (i64, i64) = redis::pipe()
+            .hlen(format!("{queue}:data"))
+            .scard(format!("{queue}:done"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let meta: Vec<redis::RedisResult<String>> =
+            redis::AsyncCommands::scan_match(&mut raw, format!("{queue}:meta:*"))
+                .await
+                .unwrap()
+                .collect()
+                .await;
+        (payloads, done, meta.len())
+    }
+
+    /// Units the sale has confirmed (one row: cheap to poll).
+    pub async fn confirmed_units(&self) -> i64 {
+        sqlx::query_scalar("select confirmed_quantity from flash_sales where id = $1")
+            .bind(self.sale.id)
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
+    }
+
     /// Jobs apalis has acked as done (its done set).
     pub async fn jobs_done(&self) -> i64 {
         redis::cmd("SCARD")
