@@ -137,15 +137,21 @@ async fn read_candidates(
         "select o.id is not null as has_order, pa.outcome, pa.reason,
                 u.id is not null as user_exists, coalesce(b.units, 0)::bigint as units_bought
          from unnest($2::uuid[], $3::uuid[]) with ordinality as c(reservation_id, user_id, position)
-         left join orders o on o.reservation_id = c.reservation_id
-         left join purchase_attempts pa on pa.reservation_id = c.reservation_id
-         left join users u on u.id = c.user_id
-         left join sale_buyers b on b.flash_sale_id = $1 and b.user_id = c.user_id
+         left join lateral (select id from orders
+                            where reservation_id = c.reservation_id limit 1) o on true
+         left join lateral (select outcome, reason from purchase_attempts
+                            where reservation_id = c.reservation_id limit 1) pa on true
+         left join lateral (select id from users where id = c.user_id limit 1) u on true
+         left join lateral (select units from sale_buyers
+                            where flash_sale_id = $1 and user_id = c.user_id limit 1) b on true
          order by c.position",
     )
-    // Planned afresh each time: a cached generic plan made while the tables
-    // were empty joins by scanning them whole, which grows with every order
-    // (seen: 30 ms batches creeping to 1 s until autoanalyze replanned).
+    // The cost of a batch must follow the batch, not the tables. Each
+    // `lateral ... limit 1` is one keyed lookup per reservation (the limit
+    // keeps the planner from turning it into a join that scans the whole
+    // table), and the statement is planned afresh every time: a plan cached
+    // while the tables were empty chose whole-table scans, and batches crept
+    // from 30 ms to 1 s until autoanalyze replanned.
     .persistent(false)
     .bind(sale_id)
     .bind(&reservation_ids)
