@@ -74,15 +74,6 @@ pub struct RedisSettings {
         default_value = "fs"
     )]
     pub redis_prefix: String,
-
-    /// Upper bound of the Redis connection pool per process.
-    #[arg(
-        long,
-        env = "FLASHSALE_REDIS_POOL_SIZE",
-        value_name = "FLASHSALE_REDIS_POOL_SIZE",
-        default_value_t = 32
-    )]
-    pub redis_pool_size: usize,
 }
 
 /// How long any single call to PostgreSQL or Redis may take before the
@@ -387,9 +378,6 @@ impl RedisSettings {
                  (braces would break the per-sale hash tag)",
             ));
         }
-        if self.redis_pool_size == 0 {
-            return Err(invalid("FLASHSALE_REDIS_POOL_SIZE", "must be at least 1"));
-        }
         Ok(())
     }
 }
@@ -524,7 +512,6 @@ mod tests {
         let settings = RedisSettings {
             redis_url: Secret::new("redis://127.0.0.1"),
             redis_prefix: "fs{x}".into(),
-            redis_pool_size: 4,
         };
         assert!(settings.validate().is_err());
     }

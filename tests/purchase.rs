@@ -26,7 +26,6 @@ const CONCURRENCY: usize = 500;
 async fn spawn_race_app(pg: PgPool) -> TestApp {
     spawn_app_with(pg, Route::default(), |settings| {
         settings.dependencies.dependency_timeout_ms = 10_000;
-        settings.redis.redis_pool_size = 64;
     })
     .await
 }

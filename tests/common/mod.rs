@@ -48,7 +48,6 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
         redis: RedisSettings {
             redis_url: Secret::new(redis_url),
             redis_prefix: prefix.to_string(),
-            redis_pool_size: 16,
         },
         dependencies: DependencySettings {
             dependency_timeout_ms: DEPENDENCY_TIMEOUT.as_millis() as u64,
@@ -294,7 +293,6 @@ impl TestApp {
         let settings = RedisSettings {
             redis_url: Secret::new(redis_url()),
             redis_prefix: self.prefix.clone(),
-            redis_pool_size: 4,
         };
         RedisStore::connect_lazy(&settings, DEPENDENCY_TIMEOUT).unwrap()
     }

@@ -1,6 +1,7 @@
-//! Redis: the fast gate and cache. A deadpool pool with every timeout set
-//! (so an unreachable Redis answers quickly), the key layout, and the Lua
-//! scripts, each a `.lua` file under `scripts/` documenting its KEYS/ARGV.
+//! Redis: the fast gate and cache. One multiplexed, self-reconnecting
+//! connection per process with every timeout set (so an unreachable Redis
+//! answers quickly), the key layout, and the Lua scripts, each a `.lua` file
+//! under `scripts/` documenting its KEYS/ARGV.
 
 mod keys;
 mod purchase;
@@ -8,8 +9,10 @@ mod settlement;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use deadpool_redis::{Config, Connection, Pool, PoolError, Runtime};
-use redis::{FromRedisValue, Script};
+use redis::{
+    FromRedisValue, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
 use uuid::Uuid;
 
 pub use keys::SaleKeys;
@@ -45,10 +48,11 @@ pub struct Armed {
     pub rebuilt: bool,
 }
 
-/// The Redis handle: pool, key prefix, call bound, loaded scripts. Cheap to clone.
+/// The Redis handle: connection, key prefix, call bound, loaded scripts.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
+    connection: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
     scripts: Arc<Scripts>,
@@ -64,24 +68,26 @@ struct Scripts {
 }
 
 impl RedisStore {
-    /// Builds the pool without connecting (like the PostgreSQL pool), with
-    /// wait/create/recycle timeouts: deadpool leaves them unset by default,
-    /// which would let a caller wait forever for an unreachable Redis.
+    /// Opens the connection lazily (like the PostgreSQL pool): the first
+    /// call connects, and while Redis is unreachable each call fails within
+    /// `timeout` and the connection keeps trying to come back.
+    ///
+    /// One multiplexed connection, not a pool: concurrent calls share one
+    /// socket and are written to it together, so Redis reads many commands
+    /// per system call; a pooled connection also cost a validation round
+    /// trip (`UNWATCH` + `PING`) on every checkout (README decisions).
     pub fn connect_lazy(settings: &RedisSettings, timeout: Duration) -> anyhow::Result<Self> {
-        let pool = Config::from_url(settings.redis_url.expose())
-            .builder()
-            .map_err(|error| {
-                anyhow::anyhow!("invalid configuration: FLASHSALE_REDIS_URL: {error}")
-            })?
-            .max_size(settings.redis_pool_size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|error| anyhow::anyhow!("cannot build the Redis pool: {error}"))?;
+        let client = redis::Client::open(settings.redis_url.expose()).map_err(|error| {
+            anyhow::anyhow!("invalid configuration: FLASHSALE_REDIS_URL: {error}")
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|error| anyhow::anyhow!("cannot open the Redis connection: {error}"))?;
         Ok(Self {
-            pool,
+            connection,
             prefix: settings.redis_prefix.as_str().into(),
             timeout,
             scripts: Arc::new(Scripts {
@@ -98,16 +104,17 @@ impl RedisStore {
         SaleKeys::new(&self.prefix, sale_id)
     }
 
-    /// Checks out a connection and runs one call on it, bounded as a whole.
+    /// Runs one call on the shared connection, bounded as a whole.
     async fn with_connection<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        bounded(Dependency::Redis, self.timeout, async {
-            let connection = self.pool.get().await?;
-            call(connection).await.map_err(StoreError::from)
-        })
+        bounded(
+            Dependency::Redis,
+            self.timeout,
+            call(self.connection.clone()),
+        )
         .await
     }
 
@@ -174,15 +181,6 @@ impl RedisStore {
             remaining,
             rebuilt: rebuilt == 1,
         })
-    }
-}
-
-impl From<PoolError> for StoreError {
-    fn from(error: PoolError) -> Self {
-        match error {
-            PoolError::Backend(error) => error.into(),
-            other => StoreError::unavailable(Dependency::Redis, other),
-        }
     }
 }
 

@@ -89,7 +89,6 @@ impl Harness {
         let redis_settings = flashsale::config::RedisSettings {
             redis_url: flashsale::config::Secret::new(redis_url()),
             redis_prefix: prefix.clone(),
-            redis_pool_size: 64,
         };
         let redis = RedisStore::connect_lazy(&redis_settings, TIMEOUT).unwrap();
         let queue =
