@@ -1,38 +1,29 @@
 //! Goose load scenarios against a running flashsale cluster
 //! (`scripts/up`, then `cargo run --release -- --host http://127.0.0.1:8080 ...`).
 //!
-//! Scenarios (pick one with `--scenarios`):
-//! - `browse`: anonymous shoppers reading the current sale's status, the
-//!   request a stampede starts with. It exercises nginx's micro-cache and
-//!   the API's status path.
-//!
-//! The purchase scenarios (`stampede`, `retry-storm`) arrive with the
-//! purchase endpoint (issues 3 and 5).
+//! Scenarios (pick one with `--scenarios`; loadtests/README.md has recipes):
+//! - `browse`: anonymous shoppers reading the current sale's status.
+//! - `stampede`: each shopper logs in, reads the sale, attempts one
+//!   purchase with an idempotency key and follows its status until it is
+//!   confirmed or failed.
+//! - `retry-storm`: each shopper retries one purchase with the same
+//!   idempotency key again and again; a second reservation for one key is a
+//!   failure.
+
+mod browse;
+mod retry_storm;
+mod shopper;
+mod stampede;
 
 use goose::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), GooseError> {
     GooseAttack::initialize()?
-        .register_scenario(scenario!("browse").register_transaction(transaction!(read_sale_status)))
+        .register_scenario(browse::scenario())
+        .register_scenario(stampede::scenario())
+        .register_scenario(retry_storm::scenario())
         .execute()
         .await?;
-    Ok(())
-}
-
-/// One read of the current sale; anything but 200 counts as a failure.
-async fn read_sale_status(user: &mut GooseUser) -> TransactionResult {
-    let mut goose = user.get("/api/flash-sale/status").await?;
-    if let Ok(response) = &goose.response
-        && !response.status().is_success()
-    {
-        let status = response.status();
-        return user.set_failure(
-            &format!("status answered {status}"),
-            &mut goose.request,
-            None,
-            None,
-        );
-    }
     Ok(())
 }

@@ -1,0 +1,48 @@
+# Builds scripts/bench's result document from wrk's summary ($wrk), what
+# PostgreSQL says about the sale ($outcome) and the CPU used ($cpu).
+def per_second($count; $seconds): if $seconds > 0 then ($count / $seconds | round) else null end;
+def between($from; $to): if $from == null or $to == null then null else ($to - $from) * 1000 | round / 1000 end;
+
+($wrk.duration_us / 1e6) as $seconds
+| ($wrk.statuses["202"] // 0) as $accepted
+| ([$stock, $users] | min) as $expected
+| between($outcome.first_order_at; $outcome.last_order_at) as $drain
+| {
+    run: {
+      machine: $machine, sale_id: $sale_id, stock: $stock, users: $users,
+      concurrency: $concurrency, api_nodes: $nodes, workers: $workers, wrk_threads: $threads,
+      started_at: ($started_at | todate)
+    },
+    load: {
+      duration_s: ($seconds * 1000 | round / 1000),
+      attempts: $wrk.responses,
+      attempts_per_s: per_second($wrk.responses; $seconds),
+      accepted_per_s: per_second($accepted; $seconds),
+      rejected_per_s: per_second($wrk.responses - $accepted; $seconds),
+      latency_ms: ($wrk.latency_us | map_values(. / 1000 * 100 | round / 100)),
+      status_mix: $wrk.statuses,
+      socket_errors: $wrk.socket_errors
+    },
+    drain: {
+      first_request_to_last_order_s: between($started_at; $outcome.last_order_at),
+      first_order_to_last_order_s: $drain,
+      orders_per_s: (if $drain == null then null else per_second($outcome.orders; $drain) end)
+    },
+    outcome: $outcome,
+    cpu_seconds: ($cpu | map_values(. * 100 | round / 100)),
+    checks: {
+      expected_orders: $expected,
+      orders: $outcome.orders,
+      oversold: ([0, $outcome.units_sold - $outcome.allotted] | max),
+      duplicates: ($outcome.orders - $outcome.distinct_buyers),
+      lost: ([0, $accepted - $outcome.reservations_ended] | max),
+      stock_consistent: (
+        $outcome.stock_available == $outcome.stock_total - $outcome.units_sold
+        and $outcome.confirmed_quantity == $outcome.units_sold),
+      every_202_ended: ($accepted == $outcome.reservations_ended)
+    }
+  }
+| .checks.passed = (
+    .checks.oversold == 0 and .checks.duplicates == 0 and .checks.lost == 0
+    and .checks.stock_consistent and .checks.every_202_ended
+    and .checks.orders == .checks.expected_orders)

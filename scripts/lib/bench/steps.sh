@@ -1,0 +1,98 @@
+# shellcheck shell=bash
+# The steps of scripts/bench: talking to the cluster's API, driving wrk, and
+# reading how much CPU each component used. Sourced after lib/services.sh and
+# lib/cluster.sh.
+
+BENCH_DIR=$FLASHSALE_ROOT/scripts/lib/bench
+
+login_token() {
+  local base=$1 email=$2
+  curl -fsS "$base/api/auth/login" -H 'content-type: application/json' \
+    -d "{\"email\":\"$email\"}" | jq -er .token
+}
+
+# Creates a product with $3 units and a sale of all of them, open from now
+# for an hour, one unit per shopper; prints the sale id.
+create_sale() {
+  local base=$1 token=$2 stock=$3 run_id=$4 product_id starts ends
+  product_id=$(curl -fsS "$base/api/admin/products" -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' \
+    -d "{\"sku\":\"BENCH-$run_id\",\"name\":\"Bench item\",\"price\":1000,\"currency\":\"EUR\",\"stock\":$stock}" \
+    | jq -er .id) || die "could not create the bench product"
+  starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
+  ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+  curl -fsS "$base/api/admin/flash-sales" -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' \
+    -d "{\"product_id\":\"$product_id\",\"price\":500,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\",\"per_user_limit\":1,\"stock\":$stock}" \
+    | jq -er .id || die "could not create the bench sale"
+}
+
+# run_wrk RESULT_FILE CONNECTIONS MODE ARGS...: every request of MODE once
+# (scripts/lib/bench/once.lua), summary JSON in RESULT_FILE. wrk's main
+# thread sleeps for all of -d; once every wrk thread has written its line to
+# RESULT_FILE.finished, SIGINT makes it stop and report.
+run_wrk() {
+  local result=$1 connections=$2 pid finished; shift 2
+  rm -f "$result" "$result.finished" "$result.tokens"
+  BENCH_RESULT_FILE=$result BENCH_WRK_THREADS=$THREADS \
+    wrk -t"$THREADS" -c"$connections" -d"${BENCH_WRK_MAX_SECS:-120}s" --timeout 10s \
+    -s "$BENCH_DIR/once.lua" "http://127.0.0.1:$PUBLIC_PORT" -- "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    finished=()
+    [[ -e $result.finished ]] && mapfile -t finished <"$result.finished"
+    if ((${#finished[@]} >= THREADS)); then
+      kill -INT "$pid"
+      break
+    fi
+    sleep 0.02
+  done
+  wait "$pid"
+  [[ -s $result ]] || die "wrk wrote no summary to $result"
+}
+
+# Clock ticks used so far by process $1, its live descendants, and the
+# children it has already reaped (PostgreSQL's exited backends).
+tree_ticks() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    {
+      pid = $1
+      rest = substr($0, index($0, ") ") + 2)
+      split(rest, field, " ")
+      parent[pid] = field[2]
+      own[pid] = field[12] + field[13]
+      reaped[pid] = field[14] + field[15]
+    }
+    END {
+      total = reaped[root]
+      for (pid in own) {
+        p = pid
+        while (p != root && (p in parent)) p = parent[p]
+        if (p == root) total += own[pid]
+      }
+      print total + 0
+    }'
+}
+
+pid_of() { [[ -s $1 ]] && head -n1 "$1" || echo 0; }
+
+# {"nginx": ticks, "api": ticks, "worker": ticks, "redis": ticks, "postgres": ticks}
+component_cpu_ticks() {
+  local api=0 worker=0 file
+  for file in "$RUN_DIR"/api-*.pid; do api=$((api + $(tree_ticks "$(pid_of "$file")"))); done
+  for file in "$RUN_DIR"/worker-*.pid; do worker=$((worker + $(tree_ticks "$(pid_of "$file")"))); done
+  printf '{"nginx":%d,"api":%d,"worker":%d,"redis":%d,"postgres":%d}' \
+    "$(tree_ticks "$(pid_of "$RUN_DIR/nginx.pid")")" "$api" "$worker" \
+    "$(tree_ticks "$(pid_of "$RUN_DIR/redis.pid")")" \
+    "$(tree_ticks "$(pid_of "$(cat "$RUN_DIR/postgres.datadir")/postmaster.pid")")"
+}
+
+# CPU seconds per component between two component_cpu_ticks snapshots, plus
+# the load generator's "user sys" seconds from bash's `time`.
+cpu_seconds() {
+  local before=$1 after=$2 wrk_times=$3
+  jq -n --argjson before "$before" --argjson after "$after" \
+    --argjson tick "$(getconf CLK_TCK)" --arg wrk "$wrk_times" '
+    ($after | with_entries(.value = ((.value - $before[.key]) / $tick)))
+    + {load_generator: ($wrk | split(" ") | map(tonumber) | add)}'
+}

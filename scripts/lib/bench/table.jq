@@ -1,0 +1,20 @@
+# scripts/bench's one table, from its result document.
+def row($name; $value): "  \($name)\(" " * (34 - ($name | length)))\($value)";
+def opt: if . == null then "n/a" else tostring end;
+
+"",
+"flashsale bench: S=\(.run.stock) N=\(.run.users) concurrency \(.run.concurrency), \(.run.api_nodes) API node(s), \(.run.workers) worker(s)",
+row("attempts/s (through nginx)"; .load.attempts_per_s | opt),
+row("accepted/s (202)"; .load.accepted_per_s | opt),
+row("rejected/s (4xx/5xx)"; .load.rejected_per_s | opt),
+row("latency p50 / p95 / p99 / max"; "\(.load.latency_ms.p50) / \(.load.latency_ms.p95) / \(.load.latency_ms.p99) / \(.load.latency_ms.max) ms"),
+row("status mix"; .load.status_mix | to_entries | map("\(.key)×\(.value)") | join(" ")),
+row("socket errors"; .load.socket_errors | to_entries | map(select(.value > 0) | "\(.key) \(.value)") | if length == 0 then "none" else join(", ") end),
+row("first request → last order"; "\(.drain.first_request_to_last_order_s | opt) s"),
+row("drain rate (first → last order)"; "\(.drain.orders_per_s | opt) orders/s"),
+row("orders (expected)"; "\(.checks.orders) (\(.checks.expected_orders))"),
+row("oversold / duplicates / lost"; "\(.checks.oversold) / \(.checks.duplicates) / \(.checks.lost)"),
+row("stock consistent in PostgreSQL"; .checks.stock_consistent),
+row("CPU seconds"; .cpu_seconds | to_entries | map("\(.key) \(.value)") | join(", ")),
+row("checks"; if .checks.passed then "passed" else "FAILED" end),
+""
