@@ -1,0 +1,328 @@
+//! docker-compose.yml and the Dockerfile describe the same cluster as
+//! `scripts/up`. No Docker engine runs where this project is built, so the
+//! files are checked for structure: they parse, every name they use exists,
+//! and their ports, settings and Redis flags match the scripts and the
+//! binaries.
+
+use std::{collections::BTreeSet, fs, path::Path};
+
+use serde_norway::Value;
+
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    fs::read_to_string(&full).unwrap_or_else(|error| panic!("cannot read {path}: {error}"))
+}
+
+fn compose() -> Value {
+    let mut document: Value =
+        serde_norway::from_str(&read("docker-compose.yml")).expect("docker-compose.yml parses");
+    document.apply_merge().expect("merge keys resolve");
+    document
+}
+
+fn services(compose: &Value) -> &serde_norway::Mapping {
+    compose["services"]
+        .as_mapping()
+        .expect("a services mapping")
+}
+
+fn service_names(compose: &Value) -> BTreeSet<String> {
+    services(compose)
+        .keys()
+        .map(|key| key.as_str().expect("service names are strings").to_owned())
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().expect("a string").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every `FLASHSALE_*` variable the binaries read (clap `env = "..."`).
+fn settings_the_binaries_read() -> BTreeSet<String> {
+    ["src/config.rs", "workers/src/settings.rs"]
+        .iter()
+        .flat_map(|path| {
+            read(path)
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("env = \""))
+                .filter_map(|rest| rest.split('"').next())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `NAME=${OVERRIDE:-default}` in a sourced shell file: the default.
+fn shell_default(path: &str, name: &str) -> String {
+    let text = read(path);
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{path} sets {name}"));
+    let default = line
+        .split(":-")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_else(|| panic!("{name} in {path} has a default"));
+    default.to_owned()
+}
+
+#[test]
+fn the_compose_file_names_the_whole_topology_and_every_dependency_exists() {
+    let compose = compose();
+    let names = service_names(&compose);
+    for expected in [
+        "postgres", "redis", "migrate", "api-1", "api-2", "worker", "nginx",
+    ] {
+        assert!(
+            names.contains(expected),
+            "service {expected} missing: {names:?}"
+        );
+    }
+
+    for (name, service) in services(&compose) {
+        let Some(depends_on) = service["depends_on"].as_mapping() else {
+            continue;
+        };
+        for (target, condition) in depends_on {
+            let target = target.as_str().expect("a service name");
+            let target_service = &compose["services"][target];
+            assert!(
+                names.contains(target),
+                "{name:?} depends on {target}, which is not a service"
+            );
+            match condition["condition"].as_str() {
+                Some("service_healthy") => assert!(
+                    target_service["healthcheck"].is_mapping(),
+                    "{name:?} waits for {target} to be healthy, but it has no healthcheck"
+                ),
+                Some("service_completed_successfully") => assert_eq!(
+                    target_service["restart"].as_str(),
+                    Some("no"),
+                    "{name:?} waits for {target} to complete; it must not restart"
+                ),
+                other => panic!("{name:?} -> {target}: unexpected condition {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_setting_the_compose_file_passes_is_one_the_binaries_read() {
+    let compose = compose();
+    let known = settings_the_binaries_read();
+    assert!(
+        known.contains("FLASHSALE_DATABASE_URL"),
+        "settings scan found {known:?}"
+    );
+
+    for name in ["migrate", "api-1", "api-2", "worker"] {
+        let environment = compose["services"][name]["environment"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{name} has an environment mapping"));
+        let passed: BTreeSet<String> = environment
+            .keys()
+            .map(|key| key.as_str().expect("a variable name").to_owned())
+            .collect();
+        for variable in &passed {
+            assert!(
+                known.contains(variable),
+                "{name} sets {variable}, which no binary reads"
+            );
+        }
+        for required in [
+            "FLASHSALE_DATABASE_URL",
+            "FLASHSALE_REDIS_URL",
+            "FLASHSALE_JWT_SECRET",
+        ] {
+            assert!(passed.contains(required), "{name} lacks {required}");
+        }
+    }
+
+    let entrypoint = read("docker/nginx-entrypoint.sh");
+    let nginx_environment = compose["services"]["nginx"]["environment"]
+        .as_mapping()
+        .expect("nginx has an environment mapping");
+    for variable in nginx_environment.keys() {
+        let variable = variable.as_str().expect("a variable name");
+        assert!(
+            entrypoint.contains(variable),
+            "nginx sets {variable}, which its entrypoint does not read"
+        );
+    }
+}
+
+#[test]
+fn ports_upstreams_and_redis_flags_match_the_scripts() {
+    let compose = compose();
+
+    // The public port: the same variable and default as scripts/up.
+    let published = strings(&compose["services"]["nginx"]["ports"]);
+    let script_port = shell_default("scripts/lib/cluster.sh", "PUBLIC_PORT");
+    assert_eq!(
+        published,
+        vec![format!("127.0.0.1:${{FLASHSALE_PORT:-{script_port}}}:8080")],
+        "nginx publishes the scripts' port"
+    );
+
+    // nginx's upstreams are exactly the api services, on the port the image
+    // binds and the healthchecks probe.
+    let bind_port = read("Dockerfile")
+        .lines()
+        .find_map(|line| line.strip_prefix("ENV FLASHSALE_BIND=0.0.0.0:"))
+        .expect("the Dockerfile sets FLASHSALE_BIND")
+        .trim()
+        .to_owned();
+    let upstreams: BTreeSet<String> =
+        compose["services"]["nginx"]["environment"]["FLASHSALE_API_NODES"]
+            .as_str()
+            .expect("FLASHSALE_API_NODES")
+            .split(',')
+            .map(|node| {
+                let (host, port) = node.split_once(':').expect("host:port");
+                assert_eq!(port, bind_port, "upstream {node} uses the API port");
+                host.to_owned()
+            })
+            .collect();
+    let api_services: BTreeSet<String> = service_names(&compose)
+        .into_iter()
+        .filter(|name| name.starts_with("api-"))
+        .collect();
+    assert_eq!(upstreams, api_services, "every API service is an upstream");
+    for api in &api_services {
+        let probe = strings(&compose["services"][api.as_str()]["healthcheck"]["test"]).join(" ");
+        assert!(
+            probe.contains(&format!("127.0.0.1:{bind_port}/api/health/ready")),
+            "{api} probes readiness on its own port: {probe}"
+        );
+    }
+
+    // Redis keeps stock the way scripts/lib/services.sh runs it.
+    let redis = strings(&compose["services"]["redis"]["command"]).join(" ");
+    let appendonly = shell_default("scripts/lib/services.sh", "REDIS_APPENDONLY");
+    let appendfsync = shell_default("scripts/lib/services.sh", "REDIS_APPENDFSYNC");
+    for flag in [
+        format!("--appendonly {appendonly}"),
+        format!("--appendfsync {appendfsync}"),
+        "--maxmemory-policy noeviction".to_owned(),
+    ] {
+        assert!(redis.contains(&flag), "redis runs with {flag}: {redis}");
+    }
+    assert!(
+        read("scripts/lib/services.sh").contains("--maxmemory-policy noeviction"),
+        "the scripts' Redis is noeviction too"
+    );
+}
+
+#[test]
+fn the_dockerfile_is_a_multi_stage_build_of_the_binaries_compose_runs() {
+    let dockerfile = read("Dockerfile");
+    let stages = dockerfile
+        .lines()
+        .filter(|line| line.starts_with("FROM "))
+        .count();
+    assert!(stages >= 2, "a build stage and a runtime stage");
+    assert!(dockerfile.contains("cargo build --release --locked --workspace --bins"));
+
+    let binaries: Vec<String> = [read("Cargo.toml"), read("workers/Cargo.toml")]
+        .iter()
+        .flat_map(|manifest| {
+            manifest
+                .split("[[bin]]")
+                .skip(1)
+                .filter_map(|section| {
+                    section
+                        .lines()
+                        .find_map(|line| line.strip_prefix("name = \""))
+                        .and_then(|rest| rest.split('"').next())
+                        .map(str::to_owned)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(binaries, ["flashsale-api", "flashsale-worker"]);
+    let runtime_copy = dockerfile
+        .lines()
+        .find(|line| line.starts_with("COPY --from=build"))
+        .expect("the runtime stage copies from the build stage");
+    for binary in &binaries {
+        assert!(
+            runtime_copy.contains(&format!("/src/target/release/{binary}")),
+            "the image ships {binary}"
+        );
+    }
+
+    // Everything the workspace build needs is copied in.
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "workers",
+        "migrations",
+        "benches",
+    ] {
+        assert!(
+            dockerfile.lines().any(|line| line.starts_with("COPY ")
+                && line.split_whitespace().any(|word| word == needed)),
+            "the build stage copies {needed}"
+        );
+    }
+
+    let compose = compose();
+    for (name, service) in services(&compose) {
+        if service["build"].is_null() {
+            continue;
+        }
+        let command = strings(&service["command"]);
+        let program = command.first().expect("a command");
+        assert!(
+            binaries.contains(program),
+            "{name:?} runs {program}, which the image does not ship"
+        );
+    }
+}
+
+#[test]
+fn the_nginx_template_is_rendered_the_same_way_by_both_deployments() {
+    let template = read("nginx/nginx.conf.template");
+    let placeholders: BTreeSet<&str> = template
+        .split("__")
+        .skip(1)
+        .step_by(2)
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(placeholders.contains("UPSTREAMS"), "found {placeholders:?}");
+
+    let entrypoint = read("docker/nginx-entrypoint.sh");
+    let cluster = read("scripts/lib/cluster.sh");
+    for name in &placeholders {
+        let token = format!("__{name}__");
+        assert!(
+            entrypoint.contains(&token),
+            "docker/nginx-entrypoint.sh fills {token}"
+        );
+        assert!(
+            cluster.contains(&token),
+            "scripts/lib/cluster.sh fills {token}"
+        );
+    }
+
+    let compose = compose();
+    for volume in strings(&compose["services"]["nginx"]["volumes"]) {
+        let host_path = volume.split(':').next().expect("host:container");
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(host_path)
+                .exists(),
+            "nginx mounts {host_path}, which exists"
+        );
+    }
+}
