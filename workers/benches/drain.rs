@@ -15,9 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Harness;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, postgres::PgPoolOptions};
-use uuid::Uuid;
+use common::{Harness, drop_database, fresh_database};
 
 fn list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -30,30 +28,6 @@ fn list(name: &str, default: &str) -> Vec<usize> {
                 .expect("a comma-separated list of numbers")
         })
         .collect()
-}
-
-/// A fresh, migrated database for one run.
-async fn fresh_database(admin_url: &str) -> (sqlx::PgPool, String) {
-    let name = format!("drain_{}", Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(admin_url)
-        .await
-        .expect("DATABASE_URL reachable");
-    // The name is ours (a UUID's hex digits), so formatting it in is safe.
-    sqlx::query(AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&url)
-        .await
-        .unwrap();
-    flashsale::store::postgres::MIGRATOR
-        .run(&pool)
-        .await
-        .unwrap();
-    (pool, name)
 }
 
 #[tokio::main]
@@ -113,11 +87,7 @@ async fn main() {
             );
             drop(_worker);
             pool.close().await;
-            let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("drop database {name} with (force)")))
-                .execute(&mut admin)
-                .await
-                .unwrap();
+            drop_database(&admin_url, &name).await;
         }
     }
 }

@@ -22,7 +22,7 @@ use flashsale::{
     },
 };
 use futures::{StreamExt, stream};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 pub const WORKER: &str = env!("CARGO_BIN_EXE_flashsale-worker");
@@ -426,4 +426,38 @@ impl Harness {
             "Redis per-user units differ from the orders"
         );
     }
+}
+
+/// A fresh, migrated database for one benchmark run (tests get theirs from
+/// `#[sqlx::test]`); returns the pool and the database name.
+pub async fn fresh_database(admin_url: &str) -> (sqlx::PgPool, String) {
+    let name = format!("bench_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("DATABASE_URL reachable");
+    // The name is ours (a UUID's hex digits), so formatting it in is safe.
+    sqlx::query(AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .unwrap();
+    flashsale::store::postgres::MIGRATOR
+        .run(&pool)
+        .await
+        .unwrap();
+    (pool, name)
+}
+
+/// Drops a database made by [`fresh_database`].
+pub async fn drop_database(admin_url: &str, name: &str) {
+    let mut admin = PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("drop database {name} with (force)")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
