@@ -23,7 +23,11 @@ fn reservation_round_trip(c: &mut Criterion) {
         redis_url: Secret::new(url),
         redis_prefix: prefix.clone(),
     };
-    let redis = RedisStore::connect_lazy(&settings, Duration::from_secs(2)).expect("Redis pool");
+    // The connection's driver task is spawned on the runtime it is opened in.
+    let redis = {
+        let _runtime = runtime.enter();
+        RedisStore::connect_lazy(&settings, Duration::from_secs(2)).expect("Redis connection")
+    };
     let sale_id = Uuid::now_v7();
     let now = Utc::now().timestamp_millis();
     runtime

@@ -76,6 +76,7 @@ impl RedisStore {
     /// socket and are written to it together, so Redis reads many commands
     /// per system call; a pooled connection also cost a validation round
     /// trip (`UNWATCH` + `PING`) on every checkout (README decisions).
+    /// Call it inside a Tokio runtime: the connection's task is spawned there.
     pub fn connect_lazy(settings: &RedisSettings, timeout: Duration) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.redis_url.expose()).map_err(|error| {
             anyhow::anyhow!("invalid configuration: FLASHSALE_REDIS_URL: {error}")
