@@ -42,21 +42,26 @@ pg_bin() {
   return 1
 }
 
-# Installs what is missing from the distribution's packages (root only).
+# Installs the named Debian packages (root only); logs to apt.log.
+install_packages() {
+  (($# == 0)) && return 0
+  [[ $(id -u) == 0 ]] || die "missing $*; install them (apt-get install $*) or run as root"
+  log "installing $* from the distribution's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >>"$LOG_DIR/apt.log" 2>&1 || die "apt-get update failed; see $LOG_DIR/apt.log"
+  apt-get install -y -qq --no-install-recommends "$@" >>"$LOG_DIR/apt.log" 2>&1 \
+    || die "apt-get install $* failed; see $LOG_DIR/apt.log"
+}
+
+# Installs the services that are missing. The Debian packages start system
+# instances on the default ports; ours are separate, and those are left as
+# the package set them up.
 ensure_packages() {
   local missing=()
   pg_bin >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
-  ((${#missing[@]} == 0)) && return 0
-  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
-  log "installing ${missing[*]} from the distribution's packages"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >"$LOG_DIR/apt.log" 2>&1 || die "apt-get update failed; see $LOG_DIR/apt.log"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$LOG_DIR/apt.log" 2>&1 \
-    || die "apt-get install ${missing[*]} failed; see $LOG_DIR/apt.log"
-  # The Debian packages start system instances on the default ports; ours
-  # are separate, and those are left as the package set them up.
+  install_packages "${missing[@]}"
 }
 
 # True when the pid in file $1 is alive and its command line contains $2.
