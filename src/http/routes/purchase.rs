@@ -94,6 +94,7 @@ async fn attempt_purchase(
         outcome = arm_and_retry(&state, &reserve).await?;
     }
     metrics::counter!("purchase_attempts_total", "outcome" => outcome_label(&outcome)).increment(1);
+    let quantity = reserve.quantity;
     let (reservation_id, status) = match outcome {
         ReserveOutcome::Accepted {
             reservation_id,
@@ -104,8 +105,8 @@ async fn attempt_purchase(
                 reservation_id,
                 sale_id,
                 user_id: caller.user_id,
-                quantity: reserve.quantity,
-                idempotency_key: key.clone(),
+                quantity,
+                idempotency_key: key,
                 reserved_at_ms,
             };
             enqueue_or_leave_pending(&state, job).await;
