@@ -178,6 +178,18 @@ pub struct HttpSettings {
         default_value_t = 10
     )]
     pub shutdown_grace_secs: u64,
+
+    /// Comma-separated browser origins (`https://shop.example.com`) allowed
+    /// to call the API cross-origin. Empty: no cross-origin access; the
+    /// pages served by the API itself are same-origin and need none.
+    #[arg(
+        long,
+        env = "FLASHSALE_CORS_ORIGINS",
+        value_name = "FLASHSALE_CORS_ORIGINS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
 }
 
 /// The purchase path: per-user limits, the queue, caches.
@@ -453,7 +465,33 @@ impl HttpSettings {
                 "must be at least 10",
             ));
         }
+        self.cors_origins()?;
         Ok(())
+    }
+
+    /// The configured CORS origins as header values. Each must be a bare
+    /// origin (scheme, host, optional port): a path or a wildcard is refused
+    /// because a browser compares origins exactly.
+    pub fn cors_origins(&self) -> Result<Vec<axum::http::HeaderValue>, ConfigError> {
+        self.cors_origins
+            .iter()
+            .map(|origin| origin.trim())
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+                let bare = matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains(['/', '*', '?', '#', ' ']);
+                bare.then(|| axum::http::HeaderValue::from_str(origin).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        invalid(
+                            "FLASHSALE_CORS_ORIGINS",
+                            "each entry must be an origin such as https://shop.example.com (no path, no wildcard)",
+                        )
+                    })
+            })
+            .collect()
     }
 
     pub fn request_timeout(&self) -> Duration {

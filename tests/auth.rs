@@ -116,6 +116,21 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
     wrong_iss["iss"] = json!("someone-else");
     let mut wrong_aud = claims("admin");
     wrong_aud["aud"] = json!("another-api");
+    // Algorithm confusion: a header naming an asymmetric or another HMAC
+    // algorithm, signed with the shared secret (an RS/HS confusion forger
+    // signs with whatever key material the server might use).
+    let signed_as = |alg: &str, secret: &str| {
+        let head = b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+        let hs256 = sign(&claims("admin"), secret);
+        let (_, rest) = hs256.split_once('.').unwrap();
+        format!("{head}.{rest}")
+    };
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &claims("admin"),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
     let mut no_exp = claims("admin");
     no_exp.as_object_mut().unwrap().remove("exp");
 
@@ -132,6 +147,33 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
             Some(format!("Bearer {tampered_payload}")),
         ),
         ("alg none", Some(format!("Bearer {alg_none}"))),
+        (
+            "RS256 header over an HMAC signature",
+            Some(format!("Bearer {}", signed_as("RS256", JWT_SECRET))),
+        ),
+        (
+            "ES256 header over an HMAC signature",
+            Some(format!("Bearer {}", signed_as("ES256", JWT_SECRET))),
+        ),
+        (
+            "HS512 with the right secret",
+            Some(format!("Bearer {hs512}")),
+        ),
+        ("empty bearer", Some("Bearer ".into())),
+        ("two dots only", Some("Bearer ..".into())),
+        (
+            "oversized token",
+            Some(format!(
+                "Bearer {}.{}.{}",
+                "a".repeat(3000),
+                "b".repeat(3000),
+                "c".repeat(3000)
+            )),
+        ),
+        (
+            "valid token with trailing garbage",
+            Some(format!("Bearer {valid}x")),
+        ),
         ("expired", Some(format!("Bearer {expired}"))),
         ("not yet valid", Some(format!("Bearer {not_yet_valid}"))),
         (

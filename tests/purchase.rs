@@ -564,24 +564,6 @@ async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg
     );
 }
 
-async fn insert_orders(app: &TestApp, user_id: Uuid, sale: &str, count: usize) {
-    for index in 0..count {
-        sqlx::query(
-            "insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key, created_at)
-             values ($1, $2, $3::uuid, $4, 1, 4999, $5, now() - make_interval(secs => $6))",
-        )
-        .bind(Uuid::now_v7())
-        .bind(Uuid::now_v7())
-        .bind(sale)
-        .bind(user_id)
-        .bind(format!("key-{index}"))
-        .bind(index as f64)
-        .execute(&app.pg)
-        .await
-        .unwrap();
-    }
-}
-
 #[sqlx::test]
 async fn a_users_orders_are_paginated_cached_and_shown_only_to_them_or_an_admin(pg: PgPool) {
     let app = spawn_app(pg).await;
@@ -589,7 +571,7 @@ async fn a_users_orders_are_paginated_cached_and_shown_only_to_them_or_an_admin(
     let sale = app.open_sale(&admin, 10, 5).await;
     let token = app.login("ann@example.com").await;
     let user_id = app.tokens.verify(&token).unwrap().sub;
-    insert_orders(&app, user_id, &sale, 3).await;
+    app.insert_orders(user_id, &sale, 3).await;
     let path = format!("/api/purchase/user/{user_id}?page=1&per_page=2");
 
     let first = app.get(&path, Some(&token)).await;

@@ -28,6 +28,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 pub const ADMIN_EMAIL: &str = "admin@flashsale.test";
+/// The one browser origin the test apps allow cross-origin.
+pub const CORS_ORIGIN: &str = "https://shop.example.com";
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// Short, so dependency-failure tests answer quickly.
 pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -39,6 +41,7 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
             max_body_bytes: 16 * 1024,
             request_timeout_ms: 5_000,
             shutdown_grace_secs: 1,
+            cors_origins: vec![CORS_ORIGIN.into()],
         },
         database: DatabaseSettings {
             // Unused: tests hand the app a pool for their own database.
@@ -272,6 +275,31 @@ impl TestApp {
                 .issue(id, flashsale::domain::Role::Shopper)
                 .token,
         )
+    }
+
+    /// Writes `count` confirmed orders of `user_id` straight into
+    /// PostgreSQL, a second apart, newest first; returns their reservation
+    /// ids.
+    pub async fn insert_orders(&self, user_id: Uuid, sale: &str, count: usize) -> Vec<Uuid> {
+        let mut reservations = Vec::with_capacity(count);
+        for index in 0..count {
+            let reservation = Uuid::now_v7();
+            sqlx::query(
+                "insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key, created_at)
+                 values ($1, $2, $3::uuid, $4, 1, 4999, $5, now() - make_interval(secs => $6))",
+            )
+            .bind(Uuid::now_v7())
+            .bind(reservation)
+            .bind(sale)
+            .bind(user_id)
+            .bind(format!("key-{index}"))
+            .bind(index as f64)
+            .execute(&self.pg)
+            .await
+            .unwrap();
+            reservations.push(reservation);
+        }
+        reservations
     }
 
     /// `POST /api/purchase/attempt` with an Idempotency-Key.
