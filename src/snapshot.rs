@@ -110,29 +110,46 @@ impl SaleSnapshot {
         self.catalog_stale.notify_one();
     }
 
-    /// One refresh: the catalog from PostgreSQL when due, live state from Redis.
+    /// One refresh: the catalog from PostgreSQL when due, live state from
+    /// Redis. When PostgreSQL cannot give the catalog, the last one is kept
+    /// and its live state still refreshed, so a PostgreSQL outage does not
+    /// take the sale status (or the purchases that read it) down with it.
+    /// Returns whether the catalog was reloaded.
     pub async fn refresh(
         &self,
         db: &Db,
         redis: &RedisStore,
         reload_catalog: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let previous = self.latest();
         let catalog_due = reload_catalog
             || previous
                 .catalog_at
                 .is_none_or(|at| at.elapsed() >= self.catalog_every);
+        let reloaded = if catalog_due {
+            match tokio::try_join!(db.sales_to_arm(), db.current_sale()) {
+                Ok(catalog) => Some(catalog),
+                Err(error) if previous.catalog_at.is_some() => {
+                    tracing::debug!(%error, "sale catalog not reloaded; keeping the last one");
+                    None
+                }
+                Err(error) => return Err(error),
+            }
+        } else {
+            None
+        };
+        let catalog_reloaded = reloaded.is_some();
         let (rows, current, catalog_at): (Vec<SaleRow>, Option<Uuid>, Option<Instant>) =
-            if catalog_due {
-                let (rows, current) = tokio::try_join!(db.sales_to_arm(), db.current_sale())?;
-                (rows, current.map(|sale| sale.id), Some(Instant::now()))
-            } else {
-                let rows = previous
-                    .sales
-                    .values()
-                    .map(|view| view.sale.clone())
-                    .collect();
-                (rows, previous.current, previous.catalog_at)
+            match reloaded {
+                Some((rows, current)) => (rows, current.map(|sale| sale.id), Some(Instant::now())),
+                None => {
+                    let rows = previous
+                        .sales
+                        .values()
+                        .map(|view| view.sale.clone())
+                        .collect();
+                    (rows, previous.current, previous.catalog_at)
+                }
             };
         let ids: Vec<Uuid> = rows.iter().map(|sale| sale.id).collect();
         let live = redis.live_states(&ids).await?;
@@ -160,7 +177,7 @@ impl SaleSnapshot {
             .views
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
-        Ok(())
+        Ok(catalog_reloaded)
     }
 
     /// Refreshes until `shutdown`. Failures are logged and retried at the
@@ -176,7 +193,7 @@ impl SaleSnapshot {
                 () = self.catalog_stale.notified() => reload_catalog = true,
             }
             match self.refresh(&db, &redis, reload_catalog).await {
-                Ok(()) => reload_catalog = false,
+                Ok(catalog_reloaded) => reload_catalog &= !catalog_reloaded,
                 Err(error) => tracing::debug!(%error, "sale snapshot refresh failed"),
             }
         }

@@ -190,3 +190,32 @@ async fn responses_carry_a_request_id_and_safe_headers(pg: PgPool) {
     );
     assert_eq!(reply.headers.get("cache-control").unwrap(), "no-store");
 }
+
+#[sqlx::test]
+async fn with_postgres_unreachable_the_sale_keeps_selling_from_redis(pg: PgPool) {
+    let (app, pg_proxy, _redis_proxy) = app_behind_proxies(pg).await;
+    let admin = app.admin_token().await;
+    let sale = app.open_sale(&admin, 5, 1).await;
+    let status_path = format!("/api/flash-sale/status?sale_id={sale}");
+    app.wait_for_status(&status_path, StatusCode::OK, RECOVERY)
+        .await;
+
+    pg_proxy.cut();
+    // Past several catalog reloads (one a second), each failing.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let status = app.get(&status_path, None).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["remaining"], 5);
+    let (_, shopper) = app.shopper();
+    let bought = app
+        .attempt(&shopper, "pg-down", serde_json::json!({"sale_id": sale}))
+        .await;
+    assert_eq!(bought.status, StatusCode::ACCEPTED, "{}", bought.body);
+    app.get("/api/health/ready", None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+
+    pg_proxy.restore();
+    app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
+        .await;
+}

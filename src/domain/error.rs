@@ -45,6 +45,8 @@ pub enum DomainError {
     #[error("this Idempotency-Key was already used with a different request body; use a new key")]
     IdempotencyKeyReused,
 
-    #[error("no purchase found")]
+    #[error(
+        "no purchase of yours matches: neither an order nor a pending reservation; an accepted purchase missing here was lost before it could be committed, and you may buy again"
+    )]
     PurchaseNotFound,
 }
