@@ -14,6 +14,7 @@
 
 mod batcher;
 mod consumer;
+mod failpoint;
 mod observe;
 mod reconciler;
 mod settings;

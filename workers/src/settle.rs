@@ -21,7 +21,7 @@ use flashsale::{
 use futures::future::try_join_all;
 use uuid::Uuid;
 
-use crate::tally::Tally;
+use crate::{failpoint, tally::Tally};
 
 /// How one job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,7 @@ impl Settler {
         let settled = self.db.settle_batch(sale_id, &batch).await?;
         self.tally
             .record_commit(batch.len(), settled.orders_inserted, started.elapsed());
+        failpoint::after_commit(settled.orders_inserted);
 
         let mut confirmed = Vec::new();
         let mut buyers = Vec::new();

@@ -70,6 +70,8 @@ impl From<UserRow> for UserResponse {
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 400, description = "Not an email", body = crate::http::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
     ))]
 async fn login(

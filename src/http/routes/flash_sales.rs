@@ -152,6 +152,8 @@ impl FlashSaleResponse {
     responses(
         (status = 201, description = "Created (check `armed`)", body = FlashSaleResponse),
         (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
         (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::http::ErrorBody),
@@ -183,6 +185,7 @@ async fn create_flash_sale(
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
+        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 200, description = "The sale", body = FlashSaleResponse),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
@@ -218,6 +221,8 @@ async fn get_flash_sale(
     responses(
         (status = 200, description = "The updated sale", body = FlashSaleResponse),
         (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),

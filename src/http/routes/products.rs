@@ -110,6 +110,8 @@ impl From<ProductRow> for ProductResponse {
     responses(
         (status = 201, description = "Created", body = ProductResponse),
         (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
         (status = 409, description = "SKU_TAKEN", body = crate::http::ErrorBody),

@@ -63,6 +63,8 @@ pub struct PurchaseAccepted {
     responses(
         (status = 202, description = "Reserved and queued", body = PurchaseAccepted),
         (status = 400, description = "VALIDATION_FAILED or QUANTITY_ABOVE_LIMIT", body = crate::http::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
         (status = 409, description = "ALREADY_PURCHASED or SALE_NOT_ACTIVE", body = crate::http::ErrorBody),

@@ -186,6 +186,7 @@ pub struct StatsQuery {
     security(("bearer" = [])),
     params(StatsQuery),
     responses(
+        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
@@ -206,6 +207,7 @@ async fn get_current_sale_stats(
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
+        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
