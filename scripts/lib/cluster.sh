@@ -65,34 +65,46 @@ start_background() {
   local name=$1; shift
   setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/$name.pid"
+  # Not this shell's job: a scenario that kills it should not print "Killed".
+  disown $!
+}
+
+# start_api_node I: API node I on port API_BASE_PORT+I, waited for.
+start_api_node() {
+  local port=$((API_BASE_PORT + $1))
+  FLASHSALE_BIND=127.0.0.1:$port \
+    start_background "api-$1" "$FLASHSALE_ROOT/target/release/flashsale-api" serve
+}
+
+wait_api_node() {
+  local port=$((API_BASE_PORT + $1))
+  wait_for 30 curl -fsS "http://127.0.0.1:$port/api/health/live" \
+    || die "API node $1 did not come up on port $port; see $LOG_DIR/api-$1.log"
 }
 
 start_api_nodes() {
-  local i port
-  for ((i = 0; i < API_NODES; i++)); do
-    port=$((API_BASE_PORT + i))
-    FLASHSALE_BIND=127.0.0.1:$port \
-      start_background "api-$i" "$FLASHSALE_ROOT/target/release/flashsale-api" serve
-  done
-  for ((i = 0; i < API_NODES; i++)); do
-    port=$((API_BASE_PORT + i))
-    wait_for 30 curl -fsS "http://127.0.0.1:$port/api/health/live" \
-      || die "API node $i did not come up on port $port; see $LOG_DIR/api-$i.log"
-  done
+  local i
+  for ((i = 0; i < API_NODES; i++)); do start_api_node "$i"; done
+  for ((i = 0; i < API_NODES; i++)); do wait_api_node "$i"; done
+}
+
+# start_worker I [BINARY]: worker I (metrics on WORKER_METRICS_BASE_PORT+I).
+start_worker() {
+  local port=$((WORKER_METRICS_BASE_PORT + $1))
+  FLASHSALE_WORKER_NAME="worker-$1-$$-$RANDOM" FLASHSALE_WORKER_METRICS_ADDR=127.0.0.1:$port \
+    start_background "worker-$1" "${2:-$FLASHSALE_ROOT/target/release/flashsale-worker}"
+}
+
+wait_worker() {
+  local port=$((WORKER_METRICS_BASE_PORT + $1))
+  wait_for 30 curl -fsS "http://127.0.0.1:$port/metrics" -o /dev/null \
+    || die "worker $1 did not come up (metrics on port $port); see $LOG_DIR/worker-$1.log"
 }
 
 start_workers() {
-  local i port
-  for ((i = 0; i < WORKERS; i++)); do
-    port=$((WORKER_METRICS_BASE_PORT + i))
-    FLASHSALE_WORKER_NAME="worker-$i-$$" FLASHSALE_WORKER_METRICS_ADDR=127.0.0.1:$port \
-      start_background "worker-$i" "$FLASHSALE_ROOT/target/release/flashsale-worker"
-  done
-  for ((i = 0; i < WORKERS; i++)); do
-    port=$((WORKER_METRICS_BASE_PORT + i))
-    wait_for 30 curl -fsS "http://127.0.0.1:$port/metrics" -o /dev/null \
-      || die "worker $i did not come up (metrics on port $port); see $LOG_DIR/worker-$i.log"
-  done
+  local i
+  for ((i = 0; i < WORKERS; i++)); do start_worker "$i"; done
+  for ((i = 0; i < WORKERS; i++)); do wait_worker "$i"; done
 }
 
 start_nginx() {
@@ -116,4 +128,11 @@ stop_cluster() {
       worker-*) pid_alive "$pidfile" flashsale-worker && log "stopping $name"; stop_pid "$pidfile" flashsale-worker 30 ;;
     esac
   done
+}
+
+# Re-renders nginx's configuration (after NGINX_* changed) and reloads it.
+reload_nginx() {
+  render_nginx_config "$API_NODES"
+  "$NGINX_BIN" -p "$STATE_DIR/nginx" -c "$NGINX_CONF" -s reload || die "nginx did not reload"
+  sleep 0.5
 }

@@ -1,0 +1,103 @@
+//! Following accepted reservations through `GET /api/purchase/status` until
+//! each has ended, the way a shopper's page would.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+
+use crate::{
+    Args,
+    purchase::send,
+    report::{Answer, Kind, Recorder, Story},
+};
+
+/// Pause between rounds over the reservations still open.
+const ROUND_PAUSE: Duration = Duration::from_millis(500);
+/// A reservation the API no longer knows may still turn up as an order (a
+/// worker held its job while Redis lost it); once nothing has changed for
+/// this long, "not found" is taken as its end.
+const NOT_FOUND_SETTLES_AFTER: Duration = Duration::from_secs(10);
+
+pub async fn follow_all(
+    client: &reqwest::Client,
+    args: &Args,
+    recorder: &Recorder,
+    mut stories: Vec<Story>,
+) -> Vec<Story> {
+    let deadline = Instant::now() + Duration::from_secs(args.follow_secs);
+    let mut last_change = Instant::now();
+    loop {
+        let open: Vec<usize> = stories
+            .iter()
+            .enumerate()
+            .filter(|(_, story)| {
+                story.reservation_id.is_some()
+                    && matches!(
+                        story.outcome.as_deref(),
+                        None | Some("pending" | "error" | "not_found")
+                    )
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let only_not_found = open
+            .iter()
+            .all(|&index| stories[index].outcome.as_deref() == Some("not_found"));
+        if open.is_empty() || (only_not_found && last_change.elapsed() >= NOT_FOUND_SETTLES_AFTER) {
+            break;
+        }
+        let reads: Vec<(usize, Option<String>, Option<String>)> = stream::iter(open)
+            .map(|index| {
+                let story = &stories[index];
+                async move {
+                    let (outcome, reason) = read_status(client, args, recorder, story).await;
+                    (index, Some(outcome), reason)
+                }
+            })
+            .buffer_unordered(args.concurrency)
+            .collect()
+            .await;
+        for (index, outcome, reason) in reads {
+            if stories[index].outcome != outcome {
+                last_change = Instant::now();
+            }
+            stories[index].outcome = outcome;
+            stories[index].reason = reason;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+    stories
+}
+
+/// One status read: (outcome, reason).
+async fn read_status(
+    client: &reqwest::Client,
+    args: &Args,
+    recorder: &Recorder,
+    story: &Story,
+) -> (String, Option<String>) {
+    let reservation = story.reservation_id.as_deref().unwrap_or_default();
+    let request = client
+        .get(format!(
+            "{}/api/purchase/status?reservation_id={reservation}&sale_id={}",
+            args.host, args.sale_id
+        ))
+        .bearer_auth(&story.token);
+    let reply = send(recorder, Kind::Other, request).await;
+    let reason = reply.body["reason"]
+        .as_str()
+        .or(reply.body["error"]["message"].as_str())
+        .map(str::to_owned);
+    match reply.answer {
+        Answer::Status(200) => match reply.body["status"].as_str() {
+            Some(status @ ("confirmed" | "failed" | "pending")) => (status.to_owned(), reason),
+            _ => ("error".to_owned(), Some(reply.body.to_string())),
+        },
+        Answer::Status(404) if reply.body["error"]["code"] == "PURCHASE_NOT_FOUND" => {
+            ("not_found".to_owned(), reason)
+        }
+        _ => ("error".to_owned(), reason),
+    }
+}

@@ -1,0 +1,130 @@
+# shellcheck shell=bash
+# The attack part of scripts/chaos: per-address and per-user limits through
+# nginx (with spoofed X-Forwarded-For), security headers on nginx's own
+# answers, slow and idle clients, and schema-driven fuzzing of every
+# endpoint (also run by scripts/test). Sourced after lib/chaos/steps.sh.
+
+ABUSE=$FLASHSALE_ROOT/scripts/lib/chaos/abuse.py
+FUZZ_VENV=$STATE_DIR/fuzz-venv
+SCHEMATHESIS_VERSION=4.32.5
+
+rss_kib() {  # total resident memory of nginx and the API nodes
+  local pids
+  pids=$(cat "$RUN_DIR"/api-*.pid 2>/dev/null; pgrep -f "nginx: (master|worker)" || true)
+  for pid in $pids; do awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'
+}
+
+headers_ok() {  # headers_ok FILE: the security headers are each there once
+  local name
+  for name in x-content-type-options content-security-policy x-frame-options referrer-policy cache-control; do
+    (($(grep -ci "^$name:" "$1") == 1)) || return 1
+  done
+}
+
+scenario_abuse() {
+  local seconds=5 rate=200 burst=400 flood spoofed one_user token sale_id slow idle rss_before rss_during
+  local user_rate=${FLASHSALE_USER_RATE_PER_SEC:-5} user_burst=${FLASHSALE_USER_BURST:-10} headers_pass=true
+  SCENARIO=abuse DIR=$CHAOS_RUN_DIR/abuse
+  mkdir -p "$DIR"
+  log "[abuse] nginx back to its shipped limits: $rate r/s per address, burst $burst"
+  NGINX_RATE=$rate NGINX_BURST=$burst reload_nginx
+
+  flood=$(python3 "$ABUSE" flood "$BASE/api/flash-sale/status" "$seconds" 16)
+  sleep 3
+  spoofed=$(python3 "$ABUSE" flood "$BASE/api/flash-sale/status" "$seconds" 16 --spoof)
+  sleep 3
+  token=$(login_token "$BASE" "abuse-$CHAOS_RUN_ID@load.local")
+  ADMIN_TOKEN=$(login_token "$BASE" "$ADMIN_EMAIL")
+  sale_id=$(create_sale "$BASE" "$ADMIN_TOKEN" 1000 "$CHAOS_RUN_ID-abuse")
+  SALE_ID=$sale_id
+  one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token" "$seconds" 16)
+  sleep 3
+
+  # nginx's own answers carry the headers too: 429 during a flood, 413, 404.
+  python3 "$ABUSE" flood "$BASE/api/flash-sale/status" 3 16 >/dev/null &
+  sleep 1.5
+  curl -s -o /dev/null -D "$DIR/headers-429.txt" "$BASE/api/flash-sale/status"
+  wait
+  head -c 40000 /dev/zero | tr '\0' x | curl -s -o /dev/null -D "$DIR/headers-413.txt" \
+    -H 'content-type: application/json' --data-binary @- "$BASE/api/auth/login"
+  curl -s -o /dev/null -D "$DIR/headers-404.txt" "$BASE/api/nothing-here"
+  curl -s -o /dev/null "$BASE/api/flash-sale/status"
+  curl -s -o /dev/null -D "$DIR/headers-cached.txt" "$BASE/api/flash-sale/status"
+  for file in "$DIR"/headers-*.txt; do
+    headers_ok "$file" || { log "[abuse] missing or repeated security headers in $file"; headers_pass=false; }
+  done
+  grep -q "^HTTP/1.1 429" "$DIR/headers-429.txt" && grep -qi "^retry-after: 1" "$DIR/headers-429.txt" \
+    || { log "[abuse] no 429 with Retry-After during the flood"; headers_pass=false; }
+  grep -q "^HTTP/1.1 413" "$DIR/headers-413.txt" || headers_pass=false
+
+  log "[abuse] slow clients and idle connections"
+  rss_before=$(rss_kib)
+  python3 "$ABUSE" slowloris 127.0.0.1 "$PUBLIC_PORT" 300 25 >"$DIR/slowloris.json" &
+  local slow_pid=$!
+  sleep 2
+  local during_slowloris
+  during_slowloris=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE/api/health/live")
+  wait "$slow_pid"
+  slow=$(cat "$DIR/slowloris.json")
+  python3 "$ABUSE" idle 127.0.0.1 "$PUBLIC_PORT" 3000 6 >"$DIR/idle.json" &
+  local idle_pid=$!
+  sleep 3
+  rss_during=$(rss_kib)
+  local during_idle
+  during_idle=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE/api/health/live")
+  wait "$idle_pid"
+  idle=$(tail -n1 "$DIR/idle.json")
+
+  log "[abuse] nginx back to the suite's raised limits"
+  NGINX_RATE=1000000 NGINX_BURST=1000000 reload_nginx
+
+  jq -n --argjson flood "$flood" --argjson spoofed "$spoofed" --argjson one_user "$one_user" \
+    --argjson slow "$slow" --argjson idle "$idle" --argjson seconds "$seconds" \
+    --argjson rate "$rate" --argjson burst "$burst" --argjson user_rate "$user_rate" --argjson user_burst "$user_burst" \
+    --argjson rss_before "$rss_before" --argjson rss_during "$rss_during" \
+    --arg during_slowloris "$during_slowloris" --arg during_idle "$during_idle" --argjson headers_pass "$headers_pass" '
+    ($rate * $seconds + $burst) as $ip_bound | ($user_rate * $seconds + $user_burst) as $user_bound |
+    { scenario: "abuse",
+      per_address: {flood: $flood, spoofed_x_forwarded_for: $spoofed, bound: $ip_bound},
+      per_user: ($one_user + {bound: $user_bound}),
+      slowloris: ($slow + {health_during: $during_slowloris}),
+      idle_connections: ($idle + {health_during: $during_idle,
+        rss_kib_before: $rss_before, rss_kib_during: $rss_during}),
+      checks: {
+        address_limited: ($flood.not_throttled <= $ip_bound * 1.05 and ($flood.answers["429"] // 0) > 0),
+        spoofing_gains_nothing: ($spoofed.not_throttled <= $ip_bound * 1.05),
+        user_limited: ($one_user.not_throttled <= $user_bound + 2),
+        security_headers_on_nginx_answers: $headers_pass,
+        slow_clients_cut_off: ($slow.opened > 0 and $slow.closed_by_server == $slow.opened),
+        up_during_slowloris: ($during_slowloris == "200"),
+        up_during_idle_flood: ($during_idle == "200"),
+        memory_bounded: ($rss_during - $rss_before < 262144)
+      } }
+    | .passed = ([.checks[]] | all)' >"$DIR/result.json"
+  jq -r '[.scenario, "-", "-", "-", "-", "-", "-", "-", "-", (if .passed then "passed" else "FAILED" end)] | join("\t")' \
+    "$DIR/result.json" >>"$CHAOS_RUN_DIR/table.txt"
+  if jq -e .passed "$DIR/result.json" >/dev/null; then log "[abuse] passed"; else
+    log "[abuse] FAILED: $(jq -c '.checks | with_entries(select(.value == false)) | keys' "$DIR/result.json")"
+    FAILED_SCENARIOS+=(abuse)
+  fi
+}
+
+# run_fuzz OUT_DIR: schemathesis (from PyPI, into $FUZZ_VENV) over every
+# operation of the OpenAPI document of API node 0, as the admin: no 5xx,
+# and every status, content type, header and body as documented.
+run_fuzz() {
+  local out=$1 token
+  mkdir -p "$out"
+  if [[ ! -x $FUZZ_VENV/bin/schemathesis ]]; then
+    python3 -m venv "$FUZZ_VENV" >/dev/null 2>&1 || { install_packages python3-venv; python3 -m venv "$FUZZ_VENV"; }
+    log "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $FUZZ_VENV"
+    "$FUZZ_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >"$out/pip.log" 2>&1 \
+      || die "pip could not install schemathesis; see $out/pip.log"
+  fi
+  token=$(login_token "http://127.0.0.1:$API_BASE_PORT" "${FLASHSALE_ADMIN_EMAILS:-admin@flashsale.local}")
+  log "fuzzing every endpoint from the OpenAPI document (schemathesis, log: $out/schemathesis.log)"
+  "$FUZZ_VENV/bin/schemathesis" run "http://127.0.0.1:$API_BASE_PORT/api/openapi.json" \
+    -H "Authorization: Bearer $token" --no-color \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --max-examples "${FUZZ_MAX_EXAMPLES:-50}" --seed "${FUZZ_SEED:-20261122}" >"$out/schemathesis.log" 2>&1
+}

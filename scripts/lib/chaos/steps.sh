@@ -1,0 +1,101 @@
+# shellcheck shell=bash
+# The steps every fault scenario of scripts/chaos shares: a sale, a crowd of
+# shoppers buying from it in the background, timing the fault against the
+# crowd, and the verdict (PostgreSQL, Redis and what the shoppers were told).
+# Sourced after lib/services.sh, lib/cluster.sh and lib/bench/steps.sh.
+
+CHAOS_LIB=$FLASHSALE_ROOT/scripts/lib/chaos
+CROWD_BIN=$FLASHSALE_ROOT/loadtests/target/release/crowd
+FAILPOINT_WORKER=$STATE_DIR/chaos/bin/flashsale-worker
+BASE=http://127.0.0.1:$PUBLIC_PORT
+
+now_ms() { date +%s%3N; }
+json_bool() { if (($1)); then echo true; else echo false; fi; }
+redis_cmd() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+psql_file() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 -f "$1"; }
+psql_query() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+elapsed_since() { awk -v now="$(now_ms)" -v start="$1" 'BEGIN { printf "%.2f", (now - start) / 1000 }'; }
+
+# scenario_begin NAME STOCK: a fresh sale of STOCK units (one per shopper)
+# and a directory for the scenario's files. Sets SCENARIO, SALE_ID, DIR.
+scenario_begin() {
+  SCENARIO=$1
+  DIR=$CHAOS_RUN_DIR/$SCENARIO
+  mkdir -p "$DIR"
+  ADMIN_TOKEN=$(login_token "$BASE" "$ADMIN_EMAIL")
+  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$2" "$CHAOS_RUN_ID-$SCENARIO")
+  FAULTS=() RECOVERY_SECS=null
+  log "[$SCENARIO] sale $SALE_ID with $2 units"
+}
+
+# start_crowd USERS RATE [CROWD ARGS...]: shoppers buying in the background;
+# returns once they have logged in and started buying.
+start_crowd() {
+  local users=$1 rate=$2; shift 2
+  "$CROWD_BIN" --host "$BASE" --sale-id "$SALE_ID" --run-id "$CHAOS_RUN_ID-$SCENARIO" \
+    --users "$users" --rate "$rate" --concurrency "${CHAOS_CONCURRENCY:-200}" --out "$DIR" "$@" \
+    >"$DIR/crowd.out" 2>"$DIR/crowd.log" &
+  CROWD_PID=$!
+  wait_for 300 grep -q "buying at" "$DIR/crowd.log" \
+    || die "[$SCENARIO] the crowd did not start buying; see $DIR/crowd.log"
+  log "[$SCENARIO] $users shoppers buying at $rate/s"
+}
+
+crowd_running() { kill -0 "$CROWD_PID" 2>/dev/null; }
+
+wait_crowd() {
+  wait "$CROWD_PID" || die "[$SCENARIO] the crowd failed; see $DIR/crowd.log"
+}
+
+fault() { FAULTS+=("$*"); log "[$SCENARIO] fault: $*"; }
+
+# The sale's accepted reservations not ended yet, and its units left, in Redis.
+pending_reservations() { redis_cmd zcard "$REDIS_PREFIX:{sale:$SALE_ID}:pending"; }
+redis_stock() { redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock"; }
+
+# redis_agrees: I6, Redis remaining + pending + PostgreSQL confirmed =
+# allotted (every chaos purchase is one unit).
+redis_agrees() {
+  local remaining pending confirmed allotted
+  remaining=$(redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock")
+  pending=$(pending_reservations)
+  read -r confirmed allotted < <(psql_query \
+    "select confirmed_quantity, allotted_quantity from flash_sales where id = '$SALE_ID'" | tr '|' ' ')
+  [[ -n $remaining ]] && ((remaining + pending + confirmed == allotted))
+}
+
+# scenario_end [EXTRA]: waits until Redis and PostgreSQL agree, joins the
+# shoppers' stories with PostgreSQL, writes result.json and adds a row to
+# the summary. EXTRA is a JSON object (see result.jq): bounds that differ
+# from zero, the scenario's own checks and figures.
+scenario_end() {
+  local sql agreed=false
+  if wait_for "${CHAOS_QUIET_SECS:-60}" redis_agrees; then agreed=true; fi
+  sql=$DIR/verify.sql
+  sed -e "s/:sale_id/$SALE_ID/g" -e "s#:shoppers#$DIR/shoppers.jsonl#g" "$CHAOS_LIB/verify.sql" >"$sql"
+  psql_file "$sql" >"$DIR/postgres.json" || die "[$SCENARIO] verify.sql failed"
+  jq -n --arg scenario "$SCENARIO" --arg sale_id "$SALE_ID" \
+    --argjson faults "$(printf '%s\n' "${FAULTS[@]}" | jq -R . | jq -s .)" \
+    --argjson recovery_secs "$RECOVERY_SECS" --argjson redis_agrees "$agreed" \
+    --slurpfile crowd "$DIR/summary.json" --slurpfile db "$DIR/postgres.json" \
+    --argjson scenario_extra "${1:-"{}"}" -f "$CHAOS_LIB/result.jq" >"$DIR/result.json"
+  jq -r -f "$CHAOS_LIB/row.jq" "$DIR/result.json" >>"$CHAOS_RUN_DIR/table.txt"
+  if jq -e '.passed' "$DIR/result.json" >/dev/null; then
+    log "[$SCENARIO] passed"
+  else
+    log "[$SCENARIO] FAILED: $(jq -c '.checks | with_entries(select(.value == false)) | keys' "$DIR/result.json")"
+    FAILED_SCENARIOS+=("$SCENARIO")
+  fi
+  curl -fsS -X PATCH "$BASE/api/admin/flash-sales/$SALE_ID" -H "authorization: Bearer $ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d '{"action":"end"}' >/dev/null 2>&1 || true
+}
+
+# wait_ready SECONDS: until the cluster reports ready; prints the seconds.
+seconds_until_ready() {
+  local started
+  started=$(now_ms)
+  wait_for "$1" curl -fsS "$BASE/api/health/ready" || { echo null; return; }
+  elapsed_since "$started"
+}
+
+restart_worker() { start_worker "$1" "${2:-}"; wait_worker "$1"; }

@@ -1,0 +1,43 @@
+-- What PostgreSQL says about one chaos sale, joined with what the crowd's
+-- shoppers were told (scripts/chaos substitutes :sale_id and :shoppers).
+-- One JSON object on stdout.
+create temp table shoppers (doc jsonb);
+-- One JSON document per line; the delimiter and quote are bytes JSON never holds.
+\copy shoppers (doc) from ':shoppers' with (format csv, delimiter e'\x02', quote e'\x01')
+
+with sale as (
+    select f.allotted_quantity, f.confirmed_quantity, f.per_user_limit,
+           s.total_quantity, s.available_quantity
+    from flash_sales f join stocks s on s.product_id = f.product_id
+    where f.id = ':sale_id'
+), sold as (
+    select reservation_id::text as reservation_id, user_id, quantity
+    from orders where flash_sale_id = ':sale_id'
+), told as (
+    select doc ->> 'reservation_id' as reservation_id, doc ->> 'outcome' as outcome
+    from shoppers where (doc ->> 'status')::int = 202
+), accepted as (
+    select told.*, sold.reservation_id is not null as has_order
+    from told left join sold using (reservation_id)
+)
+select json_build_object(
+    'allotted', sale.allotted_quantity,
+    'orders', (select count(*) from sold),
+    'units_sold', (select coalesce(sum(quantity), 0) from sold),
+    'oversold', greatest(0, (select coalesce(sum(quantity), 0) from sold) - sale.allotted_quantity),
+    'over_limit_buyers', (select count(*) from (select user_id from sold group by user_id
+                                                having sum(quantity) > sale.per_user_limit) over_limit),
+    'confirmed_quantity_matches', sale.confirmed_quantity = (select coalesce(sum(quantity), 0) from sold),
+    'product_stock_matches', sale.total_quantity - sale.available_quantity
+                             = (select coalesce(sum(quantity), 0) from sold),
+    'accepted', (select count(*) from accepted),
+    'accepted_ordered', (select count(*) from accepted where has_order),
+    'accepted_failed_visibly', (select count(*) from accepted where not has_order and outcome = 'failed'),
+    'accepted_not_found', (select count(*) from accepted where not has_order and outcome = 'not_found'),
+    'lost', (select count(*) from accepted
+             where not has_order and coalesce(outcome, '') not in ('failed', 'not_found')),
+    'told_confirmed_without_order', (select count(*) from accepted where outcome = 'confirmed' and not has_order),
+    'told_failed_with_order', (select count(*) from accepted where outcome in ('failed', 'not_found') and has_order),
+    'orders_nobody_was_told', (select count(*) from sold where reservation_id not in
+                               (select reservation_id from told where reservation_id is not null)))
+from sale;
