@@ -1,9 +1,9 @@
 //! The per-node view of open sales that the hot read paths use (DESIGN.md
 //! §6): under a stampede, a status read must not cost a database or Redis
-//! round trip. A loop refreshes remaining stock and mirrored state from
-//! Redis every ~100 ms (one pipelined round trip for all open sales) and
-//! the list of open sales from PostgreSQL every second, or sooner when this
-//! node changed a sale.
+//! round trip. One loop refreshes remaining stock and mirrored state from
+//! Redis every ~100 ms (one pipelined round trip for all open sales),
+//! another the list of open sales from PostgreSQL every second, or sooner
+//! when this node changed a sale.
 
 use std::{
     collections::HashMap,
@@ -47,11 +47,17 @@ struct Views {
     sales: HashMap<Uuid, SaleView>,
     current: Option<Uuid>,
     refreshed_at: Option<Instant>,
-    catalog_at: Option<Instant>,
+}
+
+/// The open sales as PostgreSQL last listed them.
+struct Catalog {
+    sales: Vec<SaleRow>,
+    current: Option<Uuid>,
 }
 
 pub struct SaleSnapshot {
     views: RwLock<Arc<Views>>,
+    catalog: RwLock<Option<Arc<Catalog>>>,
     refresh_every: Duration,
     /// Older than this, the snapshot is not served (readers go to the stores).
     max_age: Duration,
@@ -63,6 +69,7 @@ impl SaleSnapshot {
     pub fn new(refresh_every: Duration) -> Self {
         Self {
             views: RwLock::default(),
+            catalog: RwLock::default(),
             refresh_every,
             max_age: (refresh_every * 20).max(Duration::from_secs(1)),
             catalog_every: Duration::from_secs(1),
@@ -104,63 +111,34 @@ impl SaleSnapshot {
         self.latest().sales.keys().copied().collect()
     }
 
-    /// Asks for the sale list to be reloaded at the next tick (this node
-    /// created or changed a sale).
+    /// Asks for the sale list to be reloaded at once (this node created or
+    /// changed a sale).
     pub fn catalog_changed(&self) {
         self.catalog_stale.notify_one();
     }
 
-    /// One refresh: the catalog from PostgreSQL when due, live state from
-    /// Redis. When PostgreSQL cannot give the catalog, the last one is kept
-    /// and its live state still refreshed, so a PostgreSQL outage does not
-    /// take the sale status (or the purchases that read it) down with it.
-    /// Returns whether the catalog was reloaded.
-    pub async fn refresh(
-        &self,
-        db: &Db,
-        redis: &RedisStore,
-        reload_catalog: bool,
-    ) -> Result<bool, StoreError> {
-        let previous = self.latest();
-        let catalog_due = reload_catalog
-            || previous
-                .catalog_at
-                .is_none_or(|at| at.elapsed() >= self.catalog_every);
-        let reloaded = if catalog_due {
-            match tokio::try_join!(db.sales_to_arm(), db.current_sale()) {
-                Ok(catalog) => Some(catalog),
-                Err(error) if previous.catalog_at.is_some() => {
-                    tracing::debug!(%error, "sale catalog not reloaded; keeping the last one");
-                    None
-                }
-                Err(error) => return Err(error),
-            }
-        } else {
-            None
+    /// Reads the live state of the catalog's sales from Redis (one
+    /// pipelined round trip) and publishes the new views.
+    async fn refresh_live(&self, redis: &RedisStore) -> Result<(), StoreError> {
+        let catalog = self
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(catalog) = catalog else {
+            return Ok(());
         };
-        let catalog_reloaded = reloaded.is_some();
-        let (rows, current, catalog_at): (Vec<SaleRow>, Option<Uuid>, Option<Instant>) =
-            match reloaded {
-                Some((rows, current)) => (rows, current.map(|sale| sale.id), Some(Instant::now())),
-                None => {
-                    let rows = previous
-                        .sales
-                        .values()
-                        .map(|view| view.sale.clone())
-                        .collect();
-                    (rows, previous.current, previous.catalog_at)
-                }
-            };
-        let ids: Vec<Uuid> = rows.iter().map(|sale| sale.id).collect();
+        let ids: Vec<Uuid> = catalog.sales.iter().map(|sale| sale.id).collect();
         let live = redis.live_states(&ids).await?;
-        let sales = rows
-            .into_iter()
+        let sales = catalog
+            .sales
+            .iter()
             .zip(live)
             .map(|(sale, live)| {
                 (
                     sale.id,
                     SaleView {
-                        sale,
+                        sale: sale.clone(),
                         remaining: live.remaining,
                         mirrored_state: live.state,
                     },
@@ -169,33 +147,71 @@ impl SaleSnapshot {
             .collect();
         let next = Views {
             sales,
-            current,
+            current: catalog.current,
             refreshed_at: Some(Instant::now()),
-            catalog_at,
         };
         *self
             .views
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
-        Ok(catalog_reloaded)
+        Ok(())
     }
 
-    /// Refreshes until `shutdown`. Failures are logged and retried at the
-    /// next tick; readers stop trusting the snapshot once it is too old.
+    async fn reload_catalog(&self, db: &Db) -> Result<(), StoreError> {
+        let (sales, current) = tokio::try_join!(db.sales_to_arm(), db.current_sale())?;
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(Catalog {
+            sales,
+            current: current.map(|sale| sale.id),
+        }));
+        Ok(())
+    }
+
+    /// Refreshes until `shutdown`, in two loops so that neither store
+    /// holds up the other: the catalog from PostgreSQL every second (at
+    /// once when this node changed a sale), live state from Redis every
+    /// tick. A PostgreSQL outage leaves the last catalog in place and the
+    /// stock still fresh, so sale status and purchases keep answering from
+    /// Redis. Failures are logged and retried; readers stop trusting the
+    /// snapshot once it is too old.
     pub async fn run(self: Arc<Self>, db: Db, redis: RedisStore, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.refresh_every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reload_catalog = true;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-                () = self.catalog_stale.notified() => reload_catalog = true,
+        let catalog = async {
+            let mut ticker = tokio::time::interval(self.catalog_every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                    () = self.catalog_stale.notified() => {}
+                }
+                match self.reload_catalog(&db).await {
+                    // Publish a changed catalog without waiting for the next tick.
+                    Ok(()) => {
+                        if let Err(error) = self.refresh_live(&redis).await {
+                            tracing::debug!(%error, "sale snapshot refresh failed");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "sale catalog not reloaded; keeping the last one");
+                    }
+                }
             }
-            match self.refresh(&db, &redis, reload_catalog).await {
-                Ok(catalog_reloaded) => reload_catalog &= !catalog_reloaded,
-                Err(error) => tracing::debug!(%error, "sale snapshot refresh failed"),
+        };
+        let live = async {
+            let mut ticker = tokio::time::interval(self.refresh_every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                if let Err(error) = self.refresh_live(&redis).await {
+                    tracing::debug!(%error, "sale snapshot refresh failed");
+                }
             }
-        }
+        };
+        tokio::join!(catalog, live);
     }
 }
