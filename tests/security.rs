@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{CORS_ORIGIN, Reply, TestApp, spawn_app};
+use common::{CORS_ORIGIN, Reply, Route, TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -174,6 +174,40 @@ async fn cors_answers_only_the_configured_origin(pg: PgPool) {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+#[sqlx::test]
+async fn without_configured_origins_no_response_invites_another_origin(pg: PgPool) {
+    let app = spawn_app_with(pg, Route::default(), |settings| {
+        settings.http.cors_origins.clear();
+    })
+    .await;
+    let preflight = app
+        .client
+        .request(
+            Method::OPTIONS,
+            format!("{}/api/purchase/attempt", app.base),
+        )
+        .header("origin", CORS_ORIGIN)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    let simple = app
+        .client
+        .get(format!("{}/api/health/live", app.base))
+        .header("origin", CORS_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    for response in [preflight, simple] {
+        let cors: Vec<_> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .collect();
+        assert!(cors.is_empty(), "{}: {cors:?}", response.status());
+    }
 }
 
 /// What a response reveals once the per-request id is taken out.

@@ -8,25 +8,19 @@ mod openapi;
 pub mod rate_limit;
 mod request_metrics;
 pub mod routes;
+mod security;
 mod state;
-
-use std::time::Duration;
 
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    http::{HeaderName, StatusCode},
     middleware,
 };
 use tower::ServiceBuilder;
 use tower_http::{
-    ServiceBuilderExt,
-    catch_panic::CatchPanicLayer,
-    cors::{AllowOrigin, CorsLayer},
-    request_id::MakeRequestUuid,
-    set_header::SetResponseHeaderLayer,
-    timeout::TimeoutLayer,
-    trace::TraceLayer,
+    ServiceBuilderExt, catch_panic::CatchPanicLayer, request_id::MakeRequestUuid,
+    timeout::TimeoutLayer, trace::TraceLayer,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -80,29 +74,8 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             }),
         )
         .propagate_request_id(request_id)
-        .layer(cors(settings))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        // No page of ours may be framed (clickjacking of the buy button);
-        // X-Frame-Options for browsers that predate frame-ancestors.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("frame-ancestors 'none'"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
+        .option_layer(security::cors(settings))
+        .layer(middleware::map_response(security::default_headers))
         .layer(middleware::from_fn(error::render_errors))
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -126,23 +99,4 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route_layer(middleware::from_fn(request_metrics::record))
         .with_state(state)
         .layer(middleware)
-}
-
-/// Cross-origin access for the configured origins only. Sits outside the
-/// routes so a preflight is answered without touching them; an origin not
-/// listed gets no CORS headers, and the browser refuses the response.
-fn cors(settings: &HttpSettings) -> CorsLayer {
-    let origins = settings
-        .cors_origins()
-        .expect("FLASHSALE_CORS_ORIGINS is validated at boot");
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PATCH])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
-        .max_age(Duration::from_secs(600))
 }
