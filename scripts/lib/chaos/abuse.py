@@ -4,7 +4,7 @@
   flood URL SECONDS THREADS [--spoof]      GETs as fast as possible from one
                                            address (--spoof: a random
                                            X-Forwarded-For on each)
-  one-user URL TOKEN SECONDS THREADS       purchase attempts of one shopper over
+  one-user URL TOKEN SALE SECONDS THREADS  purchase attempts of one shopper over
                                            many connections, a new key each
   slowloris HOST PORT SOCKETS SECONDS      half-sent requests, one byte a second
   idle HOST PORT SOCKETS SECONDS           connections that never send anything
@@ -68,8 +68,9 @@ def flood(url, seconds, threads, spoof):
                       "not_throttled": sum(n for s, n in tally.items() if s != "429")}))
 
 
-def one_user(url, token, seconds, threads):
+def one_user(url, token, sale_id, seconds, threads):
     counter = iter(range(10**9))
+    body = json.dumps({"sale_id": sale_id}).encode()
 
     def worker(deadline, record):
         parts, conn = connect(url)
@@ -78,7 +79,7 @@ def one_user(url, token, seconds, threads):
             headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key,
                        "Content-Type": "application/json"}
             try:
-                conn.request("POST", parts.path, body=b"{}", headers=headers)
+                conn.request("POST", parts.path, body=body, headers=headers)
                 response = conn.getresponse()
                 body = response.read()
                 try:
@@ -152,7 +153,7 @@ def main(args):
     if command == "flood":
         flood(args[1], float(args[2]), int(args[3]), "--spoof" in args)
     elif command == "one-user":
-        one_user(args[1], args[2], float(args[3]), int(args[4]))
+        one_user(args[1], args[2], args[3], float(args[4]), int(args[5]))
     elif command == "slowloris":
         slowloris(args[1], int(args[2]), int(args[3]), float(args[4]))
     elif command == "idle":

@@ -36,8 +36,7 @@ scenario_abuse() {
   token=$(login_token "$BASE" "abuse-$CHAOS_RUN_ID@load.local")
   ADMIN_TOKEN=$(login_token "$BASE" "$ADMIN_EMAIL")
   sale_id=$(create_sale "$BASE" "$ADMIN_TOKEN" 1000 "$CHAOS_RUN_ID-abuse")
-  SALE_ID=$sale_id
-  one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token" "$seconds" 16)
+  one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token" "$sale_id" "$seconds" 16)
   sleep 3
 
   # nginx's own answers carry the headers too: 429 during a flood, 413, 404.

@@ -23,12 +23,11 @@
   max_202_per_second: ([$c.timeline[] | .["202"] // 0] | max // 0),
   orders: $d.orders,
   oversold: $d.oversold,
-  duplicates: ($d.over_limit_buyers + $c.key_conflicts + $c.replay_mismatches),
+  duplicates: ($d.over_limit_buyers + $c.replay_mismatches),
   lost: $d.lost,
   died_with_redis: $d.accepted_not_found,
   postgres: $d,
   redis_agrees: $redis_agrees,
-  key_conflicts: $c.key_conflicts,
   replay_mismatches: $c.replay_mismatches,
   timed_out: (($c.purchase_answers.timed_out // 0) + ($c.other_answers.timed_out // 0)),
   figures: ($scenario_extra.figures // {})

@@ -49,7 +49,7 @@ scenario_worker_stop() {
 # 3. Redis killed and restarted, without its data (wipe) or with its
 # append-only file (crash), while shoppers buy.
 scenario_redis_restart() {
-  local mode=$1 users=${CHAOS_USERS:-5000} down_secs=3 restarted saw_503 recovery
+  local mode=$1 users=${CHAOS_USERS:-5000} down_secs=3 saw_503 recovery
   scenario_begin "redis-$mode" "$users"
   start_crowd "$users" 500 --give-up-secs 90
   sleep 3
@@ -64,7 +64,6 @@ scenario_redis_restart() {
   saw_503=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/api/health/ready")
   sleep $((down_secs - 1))
   start_redis
-  restarted=$(now_ms)
   recovery=$(seconds_until_ready 60)
   RECOVERY_SECS=$recovery
   wait_crowd
@@ -74,7 +73,6 @@ scenario_redis_restart() {
     \"figures\": {\"readiness_while_down\": $saw_503, \"ready_after_restart_secs\": $recovery},
     \"checks\": {\"unready_while_down\": $(json_bool "saw_503 == 503"),
                  \"purchases_refused_with_503_while_down\": $(jq '(.purchase_answers["503"] // 0) > 0' "$DIR/summary.json")}}"
-  : "$restarted"
 }
 
 # 4. PostgreSQL stopped for 10 s mid-drain: purchases are still accepted
@@ -123,7 +121,7 @@ scenario_node_kill() {
 # fork) and once pausing its clients (CLIENT PAUSE): requests answer 503
 # within the dependency bound instead of hanging; no restart needed.
 scenario_redis_slow() {
-  local users=${CHAOS_USERS:-5000} stalled redis_pid
+  local users=${CHAOS_USERS:-5000} redis_pid
   scenario_begin redis-slow "$users"
   start_crowd "$users" 500
   sleep 2
@@ -134,7 +132,6 @@ scenario_redis_slow() {
   sleep 2
   redis_cmd client pause 3000 all >/dev/null || die "[redis-slow] CLIENT PAUSE refused"
   sleep 3
-  stalled=$(now_ms)
   fault "Redis frozen (SIGSTOP) for 3 s, then 2 s later its clients paused (CLIENT PAUSE 3000 ALL)"
   RECOVERY_SECS=$(seconds_until_ready 30)
   wait_crowd
@@ -146,7 +143,6 @@ scenario_redis_slow() {
   scenario_end "{\"figures\": {\"slowest_503_ms\": $max_503, \"bound_ms\": $bound},
     \"checks\": {\"answered_503_while_stalled\": $(jq '(.purchase_answers["503"] // 0) > 0' "$DIR/summary.json"),
                  \"every_503_within_bound\": $(json_bool "max_503 <= bound")}}"
-  : "$stalled"
 }
 
 # 7. A worker that crashes between its PostgreSQL commit and the acks

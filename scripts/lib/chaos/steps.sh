@@ -90,7 +90,8 @@ scenario_end() {
     -H 'content-type: application/json' -d '{"action":"end"}' >/dev/null 2>&1 || true
 }
 
-# wait_ready SECONDS: until the cluster reports ready; prints the seconds.
+# seconds_until_ready LIMIT: waits (up to LIMIT s) until the cluster
+# reports ready; prints how long that took, or null.
 seconds_until_ready() {
   local started
   started=$(now_ms)

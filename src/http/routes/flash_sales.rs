@@ -185,8 +185,8 @@ async fn create_flash_sale(
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
-        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 200, description = "The sale", body = FlashSaleResponse),
+        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),

@@ -186,8 +186,8 @@ pub struct StatsQuery {
     security(("bearer" = [])),
     params(StatsQuery),
     responses(
-        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
+        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
@@ -207,8 +207,8 @@ async fn get_current_sale_stats(
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
-        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
+        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
         (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),

@@ -51,18 +51,24 @@ pub async fn send(recorder: &Recorder, kind: Kind, request: reqwest::RequestBuil
                     serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                     retry_after,
                 ),
-                Err(error) if error.is_timeout() => (Answer::TimedOut, Value::Null, None),
-                Err(_) => (Answer::ConnectionError, Value::Null, None),
+                Err(error) => (no_answer(&error), Value::Null, None),
             }
         }
-        Err(error) if error.is_timeout() => (Answer::TimedOut, Value::Null, None),
-        Err(_) => (Answer::ConnectionError, Value::Null, None),
+        Err(error) => (no_answer(&error), Value::Null, None),
     };
     recorder.record(kind, answer, started.elapsed());
     Reply {
         answer,
         body,
         retry_after,
+    }
+}
+
+fn no_answer(error: &reqwest::Error) -> Answer {
+    if error.is_timeout() {
+        Answer::TimedOut
+    } else {
+        Answer::ConnectionError
     }
 }
 
@@ -163,7 +169,6 @@ pub async fn buy_once(
         story.attempts += 1;
         if let Some(again) = replay.body["reservation_id"].as_str() {
             story.replay_matched = Some(again == first);
-            story.key_conflict = again != first;
         }
     }
     story.token = token;

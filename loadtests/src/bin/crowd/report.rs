@@ -27,8 +27,6 @@ pub struct Story {
     /// The final answer's error code, for refusals.
     pub code: Option<String>,
     pub reservation_id: Option<String>,
-    /// Two answers for this one key named different reservations.
-    pub key_conflict: bool,
     /// The 202 replayed with its key named the same reservation.
     pub replay_matched: Option<bool>,
     /// Where the reservation ended: confirmed, failed, not_found (the
@@ -115,7 +113,7 @@ pub struct Summary {
     pub refused: BTreeMap<String, usize>,
     /// Shoppers who never got a final answer.
     pub gave_up: usize,
-    pub key_conflicts: usize,
+    /// 202s whose replay with the same key named another reservation.
     pub replay_mismatches: usize,
     /// Accepted reservations by how they ended.
     pub outcomes: BTreeMap<String, usize>,
@@ -147,7 +145,6 @@ pub fn summarize(recorder: &Recorder, stories: &[Story]) -> Summary {
         accepted: stories.iter().filter(|s| s.status == Some(202)).count(),
         refused,
         gave_up: stories.iter().filter(|s| s.status.is_none()).count(),
-        key_conflicts: stories.iter().filter(|s| s.key_conflict).count(),
         replay_mismatches: stories
             .iter()
             .filter(|s| s.replay_matched == Some(false))
