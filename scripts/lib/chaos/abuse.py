@@ -81,9 +81,9 @@ def one_user(url, token, sale_id, seconds, threads):
             try:
                 conn.request("POST", parts.path, body=body, headers=headers)
                 response = conn.getresponse()
-                body = response.read()
+                reply = response.read()
                 try:
-                    code = json.loads(body)["error"]["code"]
+                    code = json.loads(reply)["error"]["code"]
                 except (ValueError, KeyError, TypeError):
                     code = ""
                 record(f"{response.status} {code}".strip())

@@ -91,8 +91,9 @@ scenario_abuse() {
         rss_kib_before: $rss_before, rss_kib_during: $rss_during}),
       checks: {
         address_limited: ($flood.not_throttled <= $ip_bound * 1.05 and ($flood.answers["429"] // 0) > 0),
-        spoofing_gains_nothing: ($spoofed.not_throttled <= $ip_bound * 1.05),
-        user_limited: ($one_user.not_throttled <= $user_bound + 2),
+        spoofing_gains_nothing: ($spoofed.not_throttled <= $ip_bound * 1.05 and ($spoofed.answers["429"] // 0) > 0),
+        user_limited: ($one_user.answers["202"] == 1 and ($one_user.answers["429 RATE_LIMITED"] // 0) > 0
+                       and $one_user.not_throttled <= $user_bound + 2),
         security_headers_on_nginx_answers: $headers_pass,
         slow_clients_cut_off: ($slow.opened > 0 and $slow.closed_by_server == $slow.opened),
         up_during_slowloris: ($during_slowloris == "200"),
