@@ -179,6 +179,16 @@ pub struct HttpSettings {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// A connection whose writes make no progress this long (the client
+    /// stopped reading) is closed, live event streams included.
+    #[arg(
+        long,
+        env = "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
+        value_name = "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub write_stall_timeout_ms: u64,
+
     /// Comma-separated browser origins (`https://shop.example.com`) allowed
     /// to call the API cross-origin. Empty: no cross-origin access; the
     /// pages served by the API itself are same-origin and need none.
@@ -465,6 +475,12 @@ impl HttpSettings {
                 "must be at least 10",
             ));
         }
+        if self.write_stall_timeout_ms < 100 {
+            return Err(invalid(
+                "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
+                "must be at least 100",
+            ));
+        }
         self.cors_origins()?;
         Ok(())
     }
@@ -500,6 +516,10 @@ impl HttpSettings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
     }
 }
 

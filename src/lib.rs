@@ -9,6 +9,9 @@
 //! - [`http`]: routes, extractors, the error model and the middleware stack;
 //! - [`jobs`]: the purchase job and queue shared with the worker;
 //! - [`snapshot`]: each node's in-memory view of open sales;
+//! - [`live`]: each node's fan-out of sale changes and purchase outcomes
+//!   to event streams;
+//! - [`listener`]: the API node's listener, which closes stalled connections;
 //! - [`server`]: wiring pools and the router into a running API node;
 //! - [`telemetry`]: structured logs and the Prometheus recorder.
 
@@ -17,6 +20,8 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod listener;
+pub mod live;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

@@ -16,8 +16,14 @@ use crate::{
     config::ApiSettings,
     http::{self, AppState, rate_limit::UserRateLimiter, routes::stats::StatsCache},
     jobs::PurchaseQueue,
+    listener::StallGuardedListener,
+    live::LiveEvents,
     snapshot::SaleSnapshot,
-    store::{arming, postgres::Db, redis::RedisStore},
+    store::{
+        arming,
+        postgres::Db,
+        redis::{EventSubscriber, RedisStore},
+    },
     telemetry,
 };
 
@@ -43,6 +49,8 @@ pub fn build_state_with(
     queue: PurchaseQueue,
 ) -> anyhow::Result<AppState> {
     let purchase = &settings.purchase;
+    let (subscriber, inbox) =
+        EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.timeout())?;
     let rate = NonZeroU32::new(purchase.user_rate_per_sec)
         .context("FLASHSALE_USER_RATE_PER_SEC must be at least 1")?;
     let burst =
@@ -59,6 +67,7 @@ pub fn build_state_with(
         snapshot: Arc::new(SaleSnapshot::new(purchase.snapshot_refresh())),
         stats: Arc::new(StatsCache::new(purchase.stats_cache())),
         purchase: Arc::new(purchase.clone()),
+        live: Arc::new(LiveEvents::new(subscriber, inbox)),
     })
 }
 
@@ -93,11 +102,18 @@ pub async fn serve(
         state.redis.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(
+        state
+            .live
+            .clone()
+            .run(state.snapshot.clone(), shutdown.clone()),
+    );
     tokio::spawn(trim_rate_limiter(state.limiter.clone(), shutdown.clone()));
     let app = http::router(state, &settings.http);
     tracing::info!(%address, "flashsale-api listening");
     let grace = settings.http.shutdown_grace();
     let stopping = shutdown.clone();
+    let listener = StallGuardedListener::new(listener, settings.http.write_stall_timeout());
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     tokio::select! {
         result = server => result.context("HTTP server failed")?,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -63,6 +63,8 @@ pub struct SaleSnapshot {
     max_age: Duration,
     catalog_every: Duration,
     catalog_stale: Notify,
+    /// Ticks after every refresh, for the live-event hub.
+    refreshed: watch::Sender<()>,
 }
 
 impl SaleSnapshot {
@@ -74,7 +76,13 @@ impl SaleSnapshot {
             max_age: (refresh_every * 20).max(Duration::from_secs(1)),
             catalog_every: Duration::from_secs(1),
             catalog_stale: Notify::new(),
+            refreshed: watch::Sender::new(()),
         }
+    }
+
+    /// Marked changed after every refresh of the views.
+    pub fn refreshes(&self) -> watch::Receiver<()> {
+        self.refreshed.subscribe()
     }
 
     /// The views as last refreshed, however old. A poisoned lock still
@@ -154,6 +162,7 @@ impl SaleSnapshot {
             .views
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        self.refreshed.send_replace(());
         Ok(())
     }
 

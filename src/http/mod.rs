@@ -39,6 +39,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::auth::router())
         .merge(routes::sale_status::router())
+        .merge(routes::events::router())
         .merge(routes::purchase::router())
         .merge(routes::stats::router())
         .merge(routes::products::router())

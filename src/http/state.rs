@@ -12,7 +12,8 @@ use crate::{
     config::PurchaseSettings,
     domain::DomainError,
     jobs::PurchaseQueue,
-    snapshot::SaleSnapshot,
+    live::LiveEvents,
+    snapshot::{SaleSnapshot, SaleView},
     store::{postgres::Db, redis::RedisStore},
 };
 
@@ -37,6 +38,8 @@ pub struct AppState {
     /// Recently computed sale stats.
     pub stats: Arc<StatsCache>,
     pub purchase: Arc<PurchaseSettings>,
+    /// Fans sale changes and purchase outcomes out to event streams.
+    pub live: Arc<LiveEvents>,
 }
 
 impl AppState {
@@ -48,5 +51,33 @@ impl AppState {
         }
         let current = self.db.current_sale().await?;
         Ok(current.ok_or(DomainError::NoCurrentSale)?.id)
+    }
+
+    /// The given (or current) sale: from the node's snapshot of open sales
+    /// when it is fresh; sales it does not hold (ended, or new on another
+    /// node) from the stores.
+    pub async fn sale_view(&self, sale_id: Option<Uuid>) -> Result<SaleView, ApiError> {
+        if let Some(view) = self.snapshot.lookup(sale_id) {
+            return Ok(view);
+        }
+        let sale = match sale_id {
+            Some(id) => self
+                .db
+                .find_sale(id)
+                .await?
+                .ok_or(DomainError::SaleNotFound(id))?,
+            None => self
+                .db
+                .current_sale()
+                .await?
+                .ok_or(DomainError::NoCurrentSale)?,
+        };
+        let live = self.redis.live_states(&[sale.id]).await?;
+        let live = live.first().copied().unwrap_or_default();
+        Ok(SaleView {
+            sale,
+            remaining: live.remaining,
+            mirrored_state: live.state,
+        })
     }
 }

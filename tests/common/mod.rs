@@ -5,6 +5,7 @@
 
 pub mod proxy;
 mod shared;
+pub mod sse;
 
 pub use shared::*;
 
@@ -16,6 +17,7 @@ use flashsale::{
         ApiSettings, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
         PurchaseSettings, QueueSettings, RedisSettings, Secret,
     },
+    http::AppState,
     jobs::PurchaseQueue,
     server,
     store::{postgres::Db, redis::RedisStore},
@@ -41,6 +43,7 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
             max_body_bytes: 16 * 1024,
             request_timeout_ms: 5_000,
             shutdown_grace_secs: 1,
+            write_stall_timeout_ms: 30_000,
             cors_origins: vec![CORS_ORIGIN.into()],
         },
         database: DatabaseSettings {
@@ -97,6 +100,8 @@ pub struct TestApp {
     pub redis: redis::aio::MultiplexedConnection,
     pub prefix: String,
     pub tokens: TokenService,
+    /// The node's state, to look inside (open event streams).
+    pub state: AppState,
     _stop: DropGuard,
 }
 
@@ -141,6 +146,27 @@ pub async fn spawn_app_with(
     adjust: impl FnOnce(&mut ApiSettings),
 ) -> TestApp {
     let prefix = format!("test-{}", Uuid::now_v7().simple());
+    spawn_node(pg, route, prefix, adjust).await
+}
+
+/// A second API node of `first`'s deployment: the same database and Redis
+/// prefix, its own snapshot, hub and pub/sub connection.
+pub async fn spawn_second_node(first: &TestApp) -> TestApp {
+    spawn_node(
+        first.pg.clone(),
+        Route::default(),
+        first.prefix.clone(),
+        |_| {},
+    )
+    .await
+}
+
+async fn spawn_node(
+    pg: PgPool,
+    route: Route,
+    prefix: String,
+    adjust: impl FnOnce(&mut ApiSettings),
+) -> TestApp {
     let through = |proxy: Option<SocketAddr>| match proxy {
         Some(proxy) => format!("redis://{proxy}"),
         None => redis_url(),
@@ -171,6 +197,7 @@ pub async fn spawn_app_with(
         queue,
     )
     .unwrap();
+    let node_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -188,6 +215,7 @@ pub async fn spawn_app_with(
         redis,
         prefix,
         tokens,
+        state: node_state,
         _stop: stop.drop_guard(),
     }
 }
@@ -473,5 +501,23 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+impl TestApp {
+    /// Opens `GET /api/flash-sale/events` for a sale, as `token` if given.
+    pub async fn events(&self, sale_id: &str, token: Option<&str>) -> sse::EventReader {
+        let mut request = self
+            .client
+            .get(format!(
+                "{}/api/flash-sale/events?sale_id={sale_id}",
+                self.base
+            ))
+            // The stream is endless: only the connection is bounded.
+            .timeout(Duration::from_secs(3600));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        sse::EventReader::new(request.send().await.expect("events request failed"))
     }
 }

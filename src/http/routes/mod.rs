@@ -1,6 +1,7 @@
 //! One file per resource; each exposes `router()` with its documented routes.
 
 pub mod auth;
+pub mod events;
 pub mod flash_sales;
 pub mod health;
 pub mod metrics;

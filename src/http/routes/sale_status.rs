@@ -1,7 +1,5 @@
-//! Public: the state of the current (or a given) flash sale. Served from
-//! the node's snapshot of open sales when it is fresh, so a read stampede
-//! costs no store round trip; sales the snapshot does not hold (ended, new
-//! on another node) are read from the stores.
+//! Public: the state of the current (or a given) flash sale, from
+//! [`AppState::sale_view`]: a read stampede costs no store round trip.
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
@@ -11,12 +9,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    domain::{DomainError, SaleState},
+    domain::SaleState,
     http::{
         ApiError, AppState,
         extract::{Caller, QueryParams},
     },
-    snapshot::SaleView,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -74,10 +71,7 @@ async fn get_sale_status(
     caller: Option<Caller>,
     QueryParams(query): QueryParams<SaleStatusQuery>,
 ) -> Result<Json<SaleStatusResponse>, ApiError> {
-    let view = match state.snapshot.lookup(query.sale_id) {
-        Some(view) => view,
-        None => read_from_stores(&state, query.sale_id).await?,
-    };
+    let view = state.sale_view(query.sale_id).await?;
     let now = Utc::now();
     let sale_state = view.state(now);
     let you = match caller {
@@ -108,26 +102,4 @@ async fn get_sale_status(
         server_time: now,
         you,
     }))
-}
-
-async fn read_from_stores(state: &AppState, sale_id: Option<Uuid>) -> Result<SaleView, ApiError> {
-    let sale = match sale_id {
-        Some(id) => state
-            .db
-            .find_sale(id)
-            .await?
-            .ok_or(DomainError::SaleNotFound(id))?,
-        None => state
-            .db
-            .current_sale()
-            .await?
-            .ok_or(DomainError::NoCurrentSale)?,
-    };
-    let live = state.redis.live_states(&[sale.id]).await?;
-    let live = live.first().copied().unwrap_or_default();
-    Ok(SaleView {
-        sale,
-        remaining: live.remaining,
-        mirrored_state: live.state,
-    })
 }

@@ -25,7 +25,7 @@ pub struct SaleKeys {
     pub latest: String,
     /// Hash of counters: attempts, accepted, rejected by reason, ...
     pub stats: String,
-    /// Pub/sub channel of the sale's events (stock, purchase outcomes).
+    /// Pub/sub channel of the sale's events (each settled purchase).
     pub events: String,
 }
 

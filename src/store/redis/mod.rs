@@ -6,6 +6,7 @@
 mod keys;
 mod purchase;
 mod settlement;
+mod subscriber;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ pub use purchase::{
     ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
 };
 pub use settlement::{ReleaseOutcome, StockDisposition};
+pub use subscriber::{EventSubscriber, Published, parse_push};
 
 use super::{Dependency, StoreError, bounded};
 use crate::config::RedisSettings;

@@ -90,7 +90,6 @@ impl RedisStore {
             .key(&keys.reservations)
             .key(&keys.pending)
             .key(&keys.stats)
-            .key(&keys.stock)
             .arg(sale_id.to_string())
             .arg(&keys.events);
         for reservation_id in reservation_ids {

@@ -1,13 +1,13 @@
 -- confirm.lua: mark reservations whose orders PostgreSQL has committed as
 -- confirmed, drop them from the pending set, count them, and tell the
--- sale's subscribers. Idempotent: only pending reservations change, so a
--- redelivered batch counts nothing twice. Reservations Redis no longer knows
+-- sale's subscribers each shopper's outcome (remaining stock does not change
+-- here; API nodes read it from Redis every ~100 ms). Idempotent: only
+-- pending reservations change, so a redelivered batch counts nothing twice. Reservations Redis no longer knows
 -- (it lost its data) are skipped: PostgreSQL holds their orders.
 --
 -- KEYS[1]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
 -- KEYS[2]  pending set
 -- KEYS[3]  stats hash
--- KEYS[4]  stock counter (read only, for the stock event)
 -- ARGV[1]  sale id, for the events
 -- ARGV[2]  pub/sub channel of the sale's events
 -- ARGV[3..] reservation ids
@@ -38,8 +38,5 @@ if confirmed > 0 then
   redis.call('HINCRBY', KEYS[3], 'confirmed', confirmed)
   redis.call('HINCRBY', KEYS[3], 'units_confirmed', units)
   redis.call('HINCRBY', KEYS[3], 'pending_units', -units)
-  redis.call('PUBLISH', ARGV[2], cjson.encode({
-    type = 'stock', sale_id = ARGV[1], remaining = tonumber(redis.call('GET', KEYS[4]) or '0')
-  }))
 end
 return confirmed

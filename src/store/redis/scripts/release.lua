@@ -52,5 +52,4 @@ redis.call('PUBLISH', ARGV[6], cjson.encode({
   type = 'purchase', sale_id = ARGV[5], reservation_id = ARGV[1], user_id = user,
   status = ARGV[2], reason = ARGV[3]
 }))
-redis.call('PUBLISH', ARGV[6], cjson.encode({type = 'stock', sale_id = ARGV[5], remaining = remaining}))
 return {'RELEASED', tostring(remaining)}

@@ -1,0 +1,222 @@
+//! Public: a sale's live events as Server-Sent Events (DESIGN.md §6).
+//!
+//! Every connection starts with the present (the sale, and for a shopper
+//! their latest purchase in it), so a client that reconnects needs no event
+//! ids to catch up. Then: `sale` when the state or remaining stock changes
+//! (coalesced to at most four a second), `purchase` when the shopper's
+//! purchase is committed or released, and a comment line every 15 s so
+//! proxies keep an idle stream open. The stream ends when the node shuts
+//! down or when its client stopped reading; browsers reconnect by
+//! themselves.
+
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{HeaderName, HeaderValue},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use chrono::Utc;
+use futures::Stream;
+use serde::Deserialize;
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    http::{
+        ApiError, AppState,
+        extract::{Caller, QueryParams},
+    },
+    live::{Delivery, Following, PurchaseEvent, SaleEvent, SaleUpdate},
+    store::redis::RedisStore,
+};
+
+/// Keeps proxies and load balancers from closing a quiet stream.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The fastest a stream repeats `sale` events; changes in between coalesce.
+const SALE_EVENT_SPACING: Duration = Duration::from_millis(250);
+/// How soon a browser should reconnect after the stream ends.
+const RECONNECT_AFTER_MS: u64 = 2_000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sale_events))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SaleEventsQuery {
+    /// A sale id; without it, the current sale.
+    pub sale_id: Option<Uuid>,
+}
+
+/// Server-Sent Events for a sale: `sale` events (a `SaleEvent`: state,
+/// remaining stock, window, server time) first and on every change, at most
+/// four a second; with a bearer token, `purchase` events (a
+/// `PurchaseEvent`) with the caller's latest purchase first and then each
+/// outcome the moment it is committed or released. Heartbeat comments every
+/// 15 s. Reconnect to get the present again.
+#[utoipa::path(get, path = "/api/flash-sale/events", tag = "sale",
+    params(SaleEventsQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "An endless text/event-stream of `sale` and `purchase` events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "sale_id is not a UUID", body = crate::http::ErrorBody),
+        (status = 401, description = "A bearer token was sent and is invalid", body = crate::http::ErrorBody),
+        (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
+        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+    ))]
+async fn sale_events(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    QueryParams(query): QueryParams<SaleEventsQuery>,
+) -> Result<Response, ApiError> {
+    let view = state.sale_view(query.sale_id).await?;
+    let sale_id = view.sale.id;
+    let shopper = caller.map(|caller| caller.user_id);
+    let mut following = state.live.follow(view, shopper).await?;
+    // Read after following, so an outcome settled in between is sent
+    // (twice at worst) rather than missed.
+    let latest = match shopper {
+        Some(user_id) => state
+            .redis
+            .latest_reservation(sale_id, user_id)
+            .await?
+            .map(PurchaseEvent::from),
+        None => None,
+    };
+    let sale = following.updates.borrow_and_update().clone();
+    let mut greeting =
+        VecDeque::from([sale_event(&sale).retry(Duration::from_millis(RECONNECT_AFTER_MS))]);
+    greeting.extend(latest.as_ref().map(purchase_event));
+    let stream = LiveStream {
+        sale_id,
+        shopper,
+        following,
+        redis: state.redis.clone(),
+        closing: state.live.closing(),
+        next_sale_event: Instant::now() + SALE_EVENT_SPACING,
+        sent_purchase: latest,
+        greeting,
+    };
+    let mut response = Sse::new(stream.into_events())
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response();
+    // nginx passes the stream through as written (it also has the location
+    // unbuffered; this covers any other nginx in front).
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
+struct LiveStream {
+    sale_id: Uuid,
+    shopper: Option<Uuid>,
+    following: Following,
+    redis: RedisStore,
+    closing: CancellationToken,
+    next_sale_event: Instant,
+    /// The last purchase event sent, so a resync repeats nothing.
+    sent_purchase: Option<PurchaseEvent>,
+    /// The present, sent before anything else.
+    greeting: VecDeque<Event>,
+}
+
+impl LiveStream {
+    fn into_events(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut stream| async move {
+            let event = stream.next_event().await?;
+            Some((Ok(event), stream))
+        })
+    }
+
+    /// The next event to send; `None` ends the stream.
+    async fn next_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.greeting.pop_front() {
+            return Some(event);
+        }
+        loop {
+            tokio::select! {
+                () = self.closing.cancelled() => return None,
+                changed = sale_changed(&mut self.following.updates, self.next_sale_event) => {
+                    changed.ok()?;
+                    let sale = self.following.updates.borrow_and_update().clone();
+                    self.next_sale_event = Instant::now() + SALE_EVENT_SPACING;
+                    return Some(sale_event(&sale));
+                }
+                delivery = next_delivery(&mut self.following.deliveries) => {
+                    // The hub dropped this stream: its client stopped reading.
+                    let purchase = match delivery? {
+                        Delivery::Settled(purchase) => Some(purchase),
+                        Delivery::Resync => self.reread_purchase().await,
+                    };
+                    if let Some(purchase) = purchase
+                        && self.sent_purchase.as_ref() != Some(&purchase)
+                    {
+                        let event = purchase_event(&purchase);
+                        self.sent_purchase = Some(purchase);
+                        return Some(event);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reread_purchase(&self) -> Option<PurchaseEvent> {
+        let user_id = self.shopper?;
+        match self.redis.latest_reservation(self.sale_id, user_id).await {
+            Ok(record) => record.map(PurchaseEvent::from),
+            Err(error) => {
+                tracing::debug!(%error, "event stream: purchase not re-read");
+                None
+            }
+        }
+    }
+}
+
+/// The sale's next change, no sooner than `not_before`.
+async fn sale_changed(
+    updates: &mut watch::Receiver<SaleUpdate>,
+    not_before: Instant,
+) -> Result<(), watch::error::RecvError> {
+    tokio::time::sleep_until(not_before).await;
+    updates.changed().await
+}
+
+/// The shopper's next delivery; never resolves for an anonymous stream.
+async fn next_delivery(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Delivery> {
+    match deliveries.as_mut() {
+        Some(deliveries) => deliveries.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sale_event(sale: &SaleUpdate) -> Event {
+    json_event(
+        "sale",
+        &SaleEvent {
+            sale,
+            server_time: Utc::now(),
+        },
+    )
+}
+
+fn purchase_event(purchase: &PurchaseEvent) -> Event {
+    json_event("purchase", purchase)
+}
+
+fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .expect("event payloads serialise")
+}

@@ -1,0 +1,79 @@
+//! What a live event stream carries: the sale as it stands, and a
+//! shopper's own purchase outcome.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    domain::{PurchaseStatus, SaleState},
+    snapshot::SaleView,
+    store::redis::ReservationRecord,
+};
+
+/// The `sale` event: sent first on every (re)connect, then whenever the
+/// state or remaining stock changes, at most four times a second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SaleUpdate {
+    pub sale_id: Uuid,
+    pub state: SaleState,
+    /// Units left to reserve; null while the sale is not armed.
+    pub remaining: Option<i64>,
+    /// Units allotted to the sale.
+    pub stock: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub price: i64,
+    pub currency: String,
+    pub per_user_limit: i32,
+}
+
+impl SaleUpdate {
+    pub fn of(view: &SaleView, now: DateTime<Utc>) -> Self {
+        let sale = &view.sale;
+        Self {
+            sale_id: sale.id,
+            state: view.state(now),
+            remaining: view.remaining,
+            stock: sale.allotted_quantity,
+            starts_at: sale.starts_at,
+            ends_at: sale.ends_at,
+            price: sale.sale_price,
+            currency: sale.currency.clone(),
+            per_user_limit: sale.per_user_limit,
+        }
+    }
+}
+
+/// A `sale` event as sent: the update plus the node's clock, to count
+/// down against.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SaleEvent<'a> {
+    #[serde(flatten)]
+    pub sale: &'a SaleUpdate,
+    pub server_time: DateTime<Utc>,
+}
+
+/// The `purchase` event, for an authenticated shopper only: their latest
+/// purchase in the sale on connect, then each outcome as the worker
+/// commits or releases it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PurchaseEvent {
+    pub reservation_id: Uuid,
+    pub sale_id: Uuid,
+    pub status: PurchaseStatus,
+    /// Why a purchase failed.
+    pub reason: Option<String>,
+}
+
+impl From<ReservationRecord> for PurchaseEvent {
+    fn from(record: ReservationRecord) -> Self {
+        Self {
+            reservation_id: record.reservation_id,
+            sale_id: record.sale_id,
+            status: record.status.for_shopper(),
+            reason: record.reason,
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Live events for the event streams (DESIGN.md §6): one hub per API node.
+//!
+//! - The sale's state and remaining stock come from the node's snapshot,
+//!   which reads Redis every ~100 ms: after each refresh the hub updates one
+//!   `watch` value per followed sale. A `watch` keeps only the latest
+//!   value, so a slow stream skips to the present instead of queueing.
+//! - A shopper's purchase outcome comes from the sale's Redis pub/sub
+//!   channel, which this node subscribes to once, while at least one of its
+//!   clients follows the sale; each outcome goes to that shopper's streams
+//!   only, through a short queue. A stream that lets its queue fill is
+//!   dropped, never buffered for.
+
+mod events;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use redis::PushInfo;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use events::{PurchaseEvent, SaleEvent, SaleUpdate};
+
+use crate::{
+    snapshot::{SaleSnapshot, SaleView},
+    store::{
+        StoreError,
+        redis::{EventSubscriber, Published, parse_push},
+    },
+};
+
+/// Outcomes a shopper's stream may have unsent before it counts as too slow.
+/// One shopper's outcomes are a handful per sale (the per-user limit).
+const SHOPPER_BACKLOG: usize = 8;
+/// How often channels no client follows any more are unsubscribed.
+const UNSUBSCRIBE_EVERY: Duration = Duration::from_secs(30);
+
+/// What the hub hands a shopper's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Settled(PurchaseEvent),
+    /// The channel was (re)subscribed and may have missed outcomes: read
+    /// the shopper's purchase again.
+    Resync,
+}
+
+pub struct LiveEvents {
+    subscriber: EventSubscriber,
+    inbox: Mutex<Option<mpsc::Receiver<PushInfo>>>,
+    followers: Mutex<HashMap<Uuid, SaleFollowers>>,
+    /// Channels subscribed on the pub/sub connection. Subscribing and
+    /// unsubscribing happen under this lock, so a sweep cannot unsubscribe
+    /// a channel a new stream is about to rely on.
+    subscribed: tokio::sync::Mutex<HashSet<Uuid>>,
+    next_stream: AtomicU64,
+    closing: CancellationToken,
+}
+
+struct SaleFollowers {
+    /// The sale as last seen, for when the snapshot no longer holds it
+    /// (an ended sale): its state still follows the clock.
+    view: SaleView,
+    updates: watch::Sender<SaleUpdate>,
+    streams: usize,
+    shoppers: HashMap<Uuid, Vec<ShopperStream>>,
+}
+
+struct ShopperStream {
+    id: u64,
+    outbox: mpsc::Sender<Delivery>,
+}
+
+/// One stream's registration; dropping it unregisters the stream.
+pub struct Following {
+    hub: Arc<LiveEvents>,
+    sale_id: Uuid,
+    stream: u64,
+    shopper: Option<Uuid>,
+    /// The sale as it stands; marked changed on every change.
+    pub updates: watch::Receiver<SaleUpdate>,
+    /// The shopper's outcomes; ends when the hub dropped the stream as too
+    /// slow. `None` for an anonymous stream.
+    pub deliveries: Option<mpsc::Receiver<Delivery>>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.hub.leave(self.sale_id, self.stream, self.shopper);
+        metrics::gauge!("flashsale_event_streams").decrement(1);
+    }
+}
+
+impl LiveEvents {
+    pub fn new(subscriber: EventSubscriber, inbox: mpsc::Receiver<PushInfo>) -> Self {
+        Self {
+            subscriber,
+            inbox: Mutex::new(Some(inbox)),
+            followers: Mutex::default(),
+            subscribed: tokio::sync::Mutex::default(),
+            next_stream: AtomicU64::new(0),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled when the node shuts down: streams end so that clients
+    /// reconnect to another node.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
+    /// Streams open on this node.
+    pub fn streams(&self) -> usize {
+        self.lock().values().map(|sale| sale.streams).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SaleFollowers>> {
+        self.followers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a stream on `view`'s sale (and, for a shopper, on their
+    /// outcomes), subscribing this node to the sale's channel if nobody
+    /// here followed it yet. Fails only when Redis cannot be reached.
+    pub async fn follow(
+        self: &Arc<Self>,
+        view: SaleView,
+        shopper: Option<Uuid>,
+    ) -> Result<Following, StoreError> {
+        let sale_id = view.sale.id;
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (outbox, deliveries) = mpsc::channel(SHOPPER_BACKLOG);
+        let updates = {
+            let mut followers = self.lock();
+            let sale = followers.entry(sale_id).or_insert_with(|| SaleFollowers {
+                updates: watch::Sender::new(SaleUpdate::of(&view, Utc::now())),
+                view,
+                streams: 0,
+                shoppers: HashMap::new(),
+            });
+            sale.streams += 1;
+            if let Some(user_id) = shopper {
+                let registration = ShopperStream { id: stream, outbox };
+                sale.shoppers.entry(user_id).or_default().push(registration);
+            }
+            sale.updates.subscribe()
+        };
+        metrics::gauge!("flashsale_event_streams").increment(1);
+        let following = Following {
+            hub: self.clone(),
+            sale_id,
+            stream,
+            shopper,
+            updates,
+            deliveries: shopper.map(|_| deliveries),
+        };
+        // Registered first, so nothing published after the subscription
+        // can miss this stream; `following` unregisters if this fails.
+        self.ensure_subscribed(sale_id).await?;
+        Ok(following)
+    }
+
+    async fn ensure_subscribed(&self, sale_id: Uuid) -> Result<(), StoreError> {
+        let mut subscribed = self.subscribed.lock().await;
+        if !subscribed.contains(&sale_id) {
+            self.subscriber.subscribe(sale_id).await?;
+            subscribed.insert(sale_id);
+        }
+        Ok(())
+    }
+
+    fn leave(&self, sale_id: Uuid, stream: u64, shopper: Option<Uuid>) {
+        let mut followers = self.lock();
+        let Some(sale) = followers.get_mut(&sale_id) else {
+            return;
+        };
+        sale.streams -= 1;
+        if let Some(user_id) = shopper
+            && let Some(streams) = sale.shoppers.get_mut(&user_id)
+        {
+            streams.retain(|shopper_stream| shopper_stream.id != stream);
+            if streams.is_empty() {
+                sale.shoppers.remove(&user_id);
+            }
+        }
+        if sale.streams == 0 {
+            followers.remove(&sale_id);
+        }
+    }
+
+    /// Routes pub/sub messages and snapshot refreshes until `shutdown`,
+    /// then ends every stream.
+    pub async fn run(self: Arc<Self>, snapshot: Arc<SaleSnapshot>, shutdown: CancellationToken) {
+        let inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(mut inbox) = inbox else {
+            tracing::error!("the live-event hub was started twice");
+            return;
+        };
+        let mut refreshes = snapshot.refreshes();
+        let mut sweep = tokio::time::interval(UNSUBSCRIBE_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                push = inbox.recv() => match push {
+                    Some(push) => {
+                        if let Some(published) = parse_push(&push) {
+                            self.deliver(published);
+                        }
+                    }
+                    None => break,
+                },
+                changed = refreshes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.publish_sales(&snapshot);
+                }
+                _ = sweep.tick() => self.unsubscribe_unfollowed().await,
+            }
+        }
+        self.closing.cancel();
+    }
+
+    fn deliver(&self, published: Published) {
+        match published {
+            Published::PurchaseSettled {
+                sale_id,
+                reservation_id,
+                user_id,
+                status,
+                reason,
+            } => {
+                let event = PurchaseEvent {
+                    reservation_id,
+                    sale_id,
+                    status: status.for_shopper(),
+                    reason,
+                };
+                self.send_to_shoppers(sale_id, Some(user_id), Delivery::Settled(event));
+            }
+            Published::Subscribed { sale_id } => {
+                self.send_to_shoppers(sale_id, None, Delivery::Resync);
+            }
+            Published::Disconnected => {
+                tracing::warn!("live events: Redis pub/sub connection lost; resubscribing");
+            }
+        }
+    }
+
+    /// Hands `delivery` to one shopper's streams (or all shoppers'),
+    /// dropping the streams that are too far behind.
+    fn send_to_shoppers(&self, sale_id: Uuid, user_id: Option<Uuid>, delivery: Delivery) {
+        let mut followers = self.lock();
+        let Some(sale) = followers.get_mut(&sale_id) else {
+            return;
+        };
+        sale.shoppers.retain(|shopper, streams| {
+            if user_id.is_some_and(|user_id| user_id != *shopper) {
+                return true;
+            }
+            streams.retain(|stream| match stream.outbox.try_send(delivery.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("flashsale_event_streams_dropped_total", "reason" => "slow")
+                        .increment(1);
+                    tracing::info!(%sale_id, user_id = %shopper, "event stream dropped: its client stopped reading");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            !streams.is_empty()
+        });
+    }
+
+    /// Brings every followed sale's update in line with the snapshot.
+    fn publish_sales(&self, snapshot: &SaleSnapshot) {
+        let now = Utc::now();
+        let mut followers = self.lock();
+        for (sale_id, sale) in followers.iter_mut() {
+            if let Some(view) = snapshot.lookup(Some(*sale_id)) {
+                sale.view = view;
+            }
+            let update = SaleUpdate::of(&sale.view, now);
+            sale.updates.send_if_modified(|current| {
+                let changed = *current != update;
+                if changed {
+                    *current = update;
+                }
+                changed
+            });
+        }
+    }
+
+    async fn unsubscribe_unfollowed(&self) {
+        let mut subscribed = self.subscribed.lock().await;
+        let unfollowed: Vec<Uuid> = {
+            let followers = self.lock();
+            subscribed
+                .iter()
+                .filter(|sale_id| !followers.contains_key(sale_id))
+                .copied()
+                .collect()
+        };
+        for sale_id in unfollowed {
+            match self.subscriber.unsubscribe(sale_id).await {
+                Ok(()) => {
+                    subscribed.remove(&sale_id);
+                }
+                Err(error) => {
+                    tracing::debug!(%sale_id, %error, "unsubscribe failed; retrying later")
+                }
+            }
+        }
+    }
+}

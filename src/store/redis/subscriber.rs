@@ -1,0 +1,236 @@
+//! The API node's one pub/sub connection (DESIGN.md §6): it subscribes to a
+//! sale's event channel while some client of this node follows the sale,
+//! and hands what arrives to the live-event hub as [`Published`] messages.
+//!
+//! A RESP3 `ConnectionManager` with automatic resubscription: when Redis
+//! comes back after a restart, the manager reconnects and subscribes again
+//! by itself. Messages published while it was away are gone (pub/sub keeps
+//! nothing), so every (re)subscription is reported as
+//! [`Published::Subscribed`] and followers re-read their state.
+
+use std::time::Duration;
+
+use redis::{
+    IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+    aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError},
+};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::SaleKeys;
+use crate::{
+    config::RedisSettings,
+    domain::ReservationStatus,
+    store::{Dependency, StoreError, bounded},
+};
+
+/// Messages waiting for the hub. Past this, new ones are dropped (and
+/// counted) instead of queued: the hub is far faster than Redis can
+/// publish, so only a stalled node would fill it, and followers resync.
+const INBOX_CAPACITY: usize = 65_536;
+
+/// What the sale's channel carried, as the hub needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// A reservation ended (`confirm.lua`, `release.lua`).
+    PurchaseSettled {
+        sale_id: Uuid,
+        reservation_id: Uuid,
+        user_id: Uuid,
+        status: ReservationStatus,
+        reason: Option<String>,
+    },
+    /// The channel is (again) subscribed: anything published before may
+    /// have been missed.
+    Subscribed { sale_id: Uuid },
+    /// The connection dropped; the manager reconnects and resubscribes.
+    Disconnected,
+}
+
+/// The JSON the Lua scripts publish.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Message {
+    Purchase {
+        sale_id: Uuid,
+        reservation_id: Uuid,
+        user_id: Uuid,
+        status: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// Hands pushes to the hub without ever blocking the connection's task.
+struct Inbox(mpsc::Sender<PushInfo>);
+
+impl AsyncPushSender for Inbox {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        self.0.try_send(info).map_err(|_| {
+            metrics::counter!("flashsale_live_messages_dropped_total").increment(1);
+            SendError
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct EventSubscriber {
+    connection: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl EventSubscriber {
+    /// Opens the pub/sub connection lazily; the receiver gets every push.
+    /// Call it inside a Tokio runtime.
+    pub fn connect_lazy(
+        settings: &RedisSettings,
+        timeout: Duration,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<PushInfo>)> {
+        let info = settings
+            .redis_url
+            .expose()
+            .into_connection_info()
+            .map_err(|error| {
+                anyhow::anyhow!("invalid configuration: FLASHSALE_REDIS_URL: {error}")
+            })?;
+        // Pushes (subscribed messages) need RESP3 on this connection only.
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(|error| {
+            anyhow::anyhow!("cannot open the Redis pub/sub connection: {error}")
+        })?;
+        let (sender, inbox) = mpsc::channel(INBOX_CAPACITY);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_push_sender(Inbox(sender))
+            .set_automatic_resubscription();
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|error| {
+                anyhow::anyhow!("cannot open the Redis pub/sub connection: {error}")
+            })?;
+        let subscriber = Self {
+            connection,
+            prefix: settings.redis_prefix.clone(),
+            timeout,
+        };
+        Ok((subscriber, inbox))
+    }
+
+    fn channel(&self, sale_id: Uuid) -> String {
+        SaleKeys::new(&self.prefix, sale_id).events
+    }
+
+    pub async fn subscribe(&self, sale_id: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let channel = self.channel(sale_id);
+        bounded(
+            Dependency::Redis,
+            self.timeout,
+            connection.subscribe(channel),
+        )
+        .await
+    }
+
+    pub async fn unsubscribe(&self, sale_id: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let channel = self.channel(sale_id);
+        bounded(
+            Dependency::Redis,
+            self.timeout,
+            connection.unsubscribe(channel),
+        )
+        .await
+    }
+}
+
+/// Reads one push; `None` for what the hub has no use for.
+pub fn parse_push(push: &PushInfo) -> Option<Published> {
+    match push.kind {
+        PushKind::Message => {
+            let Some(Value::BulkString(payload)) = push.data.get(1) else {
+                return None;
+            };
+            parse_message(payload)
+        }
+        PushKind::Subscribe => {
+            let Some(Value::BulkString(channel)) = push.data.first() else {
+                return None;
+            };
+            sale_of_channel(std::str::from_utf8(channel).ok()?)
+                .map(|sale_id| Published::Subscribed { sale_id })
+        }
+        PushKind::Disconnection => Some(Published::Disconnected),
+        _ => None,
+    }
+}
+
+fn parse_message(payload: &[u8]) -> Option<Published> {
+    match serde_json::from_slice(payload) {
+        Ok(Message::Purchase {
+            sale_id,
+            reservation_id,
+            user_id,
+            status,
+            reason,
+        }) => Some(Published::PurchaseSettled {
+            sale_id,
+            reservation_id,
+            user_id,
+            status: ReservationStatus::parse(&status)?,
+            reason: reason.filter(|reason| !reason.is_empty()),
+        }),
+        Ok(Message::Other) => None,
+        Err(error) => {
+            tracing::warn!(%error, "unreadable message on a sale's event channel");
+            None
+        }
+    }
+}
+
+/// The sale id inside `<prefix>:{sale:<id>}:events`.
+fn sale_of_channel(channel: &str) -> Option<Uuid> {
+    let start = channel.find("{sale:")? + "{sale:".len();
+    let end = start + channel[start..].find('}')?;
+    channel[start..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_sale() {
+        let sale_id = Uuid::now_v7();
+        let channel = SaleKeys::new("prod:eu", sale_id).events;
+        assert_eq!(sale_of_channel(&channel), Some(sale_id));
+        assert_eq!(sale_of_channel("prod:{sale:nope}:events"), None);
+    }
+
+    #[test]
+    fn settled_purchases_parse_and_empty_reasons_drop() {
+        let (sale, reservation, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let confirmed = format!(
+            r#"{{"type":"purchase","sale_id":"{sale}","reservation_id":"{reservation}","user_id":"{user}","status":"confirmed","reason":""}}"#
+        );
+        assert_eq!(
+            parse_message(confirmed.as_bytes()),
+            Some(Published::PurchaseSettled {
+                sale_id: sale,
+                reservation_id: reservation,
+                user_id: user,
+                status: ReservationStatus::Confirmed,
+                reason: None,
+            })
+        );
+        assert_eq!(parse_message(br#"{"type":"stock","remaining":3}"#), None);
+        assert_eq!(parse_message(b"not json"), None);
+    }
+}

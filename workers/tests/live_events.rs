@@ -1,0 +1,82 @@
+//! The live path end to end: a shopper buys through a real API node, the
+//! real worker commits the order, and the shopper's event stream says
+//! "confirmed" without being asked again.
+
+mod common;
+
+#[path = "../../tests/common/sse.rs"]
+mod sse;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::{Harness, database_url, redis_url};
+use flashsale::{auth::TokenService, config::ApiSettings, domain::Role, server};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+const JWT_SECRET: &str = "worker-test-secret-at-least-32-bytes-long";
+
+/// An API node's settings, read the way the binary reads them.
+#[derive(Parser)]
+struct ApiArgs {
+    #[command(flatten)]
+    settings: ApiSettings,
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_shoppers_stream_says_confirmed_once_the_worker_commits(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let settings = ApiArgs::parse_from([
+        "flashsale-api",
+        "--bind=127.0.0.1:0",
+        &format!("--database-url={}", database_url(&harness.pg)),
+        &format!("--redis-url={}", redis_url()),
+        &format!("--redis-prefix={}", harness.prefix),
+        &format!("--jwt-secret={JWT_SECRET}"),
+    ])
+    .settings;
+    let state = server::build_state(&settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let serving = stop.clone();
+    let node_settings = settings.clone();
+    tokio::spawn(async move { server::serve(&node_settings, state, listener, serving).await });
+    let _stop = stop.drop_guard();
+
+    let user_id = harness.users(1).await[0];
+    let token = TokenService::new(&settings.auth)
+        .issue(user_id, Role::Shopper)
+        .token;
+    let client = reqwest::Client::new();
+    let sale_id = harness.sale.id;
+    let events = client
+        .get(format!("{base}/api/flash-sale/events?sale_id={sale_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut events = sse::EventReader::new(events);
+    let present = events.next_named("sale", Duration::from_secs(5)).await;
+    assert_eq!(present.data["remaining"], 10);
+
+    let accepted = client
+        .post(format!("{base}/api/purchase/attempt"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "buy-once")
+        .json(&serde_json::json!({ "sale_id": sale_id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
+    let accepted: serde_json::Value = accepted.json().await.unwrap();
+    let reservation_id = accepted["reservation_id"].as_str().unwrap().to_string();
+
+    let _worker = harness.spawn_worker(&[]);
+    let outcome = events.next_named("purchase", Duration::from_secs(30)).await;
+    assert_eq!(outcome.data["reservation_id"], reservation_id.as_str());
+    assert_eq!(outcome.data["status"], "confirmed", "{}", outcome.data);
+    // The order the stream announced is in PostgreSQL.
+    assert_eq!(harness.order_count().await, 1);
+}
