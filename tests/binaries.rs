@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::json;
 use sqlx::PgPool;
 
 const API: &str = env!("CARGO_BIN_EXE_flashsale-api");
@@ -114,4 +115,87 @@ async fn the_api_logs_json_and_stops_cleanly_on_sigterm(pg: PgPool) {
     terminate(&child);
     let status = exit_within(&mut child, Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
+}
+
+/// An open event stream must not hold a node's shutdown for the whole grace
+/// period: the stream ends (the browser reconnects to another node) and the
+/// process exits at once.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn sigterm_ends_open_event_streams_and_the_api_exits_promptly(pg: PgPool) {
+    let mut node = KilledOnDrop(
+        api_command(&pg)
+            .env("FLASHSALE_ADMIN_EMAILS", common::ADMIN_EMAIL)
+            .env("FLASHSALE_SHUTDOWN_GRACE_SECS", "60")
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut node.0;
+    let line = wait_for_line(child, "flashsale-api listening");
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let address = record["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    let base = format!("http://{address}");
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut request = client.post(format!("{base}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let reply = request.send().await.unwrap().error_for_status().unwrap();
+            reply.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let admin = post(
+        "/api/auth/login",
+        None,
+        json!({ "email": common::ADMIN_EMAIL }),
+    )
+    .await;
+    let admin = admin["token"].as_str().unwrap();
+    let sku = format!("SKU-{}", uuid::Uuid::now_v7().simple());
+    let product = post(
+        "/api/admin/products",
+        Some(admin),
+        json!({ "sku": sku, "name": "Sneaker", "price": 100, "currency": "EUR", "stock": 5 }),
+    )
+    .await;
+    let sale = post(
+        "/api/admin/flash-sales",
+        Some(admin),
+        common::TestApp::sale_body(product["id"].as_str().unwrap().parse().unwrap(), 5),
+    )
+    .await;
+    let stream = client
+        .get(format!(
+            "{base}/api/flash-sale/events?sale_id={}",
+            sale["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut events = common::sse::EventReader::new(stream);
+    events.next_named("sale", Duration::from_secs(5)).await;
+
+    terminate(child);
+    let started = std::time::Instant::now();
+    while events.next(Duration::from_secs(10)).await.is_some() {}
+    let status = exit_within(child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stream held the shutdown for {:?}",
+        started.elapsed()
+    );
+}
+
+/// A child process that a failing test does not leave running.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

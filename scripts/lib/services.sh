@@ -64,6 +64,14 @@ ensure_packages() {
   install_packages "${missing[@]}"
 }
 
+# Headless Chromium and its WebDriver, for the browser test.
+ensure_browser() {
+  local missing=()
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  install_packages "${missing[@]}"
+}
+
 # True when the pid in file $1 is alive and its command line contains $2.
 pid_alive() {
   local pidfile=$1 expect=$2 pid

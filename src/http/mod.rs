@@ -87,6 +87,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
 
     Router::new()
         .merge(routes)
+        .merge(routes::pages::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(|| async {
             ApiError::new(

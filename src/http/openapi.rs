@@ -14,7 +14,7 @@ use utoipa::{
             `{\"error\": {\"code\", \"message\", \"request_id\"}}`; 503 answers carry Retry-After.",
     ),
     modifiers(&BearerAuth),
-    components(schemas(super::ErrorBody)),
+    components(schemas(super::ErrorBody, crate::live::SaleEvent, crate::live::PurchaseEvent)),
     tags(
         (name = "auth", description = "Development identity"),
         (name = "sale", description = "What shoppers read"),

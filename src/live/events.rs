@@ -49,9 +49,9 @@ impl SaleUpdate {
 /// A `sale` event as sent: the update plus the node's clock, to count
 /// down against.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SaleEvent<'a> {
+pub struct SaleEvent {
     #[serde(flatten)]
-    pub sale: &'a SaleUpdate,
+    pub sale: SaleUpdate,
     pub server_time: DateTime<Utc>,
 }
 

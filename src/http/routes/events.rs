@@ -94,7 +94,7 @@ async fn sale_events(
     };
     let sale = following.updates.borrow_and_update().clone();
     let mut greeting =
-        VecDeque::from([sale_event(&sale).retry(Duration::from_millis(RECONNECT_AFTER_MS))]);
+        VecDeque::from([sale_event(sale).retry(Duration::from_millis(RECONNECT_AFTER_MS))]);
     greeting.extend(latest.as_ref().map(purchase_event));
     let stream = LiveStream {
         sale_id,
@@ -151,7 +151,7 @@ impl LiveStream {
                     changed.ok()?;
                     let sale = self.following.updates.borrow_and_update().clone();
                     self.next_sale_event = Instant::now() + SALE_EVENT_SPACING;
-                    return Some(sale_event(&sale));
+                    return Some(sale_event(sale));
                 }
                 delivery = next_delivery(&mut self.following.deliveries) => {
                     // The hub dropped this stream: its client stopped reading.
@@ -200,7 +200,7 @@ async fn next_delivery(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Opt
     }
 }
 
-fn sale_event(sale: &SaleUpdate) -> Event {
+fn sale_event(sale: SaleUpdate) -> Event {
     json_event(
         "sale",
         &SaleEvent {

@@ -5,6 +5,7 @@ pub mod events;
 pub mod flash_sales;
 pub mod health;
 pub mod metrics;
+pub mod pages;
 pub mod products;
 pub mod purchase;
 pub mod sale_status;

@@ -1,0 +1,283 @@
+//! The two pages in a real browser (headless Chromium driven through
+//! chromedriver) against the running cluster: nginx, API nodes, workers.
+//! `scripts/test` starts the cluster and runs this with `--ignored`:
+//!
+//! - FLASHSALE_BROWSER_BASE_URL: the cluster (nginx), e.g. http://127.0.0.1:8080
+//! - FLASHSALE_BROWSER_ADMIN_EMAIL: an email in the nodes' FLASHSALE_ADMIN_EMAILS
+//! - FLASHSALE_TEST_OUTPUT_DIR: where the screenshots go
+//!
+//! The shopper signs in, buys, sees "confirmed" (the worker committed the
+//! order and the event stream said so), buys again and sees "already
+//! purchased". The operator opens the dashboard, watches its numbers move
+//! while other shoppers buy, and pauses, resumes and adds stock.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const STOCK: i64 = 50;
+const OTHER_SHOPPERS: i64 = 20;
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Chromedriver(Child);
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set; run scripts/test"))
+}
+
+#[tokio::test]
+#[ignore = "needs the running cluster and Chromium; scripts/test runs it"]
+async fn shopper_page_and_dashboard_in_headless_chromium() {
+    let base = env("FLASHSALE_BROWSER_BASE_URL");
+    let admin_email = env("FLASHSALE_BROWSER_ADMIN_EMAIL");
+    let output = PathBuf::from(env("FLASHSALE_TEST_OUTPUT_DIR"));
+    std::fs::create_dir_all(&output).unwrap();
+
+    let api = reqwest::Client::new();
+    let admin = login(&api, &base, &admin_email).await;
+    let sale_id = open_sale(&api, &base, &admin).await;
+
+    let (_driver, browser) = start_browser().await;
+    let screenshot = |name: &'static str| {
+        let browser = browser.clone();
+        let path = output.join(name);
+        async move {
+            std::fs::write(&path, browser.screenshot().await.unwrap()).unwrap();
+            eprintln!("screenshot: {}", path.display());
+        }
+    };
+
+    // The shopper page.
+    browser
+        .goto(&format!("{base}/?sale_id={sale_id}"))
+        .await
+        .unwrap();
+    let shopper_email = format!("shopper-{}@browser.test", Uuid::now_v7().simple());
+    sign_in(&browser, &shopper_email).await;
+    wait_for_text(&browser, "#remaining", |text| text == STOCK.to_string()).await;
+    wait_for_text(&browser, "#link", |text| text == "live").await;
+    screenshot("shop-1-signed-in.png").await;
+
+    click(&browser, "#buy").await;
+    wait_for_text(&browser, "#result", |text| text.contains("confirmed")).await;
+    screenshot("shop-2-confirmed.png").await;
+
+    click(&browser, "#buy").await;
+    wait_for_text(&browser, "#result", |text| {
+        text.contains("already purchased")
+    })
+    .await;
+    screenshot("shop-3-already-purchased.png").await;
+
+    // The dashboard.
+    browser
+        .goto(&format!("{base}/admin?sale_id={sale_id}"))
+        .await
+        .unwrap();
+    sign_in(&browser, &admin_email).await;
+    wait_for_text(&browser, "#accepted", |text| text == "1").await;
+    wait_for_text(&browser, "#link", |text| text == "live").await;
+
+    // A small load: other shoppers buy through the cluster.
+    for _ in 0..OTHER_SHOPPERS {
+        let token = login(
+            &api,
+            &base,
+            &format!("{}@browser.test", Uuid::now_v7().simple()),
+        )
+        .await;
+        let reply = api
+            .post(format!("{base}/api/purchase/attempt"))
+            .bearer_auth(&token)
+            .header("idempotency-key", Uuid::now_v7().to_string())
+            .json(&json!({ "sale_id": sale_id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    let bought = 1 + OTHER_SHOPPERS;
+    wait_for_text(&browser, "#accepted", |text| text == bought.to_string()).await;
+    wait_for_text(&browser, "#remaining", |text| {
+        text == (STOCK - bought).to_string()
+    })
+    .await;
+    wait_for_text(&browser, "#confirmed", |text| text == bought.to_string()).await;
+    wait_for_text(&browser, "#pending", |text| text == "0").await;
+    wait_for_text(&browser, "[data-rate=accepted]", |text| {
+        text.parse::<f64>().is_ok_and(|rate| rate > 0.0)
+    })
+    .await;
+    screenshot("admin-1-after-load.png").await;
+
+    // The controls, seen back through the event stream.
+    click(&browser, "#pause").await;
+    wait_for_text(&browser, "#state", |text| text == "paused").await;
+    click(&browser, "#resume").await;
+    wait_for_text(&browser, "#state", |text| text == "active").await;
+    let amount = browser.find(Locator::Css("#add-amount")).await.unwrap();
+    amount.clear().await.unwrap();
+    amount.send_keys("10").await.unwrap();
+    click(&browser, "#add-stock").await;
+    wait_for_text(&browser, "#remaining", |text| {
+        text == (STOCK - bought + 10).to_string()
+    })
+    .await;
+    screenshot("admin-2-controls.png").await;
+
+    browser.close().await.unwrap();
+}
+
+async fn login(api: &reqwest::Client, base: &str, email: &str) -> String {
+    let reply: Value = api
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["token"].as_str().unwrap().to_string()
+}
+
+/// A sale open now for an hour, one unit per shopper.
+async fn open_sale(api: &reqwest::Client, base: &str, admin: &str) -> String {
+    let product: Value = api
+        .post(format!("{base}/api/admin/products"))
+        .bearer_auth(admin)
+        .json(&json!({
+            "sku": format!("BROWSER-{}", Uuid::now_v7().simple()), "name": "Sneaker",
+            "price": 12_999, "currency": "EUR", "stock": STOCK + 10,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let sale: Value = api
+        .post(format!("{base}/api/admin/flash-sales"))
+        .bearer_auth(admin)
+        .json(&json!({
+            "product_id": product["id"], "price": 4_999, "per_user_limit": 1, "stock": STOCK,
+            "starts_at": now - chrono::Duration::minutes(1),
+            "ends_at": now + chrono::Duration::hours(1),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sale["id"].as_str().unwrap().to_string()
+}
+
+/// chromedriver on a free port, and a headless Chromium session on it.
+async fn start_browser() -> (Chromedriver, Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Chromedriver(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed (scripts/test installs chromium-driver)"),
+    );
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1100,1000"],
+        }
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last_error = None;
+    for _ in 0..50 {
+        match ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no browser session: {last_error:?}");
+}
+
+async fn sign_in(browser: &Client, email: &str) {
+    let field = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#email"))
+        .await
+        .unwrap();
+    // The form shows once the page's script found no session.
+    for _ in 0..100 {
+        if field.is_displayed().await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    field.send_keys(email).await.unwrap();
+    click(browser, "#login button[type=submit]").await;
+}
+
+async fn click(browser: &Client, selector: &str) {
+    let element: Element = browser.find(Locator::Css(selector)).await.unwrap();
+    // A button is clicked once it is enabled (the page disables it while a
+    // purchase is in flight).
+    for _ in 0..100 {
+        if element.is_enabled().await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    element.click().await.unwrap();
+}
+
+/// Waits until the element's text satisfies `accept`; panics with the last
+/// text seen.
+async fn wait_for_text(browser: &Client, selector: &str, accept: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(element) = browser.find(Locator::Css(selector)).await {
+            last = element.text().await.unwrap_or_default();
+            if accept(last.trim()) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{selector}: still {last:?} after {WAIT:?}");
+}

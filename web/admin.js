@@ -1,0 +1,177 @@
+// The operator dashboard: live stock from the sale's event stream, the
+// sale's stats polled every second (the API caches them ~2 s per node),
+// rates per second computed from successive counters, and the controls.
+
+import { call, followEvents, login, messageOf, saleIdFromUrl, session } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+const WINDOW_SECONDS = 120;
+const SERIES = [
+  { key: "accepted", label: "accepted", color: "#1a7f37" },
+  { key: "sold_out", label: "sold out", color: "#cf222e" },
+  { key: "already_purchased", label: "already purchased", color: "#9a6700" },
+  { key: "not_active", label: "not active", color: "#8250df" },
+  { key: "above_limit", label: "above limit", color: "#0969da" },
+  { key: "idempotency_key_reused", label: "key reused", color: "#57606a" },
+];
+
+let saleId = null;
+let streamAbort = null;
+let pollTimer = null;
+let previous = null; // last stats, for rates
+let rates = []; // [{at, accepted, sold_out, ...}]
+
+function counters(stats) {
+  return { accepted: stats.accepted, ...stats.rejected };
+}
+
+function renderStats(stats) {
+  $("state").textContent = stats.state;
+  if (stats.remaining !== null) $("remaining").textContent = stats.remaining;
+  $("allotted").textContent = `of ${stats.allotted}`;
+  $("accepted").textContent = stats.accepted;
+  $("rejected").textContent = Object.values(stats.rejected).reduce((a, b) => a + b, 0);
+  $("pending").textContent = stats.pending;
+  $("confirmed").textContent = stats.confirmed_units;
+  $("queue").textContent = stats.queue.waiting;
+  $("queue-detail").textContent = `${stats.queue.scheduled} retrying · ${stats.queue.dead} dead`;
+  $("drain-lag").textContent = stats.drain_lag_ms === null ? "none" : `${stats.drain_lag_ms} ms`;
+  $("drift").textContent = stats.drift ?? "–";
+  $("drift-at").textContent = stats.drift_checked_at
+    ? `checked ${new Date(stats.drift_checked_at).toLocaleTimeString()}` : "";
+
+  const at = Date.parse(stats.computed_at);
+  if (previous && at > previous.at) {
+    const seconds = (at - previous.at) / 1000;
+    const now = counters(stats);
+    const rate = { at };
+    for (const { key } of SERIES) rate[key] = Math.max(0, (now[key] - previous.counts[key]) / seconds);
+    rates.push(rate);
+    rates = rates.filter((r) => r.at >= at - WINDOW_SECONDS * 1000);
+    drawChart();
+  }
+  if (!previous) {
+    // A zero baseline, so the first measured rate already draws a line.
+    rates.push(Object.fromEntries([["at", at], ...SERIES.map(({ key }) => [key, 0])]));
+  }
+  if (!previous || at > previous.at) previous = { at, counts: counters(stats) };
+}
+
+function drawChart() {
+  const svg = $("chart");
+  const width = 600, height = 180;
+  const end = rates.at(-1)?.at ?? Date.now();
+  const peak = Math.max(1, ...rates.flatMap((r) => SERIES.map(({ key }) => r[key])));
+  const x = (at) => width - ((end - at) / (WINDOW_SECONDS * 1000)) * width;
+  const y = (value) => height - 4 - (value / peak) * (height - 20);
+  const lines = SERIES.map(({ key, color }) => {
+    const points = rates.map((r) => `${x(r.at).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ");
+    return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>`;
+  });
+  svg.innerHTML = lines.join("");
+  $("chart-peak").textContent = `top of the chart: ${peak.toFixed(0)}/s`;
+  const latest = rates.at(-1);
+  $("legend").replaceChildren(...SERIES.map(({ key, label, color }) => {
+    const entry = document.createElement("span");
+    entry.className = "entry";
+    const swatch = document.createElement("b");
+    swatch.textContent = "■ ";
+    swatch.style.color = color;
+    const rate = document.createElement("span");
+    rate.dataset.rate = key;
+    rate.textContent = latest ? latest[key].toFixed(1) : "0";
+    entry.append(swatch, `${label} `, rate, "/s");
+    return entry;
+  }));
+}
+
+async function poll() {
+  const reply = await call("GET", `/api/admin/flash-sales/${saleId}/stats`).catch(() => null);
+  if (!reply) return problem("The API is not answering; retrying.");
+  if (reply.status === 200) { problem(null); renderStats(reply.body); }
+  else if (reply.status === 401) signOut();
+  else problem(messageOf(reply, `stats answered ${reply.status}`));
+}
+
+function problem(text) {
+  $("problem").hidden = !text;
+  $("problem").textContent = text ?? "";
+}
+
+async function show(requested) {
+  streamAbort?.abort();
+  clearInterval(pollTimer);
+  previous = null;
+  rates = [];
+  const query = requested ? `?sale_id=${encodeURIComponent(requested)}` : "";
+  const status = await call("GET", `/api/flash-sale/status${query}`).catch(() => null);
+  if (status?.status !== 200) {
+    return problem(status ? messageOf(status, "no such sale") : "The API is not answering.");
+  }
+  saleId = status.body.sale_id;
+  $("sale-id").value = saleId;
+  history.replaceState(null, "", `?sale_id=${saleId}`);
+  streamAbort = new AbortController();
+  followEvents(`/api/flash-sale/events?sale_id=${saleId}`, {
+    signal: streamAbort.signal,
+    onEvent: (name, data) => {
+      if (name !== "sale") return;
+      $("remaining").textContent = data.remaining ?? "–";
+      $("state").textContent = data.state;
+    },
+    onLink: (state) => {
+      $("link").textContent = state === "open" ? "live" : "reconnecting…";
+      $("link").dataset.state = state;
+    },
+  });
+  await poll();
+  pollTimer = setInterval(poll, 1000);
+}
+
+async function act(body, done) {
+  const reply = await call("PATCH", `/api/admin/flash-sales/${saleId}`, { body }).catch(() => null);
+  $("action-result").textContent = !reply ? "The API is not answering."
+    : reply.status === 200 ? done : messageOf(reply, `refused (${reply.status})`);
+}
+
+async function start() {
+  $("login").hidden = true;
+  $("who").hidden = false;
+  $("who-email").textContent = session.email;
+  $("dashboard").hidden = false;
+  await show(saleIdFromUrl());
+}
+
+function signOut() {
+  streamAbort?.abort();
+  clearInterval(pollTimer);
+  session.clear();
+  $("dashboard").hidden = true;
+  $("who").hidden = true;
+  $("login").hidden = false;
+}
+
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const { user } = await login($("email").value.trim());
+    if (user?.role !== "admin") {
+      session.clear();
+      throw new Error("This account is not an operator: its email is not in FLASHSALE_ADMIN_EMAILS.");
+    }
+    await start();
+  } catch (error) {
+    $("login-error").textContent = error.message;
+  }
+});
+$("logout").addEventListener("click", signOut);
+$("pick").addEventListener("submit", (event) => { event.preventDefault(); show($("sale-id").value.trim()); });
+$("pause").addEventListener("click", () => act({ action: "pause" }, "Paused."));
+$("resume").addEventListener("click", () => act({ action: "resume" }, "Resumed."));
+$("add-stock").addEventListener("click", () => {
+  const amount = Number($("add-amount").value);
+  act({ add_stock: amount }, `Added ${amount} units.`);
+});
+
+if (session.token) start(); else $("login").hidden = false;
