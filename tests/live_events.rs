@@ -270,3 +270,42 @@ fn kernel_send_buffer_max() -> usize {
     let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap();
     wmem.split_whitespace().last().unwrap().parse().unwrap()
 }
+
+/// Pub/sub keeps nothing for a subscriber that is away: an outcome
+/// published while the node's connection was down must still reach the
+/// shopper once the node is back on the channel.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_outcome_published_while_the_node_was_cut_off_arrives_after_it_reconnects(pg: PgPool) {
+    let (app, proxy) = spawn_app_behind_redis_proxy(pg, RedisConnection::Store).await;
+    let admin = app.admin_token().await;
+    let sale = app.open_sale(&admin, 10, 1).await;
+    let sale_id: Uuid = sale.parse().unwrap();
+    let (_, shopper) = app.shopper();
+    let accepted = app
+        .attempt(&shopper, "k-1", json!({ "sale_id": sale }))
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let reservation = accepted.body["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut events = app.events(&sale, Some(&shopper)).await;
+    let pending = events.next_named("purchase", WAIT).await;
+    assert_eq!(pending.data["status"], "pending");
+
+    proxy.cut();
+    // The worker's commit, published while this node cannot hear it.
+    let store = app.redis_store();
+    let confirmed = store
+        .confirm(sale_id, &[reservation.parse().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(confirmed, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+
+    let outcome = events.next_named("purchase", Duration::from_secs(15)).await;
+    assert_eq!(outcome.data["reservation_id"], reservation.as_str());
+    assert_eq!(outcome.data["status"], "confirmed");
+}

@@ -42,6 +42,9 @@ use crate::{
 const SHOPPER_BACKLOG: usize = 8;
 /// How often channels no client follows any more are unsubscribed.
 const UNSUBSCRIBE_EVERY: Duration = Duration::from_secs(30);
+/// After the pub/sub connection dropped, how often the hub subscribes its
+/// channels again until Redis answers.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the hub hands a shopper's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,17 +214,34 @@ impl LiveEvents {
         let mut refreshes = snapshot.refreshes();
         let mut sweep = tokio::time::interval(UNSUBSCRIBE_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set while the pub/sub connection is down. The manager reconnects
+        // when a connection drops, but a reconnect that fails (Redis still
+        // down) is retried only when a command is sent: subscribing again is
+        // that command.
+        let mut resubscribe_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 push = inbox.recv() => match push {
-                    Some(push) => {
-                        if let Some(published) = parse_push(&push) {
-                            self.deliver(published);
+                    Some(push) => match parse_push(&push) {
+                        Some(Published::Disconnected) => {
+                            tracing::warn!("live events: Redis pub/sub connection lost; resubscribing");
+                            resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_EVERY);
                         }
-                    }
+                        Some(published) => self.deliver(published),
+                        None => {}
+                    },
                     None => break,
                 },
+                () = sleep_until_some(resubscribe_at) => {
+                    resubscribe_at = match self.resubscribe_all().await {
+                        Ok(()) => None,
+                        Err(error) => {
+                            tracing::debug!(%error, "live events: resubscribing failed; retrying");
+                            Some(tokio::time::Instant::now() + RESUBSCRIBE_EVERY)
+                        }
+                    };
+                }
                 changed = refreshes.changed() => {
                     if changed.is_err() {
                         break;
@@ -254,10 +274,18 @@ impl LiveEvents {
             Published::Subscribed { sale_id } => {
                 self.send_to_shoppers(sale_id, None, Delivery::Resync);
             }
-            Published::Disconnected => {
-                tracing::warn!("live events: Redis pub/sub connection lost; resubscribing");
-            }
+            Published::Disconnected => {}
         }
+    }
+
+    /// Subscribes every channel this node relies on again; each
+    /// confirmation resyncs that sale's shopper streams.
+    async fn resubscribe_all(&self) -> Result<(), StoreError> {
+        let subscribed = self.subscribed.lock().await;
+        for sale_id in subscribed.iter() {
+            self.subscriber.subscribe(*sale_id).await?;
+        }
+        Ok(())
     }
 
     /// Hands `delivery` to one shopper's streams (or all shoppers'),
@@ -324,5 +352,13 @@ impl LiveEvents {
                 }
             }
         }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
