@@ -143,55 +143,56 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
 }
 
 async fn login(api: &reqwest::Client, base: &str, email: &str) -> String {
-    let reply: Value = api
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "email": email }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = post(
+        api,
+        &format!("{base}/api/auth/login"),
+        None,
+        json!({ "email": email }),
+    )
+    .await;
     reply["token"].as_str().unwrap().to_string()
 }
 
 /// A sale open now for an hour, one unit per shopper.
 async fn open_sale(api: &reqwest::Client, base: &str, admin: &str) -> String {
-    let product: Value = api
-        .post(format!("{base}/api/admin/products"))
-        .bearer_auth(admin)
-        .json(&json!({
-            "sku": format!("BROWSER-{}", Uuid::now_v7().simple()), "name": "Sneaker",
-            "price": 12_999, "currency": "EUR", "stock": STOCK + 10,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sku = format!("BROWSER-{}", Uuid::now_v7().simple());
+    let product = json!({
+        "sku": sku, "name": "Sneaker", "price": 12_999, "currency": "EUR", "stock": STOCK + 10,
+    });
+    let product = post(
+        api,
+        &format!("{base}/api/admin/products"),
+        Some(admin),
+        product,
+    )
+    .await;
     let now = chrono::Utc::now();
-    let sale: Value = api
-        .post(format!("{base}/api/admin/flash-sales"))
-        .bearer_auth(admin)
-        .json(&json!({
-            "product_id": product["id"], "price": 4_999, "per_user_limit": 1, "stock": STOCK,
-            "starts_at": now - chrono::Duration::minutes(1),
-            "ends_at": now + chrono::Duration::hours(1),
-        }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sale = json!({
+        "product_id": product["id"], "price": 4_999, "per_user_limit": 1, "stock": STOCK,
+        "starts_at": now - chrono::Duration::minutes(1),
+        "ends_at": now + chrono::Duration::hours(1),
+    });
+    let sale = post(
+        api,
+        &format!("{base}/api/admin/flash-sales"),
+        Some(admin),
+        sale,
+    )
+    .await;
     sale["id"].as_str().unwrap().to_string()
+}
+
+/// POSTs JSON and returns the JSON answer; panics on an error status.
+async fn post(api: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> Value {
+    let mut request = api.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let reply = request.send().await.unwrap();
+    let status = reply.status();
+    let body: Value = reply.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "POST {url}: {status} {body}");
+    body
 }
 
 /// chromedriver on a free port, and a headless Chromium session on it.

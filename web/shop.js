@@ -46,7 +46,9 @@ function tick() {
 }
 
 function renderPurchase(event) {
-  if (purchase && purchase.reservation_id !== event.reservation_id && event.status === "pending") return;
+  // The stream can beat the 202: never step a settled purchase back to pending.
+  const settled = purchase?.reservation_id === event.reservation_id && purchase.status !== "pending";
+  if (settled && event.status === "pending") return;
   purchase = event;
   if (event.status === "pending") showResult("pending", "Reserved: confirming your order…");
   else if (event.status === "confirmed") showResult("confirmed", "Purchase confirmed. It's yours!");
