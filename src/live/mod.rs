@@ -92,6 +92,20 @@ pub struct Following {
     /// The shopper's outcomes; ends when the hub dropped the stream as too
     /// slow. `None` for an anonymous stream.
     pub deliveries: Option<mpsc::Receiver<Delivery>>,
+    /// Cancelled when the node shuts down: the stream should end so that
+    /// its client reconnects to another node.
+    pub closing: CancellationToken,
+}
+
+impl Following {
+    pub fn sale_id(&self) -> Uuid {
+        self.sale_id
+    }
+
+    /// The shopper this stream carries outcomes for; `None` if anonymous.
+    pub fn shopper(&self) -> Option<Uuid> {
+        self.shopper
+    }
 }
 
 impl Drop for Following {
@@ -111,12 +125,6 @@ impl LiveEvents {
             next_stream: AtomicU64::new(0),
             closing: CancellationToken::new(),
         }
-    }
-
-    /// Cancelled when the node shuts down: streams end so that clients
-    /// reconnect to another node.
-    pub fn closing(&self) -> CancellationToken {
-        self.closing.clone()
     }
 
     /// Streams open on this node.
@@ -140,7 +148,14 @@ impl LiveEvents {
     ) -> Result<Following, StoreError> {
         let sale_id = view.sale.id;
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (outbox, deliveries) = mpsc::channel(SHOPPER_BACKLOG);
+        // Only a shopper's stream gets outcomes, so only it has a queue.
+        let (outbox, deliveries) = match shopper {
+            Some(_) => {
+                let (outbox, deliveries) = mpsc::channel(SHOPPER_BACKLOG);
+                (Some(outbox), Some(deliveries))
+            }
+            None => (None, None),
+        };
         let updates = {
             let mut followers = self.lock();
             let sale = followers.entry(sale_id).or_insert_with(|| SaleFollowers {
@@ -150,7 +165,7 @@ impl LiveEvents {
                 shoppers: HashMap::new(),
             });
             sale.streams += 1;
-            if let Some(user_id) = shopper {
+            if let (Some(user_id), Some(outbox)) = (shopper, outbox) {
                 let registration = ShopperStream { id: stream, outbox };
                 sale.shoppers.entry(user_id).or_default().push(registration);
             }
@@ -163,7 +178,8 @@ impl LiveEvents {
             stream,
             shopper,
             updates,
-            deliveries: shopper.map(|_| deliveries),
+            deliveries,
+            closing: self.closing.clone(),
         };
         // Registered first, so nothing published after the subscription
         // can miss this stream; `following` unregisters if this fails.
@@ -222,17 +238,12 @@ impl LiveEvents {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                push = inbox.recv() => match push {
-                    Some(push) => match parse_push(&push) {
-                        Some(Published::Disconnected) => {
-                            tracing::warn!("live events: Redis pub/sub connection lost; resubscribing");
-                            resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_EVERY);
-                        }
-                        Some(published) => self.deliver(published),
-                        None => {}
-                    },
-                    None => break,
-                },
+                push = inbox.recv() => {
+                    let Some(push) = push else { break };
+                    if let Some(published) = parse_push(&push) {
+                        self.deliver(published, &mut resubscribe_at);
+                    }
+                }
                 () = sleep_until_some(resubscribe_at) => {
                     resubscribe_at = match self.resubscribe_all().await {
                         Ok(()) => None,
@@ -254,7 +265,9 @@ impl LiveEvents {
         self.closing.cancel();
     }
 
-    fn deliver(&self, published: Published) {
+    /// Acts on one pub/sub message; a lost connection schedules
+    /// `resubscribe_at`.
+    fn deliver(&self, published: Published, resubscribe_at: &mut Option<tokio::time::Instant>) {
         match published {
             Published::PurchaseSettled {
                 sale_id,
@@ -274,7 +287,10 @@ impl LiveEvents {
             Published::Subscribed { sale_id } => {
                 self.send_to_shoppers(sale_id, None, Delivery::Resync);
             }
-            Published::Disconnected => {}
+            Published::Disconnected => {
+                tracing::warn!("live events: Redis pub/sub connection lost; resubscribing");
+                *resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_EVERY);
+            }
         }
     }
 

@@ -26,7 +26,6 @@ use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -97,11 +96,8 @@ async fn sale_events(
         VecDeque::from([sale_event(sale).retry(Duration::from_millis(RECONNECT_AFTER_MS))]);
     greeting.extend(latest.as_ref().map(purchase_event));
     let stream = LiveStream {
-        sale_id,
-        shopper,
         following,
         redis: state.redis.clone(),
-        closing: state.live.closing(),
         next_sale_event: Instant::now() + SALE_EVENT_SPACING,
         sent_purchase: latest,
         greeting,
@@ -119,11 +115,8 @@ async fn sale_events(
 }
 
 struct LiveStream {
-    sale_id: Uuid,
-    shopper: Option<Uuid>,
     following: Following,
     redis: RedisStore,
-    closing: CancellationToken,
     next_sale_event: Instant,
     /// The last purchase event sent, so a resync repeats nothing.
     sent_purchase: Option<PurchaseEvent>,
@@ -146,7 +139,7 @@ impl LiveStream {
         }
         loop {
             tokio::select! {
-                () = self.closing.cancelled() => return None,
+                () = self.following.closing.cancelled() => return None,
                 changed = sale_changed(&mut self.following.updates, self.next_sale_event) => {
                     changed.ok()?;
                     let sale = self.following.updates.borrow_and_update().clone();
@@ -172,8 +165,9 @@ impl LiveStream {
     }
 
     async fn reread_purchase(&self) -> Option<PurchaseEvent> {
-        let user_id = self.shopper?;
-        match self.redis.latest_reservation(self.sale_id, user_id).await {
+        let user_id = self.following.shopper()?;
+        let sale_id = self.following.sale_id();
+        match self.redis.latest_reservation(sale_id, user_id).await {
             Ok(record) => record.map(PurchaseEvent::from),
             Err(error) => {
                 tracing::debug!(%error, "event stream: purchase not re-read");
