@@ -24,6 +24,20 @@ mkdir -p "$LOG_DIR" "$RUN_DIR"
 log() { printf '[flashsale] %s\n' "$*" >&2; }
 die() { printf '[flashsale] error: %s\n' "$*" >&2; exit 1; }
 
+# A cold scripts/test writes about 4 GiB (target/ for the workspace and the
+# load tests, PostgreSQL's data, Chromium). Says so up front when the disk
+# holding the checkout has less, so a later "No space left on device" from
+# rustc or PostgreSQL is not a mystery. A warning, not a stop: a warm
+# target/ needs far less.
+warn_if_disk_is_short() {
+  local needed_kib=$((4 * 1024 * 1024)) free_kib
+  free_kib=$(df --output=avail -k "$FLASHSALE_ROOT" | tail -n 1 | tr -d ' ')
+  if ((free_kib < needed_kib)); then
+    log "warning: only $((free_kib / 1024)) MiB free on the disk holding $FLASHSALE_ROOT;" \
+      "a cold build and test run needs about 4 GiB (free space, or remove target/ of old checkouts)"
+  fi
+}
+
 # Polls "$@" until it succeeds or $1 seconds pass.
 wait_for() {
   local seconds=$1; shift
