@@ -16,7 +16,7 @@ use crate::{
     config::ApiSettings,
     http::{self, AppState, rate_limit::UserRateLimiter, routes::stats::StatsCache},
     jobs::PurchaseQueue,
-    listener::StallGuardedListener,
+    listener::{self, StallGuardedListener},
     live::LiveEvents,
     snapshot::SaleSnapshot,
     store::{
@@ -128,8 +128,7 @@ pub async fn serve(
 /// Binds the configured address and serves.
 pub async fn run(settings: ApiSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state = build_state(&settings)?;
-    let listener = TcpListener::bind(settings.http.bind)
-        .await
+    let listener = listener::bind(settings.http.bind)
         .with_context(|| format!("cannot listen on {} (FLASHSALE_BIND)", settings.http.bind))?;
     serve(&settings, state, listener, shutdown).await
 }
