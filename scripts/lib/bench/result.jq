@@ -1,5 +1,6 @@
 # Builds scripts/bench's result document from wrk's summary ($wrk), what
-# PostgreSQL says about the sale ($outcome) and the CPU used ($cpu).
+# PostgreSQL says about the sale ($outcome), the CPU used ($cpu) and, with
+# --watchers, what the watching shoppers' streams said ($live, else null).
 def per_second($count; $seconds): if $seconds > 0 then ($count / $seconds | round) else null end;
 def between($from; $to): if $from == null or $to == null then null else ($to - $from) * 1000 | round / 1000 end;
 
@@ -11,6 +12,7 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
     run: {
       machine: $machine, sale_id: $sale_id, stock: $stock, users: $users,
       concurrency: $concurrency, api_nodes: $nodes, workers: $workers, wrk_threads: $threads,
+      watchers: $watchers,
       started_at: ($started_at | todate)
     },
     load: {
@@ -29,6 +31,7 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
       orders_per_s: (if $drain == null then null else per_second($outcome.orders; $drain) end)
     },
     outcome: $outcome,
+    live: $live,
     cpu_seconds: ($cpu | map_values(. * 100 | round / 100)),
     checks: {
       expected_orders: $expected,
@@ -45,4 +48,5 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
 | .checks.passed = (
     .checks.oversold == 0 and .checks.duplicates == 0 and .checks.lost == 0
     and .checks.stock_consistent
-    and .checks.orders == .checks.expected_orders)
+    and .checks.orders == .checks.expected_orders
+    and (.live == null or .live.passed))

@@ -77,14 +77,54 @@ tree_ticks() {
 pid_of() { [[ -s $1 ]] && head -n1 "$1" || echo 0; }
 
 # {"nginx": ticks, "api": ticks, "worker": ticks, "redis": ticks, "postgres": ticks}
+# plus "watchers": ticks when the watchers' pid is given as $1.
 component_cpu_ticks() {
-  local api=0 worker=0 file
+  local watchers_pid=${1:-} api=0 worker=0 file
   for file in "$RUN_DIR"/api-*.pid; do api=$((api + $(tree_ticks "$(pid_of "$file")"))); done
   for file in "$RUN_DIR"/worker-*.pid; do worker=$((worker + $(tree_ticks "$(pid_of "$file")"))); done
-  printf '{"nginx":%d,"api":%d,"worker":%d,"redis":%d,"postgres":%d}' \
+  printf '{"nginx":%d,"api":%d,"worker":%d,"redis":%d,"postgres":%d%s}' \
     "$(tree_ticks "$(pid_of "$RUN_DIR/nginx.pid")")" "$api" "$worker" \
     "$(tree_ticks "$(pid_of "$RUN_DIR/redis.pid")")" \
-    "$(tree_ticks "$(pid_of "$(cat "$RUN_DIR/postgres.datadir")/postmaster.pid")")"
+    "$(tree_ticks "$(pid_of "$(cat "$RUN_DIR/postgres.datadir")/postmaster.pid")")" \
+    "${watchers_pid:+,\"watchers\":$(tree_ticks "$watchers_pid")}"
+}
+
+# open_watchers BASE SALE TOKENS_FILE W RUN_DIR: starts watchers.py in the
+# background (its pid in watchers_pid) and returns once all W streams have
+# their first event.
+open_watchers() {
+  local base=$1 sale=$2 tokens=$3 count=$4 dir=$5 deadline=$((SECONDS + 120))
+  python3 "$BENCH_DIR/watchers.py" --url "$base" --sale "$sale" --tokens "$tokens" -n "$count" \
+    --ready "$dir/watchers.users" --expect "$dir/watchers.expect" --out "$dir/watchers.json" \
+    2>"$dir/watchers.err" &
+  watchers_pid=$!
+  until [[ -s $dir/watchers.users ]]; do
+    kill -0 "$watchers_pid" 2>/dev/null || die "the watchers stopped: $(tail -n 1 "$dir/watchers.err")"
+    ((SECONDS < deadline)) || die "the $count event streams did not all open within 120 s"
+    sleep 0.1
+  done
+}
+
+# settle_watchers SALE RUN_DIR: tells the watchers how many of them have a
+# purchase in PostgreSQL, waits for their report, and writes the bench's
+# `live` section (scripts/lib/bench/watchers.jq) to RUN_DIR/live.json. Not
+# in a subshell: it waits for the watchers, a child of this shell.
+settle_watchers() {
+  local sale=$1 dir=$2 users
+  users=$(paste -sd, "$dir/watchers.users")
+  # Through stdin: W ids are too long for one command-line argument.
+  "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 >"$dir/watchers.attempts.json" <<SQL
+select coalesce(json_object_agg(user_id, json_build_object(
+         'reservation_id', reservation_id, 'outcome', outcome,
+         'reserved_at', extract(epoch from reserved_at), 'ended_at', extract(epoch from ended_at))), '{}')
+from purchase_attempts
+where flash_sale_id = '$sale' and user_id = any('{$users}'::uuid[]);
+SQL
+  jq 'length' "$dir/watchers.attempts.json" >"$dir/watchers.expect"
+  kill -USR1 "$watchers_pid"
+  wait "$watchers_pid" || die "the watchers failed: $(tail -n 1 "$dir/watchers.err")"
+  jq -n --slurpfile watchers "$dir/watchers.json" --slurpfile attempts "$dir/watchers.attempts.json" \
+    -f "$BENCH_DIR/watchers.jq" >"$dir/live.json"
 }
 
 # CPU seconds per component between two component_cpu_ticks snapshots, plus

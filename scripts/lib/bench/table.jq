@@ -15,6 +15,14 @@ row("drain rate (first → last order)"; "\(.drain.orders_per_s | opt) orders/s"
 row("orders (expected)"; "\(.checks.orders) (\(.checks.expected_orders))"),
 row("oversold / duplicates / lost"; "\(.checks.oversold) / \(.checks.duplicates) / \(.checks.lost)"),
 row("stock consistent in PostgreSQL"; .checks.stock_consistent),
+(if .live == null then empty else
+  (.live as $live
+   | row("watching shoppers' streams"; "\($live.streams), \($live.sale_updates_per_stream_per_s | opt) sale updates/s each"),
+     row("outcomes delivered (expected)"; "\($live.delivered) (\($live.with_purchase)), missing \($live.missing), wrong \($live.wrong)"),
+     row("settled → stream p50 / p99 / max"; "\($live.settled_to_stream_ms | "\(.p50 | opt) / \(.p99 | opt) / \(.max | opt)") ms"),
+     row("accepted → stream p50 / p99 / max"; "\($live.accepted_to_stream_ms | "\(.p50 | opt) / \(.p99 | opt) / \(.max | opt)") ms"),
+     row("streams ended early"; $live.streams_ended_early))
+ end),
 row("CPU seconds"; .cpu_seconds | to_entries | map("\(.key) \(.value)") | join(", ")),
 row("checks"; if .checks.passed then "passed" else "FAILED" end),
 ""
