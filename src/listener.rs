@@ -75,6 +75,8 @@ mod tests {
 
     /// More than tokio's default backlog of 1,024 connect while the node
     /// accepts none: every one completes its handshake in the kernel's queue.
+    /// (Needs `net.core.somaxconn` of at least 1,500, as on current kernels;
+    /// below that the kernel caps the backlog and the node's too.)
     #[tokio::test]
     async fn a_burst_beyond_the_default_backlog_is_queued_not_dropped() {
         const BURST: usize = 1_500;

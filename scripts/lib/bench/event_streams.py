@@ -14,6 +14,8 @@ import json
 import time
 from urllib.parse import urlparse
 
+from sse_client import events, open_events
+
 
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
@@ -23,21 +25,16 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
-async def follow(host, port, sale, opened, events, stop):
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"GET /api/flash-sale/events?sale_id={sale} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    await writer.drain()
+async def follow(host, port, sale, opened, sale_events):
+    """Reads one stream until cancelled, counting its `sale` events."""
+    reader, _ = await open_events(host, port, sale)
     first = True
-    while not stop.is_set():
-        line = await reader.readline()
-        if not line:
-            break
-        if line.startswith(b"event: sale"):
-            events[0] += 1
+    async for name, _ in events(reader):
+        if name == "sale":
+            sale_events[0] += 1
             if first:
                 first = False
                 opened.release()
-    writer.close()
 
 
 async def main():
@@ -51,23 +48,21 @@ async def main():
     url = urlparse(args.url)
     before = rss_kib(args.pid)
     opened = asyncio.Semaphore(0)
-    stop = asyncio.Event()
-    events = [0]
+    sale_events = [0]
     started = time.monotonic()
-    tasks = [asyncio.create_task(follow(url.hostname, url.port, args.sale, opened, events, stop))
+    tasks = [asyncio.create_task(follow(url.hostname, url.port, args.sale, opened, sale_events))
              for _ in range(args.n)]
     for _ in range(args.n):
         await opened.acquire()
     open_seconds = time.monotonic() - started
     await asyncio.sleep(args.hold)
     after = rss_kib(args.pid)
-    stop.set()
     for task in tasks:
         task.cancel()
     print(json.dumps({
         "streams": args.n, "open_seconds": round(open_seconds, 2),
         "rss_before_mib": round(before / 1024, 1), "rss_after_mib": round(after / 1024, 1),
-        "kib_per_stream": round((after - before) / args.n, 1), "sale_events_received": events[0],
+        "kib_per_stream": round((after - before) / args.n, 1), "sale_events_received": sale_events[0],
     }))
 
 

@@ -5,6 +5,11 @@
 
 BENCH_DIR=$FLASHSALE_ROOT/scripts/lib/bench
 
+# psql_query [SQL]: one query against the cluster's database, unaligned, one
+# value per line; the SQL from stdin when not given (for queries too long
+# for one command-line argument).
+psql_query() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 ${1:+-c "$1"}; }
+
 login_token() {
   local base=$1 email=$2
   curl -fsS "$base/api/auth/login" -H 'content-type: application/json' \
@@ -113,7 +118,7 @@ settle_watchers() {
   local sale=$1 dir=$2 users
   users=$(paste -sd, "$dir/watchers.users")
   # Through stdin: W ids are too long for one command-line argument.
-  "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 >"$dir/watchers.attempts.json" <<SQL
+  psql_query >"$dir/watchers.attempts.json" <<SQL
 select coalesce(json_object_agg(user_id, json_build_object(
          'reservation_id', reservation_id, 'outcome', outcome,
          'reserved_at', extract(epoch from reserved_at), 'ended_at', extract(epoch from ended_at))), '{}')
