@@ -3,7 +3,7 @@
 
 use goose::prelude::*;
 
-use crate::shopper::expect_statuses;
+use crate::shopper::expect_ok;
 
 pub fn scenario() -> Scenario {
     scenario!("browse")
@@ -16,6 +16,6 @@ async fn read_sale_status(user: &mut GooseUser) -> TransactionResult {
         .name("sale status (anonymous)")
         .build();
     let goose = user.request(request).await?;
-    expect_statuses(user, goose, &[200]).await?;
+    expect_ok(user, goose).await?;
     Ok(())
 }

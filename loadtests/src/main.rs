@@ -25,5 +25,6 @@ async fn main() -> Result<(), GooseError> {
         .register_scenario(retry_storm::scenario())
         .execute()
         .await?;
+    print!("{}", shopper::purchase_answers_report());
     Ok(())
 }

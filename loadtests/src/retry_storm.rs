@@ -6,7 +6,7 @@
 
 use goose::prelude::*;
 
-use crate::shopper::{self, attempt_purchase};
+use crate::shopper::{self, attempt_purchase, failure};
 
 pub fn scenario() -> Scenario {
     scenario!("retry-storm")
@@ -27,8 +27,8 @@ async fn retry_purchase(user: &mut GooseUser) -> TransactionResult {
     let reservation = body["reservation_id"].as_str().map(str::to_owned);
     let mut session = shopper::shopper(user);
     match (&session.reservation, &reservation) {
-        (Some(first), Some(this)) if first != this => Err(Box::new(TransactionError::Custom(
-            format!("idempotency key {key} produced a second reservation: {first} then {this}"),
+        (Some(first), Some(this)) if first != this => Err(failure(format!(
+            "idempotency key {key} produced a second reservation: {first} then {this}"
         ))),
         (None, Some(_)) => {
             session.reservation = reservation;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use goose::prelude::*;
 
-use crate::shopper::{self, Shopper, attempt_purchase, authorized, expect_statuses};
+use crate::shopper::{self, Shopper, attempt_purchase, authorized, expect_ok, failure};
 
 /// How often and how long a shopper follows a pending purchase
 /// (`LOADTEST_STATUS_POLL_MS`, `LOADTEST_STATUS_POLL_LIMIT`).
@@ -57,7 +57,7 @@ async fn read_status(user: &mut GooseUser) -> TransactionResult {
         .name("sale status (signed in)")
         .build();
     let goose = user.request(request).await?;
-    expect_statuses(user, goose, &[200]).await?;
+    expect_ok(user, goose).await?;
     Ok(())
 }
 
@@ -94,7 +94,7 @@ async fn follow_status(user: &mut GooseUser) -> TransactionResult {
             .name("purchase status")
             .build();
         let goose = user.request(request).await?;
-        let (_, body) = expect_statuses(user, goose, &[200]).await?;
+        let body = expect_ok(user, goose).await?;
         if matches!(body["status"].as_str(), Some("confirmed" | "failed")) {
             user.set_session_data(Shopper {
                 reservation: None,
@@ -104,7 +104,7 @@ async fn follow_status(user: &mut GooseUser) -> TransactionResult {
         }
         tokio::time::sleep(every).await;
     }
-    Err(Box::new(TransactionError::Custom(format!(
+    Err(failure(format!(
         "reservation {reservation} still pending after {limit} reads"
-    ))))
+    )))
 }

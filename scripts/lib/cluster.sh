@@ -28,7 +28,10 @@ nginx_work_dir() {
 render_nginx_config() {
   local nodes=$1 upstreams="" i work
   work=$(nginx_work_dir)
-  mkdir -p "$STATE_DIR/nginx" "$work"
+  mkdir -p "$STATE_DIR/nginx"
+  # Traversable by nginx's workers whatever the umask; nginx creates (and
+  # hands to its worker user) the directories inside.
+  install -d -m 755 "$work"
   for ((i = 0; i < nodes; i++)); do
     upstreams+="        server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=3 fail_timeout=2s;"$'\n'
   done
@@ -72,8 +75,9 @@ start_background() {
 # start_api_node I: API node I on port API_BASE_PORT+I, waited for.
 start_api_node() {
   local port=$((API_BASE_PORT + $1))
+  ensure_port_free "$port" "API node $1" FLASHSALE_API_BASE_PORT
   FLASHSALE_BIND=127.0.0.1:$port \
-    start_background "api-$1" "$FLASHSALE_ROOT/target/release/flashsale-api" serve
+    start_background "api-$1" "$RELEASE_DIR/flashsale-api" serve
 }
 
 wait_api_node() {
@@ -91,8 +95,9 @@ start_api_nodes() {
 # start_worker I [BINARY]: worker I (metrics on WORKER_METRICS_BASE_PORT+I).
 start_worker() {
   local port=$((WORKER_METRICS_BASE_PORT + $1))
+  ensure_port_free "$port" "worker $1 metrics" FLASHSALE_WORKER_METRICS_BASE_PORT
   FLASHSALE_WORKER_NAME="worker-$1-$$-$RANDOM" FLASHSALE_WORKER_METRICS_ADDR=127.0.0.1:$port \
-    start_background "worker-$1" "${2:-$FLASHSALE_ROOT/target/release/flashsale-worker}"
+    start_background "worker-$1" "${2:-$RELEASE_DIR/flashsale-worker}"
 }
 
 wait_worker() {
@@ -108,6 +113,7 @@ start_workers() {
 }
 
 start_nginx() {
+  ensure_port_free "$PUBLIC_PORT" nginx FLASHSALE_PORT
   render_nginx_config "$API_NODES"
   "$NGINX_BIN" -p "$STATE_DIR/nginx" -c "$NGINX_CONF" || die "nginx did not start; see $LOG_DIR/nginx-error.log"
   wait_for 15 curl -fsS "http://127.0.0.1:$PUBLIC_PORT/api/health/live" \

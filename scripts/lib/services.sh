@@ -11,6 +11,10 @@ FLASHSALE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE_DIR=${FLASHSALE_STATE_DIR:-$FLASHSALE_ROOT/.state}
 LOG_DIR=$STATE_DIR/logs
 RUN_DIR=$STATE_DIR/run
+# Where cargo puts release binaries (CARGO_TARGET_DIR moves them).
+RELEASE_DIR=${CARGO_TARGET_DIR:-$FLASHSALE_ROOT/target}
+[[ $RELEASE_DIR == /* ]] || RELEASE_DIR=$FLASHSALE_ROOT/$RELEASE_DIR
+RELEASE_DIR=$RELEASE_DIR/release
 PG_PORT=${FLASHSALE_PG_PORT:-55432}
 REDIS_PORT=${FLASHSALE_REDIS_PORT:-56379}
 REDIS_APPENDONLY=${FLASHSALE_REDIS_APPENDONLY:-yes}
@@ -20,6 +24,8 @@ DATABASE_URL_LOCAL="postgres://postgres@127.0.0.1:$PG_PORT/$PG_DATABASE"
 REDIS_URL_LOCAL="redis://127.0.0.1:$REDIS_PORT"
 
 mkdir -p "$LOG_DIR" "$RUN_DIR"
+# Names this checkout to whoever finds its processes (port_taken_by below).
+printf '%s\n' "$FLASHSALE_ROOT" >"$STATE_DIR/flashsale-checkout"
 
 log() { printf '[flashsale] %s\n' "$*" >&2; }
 die() { printf '[flashsale] error: %s\n' "$*" >&2; exit 1; }
@@ -86,6 +92,59 @@ ensure_browser() {
   install_packages "${missing[@]}"
 }
 
+# The pid of the process listening on TCP port $1 (any address), read from
+# /proc so no ss or lsof is needed; "?" when the listener's process is not
+# visible to this user. Fails when nothing listens there.
+port_listener() {
+  local port_hex inode socket
+  port_hex=$(printf ':%04X' "$1")
+  inode=$(awk -v port="$port_hex" '$4 == "0A" && substr($2, length($2) - 4) == port { print $10; exit }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  [[ -n $inode ]] || return 1
+  socket=$(find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\[$inode\]" -print -quit 2>/dev/null)
+  socket=${socket#/proc/}
+  echo "${socket%%/*}" | grep . || echo "?"
+}
+
+# The flashsale checkout process $1 belongs to, if any. Every service of a
+# checkout runs from, or names, a path inside its state directory (which
+# holds a flashsale-checkout file), inside /var/lib/flashsale (the same), or
+# inside the checkout itself; nginx's workers are found through their master.
+checkout_of_pid() {
+  local pid=$1 parent candidates=() process dir word
+  parent=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+  for process in "$pid" "$parent"; do
+    [[ $process =~ ^[0-9]+$ && $process -gt 1 ]] || continue
+    candidates+=("$(readlink "/proc/$process/cwd")" "$(readlink "/proc/$process/exe")")
+    for word in $(tr '\0' ' ' <"/proc/$process/cmdline" 2>/dev/null); do
+      [[ $word == /* ]] && candidates+=("$word")
+    done
+  done
+  for dir in "${candidates[@]}"; do
+    while [[ $dir == /?* ]]; do
+      [[ -f $dir/flashsale-checkout ]] && { head -n1 "$dir/flashsale-checkout"; return 0; }
+      [[ -f $dir/scripts/lib/services.sh ]] && { echo "$dir"; return 0; }
+      dir=$(dirname "$dir")
+    done
+  done
+  return 1
+}
+
+# ensure_port_free PORT WHAT VARIABLE: stops with one line naming who holds
+# the port (another checkout's service, and how to stop it, or any other
+# program) and the variable that picks another port.
+ensure_port_free() {
+  local port=$1 what=$2 variable=$3 pid name checkout
+  pid=$(port_listener "$port") || return 0
+  name=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)
+  if [[ $pid != "?" ]] && checkout=$(checkout_of_pid "$pid"); then
+    die "port $port ($what) is held by pid $pid ($name) of the flashsale checkout $checkout;" \
+      "stop it with $checkout/scripts/down, or run this one on another port: $variable=<free port>"
+  fi
+  die "port $port ($what) is held by pid $pid (${name:-unknown}), not a flashsale service;" \
+    "stop it, or run on another port: $variable=<free port>"
+}
+
 # True when the pid in file $1 is alive and its command line contains $2.
 pid_alive() {
   local pidfile=$1 expect=$2 pid
@@ -111,24 +170,52 @@ stop_pid() {
 }
 
 # PostgreSQL refuses to run as root, so it runs as the `postgres` user the
-# package creates. Its data directory must be reachable by that user: under
-# the state directory when possible, else under /var/lib/flashsale.
+# package creates. Everything that user reads or writes (the data directory
+# and the server log inside it) must be reachable by it: under the state
+# directory when it can enter it, else under /var/lib/flashsale (a checkout
+# in a mode-700 home or temp directory). The server's own log is then
+# linked from $LOG_DIR, so every log stays in one place.
 pg_data_dir() {
-  local preferred=$STATE_DIR/postgres
   if [[ -n ${FLASHSALE_PG_DATA:-} ]]; then
     echo "$FLASHSALE_PG_DATA"
   elif [[ $(id -u) != 0 ]] || runuser -u postgres -- test -x "$STATE_DIR" 2>/dev/null; then
-    echo "$preferred"
+    echo "$STATE_DIR/postgres"
   else
-    echo "/var/lib/flashsale/$(printf '%s' "$STATE_DIR" | md5sum | cut -c1-12)/postgres"
+    echo "$(pg_home_outside)/postgres"
   fi
 }
 
+# This checkout's directory under /var/lib/flashsale (named by a hash of the
+# state directory), for a state directory the postgres user cannot enter.
+pg_home_outside() {
+  echo "/var/lib/flashsale/$(printf '%s' "$STATE_DIR" | md5sum | cut -c1-12)"
+}
+
+# Runs "$@" as the owner of PostgreSQL's files, from a working directory that
+# user can enter (the checkout may be private).
 as_pg_owner() {
-  if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [[ $(id -u) == 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 pg_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
+
+# Creates the data directory and its cluster. Outside the checkout, the
+# directory holding it is made traversable (whatever the umask) and names
+# the checkout, so a conflict on the port can say whose it is.
+init_postgres() {
+  local bin=$1 data=$2
+  log "initialising PostgreSQL in $data"
+  if [[ $data == "$(pg_home_outside)/postgres" ]]; then
+    install -d -m 755 /var/lib/flashsale "$(dirname "$data")"
+    printf '%s\n' "$FLASHSALE_ROOT" >"$(dirname "$data")/flashsale-checkout"
+  fi
+  mkdir -p "$data"
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$data"
+  chmod 700 "$data"
+  # Trust on loopback only: a local development and test instance.
+  as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 \
+    >"$LOG_DIR/postgres-init.log" 2>&1 || die "initdb failed; see $LOG_DIR/postgres-init.log"
+}
 
 start_postgres() {
   local bin data
@@ -137,19 +224,12 @@ start_postgres() {
   if [[ -s $data/postmaster.pid ]] && as_pg_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT ($data)"
   else
-    if [[ ! -s $data/PG_VERSION ]]; then
-      log "initialising PostgreSQL in $data"
-      mkdir -p "$data"
-      [[ $(id -u) == 0 ]] && chown postgres:postgres "$data" "$(dirname "$data")"
-      chmod 700 "$data"
-      # Trust on loopback only: a local development and test instance.
-      as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 \
-        >"$LOG_DIR/postgres-init.log" 2>&1 || die "initdb failed; see $LOG_DIR/postgres-init.log"
-    fi
-    touch "$LOG_DIR/postgres.log"
-    [[ $(id -u) == 0 ]] && chown postgres "$LOG_DIR/postgres.log"
+    ensure_port_free "$PG_PORT" PostgreSQL FLASHSALE_PG_PORT
+    [[ -s $data/PG_VERSION ]] || init_postgres "$bin" "$data"
+    # The server log lives with the data, where the postgres user may write.
+    ln -sfn "$data/server.log" "$LOG_DIR/postgres.log"
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    as_pg_owner "$bin/pg_ctl" -D "$data" -l "$LOG_DIR/postgres.log" -w -t 60 start -o \
+    as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start -o \
       "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
        -c max_connections=${FLASHSALE_PG_MAX_SERVER_CONNECTIONS:-400} -c shared_buffers=256MB" \
       >/dev/null || die "PostgreSQL did not start; see $LOG_DIR/postgres.log"
@@ -182,6 +262,7 @@ start_redis() {
     log "Redis already running on 127.0.0.1:$REDIS_PORT"
     return 0
   fi
+  ensure_port_free "$REDIS_PORT" Redis FLASHSALE_REDIS_PORT
   mkdir -p "$STATE_DIR/redis"
   log "starting Redis on 127.0.0.1:$REDIS_PORT (appendonly $REDIS_APPENDONLY, appendfsync $REDIS_APPENDFSYNC)"
   # noeviction: Redis holds stock counters; evicting one would invent stock.
