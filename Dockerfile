@@ -15,5 +15,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/flashsale-api /src/target/release/flashsale-worker /usr/local/bin/
 USER 10001
 ENV FLASHSALE_BIND=0.0.0.0:8080
+# /metrics and /api/health for the compose network only: never published,
+# never behind nginx.
+ENV FLASHSALE_OPERATOR_BIND=0.0.0.0:9464
 EXPOSE 8080
 CMD ["flashsale-api", "serve"]

@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::{
-    auth::TokenService,
-    config::{AuthSettings, Secret},
+    auth::LocalTokens,
+    config::Secret,
     domain::PurchaseStatus,
     domain::Role,
     http::routes::{
@@ -18,24 +18,22 @@ use flashsale::{
 use uuid::Uuid;
 use validator::Validate;
 
-fn tokens() -> TokenService {
-    TokenService::new(&AuthSettings {
-        jwt_secret: Secret::new("bench-secret-that-is-at-least-32-bytes"),
-        jwt_issuer: "flashsale".into(),
-        jwt_audience: "flashsale-api".into(),
-        token_ttl_secs: 3600,
-        admin_emails: vec![],
-    })
+fn tokens() -> LocalTokens {
+    LocalTokens::new(
+        &Secret::new("bench-secret-that-is-at-least-32-bytes"),
+        "flashsale",
+        "flashsale-api",
+    )
 }
 
 fn token_verification(c: &mut Criterion) {
     let tokens = tokens();
-    let token = tokens.issue(Uuid::now_v7(), Role::Shopper).token;
+    let token = tokens.issue(Uuid::now_v7(), Role::Shopper, 3600).token;
     c.bench_function("jwt_verify_hs256", |b| {
         b.iter(|| tokens.verify(black_box(&token)).unwrap())
     });
     c.bench_function("jwt_issue_hs256", |b| {
-        b.iter(|| tokens.issue(black_box(Uuid::now_v7()), Role::Shopper))
+        b.iter(|| tokens.issue(black_box(Uuid::now_v7()), Role::Shopper, 3600))
     });
 }
 
@@ -57,7 +55,7 @@ fn body_parsing_and_validation(c: &mut Criterion) {
 /// token, parse and validate the body, render the 202 body.
 fn purchase_request_without_io(c: &mut Criterion) {
     let tokens = tokens();
-    let token = tokens.issue(Uuid::now_v7(), Role::Shopper).token;
+    let token = tokens.issue(Uuid::now_v7(), Role::Shopper, 3600).token;
     let sale_id = Uuid::now_v7();
     let body = format!(r#"{{"sale_id":"{sale_id}","quantity":1}}"#);
     c.bench_function("purchase_request_without_io", |b| {

@@ -10,7 +10,7 @@ use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::{
     config::{RedisSettings, Secret},
-    store::redis::{RedisStore, ReserveOutcome, ReserveRequest, SaleMirror},
+    store::redis::{RedisStore, ReserveOutcome, ReserveRequest, SaleMirror, UserRate},
 };
 use uuid::Uuid;
 
@@ -53,6 +53,10 @@ fn reservation_round_trip(c: &mut Criterion) {
                 quantity: 1,
                 idempotency_key: "bench",
                 reservation_id: Uuid::now_v7(),
+                rate: UserRate {
+                    per_second: 10_000,
+                    burst: 10_000,
+                },
             };
             let outcome = redis.reserve(&request).await.expect("reserve");
             assert!(matches!(outcome, ReserveOutcome::Accepted { .. }));

@@ -4,7 +4,8 @@
 //! worker reuse the exact code the API runs:
 //! - [`config`]: typed settings from the environment, validated at boot;
 //! - [`domain`]: ids, money, sale rules and domain errors (no I/O);
-//! - [`auth`]: issuing and verifying access tokens (no I/O);
+//! - [`auth`]: who is calling: this deployment's tokens and the shop's
+//!   identity provider's, bans pushed to every node, admin rights;
 //! - [`store`]: PostgreSQL and Redis access, Lua scripts, arming;
 //! - [`http`]: routes, extractors, the error model and the middleware stack;
 //! - [`jobs`]: the purchase job and queue shared with the worker;
@@ -13,7 +14,8 @@
 //!   to event streams;
 //! - [`listener`]: the API node's listener, which closes stalled connections;
 //! - [`server`]: wiring pools and the router into a running API node;
-//! - [`telemetry`]: structured logs and the Prometheus recorder.
+//! - [`telemetry`]: structured logs and the Prometheus recorder;
+//! - [`tls`]: the process's TLS stack (rustls on ring) for outgoing HTTPS.
 
 pub mod auth;
 pub mod config;
@@ -27,3 +29,4 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

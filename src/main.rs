@@ -1,4 +1,7 @@
-//! `flashsale-api`: serve the HTTP API, or apply the database migrations.
+//! `flashsale-api`: serve the HTTP API, apply the database migrations, or
+//! mint a token with this deployment's key (operators, from the shell).
+
+mod token;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -32,6 +35,11 @@ enum Command {
         #[command(flatten)]
         dependencies: DependencySettings,
     },
+    /// Mint an access token signed with FLASHSALE_JWT_SECRET and print it:
+    /// how operators get admin tokens (there is no admin login over HTTP),
+    /// and how tests and benches get tokens. Creates the local user of the
+    /// email if it is new.
+    Token(Box<token::TokenArgs>),
 }
 
 #[tokio::main]
@@ -54,5 +62,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Token(args) => token::mint(*args).await,
     }
 }

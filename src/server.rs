@@ -12,9 +12,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::TokenService,
+    auth::{Authenticator, revocations},
     config::ApiSettings,
-    http::{self, AppState, rate_limit::UserRateLimiter, routes::stats::StatsCache},
+    http::{
+        self, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache,
+        routes::stats::StatsCache,
+    },
     jobs::PurchaseQueue,
     listener::{self, StallGuardedListener},
     live::LiveEvents,
@@ -56,10 +59,10 @@ pub fn build_state_with(
     let burst =
         NonZeroU32::new(purchase.user_burst).context("FLASHSALE_USER_BURST must be at least 1")?;
     Ok(AppState {
+        auth: Arc::new(Authenticator::new(&settings.auth, db.clone())?),
+        readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache())),
         db,
         redis,
-        tokens: Arc::new(TokenService::new(&settings.auth)),
-        admin_emails: settings.auth.normalized_admin_emails().into(),
         metrics: telemetry::metrics_handle(),
         started_at: Instant::now(),
         queue,
@@ -82,15 +85,19 @@ async fn trim_rate_limiter(limiter: Arc<UserRateLimiter>, shutdown: Cancellation
     }
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish within the grace period.
+/// Serves the API on `listener` and the operator endpoints on
+/// `operator_listener` until `shutdown` is cancelled, then lets in-flight
+/// requests finish within the grace period.
 pub async fn serve(
     settings: &ApiSettings,
     state: AppState,
     listener: TcpListener,
+    operator_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
+    let operator_address: SocketAddr = operator_listener.local_addr()?;
+    spawn_identity_loops(settings, &state, &shutdown)?;
     match arming::arm_open_sales(&state.db, &state.redis).await {
         Ok(rebuilt) => tracing::info!(rebuilt, "open sales armed"),
         Err(error) => {
@@ -109,8 +116,14 @@ pub async fn serve(
             .run(state.snapshot.clone(), shutdown.clone()),
     );
     tokio::spawn(trim_rate_limiter(state.limiter.clone(), shutdown.clone()));
+    let operator_app = http::operator_router(state.clone(), &settings.http);
+    tokio::spawn(
+        axum::serve(operator_listener, operator_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
     let app = http::router(state, &settings.http);
-    tracing::info!(%address, "flashsale-api listening");
+    tracing::info!(%address, %operator_address, "flashsale-api listening (operator endpoints on the second address)");
     let grace = settings.http.shutdown_grace();
     let stopping = shutdown.clone();
     let listener = StallGuardedListener::new(listener, settings.http.write_stall_timeout());
@@ -125,10 +138,38 @@ pub async fn serve(
     Ok(())
 }
 
-/// Binds the configured address and serves.
+/// Keeps this node's view of identities current: revoked accounts (loaded
+/// from PostgreSQL, pushed over the accounts channel) and, in `oidc` mode,
+/// the provider's keys.
+fn spawn_identity_loops(
+    settings: &ApiSettings,
+    state: &AppState,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (accounts, inbox) =
+        EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.timeout())?;
+    tokio::spawn(revocations::watch(
+        state.auth.revocations().clone(),
+        state.db.clone(),
+        accounts,
+        inbox,
+        shutdown.clone(),
+    ));
+    if let Some(keys) = state.auth.provider_keys().cloned() {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { keys.run(shutdown).await });
+    }
+    Ok(())
+}
+
+/// Binds the configured addresses and serves.
 pub async fn run(settings: ApiSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state = build_state(&settings)?;
     let listener = listener::bind(settings.http.bind)
         .with_context(|| format!("cannot listen on {} (FLASHSALE_BIND)", settings.http.bind))?;
-    serve(&settings, state, listener, shutdown).await
+    let operator = settings.operator.operator_bind;
+    let operator_listener = TcpListener::bind(operator)
+        .await
+        .with_context(|| format!("cannot listen on {operator} (FLASHSALE_OPERATOR_BIND)"))?;
+    serve(&settings, state, listener, operator_listener, shutdown).await
 }

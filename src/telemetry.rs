@@ -7,7 +7,9 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global `tracing` subscriber. Call once, first thing in `main`.
+/// Installs the global `tracing` subscriber, writing to stderr (stdout is
+/// left for what a command prints, such as `flashsale-api token`). Call
+/// once, first thing in `main`.
 pub fn init_logging(settings: &LogSettings) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&settings.log).map_err(|error| {
         anyhow::anyhow!(
@@ -22,10 +24,13 @@ pub fn init_logging(settings: &LogSettings) -> anyhow::Result<()> {
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
             )
             .try_init()?,
-        LogFormat::Pretty => registry.with(fmt::layer()).try_init()?,
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()?,
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{ADMIN_EMAIL, JWT_SECRET, spawn_app};
+use flashsale::domain::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -26,22 +27,6 @@ fn sign(claims: &Value, secret: &str) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    // URL-safe base64 without padding, as JWTs use.
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[sqlx::test]
@@ -79,8 +64,9 @@ async fn login_creates_the_user_once_and_returns_a_verifiable_token(pg: PgPool) 
 }
 
 #[sqlx::test]
-async fn configured_admin_emails_log_in_as_admins(pg: PgPool) {
+async fn the_development_login_never_grants_admin_even_for_the_operators_email(pg: PgPool) {
     let app = spawn_app(pg).await;
+    let operator = app.admin_token().await;
     let reply = app
         .post(
             "/api/auth/login",
@@ -88,7 +74,30 @@ async fn configured_admin_emails_log_in_as_admins(pg: PgPool) {
             json!({"email": ADMIN_EMAIL.to_uppercase()}),
         )
         .await;
-    assert_eq!(reply.body["user"]["role"], "admin", "{}", reply.body);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["user"]["role"], "shopper", "{}", reply.body);
+    let token = reply.body["token"].as_str().unwrap();
+    assert_eq!(app.tokens.verify(token).unwrap().role, Role::Shopper);
+    app.post("/api/admin/products", Some(token), product())
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    // The operator's own token, minted from the shell, is the admin's.
+    let created = app
+        .post("/api/admin/products", Some(&operator), product())
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+}
+
+fn product() -> Value {
+    json!({"sku": format!("SKU-{}", Uuid::now_v7().simple()), "name": "n", "price": 1, "currency": "EUR", "stock": 1})
+}
+
+#[sqlx::test]
+async fn the_auth_config_names_the_mode(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let reply = app.get("/api/auth/config", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["mode"], "dev");
 }
 
 #[sqlx::test]
@@ -100,11 +109,11 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
     let flipped = if signature.starts_with('A') { "B" } else { "A" };
     let tampered_signature = format!("{head}.{payload}.{flipped}{}", &signature[1..]);
     let mut admin_claims = claims("admin");
-    let escalated_payload = b64(admin_claims.to_string().as_bytes());
+    let escalated_payload = common::b64url(admin_claims.to_string().as_bytes());
     let tampered_payload = format!("{head}.{escalated_payload}.{signature}");
     let alg_none = format!(
         "{}.{}.",
-        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        common::b64url(br#"{"alg":"none","typ":"JWT"}"#),
         escalated_payload
     );
     admin_claims["exp"] = json!(now() - 3600);
@@ -120,7 +129,7 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
     // algorithm, signed with the shared secret (an RS/HS confusion forger
     // signs with whatever key material the server might use).
     let signed_as = |alg: &str, secret: &str| {
-        let head = b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+        let head = common::b64url(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
         let hs256 = sign(&claims("admin"), secret);
         let (_, rest) = hs256.split_once('.').unwrap();
         format!("{head}.{rest}")
@@ -212,7 +221,18 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
             reply.body
         );
         reply.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-        assert_eq!(reply.headers.get("www-authenticate").unwrap(), "Bearer");
+        // RFC 6750: a request without credentials gets the bare challenge,
+        // a refused token `invalid_token`.
+        let challenge = if case == "no Authorization header" {
+            "Bearer"
+        } else {
+            r#"Bearer error="invalid_token""#
+        };
+        assert_eq!(
+            reply.headers.get("www-authenticate").unwrap(),
+            challenge,
+            "{case}"
+        );
     }
     assert_eq!(app.count("products").await, 0);
 }

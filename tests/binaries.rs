@@ -21,7 +21,9 @@ fn api_command(pg: &PgPool) -> Command {
         .env("FLASHSALE_DATABASE_URL", common::database_url(pg))
         .env("FLASHSALE_REDIS_URL", common::redis_url())
         .env("FLASHSALE_JWT_SECRET", common::JWT_SECRET)
+        .env("FLASHSALE_AUTH_MODE", "dev")
         .env("FLASHSALE_BIND", "127.0.0.1:0")
+        .env("FLASHSALE_OPERATOR_BIND", "127.0.0.1:0")
         .env(
             "FLASHSALE_REDIS_PREFIX",
             format!("bin-{}", uuid::Uuid::now_v7().simple()),
@@ -55,12 +57,12 @@ fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// Reads the child's stdout until a line contains `needle`.
+/// Reads the child's log (stderr) until a line contains `needle`.
 fn wait_for_line(child: &mut Child, needle: &str) -> String {
     use std::io::{BufRead, BufReader};
-    let stdout = child.stdout.as_mut().unwrap();
+    let log = child.stderr.as_mut().unwrap();
     let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
+    for line in BufReader::new(log).lines() {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
@@ -87,6 +89,8 @@ async fn a_bad_setting_stops_the_api_at_boot_with_a_message_naming_it(pg: PgPool
         ),
         ("FLASHSALE_REDIS_PREFIX", "a{b}", "FLASHSALE_REDIS_PREFIX"),
         ("FLASHSALE_LOG_FORMAT", "xml", "FLASHSALE_LOG_FORMAT"),
+        // oidc mode (the default) needs the shop's provider.
+        ("FLASHSALE_AUTH_MODE", "oidc", "FLASHSALE_OIDC_ISSUER"),
     ];
     for (variable, value, named) in cases {
         let output = api_command(&pg).env(variable, value).output().unwrap();
@@ -98,6 +102,94 @@ async fn a_bad_setting_stops_the_api_at_boot_with_a_message_naming_it(pg: PgPool
         );
     }
     let output = api_command(&pg)
+        .env_remove("FLASHSALE_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("FLASHSALE_JWT_SECRET"));
+    // A shared secret is not a provider's key: HS* is refused at boot.
+    let output = api_command(&pg)
+        .env("FLASHSALE_AUTH_MODE", "oidc")
+        .env("FLASHSALE_OIDC_ISSUER", "https://login.example.com")
+        .env("FLASHSALE_OIDC_AUDIENCES", "flashsale")
+        .env("FLASHSALE_OIDC_ALGORITHMS", "RS256,HS256")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "HS256 was accepted in oidc mode");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("FLASHSALE_OIDC_ALGORITHMS"));
+}
+
+/// `flashsale-api token`, as an operator runs it from the shell.
+fn token_command(pg: &PgPool, args: &[&str]) -> std::process::Output {
+    Command::new(API)
+        .arg("token")
+        .args(args)
+        .env("FLASHSALE_DATABASE_URL", common::database_url(pg))
+        .env("FLASHSALE_JWT_SECRET", common::JWT_SECRET)
+        .output()
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_token_command_mints_an_admin_token_from_the_shell_and_nothing_else_does(pg: PgPool) {
+    let output = token_command(
+        &pg,
+        &["--admin", "--email", "Ops@Example.com", "--ttl", "10m"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.trim();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the token on stdout: {stdout}"
+    );
+    let app = common::spawn_app(pg.clone()).await;
+    let claims = app.tokens.verify(token).unwrap();
+    assert_eq!(claims.role, flashsale::domain::Role::Admin);
+    assert!(claims.exp - claims.iat <= 600);
+    let product = app
+        .post(
+            "/api/admin/products",
+            Some(token),
+            json!({ "sku": "OPS-1", "name": "n", "price": 1, "currency": "EUR", "stock": 1 }),
+        )
+        .await;
+    assert_eq!(
+        product.status,
+        reqwest::StatusCode::CREATED,
+        "{}",
+        product.body
+    );
+    let (subject, role): (String, String) =
+        sqlx::query_as("select subject, role from users where id = $1")
+            .bind(claims.sub)
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+    assert_eq!(
+        (subject.as_str(), role.as_str()),
+        ("ops@example.com", "admin")
+    );
+
+    for (args, named) in [
+        (vec!["--admin", "--email", "not-an-email"], "--email"),
+        (vec!["--email", "ops@example.com", "--ttl", "30d"], "--ttl"),
+    ] {
+        let output = token_command(&pg, &args);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(named),
+            "{args:?}"
+        );
+    }
+    let output = Command::new(API)
+        .args(["token", "--admin", "--email", "ops@example.com"])
+        .env("FLASHSALE_DATABASE_URL", common::database_url(&pg))
         .env_remove("FLASHSALE_JWT_SECRET")
         .output()
         .unwrap();
@@ -124,7 +216,6 @@ async fn the_api_logs_json_and_stops_cleanly_on_sigterm(pg: PgPool) {
 async fn sigterm_ends_open_event_streams_and_the_api_exits_promptly(pg: PgPool) {
     let mut node = KilledOnDrop(
         api_command(&pg)
-            .env("FLASHSALE_ADMIN_EMAILS", common::ADMIN_EMAIL)
             .env("FLASHSALE_SHUTDOWN_GRACE_SECS", "60")
             .spawn()
             .unwrap(),
@@ -136,7 +227,7 @@ async fn sigterm_ends_open_event_streams_and_the_api_exits_promptly(pg: PgPool) 
         .as_str()
         .unwrap_or_else(|| panic!("no address in {line}"));
     let base = format!("http://{address}");
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
         let mut request = client.post(format!("{base}{path}")).json(&body);
         if let Some(token) = token {
@@ -147,13 +238,10 @@ async fn sigterm_ends_open_event_streams_and_the_api_exits_promptly(pg: PgPool) 
             reply.json::<serde_json::Value>().await.unwrap()
         }
     };
-    let admin = post(
-        "/api/auth/login",
-        None,
-        json!({ "email": common::ADMIN_EMAIL }),
-    )
-    .await;
-    let admin = admin["token"].as_str().unwrap();
+    let minted = token_command(&pg, &["--admin", "--email", common::ADMIN_EMAIL]);
+    assert!(minted.status.success());
+    let minted = String::from_utf8(minted.stdout).unwrap();
+    let admin = minted.trim();
     let sku = format!("SKU-{}", uuid::Uuid::now_v7().simple());
     let product = post(
         "/api/admin/products",

@@ -47,6 +47,7 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
     let output = PathBuf::from(env("FLASHSALE_TEST_OUTPUT_DIR"));
     std::fs::create_dir_all(&output).unwrap();
 
+    flashsale::tls::install_provider();
     let api = reqwest::Client::new();
     let admin = login(&api, &base, &admin_email).await;
     let sale_id = open_sale(&api, &base, &admin).await;

@@ -142,6 +142,7 @@ fn every_setting_the_compose_file_passes_is_one_the_binaries_read() {
             "FLASHSALE_DATABASE_URL",
             "FLASHSALE_REDIS_URL",
             "FLASHSALE_JWT_SECRET",
+            "FLASHSALE_AUTH_MODE",
         ] {
             assert!(passed.contains(required), "{name} lacks {required}");
         }
@@ -158,6 +159,40 @@ fn every_setting_the_compose_file_passes_is_one_the_binaries_read() {
             "nginx sets {variable}, which its entrypoint does not read"
         );
     }
+}
+
+/// No secret ships with the compose file: each is `${NAME:?message}`, so
+/// `docker compose up` stops with the message until the deployment chose
+/// its own; the identity mode is chosen the same way.
+#[test]
+fn the_compose_file_ships_no_secret_and_refuses_to_start_without_them() {
+    let text = read("docker-compose.yml");
+    for variable in [
+        "FLASHSALE_JWT_SECRET",
+        "FLASHSALE_PG_PASSWORD",
+        "FLASHSALE_AUTH_MODE",
+    ] {
+        let uses: Vec<&str> = text
+            .match_indices(&format!("${{{variable}"))
+            .map(|(at, _)| &text[at..])
+            .collect();
+        assert!(!uses.is_empty(), "compose does not use {variable}");
+        for used in uses {
+            assert!(
+                used.starts_with(&format!("${{{variable}:?")),
+                "{variable} must be required (`${{{variable}:?...}}`), not defaulted: {}",
+                used.lines().next().unwrap_or_default()
+            );
+        }
+    }
+    let compose = compose();
+    let password = compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+        .as_str()
+        .unwrap();
+    assert!(
+        password.starts_with("${FLASHSALE_PG_PASSWORD:?"),
+        "{password}"
+    );
 }
 
 #[test]

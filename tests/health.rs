@@ -99,12 +99,12 @@ async fn the_health_report_names_the_dependency_that_is_down(pg: PgPool) {
     let (app, _pg_proxy, redis_proxy) = app_behind_proxies(pg).await;
     app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
         .await;
-    let healthy = app.get("/api/health", None).await;
+    let healthy = app.operator_get("/api/health").await;
     assert_eq!(healthy.body["status"], "ok", "{}", healthy.body);
     assert_eq!(healthy.body["postgres"]["status"], "up");
 
     redis_proxy.cut();
-    let degraded = app.get("/api/health", None).await;
+    let degraded = app.operator_get("/api/health").await;
     assert_eq!(degraded.status, StatusCode::OK);
     assert_eq!(degraded.body["status"], "degraded", "{}", degraded.body);
     assert_eq!(degraded.body["redis"]["status"], "down");
@@ -117,7 +117,7 @@ async fn metrics_count_requests_by_route_and_status(pg: PgPool) {
     app.get("/api/health/live", None).await;
     let response = app
         .client
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.operator_base))
         .send()
         .await
         .unwrap();
@@ -134,6 +134,28 @@ async fn metrics_count_requests_by_route_and_status(pg: PgPool) {
         text.contains("http_request_duration_seconds_bucket"),
         "no latency histogram"
     );
+}
+
+#[sqlx::test]
+async fn metrics_and_the_health_report_are_served_to_operators_only(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    for path in ["/metrics", "/api/health"] {
+        app.get(path, None)
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+        assert_eq!(
+            app.operator_get(path).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // Load balancers probe the public listener.
+    for path in ["/api/health/live", "/api/health/ready"] {
+        assert_eq!(app.get(path, None).await.status, StatusCode::OK, "{path}");
+    }
+    let document = app.get("/api/openapi.json", None).await;
+    let paths = document.body["paths"].as_object().unwrap();
+    assert!(!paths.contains_key("/metrics") && !paths.contains_key("/api/health"));
 }
 
 #[sqlx::test]
@@ -154,10 +176,13 @@ async fn the_openapi_document_covers_every_endpoint_and_the_docs_ui_is_served(pg
         ("/api/purchase/user/{user_id}", "get"),
         ("/api/flash-sale/stats", "get"),
         ("/api/admin/flash-sales/{id}/stats", "get"),
-        ("/api/health", "get"),
+        ("/api/admin/users/{id}", "get"),
+        ("/api/admin/users/{id}/ban", "post"),
+        ("/api/admin/users/{id}/unban", "post"),
+        ("/api/admin/audit", "get"),
+        ("/api/auth/config", "get"),
         ("/api/health/live", "get"),
         ("/api/health/ready", "get"),
-        ("/metrics", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|item| item.get(method)).is_some(),

@@ -1,5 +1,6 @@
-// What both pages share: the session (a token from the development login),
-// JSON calls to the API, and a Server-Sent Events reader.
+// What both pages share: the session (a token from the development login,
+// from the shop that embeds the page, or pasted by an operator), JSON calls
+// to the API, and a Server-Sent Events reader.
 //
 // The event stream is read with fetch rather than EventSource because
 // EventSource cannot send the Authorization header, and a token in the URL
@@ -41,6 +42,26 @@ export async function call(method, path, { body, headers = {}, token = session.t
 /** The error message of an error reply, or a fallback. */
 export function messageOf(reply, fallback) {
   return reply.body?.error?.message ?? fallback;
+}
+
+/** A token handed over in the URL fragment, as a shop that embeds or links
+ *  to the page does in `oidc` mode: `/#access_token=<the shopper's access
+ *  token from the shop's identity provider>`. The fragment never reaches a
+ *  server or an access log; it is taken into the session and removed from
+ *  the address bar at once. Returns whether a token was taken. */
+export function adoptTokenFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("access_token");
+  if (!token) return false;
+  history.replaceState(null, "", location.pathname + location.search);
+  session.save(token, params.get("label") ?? "your shop account");
+  return true;
+}
+
+/** How this deployment identifies callers: {mode: "dev" | "oidc", issuer}. */
+export async function authConfig() {
+  const reply = await call("GET", "/api/auth/config", { token: null }).catch(() => null);
+  return reply?.status === 200 ? reply.body : { mode: "oidc" };
 }
 
 export async function login(email) {

@@ -3,7 +3,8 @@
 // event stream.
 
 import {
-  call, duration, followEvents, login, messageOf, money, newKey, saleIdFromUrl, session, sleep,
+  adoptTokenFromFragment, authConfig, call, duration, followEvents, login, messageOf, money, newKey,
+  saleIdFromUrl, session, sleep,
 } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -168,8 +169,16 @@ function signOut() {
   purchase = null;
   $("sale").hidden = true;
   $("who").hidden = true;
-  $("login").hidden = false;
   showResult("", "");
+  offerSignIn();
+}
+
+/** The development login in `dev` mode; in `oidc` mode shoppers arrive
+ *  from the shop with their token (adoptTokenFromFragment). */
+async function offerSignIn() {
+  const { mode } = await authConfig();
+  if (mode === "dev") $("login").hidden = false;
+  else $("signed-out").hidden = false;
 }
 
 $("login").addEventListener("submit", async (event) => {
@@ -186,4 +195,5 @@ $("logout").addEventListener("click", signOut);
 $("buy").addEventListener("click", buy);
 setInterval(tick, 1000);
 
-if (session.token) start(); else $("login").hidden = false;
+adoptTokenFromFragment();
+if (session.token) start(); else offerSignIn();

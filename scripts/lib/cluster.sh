@@ -6,6 +6,9 @@
 API_NODES=${FLASHSALE_API_NODES:-2}
 WORKERS=${FLASHSALE_WORKERS:-1}
 API_BASE_PORT=${FLASHSALE_API_BASE_PORT:-18081}
+# Each API node's operator listener (/metrics, /api/health): node I on
+# OPERATOR_BASE_PORT+I, on loopback, never behind nginx.
+OPERATOR_BASE_PORT=${FLASHSALE_OPERATOR_BASE_PORT:-18181}
 WORKER_METRICS_BASE_PORT=${FLASHSALE_WORKER_METRICS_BASE_PORT:-19091}
 PUBLIC_PORT=${FLASHSALE_PORT:-8080}
 NGINX_RATE=${FLASHSALE_NGINX_RATE:-200}
@@ -64,6 +67,18 @@ jwt_secret() {
   cat "$file"
 }
 
+# mint_token ARGS...: `flashsale-api token ARGS` with this cluster's key and
+# database (shell access is what makes an operator; there is no admin login
+# over HTTP). Prints the token; the command's log goes to tokens.log.
+mint_token() {
+  FLASHSALE_JWT_SECRET=$(jwt_secret) FLASHSALE_DATABASE_URL=$DATABASE_URL_LOCAL \
+    "$RELEASE_DIR/flashsale-api" token "$@" 2>>"$LOG_DIR/tokens.log" \
+    || die "flashsale-api token $* failed; see $LOG_DIR/tokens.log"
+}
+
+# An operator's admin token for scripts (ops@flashsale.local, 12 hours).
+admin_token() { mint_token --admin --email ops@flashsale.local --ttl 12h; }
+
 start_background() {
   local name=$1; shift
   setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
@@ -72,11 +87,13 @@ start_background() {
   disown $!
 }
 
-# start_api_node I: API node I on port API_BASE_PORT+I, waited for.
+# start_api_node I: API node I on port API_BASE_PORT+I (operator listener
+# on OPERATOR_BASE_PORT+I), waited for.
 start_api_node() {
-  local port=$((API_BASE_PORT + $1))
+  local port=$((API_BASE_PORT + $1)) operator=$((OPERATOR_BASE_PORT + $1))
   ensure_port_free "$port" "API node $1" FLASHSALE_API_BASE_PORT
-  FLASHSALE_BIND=127.0.0.1:$port \
+  ensure_port_free "$operator" "API node $1 operator listener" FLASHSALE_OPERATOR_BASE_PORT
+  FLASHSALE_BIND=127.0.0.1:$port FLASHSALE_OPERATOR_BIND=127.0.0.1:$operator \
     start_background "api-$1" "$RELEASE_DIR/flashsale-api" serve
 }
 

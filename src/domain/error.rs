@@ -15,6 +15,9 @@ pub enum DomainError {
     #[error("no product with id {0}")]
     ProductNotFound(Uuid),
 
+    #[error("no user with id {0}")]
+    UserNotFound(Uuid),
+
     #[error("a product with sku {0:?} already exists")]
     SkuTaken(String),
 

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// What a caller may do. Shoppers buy; admins also run sales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -55,14 +56,37 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
 
-    /// Admins are configured by email; everyone else is a shopper.
-    pub fn role_given(&self, admin_emails: &[String]) -> Role {
-        if admin_emails.iter().any(|admin| admin == &self.0) {
-            Role::Admin
-        } else {
-            Role::Shopper
+/// The issuer of users who sign in with the development login or hold an
+/// operator token minted from the shell; their subject is their email.
+pub const LOCAL_ISSUER: &str = "local";
+
+/// Who a user is to the outside world: an identity of an issuer. The shop's
+/// provider names its users by `sub` within its issuer URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// Namespace of the ids derived from identities (a fixed random UUID).
+const IDENTITY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0d39_8a1e_4c6b_9f57_2d0e_4b8a_91c3);
+
+impl Identity {
+    pub fn local(email: &Email) -> Self {
+        Self {
+            issuer: LOCAL_ISSUER.to_owned(),
+            subject: email.as_str().to_owned(),
         }
+    }
+
+    /// The internal user id of this identity, the same on every node
+    /// without asking the database (a name-based UUID of issuer and
+    /// subject; the newline cannot occur in an issuer URL).
+    pub fn user_id(&self) -> Uuid {
+        let name = format!("{}\n{}", self.issuer, self.subject);
+        Uuid::new_v5(&IDENTITY_NAMESPACE, name.as_bytes())
     }
 }
 
@@ -79,16 +103,20 @@ mod tests {
     }
 
     #[test]
-    fn only_listed_emails_become_admins() {
-        let admins = vec!["boss@example.com".to_string()];
-        assert_eq!(
-            Email::normalize("BOSS@example.com").role_given(&admins),
-            Role::Admin
-        );
-        assert_eq!(
-            Email::normalize("ann@example.com").role_given(&admins),
-            Role::Shopper
-        );
+    fn an_identity_has_one_id_everywhere_and_issuers_do_not_collide() {
+        let ann = Identity {
+            issuer: "https://login.example.com".into(),
+            subject: "ann".into(),
+        };
+        assert_eq!(ann.user_id(), ann.clone().user_id());
+        let elsewhere = Identity {
+            issuer: "https://other.example.com".into(),
+            ..ann.clone()
+        };
+        assert_ne!(ann.user_id(), elsewhere.user_id());
+        let local = Identity::local(&Email::normalize("Ann@Example.com"));
+        assert_eq!(local.issuer, LOCAL_ISSUER);
+        assert_eq!(local.subject, "ann@example.com");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod sale;
 mod settlement;
 
 pub use error::DomainError;
-pub use identity::{Email, Role};
+pub use identity::{Email, Identity, LOCAL_ISSUER, Role};
 pub use money::{Currency, Money};
 pub use reservation::{PurchaseStatus, ReservationStatus};
 pub use sale::{SaleAction, SaleState, SaleWindow};

@@ -87,6 +87,18 @@ impl fmt::Display for SaleAction {
     }
 }
 
+impl SaleAction {
+    /// The action's name in the admin audit trail.
+    pub fn audit_name(self) -> &'static str {
+        match self {
+            SaleAction::Pause => "sale.pause",
+            SaleAction::Resume => "sale.resume",
+            SaleAction::Cancel => "sale.cancel",
+            SaleAction::End => "sale.end",
+        }
+    }
+}
+
 /// When a sale sells: `[starts_at, ends_at)`, with `starts_at < ends_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SaleWindow {

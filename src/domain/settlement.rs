@@ -41,6 +41,8 @@ pub struct Candidate {
     pub quantity: i64,
     pub prior: PriorOutcome,
     pub user_exists: bool,
+    /// The user was suspended (banned) before this batch settled.
+    pub banned: bool,
     /// Units the user already bought in this sale (`sale_buyers.units`).
     pub units_bought: i64,
 }
@@ -50,14 +52,16 @@ pub struct Candidate {
 pub enum FailureReason {
     SaleCancelled,
     UserGone,
+    Banned,
     LimitReached,
     NoStock,
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 4] = [
+    const ALL: [FailureReason; 5] = [
         FailureReason::SaleCancelled,
         FailureReason::UserGone,
+        FailureReason::Banned,
         FailureReason::LimitReached,
         FailureReason::NoStock,
     ];
@@ -67,6 +71,9 @@ impl FailureReason {
         match self {
             FailureReason::SaleCancelled => "the sale was cancelled before the order was committed",
             FailureReason::UserGone => "the account no longer exists",
+            FailureReason::Banned => {
+                "the account was suspended by the shop before the order was committed"
+            }
             FailureReason::LimitReached => "the per-user limit of this sale was already reached",
             FailureReason::NoStock => "no unit was left in stock for this reservation",
         }
@@ -77,6 +84,7 @@ impl FailureReason {
         match self {
             FailureReason::SaleCancelled => "sale_cancelled",
             FailureReason::UserGone => "user_gone",
+            FailureReason::Banned => "banned",
             FailureReason::LimitReached => "limit_reached",
             FailureReason::NoStock => "no_stock",
         }
@@ -136,6 +144,8 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 Some(FailureReason::SaleCancelled)
             } else if !candidate.user_exists {
                 Some(FailureReason::UserGone)
+            } else if candidate.banned {
+                Some(FailureReason::Banned)
             } else if *units + candidate.quantity > ledger.per_user_limit {
                 Some(FailureReason::LimitReached)
             } else if candidate.quantity > room {
@@ -176,6 +186,7 @@ mod tests {
             quantity,
             prior: PriorOutcome::Undecided,
             user_exists: true,
+            banned: false,
             units_bought: 0,
         }
     }
@@ -263,6 +274,18 @@ mod tests {
             decide(&cancelled, &[present]),
             [Decision::Fail(FailureReason::SaleCancelled)]
         );
+    }
+
+    #[test]
+    fn a_banned_users_reservation_fails_and_its_unit_goes_back_to_sale() {
+        let mut banned = candidate(Uuid::now_v7(), 1);
+        banned.banned = true;
+        let other = candidate(Uuid::now_v7(), 1);
+        assert_eq!(
+            decide(&ledger(1, 0, 1), &[banned, other]),
+            [Decision::Fail(FailureReason::Banned), Decision::Commit]
+        );
+        assert!(FailureReason::Banned.unit_exists());
     }
 
     #[test]

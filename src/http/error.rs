@@ -40,6 +40,9 @@ pub struct ApiError {
     message: Cow<'static, str>,
     /// Seconds for `Retry-After` (429 and 503 always carry one).
     retry_after_secs: Option<u64>,
+    /// A 401 for a token that was sent but refused (RFC 6750 `invalid_token`),
+    /// rather than for a missing one.
+    token_refused: bool,
 }
 
 /// The JSON body of every error response.
@@ -70,6 +73,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            token_refused: false,
         }
     }
 
@@ -90,15 +94,25 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", message)
     }
 
+    /// 401 for a request without a token.
     pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    /// 401 for a token that was sent and refused.
+    pub fn invalid_token(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            token_refused: true,
+            ..Self::unauthorized(message)
+        }
     }
 
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
-            "this endpoint needs the admin role; admins are the emails in FLASHSALE_ADMIN_EMAILS",
+            "this endpoint needs the admin role: an operator token (flashsale-api token --admin) \
+             or, in oidc mode, the admin claim from the shop's identity provider",
         )
     }
 
@@ -206,7 +220,15 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if error.status == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let challenge = if error.token_refused {
+            r#"Bearer error="invalid_token""#
+        } else {
+            "Bearer"
+        };
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
     }
     response
 }
@@ -225,6 +247,7 @@ impl From<DomainError> for ApiError {
             DomainError::SaleNotFound(_) => (StatusCode::NOT_FOUND, "SALE_NOT_FOUND"),
             DomainError::NoCurrentSale => (StatusCode::NOT_FOUND, "NO_CURRENT_SALE"),
             DomainError::ProductNotFound(_) => (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND"),
+            DomainError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
             DomainError::SkuTaken(_) => (StatusCode::CONFLICT, "SKU_TAKEN"),
             DomainError::InsufficientStock { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_STOCK"),
             DomainError::InvalidTransition { .. } | DomainError::StockChangeNotAllowed { .. } => {
@@ -265,7 +288,26 @@ impl From<StoreError> for ApiError {
 
 impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
-        Self::unauthorized(error.to_string())
+        match error {
+            TokenError::Suspended => Self::new(
+                StatusCode::FORBIDDEN,
+                "ACCOUNT_SUSPENDED",
+                "this account is suspended by the shop; contact the shop's support",
+            ),
+            TokenError::KeysUnavailable => {
+                tracing::warn!("the identity provider's keys are unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    format!(
+                        "tokens cannot be checked right now (the identity provider is unreachable); \
+                         retry in {RETRY_AFTER_SECS} s"
+                    ),
+                )
+            }
+            TokenError::Store(store) => store.into(),
+            refused => Self::invalid_token(refused.to_string()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use super::{ApiError, AppState};
-use crate::domain::Role;
+use crate::{domain::Role, store::postgres::AdminAct};
 
 /// A JSON body that parsed and passed its `validator` rules.
 pub struct ValidJson<T>(pub T);
@@ -40,8 +40,10 @@ pub struct PathParams<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct QueryParams<T>(pub T);
 
-/// The caller, from a verified `Authorization: Bearer <jwt>`. No database
-/// call: the token carries the id and role.
+/// The caller, from a verified `Authorization: Bearer <token>`: this
+/// deployment's own token or the shop's provider's (`auth`). No database or
+/// Redis call per request: the token carries the identity, bans are known
+/// to every node in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub user_id: Uuid,
@@ -55,22 +57,21 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized(
-                "send `Authorization: Bearer <token>` (from POST /api/auth/login)",
-            )
-        })?;
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
         let token = value
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+                ApiError::invalid_token("the Authorization header must be `Bearer <token>`")
             })?;
-        let claims = state.tokens.verify(token.trim())?;
+        let caller = state.auth.authenticate(token.trim()).await?;
         Ok(Self {
-            user_id: claims.sub,
-            role: claims.role,
+            user_id: caller.user_id,
+            role: caller.role,
         })
     }
 }
@@ -121,9 +122,23 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-/// A caller with the admin role; anyone else gets 403.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin(pub Caller);
+/// A caller with the admin role (anyone else gets 403), with the request
+/// id every admin action is audited under.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub caller: Caller,
+    pub request_id: Option<String>,
+}
+
+impl Admin {
+    /// Who is acting, for the store's audit record.
+    pub fn act(&self) -> AdminAct {
+        AdminAct {
+            actor_id: self.caller.user_id,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -134,9 +149,14 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let caller =
             <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
-        match caller.role {
-            Role::Admin => Ok(Self(caller)),
-            Role::Shopper => Err(ApiError::forbidden()),
+        if caller.role != Role::Admin {
+            return Err(ApiError::forbidden());
         }
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self { caller, request_id })
     }
 }

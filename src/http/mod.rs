@@ -6,6 +6,7 @@ mod error;
 pub mod extract;
 mod openapi;
 pub mod rate_limit;
+pub mod readiness;
 mod request_metrics;
 pub mod routes;
 mod security;
@@ -30,31 +31,68 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use openapi::ApiDoc;
 pub use state::AppState;
 
-use crate::config::HttpSettings;
+use crate::config::{AuthMode, HttpSettings};
 
-/// Every route, documented; `openapi()` and `router()` both start here so the
-/// document cannot miss an endpoint.
-fn documented_routes() -> OpenApiRouter<AppState> {
+/// Every public route of a node in this auth mode, documented; `openapi()`
+/// and `router()` both start here so the document cannot miss an endpoint.
+/// The development login exists only in `dev` mode.
+fn documented_routes(mode: AuthMode) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::router())
-        .merge(routes::auth::router())
+        .merge(routes::auth::router(mode))
         .merge(routes::sale_status::router())
         .merge(routes::events::router())
         .merge(routes::purchase::router())
         .merge(routes::stats::router())
         .merge(routes::products::router())
         .merge(routes::flash_sales::router())
-        .merge(routes::metrics::router())
+        .merge(routes::users::router())
 }
 
-/// The OpenAPI document served at `/api/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().into_openapi()
+/// The OpenAPI document a node in this auth mode serves at `/api/openapi.json`.
+pub fn openapi(mode: AuthMode) -> utoipa::openapi::OpenApi {
+    documented_routes(mode).into_openapi()
 }
 
-/// The whole application with its middleware.
+/// The public application with its middleware.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
-    let (routes, openapi) = documented_routes().split_for_parts();
+    let (routes, openapi) = documented_routes(state.auth.mode()).split_for_parts();
+    let app = Router::new()
+        .merge(routes)
+        .merge(routes::pages::router())
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint; see /api/docs",
+            )
+        })
+        // Per-route metrics need the matched route, so this layer sits on the
+        // routes (inside routing) rather than in the stack above.
+        .route_layer(middleware::from_fn(request_metrics::record))
+        .with_state(state);
+    with_middleware(app, settings)
+}
+
+/// What the operator listener serves: `/metrics`, the per-dependency
+/// `/api/health` and the probes. Never routed to by nginx.
+pub fn operator_router(state: AppState, settings: &HttpSettings) -> Router {
+    let app = Router::new()
+        .merge(routes::health::operator_router())
+        .merge(routes::metrics::operator_router())
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "the operator listener serves /metrics, /api/health, /api/health/live and /api/health/ready",
+            )
+        })
+        .with_state(state);
+    with_middleware(app, settings)
+}
+
+fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
 
     // Outermost first. The request id is set before anything logs, so every
@@ -84,21 +122,5 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             settings.request_timeout(),
         ))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes));
-
-    Router::new()
-        .merge(routes)
-        .merge(routes::pages::router())
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "no such endpoint; see /api/docs",
-            )
-        })
-        // Per-route metrics need the matched route, so this layer sits on the
-        // routes (inside routing) rather than in the stack above.
-        .route_layer(middleware::from_fn(request_metrics::record))
-        .with_state(state)
-        .layer(middleware)
+    app.layer(middleware)
 }

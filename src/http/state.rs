@@ -6,9 +6,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use uuid::Uuid;
 
-use super::{ApiError, rate_limit::UserRateLimiter, routes::stats::StatsCache};
+use super::{
+    ApiError, rate_limit::UserRateLimiter, readiness::ReadinessCache, routes::stats::StatsCache,
+};
 use crate::{
-    auth::TokenService,
+    auth::Authenticator,
     config::PurchaseSettings,
     domain::DomainError,
     jobs::PurchaseQueue,
@@ -21,10 +23,10 @@ use crate::{
 pub struct AppState {
     pub db: Db,
     pub redis: RedisStore,
-    /// Verifies every bearer token; issues tokens at login.
-    pub tokens: Arc<TokenService>,
-    /// Emails (normalised) that log in as admins.
-    pub admin_emails: Arc<[String]>,
+    /// Verifies every bearer token (and signs development logins).
+    pub auth: Arc<Authenticator>,
+    /// The last readiness verdict, reused for a short while.
+    pub readiness: Arc<ReadinessCache>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// For the uptime in `/api/health`.

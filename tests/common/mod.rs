@@ -3,6 +3,7 @@
 //! fresh key prefix per test), plus typed helpers for the HTTP calls.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod idp;
 pub mod proxy;
 mod shared;
 pub mod sse;
@@ -12,11 +13,13 @@ pub use shared::*;
 use std::{net::SocketAddr, time::Duration};
 
 use flashsale::{
-    auth::TokenService,
+    auth::{self, LocalTokens},
     config::{
-        ApiSettings, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
-        PurchaseSettings, QueueSettings, RedisSettings, Secret,
+        ApiSettings, AuthMode, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
+        LocalTokenSettings, OidcSettings, OperatorSettings, PurchaseSettings, QueueSettings,
+        RedisSettings, Secret,
     },
+    domain::{Email, Role},
     http::AppState,
     jobs::PurchaseQueue,
     server,
@@ -29,6 +32,8 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
+/// The operator whose admin tokens tests mint (as `flashsale-api token
+/// --admin` does); logging in with this email gives a shopper token.
 pub const ADMIN_EMAIL: &str = "admin@flashsale.test";
 /// The one browser origin the test apps allow cross-origin.
 pub const CORS_ORIGIN: &str = "https://shop.example.com";
@@ -59,11 +64,15 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
             dependency_timeout_ms: DEPENDENCY_TIMEOUT.as_millis() as u64,
         },
         auth: AuthSettings {
-            jwt_secret: Secret::new(JWT_SECRET),
-            jwt_issuer: "flashsale".into(),
-            jwt_audience: "flashsale-api".into(),
+            auth_mode: AuthMode::Dev,
+            local: LocalTokenSettings {
+                jwt_secret: Some(Secret::new(JWT_SECRET)),
+                jwt_issuer: "flashsale".into(),
+                jwt_audience: "flashsale-api".into(),
+            },
             token_ttl_secs: 600,
-            admin_emails: vec![ADMIN_EMAIL.into()],
+            max_token_bytes: 8192,
+            oidc: oidc_defaults(),
         },
         purchase: PurchaseSettings {
             // Generous, so concurrency tests measure the engine, not the
@@ -78,7 +87,22 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
             queue_redis_url: None,
             queue_idempotency_ttl_secs: 3600,
         },
+        operator: OperatorSettings {
+            operator_bind: "127.0.0.1:0".parse().unwrap(),
+            ready_cache_ms: 0,
+        },
     }
+}
+
+/// The provider settings' defaults (unused in `dev` mode; tests of `oidc`
+/// mode fill in their provider).
+pub fn oidc_defaults() -> OidcSettings {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        oidc: OidcSettings,
+    }
+    <Defaults as clap::Parser>::parse_from(["test"]).oidc
 }
 
 /// Where the app under test reaches its dependencies: directly, or through
@@ -99,7 +123,10 @@ pub struct TestApp {
     /// Direct Redis connection for arranging and asserting.
     pub redis: redis::aio::MultiplexedConnection,
     pub prefix: String,
-    pub tokens: TokenService,
+    /// Signs tokens as the deployment does (shoppers without a database row).
+    pub tokens: LocalTokens,
+    /// The node's operator listener: `/metrics`, `/api/health`.
+    pub operator_base: String,
     /// The node's state, to look inside (open event streams).
     pub state: AppState,
     _stop: DropGuard,
@@ -149,6 +176,38 @@ pub async fn spawn_app_with(
     spawn_node(pg, route, prefix, adjust).await
 }
 
+/// A node in `oidc` mode trusting `idp`, after `adjust`.
+pub async fn spawn_oidc_app(
+    pg: PgPool,
+    idp: &idp::FakeIdp,
+    adjust: impl FnOnce(&mut ApiSettings),
+) -> TestApp {
+    let issuer = idp.issuer.clone();
+    spawn_app_with(pg, Route::default(), move |settings| {
+        settings.auth.auth_mode = AuthMode::Oidc;
+        settings.auth.oidc.oidc_issuer = Some(issuer);
+        settings.auth.oidc.oidc_audiences = vec![idp::AUDIENCE.into()];
+        adjust(settings);
+    })
+    .await
+}
+
+/// A client for the tests' HTTP calls (reqwest needs the process's TLS
+/// provider installed first, even for plain HTTP).
+pub fn http_client() -> reqwest::Client {
+    flashsale::tls::install_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// URL-safe base64 without padding, as JWTs use.
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// A second API node of `first`'s deployment: the same database and Redis
 /// prefix, its own snapshot, hub and pub/sub connection.
 pub async fn spawn_second_node(first: &TestApp) -> TestApp {
@@ -173,7 +232,12 @@ async fn spawn_node(
     };
     let mut settings = settings(through(route.redis), &prefix);
     adjust(&mut settings);
-    let tokens = TokenService::new(&settings.auth);
+    let local = &settings.auth.local;
+    let tokens = LocalTokens::new(
+        local.jwt_secret.as_ref().expect("tests sign with a key"),
+        &local.jwt_issuer,
+        &local.jwt_audience,
+    );
     let mut options = (*pg.connect_options()).clone();
     if let Some(proxy) = route.postgres {
         options = options.host(&proxy.ip().to_string()).port(proxy.port());
@@ -200,17 +264,19 @@ async fn spawn_node(
     let node_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let operator_address = operator_listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let serving = stop.clone();
-    tokio::spawn(async move { server::serve(&settings, state, listener, serving).await });
+    tokio::spawn(async move {
+        server::serve(&settings, state, listener, operator_listener, serving).await
+    });
 
     let redis = redis_connection().await;
     TestApp {
         base: format!("http://{address}"),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
+        operator_base: format!("http://{operator_address}"),
+        client: http_client(),
         pg,
         redis,
         prefix,
@@ -285,6 +351,17 @@ impl TestApp {
         self.request(Method::GET, path, token, None).await
     }
 
+    /// `GET path` on the node's operator listener.
+    pub async fn operator_get(&self, path: &str) -> Reply {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.operator_base))
+            .send()
+            .await
+            .expect("request failed");
+        Self::read(response).await
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
         self.request(Method::POST, path, token, Some(body)).await
     }
@@ -297,12 +374,7 @@ impl TestApp {
     /// (tokens are all the purchase path checks).
     pub fn shopper(&self) -> (Uuid, String) {
         let id = Uuid::now_v7();
-        (
-            id,
-            self.tokens
-                .issue(id, flashsale::domain::Role::Shopper)
-                .token,
-        )
+        (id, self.tokens.issue(id, Role::Shopper, 600).token)
     }
 
     /// Writes `count` confirmed orders of `user_id` straight into
@@ -385,8 +457,19 @@ impl TestApp {
         reply.body["token"].as_str().unwrap().to_string()
     }
 
+    /// An operator's admin token, minted the way `flashsale-api token
+    /// --admin` mints it (the user is created in PostgreSQL).
     pub async fn admin_token(&self) -> String {
-        self.login(ADMIN_EMAIL).await
+        self.mint_token(ADMIN_EMAIL, Role::Admin).await
+    }
+
+    /// A token for the local user of `email`, as the token command mints it.
+    pub async fn mint_token(&self, email: &str, role: Role) -> String {
+        let db = Db::new(self.pg.clone(), DEPENDENCY_TIMEOUT);
+        let (_, issued) = auth::mint(&db, &self.tokens, &Email::normalize(email), role, 600)
+            .await
+            .unwrap();
+        issued.token
     }
 
     pub async fn create_product(&self, admin: &str, stock: i64) -> Uuid {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{Harness, database_url, redis_url};
-use flashsale::{auth::TokenService, config::ApiSettings, domain::Role, server};
+use flashsale::{auth::LocalTokens, config::ApiSettings, domain::Role, server};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -33,22 +33,32 @@ async fn a_shoppers_stream_says_confirmed_once_the_worker_commits(pg: PgPool) {
         &format!("--database-url={}", database_url(&harness.pg)),
         &format!("--redis-url={}", redis_url()),
         &format!("--redis-prefix={}", harness.prefix),
+        "--auth-mode=dev",
         &format!("--jwt-secret={JWT_SECRET}"),
     ])
     .settings;
     let state = server::build_state(&settings).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     let serving = stop.clone();
     let node_settings = settings.clone();
-    tokio::spawn(async move { server::serve(&node_settings, state, listener, serving).await });
+    tokio::spawn(async move {
+        server::serve(&node_settings, state, listener, operator_listener, serving).await
+    });
     let _stop = stop.drop_guard();
 
     let user_id = harness.users(1).await[0];
-    let token = TokenService::new(&settings.auth)
-        .issue(user_id, Role::Shopper)
-        .token;
+    let local = &settings.auth.local;
+    let token = LocalTokens::new(
+        local.jwt_secret.as_ref().unwrap(),
+        &local.jwt_issuer,
+        &local.jwt_audience,
+    )
+    .issue(user_id, Role::Shopper, 600)
+    .token;
+    flashsale::tls::install_provider();
     let client = reqwest::Client::new();
     let sale_id = harness.sale.id;
     let events = client

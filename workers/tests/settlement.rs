@@ -159,11 +159,14 @@ async fn a_job_that_can_never_succeed_is_released_visibly_and_the_shopper_may_bu
     harness.assert_invariants(&jobs).await;
 
     // The account comes back (same id); its owner buys again, and it sticks.
-    sqlx::query("insert into users (id, email) values ($1, 'back@shop.test')")
-        .bind(gone)
-        .execute(&harness.pg)
-        .await
-        .unwrap();
+    sqlx::query(
+        "insert into users (id, email, issuer, subject)
+         values ($1, 'back@shop.test', 'local', 'back@shop.test')",
+    )
+    .bind(gone)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
     let again = harness.reserve(&[gone]).await;
     assert_eq!(again.len(), 1, "the released shopper may reserve again");
     harness.enqueue(&again).await;
@@ -199,6 +202,7 @@ async fn reservations_of_a_cancelled_sale_fail_with_the_reason_and_return_their_
             harness.sale.id,
             flashsale::domain::SaleAction::Cancel,
             chrono::Utc::now(),
+            &harness.admin,
         )
         .await
         .unwrap();

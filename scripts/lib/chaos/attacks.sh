@@ -34,7 +34,7 @@ scenario_abuse() {
   spoofed=$(python3 "$ABUSE" flood "$BASE/api/flash-sale/status" "$seconds" 16 --spoof)
   sleep 3
   token=$(login_token "$BASE" "abuse-$CHAOS_RUN_ID@load.local")
-  ADMIN_TOKEN=$(login_token "$BASE" "$ADMIN_EMAIL")
+  ADMIN_TOKEN=$(admin_token)
   sale_id=$(create_sale "$BASE" "$ADMIN_TOKEN" 1000 "$CHAOS_RUN_ID-abuse")
   one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token" "$sale_id" "$seconds" 16)
   sleep 3
@@ -121,7 +121,7 @@ run_fuzz() {
     "$FUZZ_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >"$out/pip.log" 2>&1 \
       || die "pip could not install schemathesis; see $out/pip.log"
   fi
-  token=$(login_token "http://127.0.0.1:$API_BASE_PORT" "${FLASHSALE_ADMIN_EMAILS:-admin@flashsale.local}")
+  token=$(admin_token)
   log "fuzzing every endpoint from the OpenAPI document (schemathesis, log: $out/schemathesis.log)"
   # The event stream never ends, so a fuzzer waiting for its body would
   # only time out; its answers are tested in tests/live_events.rs.

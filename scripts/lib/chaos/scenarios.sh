@@ -87,7 +87,7 @@ scenario_postgres_stop() {
   fault "PostgreSQL stopped (fast shutdown) for 10 s"
   sleep 2
   ready_while_down=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/api/health/ready")
-  curl -s "$BASE/api/health" >"$DIR/health-while-down.json" || true
+  curl -s "http://127.0.0.1:$OPERATOR_BASE_PORT/api/health" >"$DIR/health-while-down.json" || true
   sleep 8
   accepted_after=$(redis_stock)
   start_postgres

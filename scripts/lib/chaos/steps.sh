@@ -22,7 +22,7 @@ scenario_begin() {
   SCENARIO=$1
   DIR=$CHAOS_RUN_DIR/$SCENARIO
   mkdir -p "$DIR"
-  ADMIN_TOKEN=$(login_token "$BASE" "$ADMIN_EMAIL")
+  ADMIN_TOKEN=$(admin_token)
   SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$2" "$CHAOS_RUN_ID-$SCENARIO")
   FAULTS=() RECOVERY_SECS=null
   log "[$SCENARIO] sale $SALE_ID with $2 units"

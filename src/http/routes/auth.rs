@@ -1,6 +1,8 @@
-//! The development identity: log in with an email, get a bearer token.
+//! How callers get identities: which mode this deployment runs in, and the
+//! development login (`dev` mode only), which hands out shopper tokens by
+//! email and never the admin role.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,13 +11,40 @@ use uuid::Uuid;
 use validator::{Validate, ValidateEmail, ValidationError};
 
 use crate::{
+    config::AuthMode,
     domain::{Email, Role},
     http::{ApiError, AppState, extract::ValidJson},
     store::postgres::UserRow,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(login))
+/// The mode endpoint always; the login only in `dev` mode (a 404 otherwise).
+pub fn router(mode: AuthMode) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new().routes(routes!(get_auth_config));
+    match mode {
+        AuthMode::Dev => router.routes(routes!(login)),
+        AuthMode::Oidc => router,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthConfigResponse {
+    /// `oidc`: send the shop's identity provider's access token;
+    /// `dev`: `POST /api/auth/login` gives shopper tokens by email.
+    #[schema(example = "dev")]
+    pub mode: &'static str,
+    /// The provider's issuer (`oidc` mode).
+    pub issuer: Option<String>,
+}
+
+/// How this deployment identifies callers (pages use it to offer the
+/// development login or not).
+#[utoipa::path(get, path = "/api/auth/config", tag = "auth",
+    responses((status = 200, description = "The identity mode", body = AuthConfigResponse)))]
+async fn get_auth_config(State(state): State<AppState>) -> Json<AuthConfigResponse> {
+    Json(AuthConfigResponse {
+        mode: state.auth.mode().as_str(),
+        issuer: state.auth.provider_issuer().map(str::to_owned),
+    })
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -47,28 +76,30 @@ pub struct LoginResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
     pub id: Uuid,
-    pub email: String,
+    pub email: Option<String>,
+    /// Always `shopper`: the development login never grants admin.
     pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<UserRow> for UserResponse {
-    fn from(user: UserRow) -> Self {
+impl UserResponse {
+    fn shopper(user: UserRow) -> Self {
         Self {
             id: user.id,
             email: user.email,
-            role: user.role,
+            role: Role::Shopper,
             created_at: user.created_at,
         }
     }
 }
 
-/// Log in by email (development identity). Creates the user on first login;
-/// the role is `admin` when the email is in `FLASHSALE_ADMIN_EMAILS`.
+/// Log in by email (`dev` mode only; 404 in `oidc` mode). Creates the user
+/// on first login and hands out a shopper token, whatever the email: admin
+/// tokens are minted from the shell (`flashsale-api token --admin`).
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 200, description = "Logged in as a shopper", body = LoginResponse),
         (status = 400, description = "Not an email", body = crate::http::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
@@ -78,15 +109,18 @@ async fn login(
     State(state): State<AppState>,
     ValidJson(request): ValidJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    let tokens = state
+        .auth
+        .local()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"))?;
     let email = Email::normalize(&request.email);
-    let role = email.role_given(&state.admin_emails);
-    let user = state.db.upsert_user_on_login(&email, role).await?;
-    let issued = state.tokens.issue(user.id, user.role);
-    tracing::info!(user_id = %user.id, role = %user.role, "login");
+    let user = state.db.upsert_local_user(&email, Role::Shopper).await?;
+    let issued = tokens.issue(user.id, Role::Shopper, state.auth.login_ttl_secs());
+    tracing::info!(user_id = %user.id, "development login");
     Ok(Json(LoginResponse {
         token: issued.token,
         token_type: "Bearer",
         expires_at: DateTime::from_timestamp(issued.expires_at as i64, 0).unwrap_or_default(),
-        user: user.into(),
+        user: UserResponse::shopper(user),
     }))
 }

@@ -162,7 +162,7 @@ impl FlashSaleResponse {
     ))]
 async fn create_flash_sale(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    admin: Admin,
     ValidJson(request): ValidJson<CreateFlashSaleRequest>,
 ) -> Result<(StatusCode, Json<FlashSaleResponse>), ApiError> {
     let new = NewSale {
@@ -174,8 +174,8 @@ async fn create_flash_sale(
         per_user_limit: request.per_user_limit.unwrap_or(1),
         stock: request.stock,
     };
-    let sale = state.db.create_sale(&new, Utc::now()).await?;
-    tracing::info!(admin = %admin.user_id, sale_id = %sale.id, stock = sale.allotted_quantity, "flash sale created");
+    let sale = state.db.create_sale(&new, Utc::now(), &admin.act()).await?;
+    tracing::info!(admin = %admin.caller.user_id, sale_id = %sale.id, stock = sale.allotted_quantity, "flash sale created");
     let response = FlashSaleResponse::armed_after_change(&state, sale).await;
     Ok((StatusCode::CREATED, Json(response)))
 }
@@ -231,14 +231,17 @@ async fn get_flash_sale(
     ))]
 async fn update_flash_sale(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    admin: Admin,
     PathParams(id): PathParams<Uuid>,
     ValidJson(request): ValidJson<UpdateFlashSaleRequest>,
 ) -> Result<Json<FlashSaleResponse>, ApiError> {
     let now = Utc::now();
     if let Some(quantity) = request.add_stock {
-        let sale = state.db.add_sale_stock(id, quantity, now).await?;
-        tracing::info!(admin = %admin.user_id, sale_id = %id, quantity, "stock added to sale");
+        let sale = state
+            .db
+            .add_sale_stock(id, quantity, now, &admin.act())
+            .await?;
+        tracing::info!(admin = %admin.caller.user_id, sale_id = %id, quantity, "stock added to sale");
         return Ok(Json(
             FlashSaleResponse::armed_after_change(&state, sale).await,
         ));
@@ -246,8 +249,11 @@ async fn update_flash_sale(
     let action = request
         .action
         .ok_or_else(|| ApiError::validation("action: missing"))?;
-    let sale = state.db.apply_sale_action(id, action, now).await?;
-    tracing::info!(admin = %admin.user_id, sale_id = %id, %action, state = %sale.state, "sale action applied");
+    let sale = state
+        .db
+        .apply_sale_action(id, action, now, &admin.act())
+        .await?;
+    tracing::info!(admin = %admin.caller.user_id, sale_id = %id, %action, state = %sale.state, "sale action applied");
     // A pause or cancel that Redis did not hear would keep selling: the
     // admin must see the failure and retry (the action is idempotent).
     let armed = arming::arm_sale(&state.db, &state.redis, &sale).await?;

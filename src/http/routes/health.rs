@@ -1,6 +1,9 @@
 //! Probes for operators and orchestrators: liveness (the process answers),
-//! readiness (PostgreSQL and Redis answer, open sales are armed), and a
-//! detailed health document.
+//! readiness (PostgreSQL and Redis answer, tokens can be judged, open sales
+//! are armed), and a detailed health document. Liveness and readiness are
+//! public (load balancers probe them through nginx; readiness is cached, so
+//! a flood costs one check per period); the detailed document is served on
+//! the operator listener only ([`operator_router`]).
 
 use std::time::Instant;
 
@@ -14,11 +17,19 @@ use crate::{
     store::{Dependency, StoreError, arming},
 };
 
+/// The public probes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_live))
         .routes(routes!(get_ready))
-        .routes(routes!(get_health))
+}
+
+/// The probes and the per-dependency report, for the operator listener.
+pub fn operator_router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/api/health/live", axum::routing::get(get_live))
+        .route("/api/health/ready", axum::routing::get(get_ready))
+        .route("/api/health", axum::routing::get(get_health))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,7 +42,8 @@ pub struct LiveResponse {
 pub struct ReadyResponse {
     #[schema(example = "ready")]
     pub status: &'static str,
-    /// Sales whose Redis state was missing and was rebuilt by this probe.
+    /// Sales whose Redis state was missing and was rebuilt by the check
+    /// this answer comes from (answers are reused for a short while).
     pub sales_rebuilt: usize,
 }
 
@@ -44,6 +56,11 @@ pub struct HealthResponse {
     pub uptime_secs: u64,
     pub postgres: DependencyHealth,
     pub redis: DependencyHealth,
+    /// `dev` or `oidc`.
+    pub auth_mode: &'static str,
+    /// Whether this node can judge tokens now (revocations loaded; in
+    /// `oidc` mode the provider's keys fetched within their bound).
+    pub tokens_checkable: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,28 +82,39 @@ async fn get_live() -> Json<LiveResponse> {
 }
 
 /// Ready to take traffic: PostgreSQL and Redis answer within the dependency
-/// timeout and every open sale is armed in Redis (missing ones are rebuilt
-/// from PostgreSQL here).
+/// timeout, the node can judge tokens, and every open sale is armed in
+/// Redis (missing ones are rebuilt from PostgreSQL). The verdict is reused
+/// for `FLASHSALE_READY_CACHE_MS`.
 #[utoipa::path(get, path = "/api/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadyResponse),
         (status = 503, description = "A dependency is down; Retry-After is set", body = crate::http::ErrorBody),
     ))]
 async fn get_ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
-    let (postgres, redis) = tokio::join!(state.db.ping(), state.redis.ping());
-    postgres?;
-    redis?;
-    let sales_rebuilt = arming::arm_open_sales(&state.db, &state.redis).await?;
+    let sales_rebuilt = state.readiness.verdict(check_ready(&state)).await?;
     Ok(Json(ReadyResponse {
         status: "ready",
         sales_rebuilt,
     }))
 }
 
-/// Each dependency's state and latency. Always 200: this is a report, the
-/// readiness probe is the verdict.
-#[utoipa::path(get, path = "/api/health", tag = "operations",
-    responses((status = 200, description = "Health report", body = HealthResponse)))]
+async fn check_ready(state: &AppState) -> Result<usize, ApiError> {
+    let (postgres, redis) = tokio::join!(state.db.ping(), state.redis.ping());
+    postgres?;
+    redis?;
+    if !state.auth.is_ready() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "this node cannot judge tokens yet (revoked accounts not loaded, or the identity \
+             provider's keys not fetched); retry in 1 s",
+        ));
+    }
+    Ok(arming::arm_open_sales(&state.db, &state.redis).await?)
+}
+
+/// Each dependency's state and latency (operator listener only). Always
+/// 200: this is a report, the readiness probe is the verdict.
 async fn get_health(State(state): State<AppState>) -> Json<HealthResponse> {
     let (postgres, redis) = tokio::join!(
         timed(Dependency::Postgres, state.db.ping()),
@@ -103,6 +131,8 @@ async fn get_health(State(state): State<AppState>) -> Json<HealthResponse> {
         uptime_secs: state.started_at.elapsed().as_secs(),
         postgres,
         redis,
+        auth_mode: state.auth.mode().as_str(),
+        tokens_checkable: state.auth.is_ready(),
     })
 }
 

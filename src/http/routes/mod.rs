@@ -10,3 +10,4 @@ pub mod products;
 pub mod purchase;
 pub mod sale_status;
 pub mod stats;
+pub mod users;

@@ -119,7 +119,7 @@ impl From<ProductRow> for ProductResponse {
     ))]
 async fn create_product(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    admin: Admin,
     ValidJson(request): ValidJson<CreateProductRequest>,
 ) -> Result<(StatusCode, Json<ProductResponse>), ApiError> {
     let new = NewProduct {
@@ -132,7 +132,7 @@ async fn create_product(
             .ok_or_else(|| ApiError::validation("currency: not an ISO 4217 code"))?,
         stock: request.stock,
     };
-    let product = state.db.create_product(&new).await?;
-    tracing::info!(admin = %admin.user_id, product_id = %product.id, sku = %product.sku, "product created");
+    let product = state.db.create_product(&new, &admin.act()).await?;
+    tracing::info!(admin = %admin.caller.user_id, product_id = %product.id, sku = %product.sku, "product created");
     Ok((StatusCode::CREATED, Json(product.into())))
 }

@@ -23,7 +23,7 @@ use crate::{
     store::{
         arming,
         postgres::OrderRow,
-        redis::{ReservationRecord, ReserveOutcome, ReserveRequest},
+        redis::{ReservationRecord, ReserveOutcome, ReserveRequest, UserRate},
     },
 };
 
@@ -90,6 +90,10 @@ async fn attempt_purchase(
         quantity: request.quantity.unwrap_or(1) as u32,
         idempotency_key: &key,
         reservation_id: Uuid::now_v7(),
+        rate: UserRate {
+            per_second: state.purchase.user_rate_per_sec,
+            burst: state.purchase.user_burst,
+        },
     };
     let mut outcome = state.redis.reserve(&reserve).await?;
     if outcome == ReserveOutcome::NotArmed {
@@ -163,6 +167,9 @@ async fn enqueue_or_leave_pending(state: &AppState, job: PurchaseJob) {
 
 fn refusal(outcome: ReserveOutcome) -> ApiError {
     let domain = match outcome {
+        ReserveOutcome::RateLimited { wait_ms } => {
+            return ApiError::rate_limited(std::time::Duration::from_millis(wait_ms));
+        }
         ReserveOutcome::KeyReused => DomainError::IdempotencyKeyReused,
         ReserveOutcome::NotActive { state } => DomainError::SaleNotActive { state },
         ReserveOutcome::AboveLimit { limit } => DomainError::QuantityAboveLimit { limit },
@@ -185,6 +192,7 @@ fn outcome_label(outcome: &ReserveOutcome) -> &'static str {
         ReserveOutcome::Replayed { .. } => "replayed",
         ReserveOutcome::KeyReused => "key_reused",
         ReserveOutcome::NotArmed => "not_armed",
+        ReserveOutcome::RateLimited { .. } => "rate_limited",
         ReserveOutcome::NotActive { .. } => "not_active",
         ReserveOutcome::AboveLimit { .. } => "above_limit",
         ReserveOutcome::LimitReached { .. } => "already_purchased",

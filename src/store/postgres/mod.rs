@@ -2,6 +2,7 @@
 //! table family (`users`, `products`, `sales`, `orders`, `settlement`), each
 //! adding methods to [`Db`].
 
+mod audit;
 mod orders;
 mod products;
 mod sales;
@@ -16,6 +17,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use audit::{AdminAct, AuditRow};
 pub use orders::OrderRow;
 pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};

@@ -6,10 +6,11 @@
 //! and commits never interleave and never deadlock on row-lock order.
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::Db;
+use super::{Db, audit::AdminAct};
 use crate::{
     domain::{DomainError, Money, SaleAction, SaleState, SaleWindow},
     store::StoreError,
@@ -75,6 +76,7 @@ impl Db {
         &self,
         new: &NewSale,
         now: DateTime<Utc>,
+        act: &AdminAct,
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
@@ -106,6 +108,15 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             let sale = select_sale(&mut tx, id, false).await?.ok_or(DomainError::SaleNotFound(id))?;
+            let details = json!({
+                "product_id": new.product_id,
+                "price": new.price.minor(),
+                "starts_at": new.window.starts_at(),
+                "ends_at": new.window.ends_at(),
+                "per_user_limit": new.per_user_limit,
+                "stock": new.stock,
+            });
+            act.record(&mut tx, "sale.create", "sale", id, details).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(sale)
         })
@@ -166,6 +177,7 @@ impl Db {
         id: Uuid,
         action: SaleAction,
         now: DateTime<Utc>,
+        act: &AdminAct,
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
@@ -173,7 +185,11 @@ impl Db {
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
             let next = sale.window().apply(sale.state, action, now)?;
+            let details = json!({ "from": sale.state.as_str(), "to": next.as_str() });
+            act.record(&mut tx, action.audit_name(), "sale", id, details)
+                .await?;
             if next == sale.state {
+                tx.commit().await?;
                 return Ok(sale);
             }
             sqlx::query("update flash_sales set state = $2, updated_at = now() where id = $1")
@@ -196,6 +212,7 @@ impl Db {
         id: Uuid,
         quantity: i64,
         now: DateTime<Utc>,
+        act: &AdminAct,
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
@@ -225,6 +242,9 @@ impl Db {
             .bind(quantity)
             .execute(&mut *tx)
             .await?;
+            let details = json!({ "quantity": quantity, "allotted_before": sale.allotted_quantity });
+            act.record(&mut tx, "sale.add_stock", "sale", id, details)
+                .await?;
             let sale = select_sale(&mut tx, id, false).await?.ok_or(DomainError::SaleNotFound(id))?;
             tx.commit().await?;
             Ok::<_, StoreError>(sale)

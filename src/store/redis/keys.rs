@@ -25,6 +25,9 @@ pub struct SaleKeys {
     pub latest: String,
     /// Hash of counters: attempts, accepted, rejected by reason, ...
     pub stats: String,
+    /// Hash user id -> when the user's next attempt is due (GCRA, µs): the
+    /// per-user attempt limit across nodes.
+    pub rate: String,
     /// Pub/sub channel of the sale's events (each settled purchase).
     pub events: String,
 }
@@ -41,6 +44,7 @@ impl SaleKeys {
             idempotency: format!("{tag}:idempotency"),
             latest: format!("{tag}:latest"),
             stats: format!("{tag}:stats"),
+            rate: format!("{tag}:rate"),
             events: format!("{tag}:events"),
         }
     }
@@ -71,6 +75,7 @@ mod tests {
             &keys.idempotency,
             &keys.latest,
             &keys.stats,
+            &keys.rate,
             &keys.events,
         ] {
             assert_eq!(hash_tag(key), expected, "{key}");

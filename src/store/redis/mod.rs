@@ -3,6 +3,7 @@
 //! answers quickly), the key layout, and the Lua scripts, each a `.lua` file
 //! under `scripts/` documenting its KEYS/ARGV.
 
+mod accounts;
 mod keys;
 mod purchase;
 mod settlement;
@@ -16,9 +17,10 @@ use redis::{
 };
 use uuid::Uuid;
 
+pub use accounts::{AccountChange, AccountPush, accounts_channel, parse_account_push};
 pub use keys::SaleKeys;
 pub use purchase::{
-    ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
+    ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState, UserRate,
 };
 pub use settlement::{ReleaseOutcome, StockDisposition};
 pub use subscriber::{EventSubscriber, Published, parse_push};

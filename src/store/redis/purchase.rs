@@ -20,6 +20,21 @@ pub struct ReserveRequest<'a> {
     pub idempotency_key: &'a str,
     /// Used only if the attempt is accepted.
     pub reservation_id: Uuid,
+    /// The per-user attempt rate the whole cluster enforces.
+    pub rate: UserRate,
+}
+
+/// Attempts one user may make: `burst` at once, then `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl UserRate {
+    fn interval_micros(self) -> u64 {
+        1_000_000 / u64::from(self.per_second.max(1))
+    }
 }
 
 /// What `reserve.lua` decided.
@@ -37,6 +52,10 @@ pub enum ReserveOutcome {
     },
     KeyReused,
     NotArmed,
+    /// The user's attempts came faster than the cluster-wide rate.
+    RateLimited {
+        wait_ms: u64,
+    },
     NotActive {
         state: SaleState,
     },
@@ -126,6 +145,9 @@ fn parse_reserve(reply: &[String]) -> Result<ReserveOutcome, StoreError> {
         },
         Some("KEY_REUSED") => ReserveOutcome::KeyReused,
         Some("NOT_ARMED") => ReserveOutcome::NotArmed,
+        Some("RATE_LIMITED") => ReserveOutcome::RateLimited {
+            wait_ms: field(reply, 1, what)?,
+        },
         Some("NOT_ACTIVE") => ReserveOutcome::NotActive {
             state: reply
                 .get(1)
@@ -200,10 +222,13 @@ impl RedisStore {
             .key(&keys.idempotency)
             .key(&keys.stats)
             .key(&keys.latest)
+            .key(&keys.rate)
             .arg(request.user_id.to_string())
             .arg(request.quantity)
             .arg(request.idempotency_key)
-            .arg(request.reservation_id.to_string());
+            .arg(request.reservation_id.to_string())
+            .arg(request.rate.interval_micros())
+            .arg(request.rate.burst.max(1));
         let reply: Vec<String> = self.run_script(invocation).await?;
         parse_reserve(&reply)
     }

@@ -139,6 +139,18 @@ impl EventSubscriber {
         .await
     }
 
+    /// Subscribes the accounts channel (bans and unbans).
+    pub async fn subscribe_accounts(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let channel = super::accounts_channel(&self.prefix);
+        bounded(
+            Dependency::Redis,
+            self.timeout,
+            connection.subscribe(channel),
+        )
+        .await
+    }
+
     pub async fn unsubscribe(&self, sale_id: Uuid) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         let channel = self.channel(sale_id);

@@ -13,12 +13,12 @@ use std::{
 
 use chrono::Utc;
 use flashsale::{
-    domain::{Currency, Money, ReservationStatus, SaleWindow},
+    domain::{Currency, Email, Money, ReservationStatus, Role, SaleWindow},
     jobs::{PurchaseJob, PurchaseQueue},
     store::{
         arming,
-        postgres::{Db, NewProduct, NewSale, SaleRow},
-        redis::{RedisStore, ReserveOutcome, ReserveRequest},
+        postgres::{AdminAct, Db, NewProduct, NewSale, SaleRow},
+        redis::{RedisStore, ReserveOutcome, ReserveRequest, UserRate},
     },
 };
 use futures::{StreamExt, stream};
@@ -41,6 +41,8 @@ pub struct Harness {
     pub prefix: String,
     pub sale: SaleRow,
     pub raw: redis::aio::MultiplexedConnection,
+    /// The operator the harness acts as (admin store calls are audited).
+    pub admin: AdminAct,
 }
 
 /// A worker process, killed when dropped.
@@ -94,15 +96,26 @@ impl Harness {
         let queue =
             PurchaseQueue::connect_lazy(&redis_url(), &prefix, Duration::from_secs(3600), TIMEOUT)
                 .unwrap();
+        let operator = db
+            .upsert_local_user(&Email::normalize("harness@flashsale.test"), Role::Admin)
+            .await
+            .unwrap();
+        let admin = AdminAct {
+            actor_id: operator.id,
+            request_id: None,
+        };
         let product = db
-            .create_product(&NewProduct {
-                sku: format!("SKU-{}", Uuid::now_v7().simple()),
-                name: "Sneaker".into(),
-                description: String::new(),
-                price: Money::from_minor(12_999).unwrap(),
-                currency: Currency::parse("EUR").unwrap(),
-                stock,
-            })
+            .create_product(
+                &NewProduct {
+                    sku: format!("SKU-{}", Uuid::now_v7().simple()),
+                    name: "Sneaker".into(),
+                    description: String::new(),
+                    price: Money::from_minor(12_999).unwrap(),
+                    currency: Currency::parse("EUR").unwrap(),
+                    stock,
+                },
+                &admin,
+            )
             .await
             .unwrap();
         let now = Utc::now();
@@ -120,6 +133,7 @@ impl Harness {
                     stock,
                 },
                 now,
+                &admin,
             )
             .await
             .unwrap();
@@ -133,6 +147,7 @@ impl Harness {
             prefix,
             sale,
             raw,
+            admin,
         }
     }
 
@@ -143,12 +158,15 @@ impl Harness {
             .iter()
             .map(|id| format!("{}@shop.test", id.simple()))
             .collect();
-        sqlx::query("insert into users (id, email) select * from unnest($1::uuid[], $2::text[])")
-            .bind(&ids)
-            .bind(&emails)
-            .execute(&self.pg)
-            .await
-            .unwrap();
+        sqlx::query(
+            "insert into users (id, email, issuer, subject)
+             select id, email, 'local', email from unnest($1::uuid[], $2::text[]) as u(id, email)",
+        )
+        .bind(&ids)
+        .bind(&emails)
+        .execute(&self.pg)
+        .await
+        .unwrap();
         ids
     }
 
@@ -168,6 +186,10 @@ impl Harness {
                         quantity: 1,
                         idempotency_key: &key,
                         reservation_id,
+                        rate: UserRate {
+                            per_second: 10_000,
+                            burst: 10_000,
+                        },
                     })
                     .await
                     .unwrap();

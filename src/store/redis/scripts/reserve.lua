@@ -1,7 +1,8 @@
 -- reserve.lua: one purchase attempt, decided atomically in one round trip.
 --
--- Order of checks: idempotency record -> sale armed -> state and window
--- (Redis server time) -> per-user limit (units, not attempts) -> stock.
+-- Order of checks: idempotency record -> sale armed -> the user's attempt
+-- rate (across every API node) -> state and window (Redis server time) ->
+-- per-user limit (units, not attempts) -> stock.
 -- Nothing but the outcome counters is written unless every check passed;
 -- then stock is taken, the user's units grow, and the reservation is
 -- recorded, added to the time-ordered pending set, and bound to the
@@ -13,16 +14,20 @@
 -- KEYS[4]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
 -- KEYS[7]  stats hash (counters by outcome)
 -- KEYS[8]  latest hash (user -> latest reservation)
+-- KEYS[9]  rate hash (user -> theoretical arrival time, microseconds)
 -- ARGV[1]  user id
 -- ARGV[2]  quantity (integer >= 1, checked by the caller)
 -- ARGV[3]  idempotency key (charset checked by the caller; no '|')
 -- ARGV[4]  reservation id to use if accepted
+-- ARGV[5]  microseconds between attempts of one user (1e6 / per-second rate)
+-- ARGV[6]  attempts one user may make at once (burst)
 --
 -- Returns one of (every element a string):
 --   {'ACCEPTED', reservation, remaining, reserved_ms}
 --   {'REPLAYED', reservation, status}     same key, same quantity: the first answer
 --   {'KEY_REUSED'}                        same key, different quantity
 --   {'NOT_ARMED'}                         no meta: the caller arms the sale and retries
+--   {'RATE_LIMITED', wait_ms}             the user's attempts came too fast
 --   {'NOT_ACTIVE', state}                 scheduled | paused | ended | cancelled
 --   {'ABOVE_LIMIT', limit}                quantity alone exceeds the per-user limit
 --   {'LIMIT', held, limit}
@@ -56,7 +61,24 @@ if not state then
 end
 
 local time = redis.call('TIME')
-local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local now_ms = math.floor(now_us / 1000)
+
+-- The per-user attempt limit of the whole cluster (GCRA): `burst` attempts
+-- at once, then one per interval. Each node also limits on its own before
+-- Redis; this one holds however a user's requests are spread over nodes.
+local interval, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tat = tonumber(redis.call('HGET', KEYS[9], user) or '0')
+if tat < now_us then
+  tat = now_us
+end
+local tolerance = interval * (burst - 1)
+if tat - now_us > tolerance then
+  count('rejected_rate_limited')
+  return {'RATE_LIMITED', string.format('%.0f', math.ceil((tat - now_us - tolerance) / 1000))}
+end
+redis.call('HSET', KEYS[9], user, string.format('%.0f', tat + interval))
+
 if state == 'scheduled' or state == 'active' then
   if now_ms < starts_at then
     state = 'scheduled'

@@ -1,0 +1,54 @@
+//! The provider's users as internal users. A user's id is derived from
+//! (issuer, sub) (`Identity::user_id`), so every node computes the same id
+//! without asking anyone; the row that orders, bans and the audit trail
+//! refer to is written the first time a node sees the user, then
+//! remembered, so it costs one database call per user per node.
+
+use std::{collections::HashSet, sync::RwLock};
+
+use uuid::Uuid;
+
+use super::oidc::ProviderCaller;
+use crate::store::{StoreError, postgres::Db};
+
+/// Users remembered per node before the memory starts over; a user seen
+/// again after that is written again (an idempotent upsert).
+const REMEMBERED_USERS: usize = 1_000_000;
+
+pub struct UserDirectory {
+    db: Db,
+    known: RwLock<HashSet<Uuid>>,
+}
+
+impl UserDirectory {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            known: RwLock::default(),
+        }
+    }
+
+    /// The internal id of the provider's user, recorded on first sight.
+    pub async fn user_id(&self, caller: &ProviderCaller) -> Result<Uuid, StoreError> {
+        let user_id = caller.identity.user_id();
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&user_id);
+        if !known {
+            self.db
+                .upsert_identity(user_id, &caller.identity, caller.email.as_deref())
+                .await?;
+            let mut known = self
+                .known
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if known.len() >= REMEMBERED_USERS {
+                known.clear();
+            }
+            known.insert(user_id);
+        }
+        Ok(user_id)
+    }
+}

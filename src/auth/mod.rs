@@ -1,0 +1,176 @@
+//! Who is calling (DESIGN.md §10), decided on every node without a database
+//! or Redis call per request:
+//! - [`local`]: this deployment's own HS256 tokens (the development login,
+//!   operator tokens minted from the shell);
+//! - [`oidc`] and [`keys`]: tokens of the shop's OpenID Connect provider,
+//!   verified against its cached keys;
+//! - [`revocations`]: bans and voided tokens, pushed to every node;
+//! - [`directory`]: the provider's (issuer, sub) as an internal user,
+//!   created on first sight.
+//!
+//! [`Authenticator`] routes a token to the verifier of its kind: HS256 is
+//! only ever this deployment's own (the provider's algorithms are
+//! asymmetric, HS* is refused for them at boot), anything else only ever
+//! the provider's (and refused in `dev` mode).
+
+pub mod directory;
+pub mod keys;
+pub mod local;
+pub mod oidc;
+pub mod revocations;
+
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+use uuid::Uuid;
+
+pub use local::{IssuedToken, LocalClaims, LocalTokens, mint};
+
+use crate::{
+    config::{AuthMode, AuthSettings},
+    domain::Role,
+    store::{StoreError, postgres::Db},
+};
+use directory::UserDirectory;
+use keys::KeyCache;
+use oidc::OidcVerifier;
+use revocations::Revocations;
+
+/// Why a token was refused. Every message is safe to show the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the access token has expired; sign in again")]
+    Expired,
+    #[error("the access token is not valid yet")]
+    NotYetValid,
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("the access token was revoked; sign in again")]
+    Revoked,
+    #[error("this account is suspended by the shop")]
+    Suspended,
+    /// The provider's keys could not be fetched for too long.
+    #[error("tokens cannot be checked right now; retry shortly")]
+    KeysUnavailable,
+    /// The provider's user could not be recorded (PostgreSQL).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+pub struct Authenticator {
+    mode: AuthMode,
+    local: Option<LocalTokens>,
+    oidc: Option<OidcVerifier>,
+    max_token_bytes: usize,
+    token_ttl_secs: u64,
+    directory: UserDirectory,
+    revocations: Arc<Revocations>,
+}
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings, db: Db) -> anyhow::Result<Self> {
+        let local = settings.local.jwt_secret.as_ref().map(|secret| {
+            LocalTokens::new(
+                secret,
+                &settings.local.jwt_issuer,
+                &settings.local.jwt_audience,
+            )
+        });
+        let oidc = match settings.auth_mode {
+            AuthMode::Dev => None,
+            AuthMode::Oidc => Some(OidcVerifier::new(
+                &settings.oidc,
+                Arc::new(KeyCache::new(&settings.oidc)?),
+            )?),
+        };
+        Ok(Self {
+            mode: settings.auth_mode,
+            local,
+            oidc,
+            max_token_bytes: settings.max_token_bytes,
+            token_ttl_secs: settings.token_ttl_secs,
+            directory: UserDirectory::new(db),
+            revocations: Arc::new(Revocations::default()),
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// This deployment's own tokens, when a key is configured.
+    pub fn local(&self) -> Option<&LocalTokens> {
+        self.local.as_ref()
+    }
+
+    /// Lifetime of development-login tokens.
+    pub fn login_ttl_secs(&self) -> u64 {
+        self.token_ttl_secs
+    }
+
+    /// The provider's issuer (`oidc` mode).
+    pub fn provider_issuer(&self) -> Option<&str> {
+        self.oidc.as_ref().map(OidcVerifier::issuer)
+    }
+
+    /// The provider's key cache (`oidc` mode), to run its refresh loop.
+    pub fn provider_keys(&self) -> Option<&Arc<KeyCache>> {
+        self.oidc.as_ref().map(OidcVerifier::keys)
+    }
+
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// Whether this node can judge tokens: revocations loaded, and in
+    /// `oidc` mode the provider's keys at hand.
+    pub fn is_ready(&self) -> bool {
+        self.revocations.is_loaded()
+            && self
+                .provider_keys()
+                .is_none_or(|keys| keys.has_usable_keys())
+    }
+
+    /// Verifies a bearer token and checks the caller is not banned and the
+    /// token not voided.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::Invalid("the access token is too long"));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("the access token is invalid"))?;
+        let (caller, issued_at) = if header.alg == Algorithm::HS256 {
+            let local = self
+                .local
+                .as_ref()
+                .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
+            let claims = local.verify(token)?;
+            let caller = Authenticated {
+                user_id: claims.sub,
+                role: claims.role,
+            };
+            (caller, Some(claims.iat))
+        } else {
+            let oidc = self
+                .oidc
+                .as_ref()
+                .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
+            let provided = oidc.verify(token, &header).await?;
+            let user_id = self.directory.user_id(&provided).await?;
+            let caller = Authenticated {
+                user_id,
+                role: provided.role,
+            };
+            (caller, provided.issued_at)
+        };
+        self.revocations.check(caller.user_id, issued_at)?;
+        Ok(caller)
+    }
+}

@@ -1,0 +1,156 @@
+//! Access tokens of the shop's OpenID Connect provider (`oidc` mode).
+//!
+//! A token is accepted only when its header names an allowed asymmetric
+//! algorithm and a `kid` whose key has that same algorithm, it carries no
+//! key of its own (`jku`, `x5u`, `jwk`, `x5c` are refused, never followed),
+//! its signature verifies, and `iss`, `aud`, `exp`, `nbf` and `sub` are
+//! present and valid within the configured leeway. Admin rights come from
+//! a configured claim and value, never from an email.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use serde_json::Value;
+
+use super::{
+    TokenError,
+    keys::{KeyCache, KeyLookupError},
+};
+use crate::{
+    config::OidcSettings,
+    domain::{Identity, Role},
+};
+
+/// What a verified provider token says about its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCaller {
+    pub identity: Identity,
+    pub role: Role,
+    pub issued_at: Option<u64>,
+    /// The `email` claim, if any: a label for operators, never a key.
+    pub email: Option<String>,
+}
+
+pub struct OidcVerifier {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: u64,
+    admin_claim: Vec<String>,
+    admin_value: String,
+    keys: Arc<KeyCache>,
+}
+
+impl OidcVerifier {
+    pub fn new(settings: &OidcSettings, keys: Arc<KeyCache>) -> anyhow::Result<Self> {
+        Ok(Self {
+            issuer: settings
+                .issuer()
+                .ok_or_else(|| anyhow::anyhow!("FLASHSALE_OIDC_ISSUER is not set"))?
+                .to_owned(),
+            audiences: settings.audiences(),
+            algorithms: settings.algorithms()?,
+            leeway: settings.oidc_leeway_secs,
+            admin_claim: settings
+                .oidc_admin_claim
+                .trim()
+                .split('.')
+                .map(str::to_owned)
+                .collect(),
+            admin_value: settings.oidc_admin_value.clone(),
+            keys,
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn keys(&self) -> &Arc<KeyCache> {
+        &self.keys
+    }
+
+    pub async fn verify(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<ProviderCaller, TokenError> {
+        if !self.algorithms.contains(&header.alg) {
+            return Err(TokenError::Invalid("the token's algorithm is not accepted"));
+        }
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(TokenError::Invalid(
+                "the token names its own key; keys come only from the provider",
+            ));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or(TokenError::Invalid("the token names no key (kid)"))?;
+        let key = self.keys.key(kid).await.map_err(|error| match error {
+            KeyLookupError::UnknownKid => TokenError::Invalid("the token's key (kid) is unknown"),
+            KeyLookupError::Unavailable => TokenError::KeysUnavailable,
+        })?;
+        if key.algorithm != header.alg {
+            return Err(TokenError::Invalid(
+                "the token's algorithm does not match its key",
+            ));
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&self.audiences);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::Invalid("the token is from another issuer"),
+                ErrorKind::InvalidAudience => {
+                    TokenError::Invalid("the token is meant for another audience")
+                }
+                _ => TokenError::Invalid("the access token is invalid"),
+            })?
+            .claims;
+        let subject = claims["sub"]
+            .as_str()
+            .filter(|sub| !sub.is_empty() && sub.len() <= 255)
+            .ok_or(TokenError::Invalid("the token's subject (sub) is unusable"))?;
+        Ok(ProviderCaller {
+            identity: Identity {
+                issuer: self.issuer.clone(),
+                subject: subject.to_owned(),
+            },
+            role: if self.grants_admin(&claims) {
+                Role::Admin
+            } else {
+                Role::Shopper
+            },
+            issued_at: claims["iat"].as_u64(),
+            email: claims["email"]
+                .as_str()
+                .map(|email| email.trim().to_lowercase()),
+        })
+    }
+
+    /// Whether the admin claim (a dotted path) holds the admin value, as a
+    /// string or in a list.
+    fn grants_admin(&self, claims: &Value) -> bool {
+        let found = self
+            .admin_claim
+            .iter()
+            .try_fold(claims, |value, step| value.get(step));
+        match found {
+            Some(Value::String(value)) => value == &self.admin_value,
+            Some(Value::Array(values)) => values
+                .iter()
+                .any(|value| value.as_str() == Some(self.admin_value.as_str())),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Bans and voided tokens, known to every node without a per-request
+//! lookup. PostgreSQL holds them (`users.banned_at`,
+//! `users.tokens_valid_after`); each node loads the whole (small) set at
+//! start, applies every change an admin publishes on the accounts channel
+//! the moment it arrives, loads again whenever that channel is
+//! (re)subscribed — anything published while the node was cut off is then
+//! caught up — and every [`RELOAD_EVERY`] in case a publish was lost.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::PushInfo;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::TokenError;
+use crate::store::{
+    postgres::Db,
+    redis::{AccountChange, AccountPush, EventSubscriber, parse_account_push},
+};
+
+/// Safety net for a change published while no node listened.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
+/// How soon a lost subscription is asked for again.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+
+/// What is revoked of one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    pub banned: bool,
+    /// Tokens issued before this instant (Unix ms) are void.
+    pub tokens_valid_after_ms: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct Revocations {
+    users: RwLock<HashMap<Uuid, Revocation>>,
+    loaded: AtomicBool,
+}
+
+impl Revocations {
+    /// Refuses a banned user's every token and a token issued (`iat`, Unix
+    /// seconds) before the user's tokens were voided.
+    pub fn check(&self, user_id: Uuid, issued_at: Option<u64>) -> Result<(), TokenError> {
+        let users = self
+            .users
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(revocation) = users.get(&user_id) else {
+            return Ok(());
+        };
+        if revocation.banned {
+            return Err(TokenError::Suspended);
+        }
+        match (revocation.tokens_valid_after_ms, issued_at) {
+            (Some(valid_after), Some(issued)) if (issued as i64) * 1000 >= valid_after => Ok(()),
+            (Some(_), _) => Err(TokenError::Revoked),
+            (None, _) => Ok(()),
+        }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Applies one change (from the channel, or from this node's own ban).
+    pub fn apply(&self, change: &AccountChange) {
+        let mut users = self
+            .users
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let revocation = Revocation {
+            banned: change.banned,
+            tokens_valid_after_ms: change.tokens_valid_after_ms,
+        };
+        if revocation.banned || revocation.tokens_valid_after_ms.is_some() {
+            users.insert(change.user_id, revocation);
+        } else {
+            users.remove(&change.user_id);
+        }
+    }
+
+    /// Replaces everything with what PostgreSQL holds.
+    pub async fn reload(&self, db: &Db) -> bool {
+        match db.revoked_users().await {
+            Ok(rows) => {
+                let users = rows
+                    .into_iter()
+                    .map(|change| {
+                        let revocation = Revocation {
+                            banned: change.banned,
+                            tokens_valid_after_ms: change.tokens_valid_after_ms,
+                        };
+                        (change.user_id, revocation)
+                    })
+                    .collect();
+                *self
+                    .users
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = users;
+                self.loaded.store(true, Ordering::Release);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not load revoked accounts; keeping the last ones");
+                false
+            }
+        }
+    }
+}
+
+/// Keeps a node's set current until `shutdown`: subscribes the accounts
+/// channel (again after every loss), applies each change, and reloads
+/// from PostgreSQL on every (re)subscription and every [`RELOAD_EVERY`].
+pub async fn watch(
+    revocations: Arc<Revocations>,
+    db: Db,
+    subscriber: EventSubscriber,
+    mut inbox: mpsc::Receiver<PushInfo>,
+    shutdown: CancellationToken,
+) {
+    let mut resubscribe_at = Some(tokio::time::Instant::now());
+    let mut reload = tokio::time::interval(RELOAD_EVERY);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let resubscribe = async {
+            match resubscribe_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = resubscribe => {
+                resubscribe_at = match subscriber.subscribe_accounts().await {
+                    Ok(()) => None,
+                    Err(error) => {
+                        tracing::debug!(%error, "accounts channel: subscribing failed; retrying");
+                        Some(tokio::time::Instant::now() + RESUBSCRIBE_EVERY)
+                    }
+                };
+            }
+            _ = reload.tick() => { revocations.reload(&db).await; }
+            push = inbox.recv() => {
+                let Some(push) = push else { return };
+                match parse_account_push(&push) {
+                    Some(AccountPush::Changed(change)) => revocations.apply(&change),
+                    Some(AccountPush::Subscribed) => { revocations.reload(&db).await; }
+                    Some(AccountPush::Disconnected) => {
+                        tracing::warn!("accounts channel lost; subscribing again");
+                        resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_EVERY);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(user_id: Uuid, banned: bool, valid_after_ms: Option<i64>) -> AccountChange {
+        AccountChange {
+            user_id,
+            banned,
+            tokens_valid_after_ms: valid_after_ms,
+        }
+    }
+
+    #[test]
+    fn a_banned_user_is_suspended_and_old_tokens_stay_void_after_the_unban() {
+        let revocations = Revocations::default();
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        revocations.apply(&change(ann, true, Some(10_000)));
+        assert!(matches!(
+            revocations.check(ann, Some(20)),
+            Err(TokenError::Suspended)
+        ));
+        assert!(revocations.check(bob, Some(1)).is_ok());
+        revocations.apply(&change(ann, false, Some(10_000)));
+        assert!(matches!(
+            revocations.check(ann, Some(9)),
+            Err(TokenError::Revoked)
+        ));
+        assert!(matches!(
+            revocations.check(ann, None),
+            Err(TokenError::Revoked)
+        ));
+        assert!(revocations.check(ann, Some(10)).is_ok());
+        revocations.apply(&change(ann, false, None));
+        assert!(revocations.check(ann, Some(1)).is_ok());
+    }
+}

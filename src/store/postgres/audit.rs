@@ -1,0 +1,90 @@
+//! The admin audit trail: every admin action is written in the transaction
+//! of the change it describes (so an action and its record commit or fail
+//! together), with who, what, when and the request id; admins read it back
+//! newest first.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Db;
+use crate::store::StoreError;
+
+/// Who is acting, as every admin store call receives it.
+#[derive(Debug, Clone)]
+pub struct AdminAct {
+    pub actor_id: Uuid,
+    /// The `x-request-id` of the HTTP request.
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Uuid,
+    /// The actor's issuer and subject (the email for local users).
+    pub actor_issuer: String,
+    pub actor_subject: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Uuid,
+    pub details: Value,
+    pub request_id: Option<String>,
+}
+
+impl AdminAct {
+    /// Writes the record of `action` on `target` inside `tx`.
+    pub(super) async fn record(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        action: &'static str,
+        target_type: &'static str,
+        target_id: Uuid,
+        details: Value,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into admin_audit (id, actor_id, action, target_type, target_id, details, request_id)
+             values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(self.actor_id)
+        .bind(action)
+        .bind(target_type)
+        .bind(target_id)
+        .bind(details)
+        .bind(&self.request_id)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+    }
+}
+
+impl Db {
+    /// Audit records newest first, `limit` of them, older than `before`
+    /// (a record id, for the next page) when given, about `target` when given.
+    pub async fn list_audit(
+        &self,
+        limit: i64,
+        before: Option<Uuid>,
+        target: Option<Uuid>,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, AuditRow>(
+                "select a.id, a.at, a.actor_id, u.issuer as actor_issuer, u.subject as actor_subject,
+                        a.action, a.target_type, a.target_id, a.details, a.request_id
+                 from admin_audit a join users u on u.id = a.actor_id
+                 where ($2::uuid is null or (a.at, a.id) < (select at, id from admin_audit where id = $2))
+                   and ($3::uuid is null or a.target_id = $3)
+                 order by a.at desc, a.id desc
+                 limit $1",
+            )
+            .bind(limit)
+            .bind(before)
+            .bind(target)
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+}
