@@ -129,6 +129,8 @@ pub struct TestApp {
     pub operator_base: String,
     /// The node's state, to look inside (open event streams).
     pub state: AppState,
+    /// What the node was started with.
+    pub settings: ApiSettings,
     _stop: DropGuard,
 }
 
@@ -208,14 +210,19 @@ pub fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A second API node of `first`'s deployment: the same database and Redis
-/// prefix, its own snapshot, hub and pub/sub connection.
+/// A second API node of `first`'s deployment: the same settings, database
+/// and Redis prefix (reached directly, never through `first`'s proxies),
+/// its own snapshot, hub and pub/sub connection.
 pub async fn spawn_second_node(first: &TestApp) -> TestApp {
     spawn_node(
         first.pg.clone(),
         Route::default(),
         first.prefix.clone(),
-        |_| {},
+        |settings| {
+            let direct = settings.redis.redis_url.clone();
+            *settings = first.settings.clone();
+            settings.redis.redis_url = direct;
+        },
     )
     .await
 }
@@ -262,6 +269,7 @@ async fn spawn_node(
     )
     .unwrap();
     let node_state = state.clone();
+    let node_settings = settings.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -282,6 +290,7 @@ async fn spawn_node(
         prefix,
         tokens,
         state: node_state,
+        settings: node_settings,
         _stop: stop.drop_guard(),
     }
 }

@@ -233,3 +233,85 @@ async fn reservations_of_a_cancelled_sale_fail_with_the_reason_and_return_their_
     );
     harness.assert_invariants(&jobs).await;
 }
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_banned_shoppers_pending_reservations_are_released_and_their_units_resold(pg: PgPool) {
+    let harness = Harness::new(pg, 3, 1).await;
+    let users = harness.users(3).await;
+    let banned = users[0];
+    let jobs = harness.reserve(&users).await;
+    assert_eq!(jobs.len(), 3);
+    harness.db.ban_user(banned, &harness.admin).await.unwrap();
+    harness.enqueue(&jobs).await;
+
+    let _worker = harness.spawn_worker(&[]);
+    harness.wait_for_orders(2, Duration::from_secs(30)).await;
+    let banned_job = jobs.iter().find(|job| job.user_id == banned).unwrap();
+    let (status, reason) = harness
+        .reservation_status(banned_job.reservation_id)
+        .await
+        .unwrap();
+    assert_eq!(status, ReservationStatus::Failed);
+    assert_eq!(reason.as_deref(), Some(FailureReason::Banned.message()));
+    assert_eq!(
+        harness.redis.remaining(harness.sale.id).await.unwrap(),
+        Some(1),
+        "the banned shopper's unit is back on sale"
+    );
+    harness.assert_invariants(&jobs).await;
+    // Someone else buys it.
+    let buyer = harness.users(1).await;
+    let resold = harness.reserve(&buyer).await;
+    assert_eq!(resold.len(), 1);
+    harness.enqueue(&resold).await;
+    harness.wait_for_orders(3, Duration::from_secs(30)).await;
+}
+
+/// The lock a ban shares with settlement: a batch in flight holds its
+/// users `for key share`; the ban (`for update`) waits for its commit, so
+/// an admin who got an answer never sees an order of the user committed
+/// after it, and every later batch reads the ban.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_ban_waits_for_the_batch_in_flight_and_later_batches_see_it(pg: PgPool) {
+    let harness = Harness::new(pg, 3, 1).await;
+    let user = harness.users(1).await[0];
+    let mut batch = harness.pg.begin().await.unwrap();
+    sqlx::query("select id from users where id = $1 for key share")
+        .bind(user)
+        .execute(&mut *batch)
+        .await
+        .unwrap();
+
+    let db = harness.db.clone();
+    let admin = harness.admin.clone();
+    let ban = tokio::spawn(async move { db.ban_user(user, &admin).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ban.is_finished(),
+        "the ban did not wait for the batch in flight"
+    );
+    batch.commit().await.unwrap();
+    let banned = tokio::time::timeout(Duration::from_secs(5), ban)
+        .await
+        .expect("the ban went through once the batch committed")
+        .unwrap()
+        .unwrap();
+    assert!(banned.banned_at.is_some());
+
+    let jobs = harness.reserve(&[user]).await;
+    harness.enqueue(&jobs).await;
+    let _worker = harness.spawn_worker(&[]);
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = harness
+            .reservation_status(jobs[0].reservation_id)
+            .await
+            .unwrap();
+        if status == ReservationStatus::Failed {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "still {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(harness.order_count().await, 0);
+}
