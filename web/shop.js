@@ -197,3 +197,11 @@ setInterval(tick, 1000);
 
 adoptTokenFromFragment();
 if (session.token) start(); else offerSignIn();
+// A shop may hand the token over after the page loaded (same document).
+window.addEventListener("hashchange", () => {
+  if (!adoptTokenFromFragment()) return;
+  streamAbort?.abort();
+  $("login").hidden = true;
+  $("signed-out").hidden = true;
+  start();
+});
