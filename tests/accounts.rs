@@ -162,6 +162,46 @@ async fn a_ban_committed_while_the_channel_was_silent_reaches_nodes_from_postgre
     assert!(took <= flashsale::auth::revocations::RELOAD_EVERY + Duration::from_secs(5));
 }
 
+/// A node that has not loaded the banned accounts cannot tell a banned
+/// user from anyone else: it refuses tokens with 503 until it has (here:
+/// started while PostgreSQL was unreachable).
+#[sqlx::test]
+async fn a_node_that_could_not_load_the_bans_refuses_tokens_until_it_has(pg: PgPool) {
+    let options = pg.connect_options();
+    let upstream = format!("{}:{}", options.get_host(), options.get_port());
+    let pg_proxy = common::proxy::FaultProxy::start(
+        tokio::net::lookup_host(upstream)
+            .await
+            .unwrap()
+            .next()
+            .unwrap(),
+    )
+    .await;
+    pg_proxy.cut();
+    let app = common::spawn_app_routed(
+        pg,
+        Route {
+            postgres: Some(pg_proxy.addr),
+            ..Route::default()
+        },
+    )
+    .await;
+    let (user, token) = app.shopper();
+    let orders = format!("/api/purchase/status?sale_id={user}");
+    let refused = app.get(&orders, Some(&token)).await;
+    refused.assert_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    assert!(refused.headers.contains_key("retry-after"));
+    pg_proxy.restore();
+    answers_within(
+        &app,
+        &orders,
+        &token,
+        StatusCode::NOT_FOUND,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 #[sqlx::test]
 async fn every_admin_action_is_audited_with_who_what_and_the_request_id(pg: PgPool) {
     let app = spawn_app(pg).await;

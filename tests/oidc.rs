@@ -213,6 +213,49 @@ async fn while_the_provider_is_down_the_last_keys_work_for_the_bound_then_stop(p
     );
 }
 
+/// `nbf` is checked when present but not required: the access tokens of
+/// Okta, Google, Keycloak and Auth0 carry none.
+#[sqlx::test]
+async fn a_token_without_nbf_is_accepted_and_a_future_nbf_is_not(pg: PgPool) {
+    let idp = FakeIdp::start().await;
+    let app = spawn_oidc_app(pg, &idp, |_| {}).await;
+    ready(&app).await;
+    let mut claims = idp.claims("ann");
+    claims.as_object_mut().unwrap().remove("nbf");
+    let reply = own_orders(&app, &idp, "ann", &idp.key("ec-1").sign(&claims)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    claims["nbf"] = json!(chrono::Utc::now().timestamp() + 3600);
+    own_orders(&app, &idp, "ann", &idp.key("ec-1").sign(&claims))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
+/// A key set with nothing usable in it (emptied by mistake, or only keys of
+/// algorithms not allowed) must not replace the keys that verify today's
+/// tokens.
+#[sqlx::test]
+async fn a_key_set_without_a_usable_key_keeps_the_last_keys(pg: PgPool) {
+    let idp = FakeIdp::start().await;
+    let app = spawn_oidc_app(pg, &idp, |_| {}).await;
+    ready(&app).await;
+    let token = idp.token("ed-1", "ann");
+    idp.publish_only(vec![]);
+    // An unknown kid makes the node fetch the (now empty) set.
+    let stranger = SigningKey::generate("new-kid", Algorithm::ES256);
+    own_orders(&app, &idp, "ann", &stranger.sign(&idp.claims("ann")))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(idp.jwks_fetches(), 2);
+    assert_eq!(
+        own_orders(&app, &idp, "ann", &token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/api/health/ready", None).await.status,
+        StatusCode::OK
+    );
+}
+
 #[sqlx::test]
 async fn a_node_is_not_ready_until_it_has_the_providers_keys(pg: PgPool) {
     let idp = FakeIdp::start().await;
@@ -283,9 +326,15 @@ async fn forged_and_foreign_tokens_are_refused_with_invalid_token(pg: PgPool) {
         ("expired", with(&|c| c["exp"] = json!(now - 3600))),
         ("not valid yet", with(&|c| c["nbf"] = json!(now + 3600))),
         (
-            "no nbf",
+            "no iat",
             with(&|c| {
-                c.as_object_mut().unwrap().remove("nbf");
+                c.as_object_mut().unwrap().remove("iat");
+            }),
+        ),
+        (
+            "no exp",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
             }),
         ),
         (

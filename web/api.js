@@ -50,11 +50,14 @@ export function messageOf(reply, fallback) {
  *  server or an access log; it is taken into the session and removed from
  *  the address bar at once. Returns whether a token was taken. */
 export function adoptTokenFromFragment() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("access_token");
+  const token = new URLSearchParams(location.hash.slice(1)).get("access_token");
   if (!token) return false;
   history.replaceState(null, "", location.pathname + location.search);
-  session.save(token, params.get("label") ?? "your shop account");
+  // A link can carry anyone's token: never swap a signed-in session for it
+  // silently (the shopper would buy on someone else's account).
+  const replaces = session.token && session.token !== token;
+  if (replaces && !confirm("Switch to the account your shop signed you in with?")) return false;
+  session.save(token, "your shop account");
   return true;
 }
 

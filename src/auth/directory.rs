@@ -28,8 +28,9 @@ impl UserDirectory {
         }
     }
 
-    /// The internal id of the provider's user, recorded on first sight.
-    pub async fn user_id(&self, caller: &ProviderCaller) -> Result<Uuid, StoreError> {
+    /// Writes the provider's user the first time this node sees it; returns
+    /// its internal id.
+    pub async fn record(&self, caller: &ProviderCaller) -> Result<Uuid, StoreError> {
         let user_id = caller.identity.user_id();
         let known = self
             .known

@@ -31,8 +31,11 @@ use crate::config::OidcSettings;
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Shortest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
-/// How soon a node without usable keys tries again.
-const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(2);
+/// After a failed fetch, the next try comes this soon, doubling up to
+/// [`RETRY_AT_MOST`], however usable the last keys still are: one failure
+/// must not wait a whole refresh period while the keys grow stale.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 
 /// One verification key of the provider.
 #[derive(Clone)]
@@ -155,18 +158,22 @@ impl KeyCache {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// Fetches the keys now and then every `refresh_every` (sooner while
-    /// the node has none) until `shutdown`.
+    /// Fetches the keys now and then every `refresh_every` (after a failure
+    /// sooner, with backoff) until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
+        let mut retry = RETRY_FIRST;
         loop {
             let fetched = {
                 let _fetching = self.fetching.lock().await;
                 self.fetch_locked().await
             };
-            let wait = if fetched || self.has_usable_keys() {
+            let wait = if fetched {
+                retry = RETRY_FIRST;
                 self.refresh_every
             } else {
-                RETRY_WITHOUT_KEYS.min(self.refresh_every)
+                let wait = retry.min(self.refresh_every);
+                retry = (retry * 2).min(RETRY_AT_MOST);
+                wait
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -217,6 +224,8 @@ impl KeyCache {
         }
     }
 
+    /// The provider's usable keys; a set with none is a failure (an empty
+    /// or unusable set must not replace keys that verify today's tokens).
     async fn fetch_key_set(&self) -> anyhow::Result<HashMap<String, ProviderKey>> {
         let document = match &self.source {
             KeySource::File(path) => tokio::fs::read(path).await?,
@@ -235,7 +244,14 @@ impl KeyCache {
             }
         };
         let set: JwkSet = serde_json::from_slice(&document)?;
-        Ok(usable_keys(&set, &self.algorithms))
+        let keys = usable_keys(&set, &self.algorithms);
+        if keys.is_empty() {
+            anyhow::bail!(
+                "the provider's key set holds no usable key ({} published; see the skipped-key lines)",
+                set.keys.len()
+            );
+        }
+        Ok(keys)
     }
 
     async fn discover(&self, issuer: &str) -> anyhow::Result<String> {

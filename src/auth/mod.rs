@@ -52,6 +52,10 @@ pub enum TokenError {
     /// The provider's keys could not be fetched for too long.
     #[error("tokens cannot be checked right now; retry shortly")]
     KeysUnavailable,
+    /// The node has not loaded the banned accounts yet: until it has, it
+    /// cannot tell a banned user from anyone else.
+    #[error("this node is starting; retry shortly")]
+    NotReady,
     /// The provider's user could not be recorded (PostgreSQL).
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -144,6 +148,9 @@ impl Authenticator {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::Invalid("the access token is too long"));
         }
+        if !self.revocations.is_loaded() {
+            return Err(TokenError::NotReady);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenError::Invalid("the access token is invalid"))?;
         let (caller, issued_at) = if header.alg == Algorithm::HS256 {
@@ -163,7 +170,10 @@ impl Authenticator {
                 .as_ref()
                 .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
             let provided = oidc.verify(token, &header).await?;
-            let user_id = self.directory.user_id(&provided).await?;
+            // Banned users are refused before their first sight costs a write.
+            let user_id = provided.identity.user_id();
+            self.revocations.check(user_id, provided.issued_at)?;
+            self.directory.record(&provided).await?;
             let caller = Authenticated {
                 user_id,
                 role: provided.role,

@@ -3,9 +3,13 @@
 //! A token is accepted only when its header names an allowed asymmetric
 //! algorithm and a `kid` whose key has that same algorithm, it carries no
 //! key of its own (`jku`, `x5u`, `jwk`, `x5c` are refused, never followed),
-//! its signature verifies, and `iss`, `aud`, `exp`, `nbf` and `sub` are
-//! present and valid within the configured leeway. Admin rights come from
-//! a configured claim and value, never from an email.
+//! its signature verifies, `iss`, `aud`, `exp`, `iat` and `sub` are present
+//! and valid within the configured leeway, and `nbf`, when present, has
+//! passed. (`nbf` is checked but not required: the access tokens of Okta,
+//! Google, Keycloak and Auth0 carry none, and RFC 9068 does not ask for
+//! it; `iat` is required because revoking a user's tokens compares it.)
+//! Admin rights come from a configured claim and value, never from an
+//! email.
 
 use std::sync::Arc;
 
@@ -103,7 +107,7 @@ impl OidcVerifier {
         let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&self.audiences);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
         let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
@@ -119,8 +123,15 @@ impl OidcVerifier {
             .claims;
         let subject = claims["sub"]
             .as_str()
-            .filter(|sub| !sub.is_empty() && sub.len() <= 255)
+            .filter(|sub| !sub.is_empty() && sub.len() <= 255 && !sub.contains('\0'))
             .ok_or(TokenError::Invalid("the token's subject (sub) is unusable"))?;
+        let issued_at =
+            claims["iat"]
+                .as_u64()
+                .filter(|iat| *iat < 1 << 40)
+                .ok_or(TokenError::Invalid(
+                    "the token's issue time (iat) is unusable",
+                ))?;
         Ok(ProviderCaller {
             identity: Identity {
                 issuer: self.issuer.clone(),
@@ -131,26 +142,54 @@ impl OidcVerifier {
             } else {
                 Role::Shopper
             },
-            issued_at: claims["iat"].as_u64(),
-            email: claims["email"]
-                .as_str()
-                .map(|email| email.trim().to_lowercase()),
+            issued_at: Some(issued_at),
+            email: claims["email"].as_str().and_then(email_label),
         })
     }
 
-    /// Whether the admin claim (a dotted path) holds the admin value, as a
-    /// string or in a list.
+    /// Whether the admin claim holds the admin value, as a string or in a
+    /// list. The claim is looked up by its whole name first (namespaced
+    /// claims such as `https://shop.example/roles` contain dots), then as a
+    /// dotted path into objects (`realm_access.roles`).
     fn grants_admin(&self, claims: &Value) -> bool {
-        let found = self
-            .admin_claim
-            .iter()
-            .try_fold(claims, |value, step| value.get(step));
+        let found = claims.get(self.admin_claim.join(".")).or_else(|| {
+            self.admin_claim
+                .iter()
+                .try_fold(claims, |value, step| value.get(step))
+        });
         match found {
             Some(Value::String(value)) => value == &self.admin_value,
             Some(Value::Array(values)) => values
                 .iter()
                 .any(|value| value.as_str() == Some(self.admin_value.as_str())),
             _ => false,
+        }
+    }
+}
+
+/// The `email` claim as the users table keeps it (trimmed, lower case,
+/// something before and after one `@`, no NUL), or none: a label, so an
+/// unusable one is dropped rather than refused.
+fn email_label(raw: &str) -> Option<String> {
+    let email = raw.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let usable =
+        !local.is_empty() && !domain.is_empty() && email.len() <= 254 && !email.contains('\0');
+    usable.then_some(email)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_usable_emails_become_labels() {
+        assert_eq!(
+            email_label(" Ann@Example.COM "),
+            Some("ann@example.com".into())
+        );
+        for unusable in ["x@", "@x", "nobody", "a@b\0c", ""] {
+            assert_eq!(email_label(unusable), None, "{unusable:?}");
         }
     }
 }

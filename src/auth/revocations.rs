@@ -5,6 +5,10 @@
 //! the moment it arrives, loads again whenever that channel is
 //! (re)subscribed — anything published while the node was cut off is then
 //! caught up — and every [`RELOAD_EVERY`] in case a publish was lost.
+//! Every change carries its commit time as a version and a node keeps the
+//! newest it heard of, so a late message or a reload read before a change
+//! never undoes it. Until the first load a node refuses tokens (503): it
+//! cannot tell a banned user from anyone else.
 
 use std::{
     collections::HashMap,
@@ -31,17 +35,11 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
 /// How soon a lost subscription is asked for again.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
-/// What is revoked of one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Revocation {
-    pub banned: bool,
-    /// Tokens issued before this instant (Unix ms) are void.
-    pub tokens_valid_after_ms: Option<i64>,
-}
-
 #[derive(Default)]
 pub struct Revocations {
-    users: RwLock<HashMap<Uuid, Revocation>>,
+    /// By user: the newest change heard of. Never shrinks: an unban keeps
+    /// the user's void-before instant.
+    users: RwLock<HashMap<Uuid, AccountChange>>,
     loaded: AtomicBool,
 }
 
@@ -59,8 +57,10 @@ impl Revocations {
         if revocation.banned {
             return Err(TokenError::Suspended);
         }
-        match (revocation.tokens_valid_after_ms, issued_at) {
-            (Some(valid_after), Some(issued)) if (issued as i64) * 1000 >= valid_after => Ok(()),
+        let issued_ms =
+            issued_at.and_then(|seconds| i64::try_from(seconds.saturating_mul(1000)).ok());
+        match (revocation.tokens_valid_after_ms, issued_ms) {
+            (Some(valid_after), Some(issued)) if issued >= valid_after => Ok(()),
             (Some(_), _) => Err(TokenError::Revoked),
             (None, _) => Ok(()),
         }
@@ -70,41 +70,36 @@ impl Revocations {
         self.loaded.load(Ordering::Acquire)
     }
 
-    /// Applies one change (from the channel, or from this node's own ban).
+    /// Applies one change (from the channel, from this node's own ban, or
+    /// from a reload) unless a newer one of the user was already applied.
     pub fn apply(&self, change: &AccountChange) {
         let mut users = self
             .users
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let revocation = Revocation {
-            banned: change.banned,
-            tokens_valid_after_ms: change.tokens_valid_after_ms,
-        };
-        if revocation.banned || revocation.tokens_valid_after_ms.is_some() {
-            users.insert(change.user_id, revocation);
-        } else {
-            users.remove(&change.user_id);
+        Self::keep_newest(&mut users, change);
+    }
+
+    fn keep_newest(users: &mut HashMap<Uuid, AccountChange>, change: &AccountChange) {
+        let newer = users
+            .get(&change.user_id)
+            .is_none_or(|known| known.version < change.version);
+        if newer {
+            users.insert(change.user_id, *change);
         }
     }
 
-    /// Replaces everything with what PostgreSQL holds.
+    /// Merges in what PostgreSQL holds.
     pub async fn reload(&self, db: &Db) -> bool {
         match db.revoked_users().await {
             Ok(rows) => {
-                let users = rows
-                    .into_iter()
-                    .map(|change| {
-                        let revocation = Revocation {
-                            banned: change.banned,
-                            tokens_valid_after_ms: change.tokens_valid_after_ms,
-                        };
-                        (change.user_id, revocation)
-                    })
-                    .collect();
-                *self
+                let mut users = self
                     .users
                     .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = users;
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for change in &rows {
+                    Self::keep_newest(&mut users, change);
+                }
                 self.loaded.store(true, Ordering::Release);
                 true
             }
@@ -127,8 +122,7 @@ pub async fn watch(
     shutdown: CancellationToken,
 ) {
     let mut resubscribe_at = Some(tokio::time::Instant::now());
-    let mut reload = tokio::time::interval(RELOAD_EVERY);
-    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reload_at = tokio::time::Instant::now();
     loop {
         let resubscribe = async {
             match resubscribe_at {
@@ -147,7 +141,12 @@ pub async fn watch(
                     }
                 };
             }
-            _ = reload.tick() => { revocations.reload(&db).await; }
+            () = tokio::time::sleep_until(reload_at) => {
+                // A node that could not load yet refuses every token: it
+                // tries again every second until PostgreSQL answers.
+                let wait = if revocations.reload(&db).await { RELOAD_EVERY } else { RESUBSCRIBE_EVERY };
+                reload_at = tokio::time::Instant::now() + wait;
+            }
             push = inbox.recv() => {
                 let Some(push) = push else { return };
                 match parse_account_push(&push) {
@@ -168,11 +167,12 @@ pub async fn watch(
 mod tests {
     use super::*;
 
-    fn change(user_id: Uuid, banned: bool, valid_after_ms: Option<i64>) -> AccountChange {
+    fn change(user_id: Uuid, banned: bool, version: i64) -> AccountChange {
         AccountChange {
             user_id,
             banned,
-            tokens_valid_after_ms: valid_after_ms,
+            tokens_valid_after_ms: Some(10_000),
+            version,
         }
     }
 
@@ -180,13 +180,13 @@ mod tests {
     fn a_banned_user_is_suspended_and_old_tokens_stay_void_after_the_unban() {
         let revocations = Revocations::default();
         let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        revocations.apply(&change(ann, true, Some(10_000)));
+        revocations.apply(&change(ann, true, 1));
         assert!(matches!(
             revocations.check(ann, Some(20)),
             Err(TokenError::Suspended)
         ));
         assert!(revocations.check(bob, Some(1)).is_ok());
-        revocations.apply(&change(ann, false, Some(10_000)));
+        revocations.apply(&change(ann, false, 2));
         assert!(matches!(
             revocations.check(ann, Some(9)),
             Err(TokenError::Revoked)
@@ -196,7 +196,18 @@ mod tests {
             Err(TokenError::Revoked)
         ));
         assert!(revocations.check(ann, Some(10)).is_ok());
-        revocations.apply(&change(ann, false, None));
-        assert!(revocations.check(ann, Some(1)).is_ok());
+    }
+
+    #[test]
+    fn a_late_message_never_undoes_a_newer_change() {
+        let revocations = Revocations::default();
+        let ann = Uuid::now_v7();
+        // Banned at version 3; the unban of version 2 arrives afterwards.
+        revocations.apply(&change(ann, true, 3));
+        revocations.apply(&change(ann, false, 2));
+        assert!(matches!(
+            revocations.check(ann, Some(20)),
+            Err(TokenError::Suspended)
+        ));
     }
 }

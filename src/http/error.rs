@@ -294,14 +294,14 @@ impl From<TokenError> for ApiError {
                 "ACCOUNT_SUSPENDED",
                 "this account is suspended by the shop; contact the shop's support",
             ),
-            TokenError::KeysUnavailable => {
-                tracing::warn!("the identity provider's keys are unavailable");
+            // Logged once per failed fetch by the key cache, not per request.
+            TokenError::KeysUnavailable | TokenError::NotReady => {
+                metrics::counter!("flashsale_tokens_uncheckable_total").increment(1);
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
                     format!(
-                        "tokens cannot be checked right now (the identity provider is unreachable); \
-                         retry in {RETRY_AFTER_SECS} s"
+                        "tokens cannot be checked on this node right now; retry in {RETRY_AFTER_SECS} s"
                     ),
                 )
             }

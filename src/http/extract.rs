@@ -61,14 +61,17 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
+        // Exactly `Bearer <token>`: a variant with more spaces would be the
+        // same token to the node but another key to nginx's hash.
         let token = value
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
+            .filter(|token| !token.is_empty() && !token.contains(char::is_whitespace))
             .ok_or_else(|| {
                 ApiError::invalid_token("the Authorization header must be `Bearer <token>`")
             })?;
-        let caller = state.auth.authenticate(token.trim()).await?;
+        let caller = state.auth.authenticate(token).await?;
         Ok(Self {
             user_id: caller.user_id,
             role: caller.role,
@@ -152,10 +155,16 @@ impl FromRequestParts<AppState> for Admin {
         if caller.role != Role::Admin {
             return Err(ApiError::forbidden());
         }
+        // nginx sets the id; a node reached directly keeps a client's, so
+        // only a plausible one goes into the audit trail.
         let request_id = parts
             .headers
             .get("x-request-id")
             .and_then(|value| value.to_str().ok())
+            .filter(|id| {
+                (1..=64).contains(&id.len())
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
             .map(str::to_owned);
         Ok(Self { caller, request_id })
     }

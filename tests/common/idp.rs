@@ -163,6 +163,11 @@ impl FakeIdp {
         keys.push(key);
     }
 
+    /// Publishes exactly `keys` from now on.
+    pub fn publish_only(&self, keys: Vec<SigningKey>) {
+        *self.published.keys.lock().unwrap() = keys;
+    }
+
     /// Key set fetches served so far.
     pub fn jwks_fetches(&self) -> usize {
         self.published.jwks_fetches.load(Ordering::SeqCst)

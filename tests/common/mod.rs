@@ -280,6 +280,13 @@ async fn spawn_node(
         server::serve(&settings, state, listener, operator_listener, serving).await
     });
 
+    // A node refuses tokens until it has loaded the banned accounts (a
+    // moment after start); tests begin once it has, or once it is clear it
+    // cannot (a test that starts with PostgreSQL cut off).
+    let loading = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !node_state.auth.revocations().is_loaded() && tokio::time::Instant::now() < loading {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let redis = redis_connection().await;
     TestApp {
         base: format!("http://{address}"),

@@ -60,6 +60,12 @@ async fn a_shoppers_stream_says_confirmed_once_the_worker_commits(pg: PgPool) {
     .token;
     flashsale::tls::install_provider();
     let client = reqwest::Client::new();
+    // The node judges tokens once it has loaded the banned accounts.
+    common::eventually(Duration::from_secs(10), "the node is ready", || async {
+        let ready = client.get(format!("{base}/api/health/ready")).send().await;
+        ready.is_ok_and(|reply| reply.status().is_success())
+    })
+    .await;
     let sale_id = harness.sale.id;
     let events = client
         .get(format!("{base}/api/flash-sale/events?sale_id={sale_id}"))

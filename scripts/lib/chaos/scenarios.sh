@@ -166,3 +166,58 @@ scenario_crash_after_commit() {
   scenario_end "{\"checks\": {\"failpoint_crashed_the_worker\": $crashed,
                              \"crash_logged\": $([[ -s $DIR/crash.txt ]] && echo true || echo false)}}"
 }
+
+# 9. Operators ban 100 shoppers while the crowd buys: 50 holding a pending
+# reservation (the workers are stopped for those seconds, so none of them
+# is committed yet) and the 50 who start buying last. From one second after
+# the bans none of their requests succeeds on any node; the worker releases
+# the pending reservations (the account was suspended), and their units are
+# sold to other shoppers.
+scenario_ban() {
+  local users=${CHAOS_USERS:-5000} stock=2000 i pid ban_done emails banned_ids
+  local workers=()
+  scenario_begin ban "$stock"
+  for ((i = 0; i < WORKERS; i++)); do workers+=("$(pid_of "$RUN_DIR/worker-$i.pid")"); done
+  kill -STOP "${workers[@]}"
+  start_crowd "$users" 500
+  sleep 2
+  emails=$(for ((i = users - 50; i < users; i++)); do printf "'crowd-%s-ban-%s@load.local'," "${CHAOS_RUN_ID,,}" "$i"; done)
+  banned_ids=$( {
+    redis_cmd hkeys "$REDIS_PREFIX:{sale:$SALE_ID}:latest" | head -n 50
+    psql_query "select id from users where issuer = 'local' and subject in (${emails%,})"
+  } | sort -u)
+  printf '%s\n' "$banned_ids" | jq -R . | jq -s . >"$DIR/banned.json"
+  for id in $banned_ids; do
+    curl -fsS -X POST "$BASE/api/admin/users/$id/ban" -H "authorization: Bearer $ADMIN_TOKEN" -o /dev/null \
+      || die "[$SCENARIO] the ban of $id failed"
+  done
+  ban_done=$(now_ms)
+  fault "$(jq length "$DIR/banned.json") shoppers banned mid-sale (50 holding a pending reservation, 50 not buying yet); the workers stopped from before the crowd until 1 s after"
+  sleep 1
+  kill -CONT "${workers[@]}"
+  wait_crowd
+  RECOVERY_SECS=$(elapsed_since "$ban_done")
+  jq -s --slurpfile banned "$DIR/banned.json" --argjson grace_end $((ban_done + 1000)) '
+    [.[] | select(.user_id as $user | $banned[0] | index($user))] as $b
+    | { banned_shoppers: ($b | length),
+        tried_after_the_grace: ([$b[] | select((.last_request_ms // 0) > $grace_end)] | length),
+        succeeded_after_the_grace: ([$b[] | select((.last_success_ms // 0) > $grace_end)] | length),
+        refused_as_suspended: ([$b[] | select(.code == "ACCOUNT_SUSPENDED")] | length) }' \
+    "$DIR/shoppers.jsonl" >"$DIR/banned-figures.json"
+  local ids_sql released orders_of_banned confirmed
+  ids_sql=$(jq -r 'map("'"'"'" + . + "'"'"'::uuid") | join(",")' "$DIR/banned.json")
+  released=$(psql_query "select count(*) from purchase_attempts where flash_sale_id = '$SALE_ID'
+    and user_id in ($ids_sql) and outcome = 'failed' and reason like '%suspended%'")
+  orders_of_banned=$(psql_query "select count(*) from orders where flash_sale_id = '$SALE_ID' and user_id in ($ids_sql)")
+  confirmed=$(psql_query "select confirmed_quantity from flash_sales where id = '$SALE_ID'")
+  scenario_end "$(jq -c --argjson released "$released" --argjson orders_of_banned "$orders_of_banned" \
+    --argjson confirmed "$confirmed" --argjson stock "$stock" '
+    { figures: (. + {pending_released_as_suspended: $released, orders_of_banned: $orders_of_banned}),
+      checks: { hundred_banned: (.banned_shoppers == 100),
+                every_banned_shopper_tried_after_the_grace: (.tried_after_the_grace == .banned_shoppers),
+                no_request_of_a_banned_shopper_succeeded_after_the_grace: (.succeeded_after_the_grace == 0),
+                shoppers_banned_before_buying_refused_as_suspended: (.refused_as_suspended >= 50),
+                pending_reservations_released_as_suspended: ($released >= 50),
+                no_order_for_a_banned_shopper: ($orders_of_banned == 0),
+                released_units_sold_to_others: ($confirmed == $stock) } }' "$DIR/banned-figures.json")"
+}

@@ -34,8 +34,18 @@ select json_build_object(
     'accepted_ordered', (select count(*) from accepted where has_order),
     'accepted_failed_visibly', (select count(*) from accepted where not has_order and outcome = 'failed'),
     'accepted_not_found', (select count(*) from accepted where not has_order and outcome = 'not_found'),
-    'lost', (select count(*) from accepted
-             where not has_order and coalesce(outcome, '') not in ('failed', 'not_found')),
+    -- A banned shopper cannot read how its reservation ended; PostgreSQL
+    -- must have released it (purchase_attempts), or it is lost.
+    'accepted_suspended_released', (select count(*) from accepted a
+             where not has_order and outcome = 'suspended'
+               and exists (select 1 from purchase_attempts p
+                           where p.reservation_id::text = a.reservation_id and p.outcome = 'failed')),
+    'lost', (select count(*) from accepted a
+             where not has_order and coalesce(outcome, '') not in ('failed', 'not_found')
+               and not (outcome = 'suspended'
+                        and exists (select 1 from purchase_attempts p
+                                    where p.reservation_id::text = a.reservation_id
+                                      and p.outcome = 'failed'))),
     'told_confirmed_without_order', (select count(*) from accepted where outcome = 'confirmed' and not has_order),
     'told_failed_with_order', (select count(*) from accepted where outcome in ('failed', 'not_found') and has_order),
     'orders_nobody_was_told', (select count(*) from sold where reservation_id not in

@@ -23,6 +23,7 @@ pub struct UserRow {
     pub banned_at: Option<DateTime<Utc>>,
     pub tokens_valid_after: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl UserRow {
@@ -32,12 +33,13 @@ impl UserRow {
             user_id: self.id,
             banned: self.banned_at.is_some(),
             tokens_valid_after_ms: self.tokens_valid_after.map(|at| at.timestamp_millis()),
+            version: self.updated_at.timestamp_micros(),
         }
     }
 }
 
 const USER_COLUMNS: &str =
-    "id, issuer, subject, email, role, banned_at, tokens_valid_after, created_at";
+    "id, issuer, subject, email, role, banned_at, tokens_valid_after, created_at, updated_at";
 
 impl Db {
     /// The local user of this email (development login, operator tokens),
@@ -76,7 +78,6 @@ impl Db {
         identity: &Identity,
         email: Option<&str>,
     ) -> Result<(), StoreError> {
-        let email = email.filter(|email| email.contains('@') && email.len() <= 254);
         self.bounded(
             sqlx::query(
                 "insert into users (id, issuer, subject, email) values ($1, $2, $3, $4)
@@ -142,7 +143,7 @@ impl Db {
                     .await?;
             found.ok_or(DomainError::UserNotFound(id))?;
             let user = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
-                "update users set {assignments}, updated_at = now() where id = $1
+                "update users set {assignments}, updated_at = clock_timestamp() where id = $1
                  returning {USER_COLUMNS}"
             )))
             .bind(id)
@@ -159,8 +160,8 @@ impl Db {
     pub async fn revoked_users(&self) -> Result<Vec<AccountChange>, StoreError> {
         let rows = self
             .bounded(
-                sqlx::query_as::<_, (Uuid, bool, Option<DateTime<Utc>>)>(
-                    "select id, banned_at is not null, tokens_valid_after from users
+                sqlx::query_as::<_, (Uuid, bool, Option<DateTime<Utc>>, DateTime<Utc>)>(
+                    "select id, banned_at is not null, tokens_valid_after, updated_at from users
                      where tokens_valid_after is not null",
                 )
                 .fetch_all(self.pool()),
@@ -168,10 +169,11 @@ impl Db {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(user_id, banned, valid_after)| AccountChange {
+            .map(|(user_id, banned, valid_after, updated_at)| AccountChange {
                 user_id,
                 banned,
                 tokens_valid_after_ms: valid_after.map(|at| at.timestamp_millis()),
+                version: updated_at.timestamp_micros(),
             })
             .collect())
     }

@@ -17,6 +17,10 @@ pub struct AccountChange {
     pub banned: bool,
     /// Tokens issued before this instant (Unix ms) are void.
     pub tokens_valid_after_ms: Option<i64>,
+    /// When the change was committed (the row's `updated_at`, Unix µs): a
+    /// node keeps the newest it heard of, whatever order messages and
+    /// reloads arrive in.
+    pub version: i64,
 }
 
 /// What the accounts channel delivered.
@@ -75,6 +79,7 @@ mod tests {
             user_id: Uuid::now_v7(),
             banned: true,
             tokens_valid_after_ms: Some(1_700_000_000_000),
+            version: 1_700_000_000_000_000,
         };
         let push = PushInfo {
             kind: PushKind::Message,

@@ -8,7 +8,7 @@ use futures::{StreamExt, stream};
 use crate::{
     Args,
     purchase::send,
-    report::{Answer, Kind, Recorder, Story},
+    report::{Answer, Kind, Recorder, Story, unix_ms},
 };
 
 /// Pause between rounds over the reservations still open.
@@ -45,23 +45,22 @@ pub async fn follow_all(
         if open.is_empty() || (only_not_found && last_change.elapsed() >= NOT_FOUND_SETTLES_AFTER) {
             break;
         }
-        let reads: Vec<(usize, Option<String>, Option<String>)> = stream::iter(open)
+        let reads: Vec<(usize, Read)> = stream::iter(open)
             .map(|index| {
                 let story = &stories[index];
-                async move {
-                    let (outcome, reason) = read_status(client, args, recorder, story).await;
-                    (index, Some(outcome), reason)
-                }
+                async move { (index, read_status(client, args, recorder, story).await) }
             })
             .buffer_unordered(args.concurrency)
             .collect()
             .await;
-        for (index, outcome, reason) in reads {
-            if stories[index].outcome != outcome {
+        for (index, read) in reads {
+            let story = &mut stories[index];
+            story.saw(read.sent_ms, read.answer);
+            if story.outcome.as_deref() != Some(read.outcome.as_str()) {
                 last_change = Instant::now();
             }
-            stories[index].outcome = outcome;
-            stories[index].reason = reason;
+            story.outcome = Some(read.outcome);
+            story.reason = read.reason;
         }
         if Instant::now() >= deadline {
             break;
@@ -71,13 +70,20 @@ pub async fn follow_all(
     stories
 }
 
-/// One status read: (outcome, reason).
+/// One status read: where the reservation stands, and the request's answer.
+struct Read {
+    outcome: String,
+    reason: Option<String>,
+    sent_ms: u64,
+    answer: Answer,
+}
+
 async fn read_status(
     client: &reqwest::Client,
     args: &Args,
     recorder: &Recorder,
     story: &Story,
-) -> (String, Option<String>) {
+) -> Read {
     let reservation = story.reservation_id.as_deref().unwrap_or_default();
     let request = client
         .get(format!(
@@ -85,19 +91,31 @@ async fn read_status(
             args.host, args.sale_id
         ))
         .bearer_auth(&story.token);
+    let sent_ms = unix_ms();
     let reply = send(recorder, Kind::Other, request).await;
-    let reason = reply.body["reason"]
+    let mut reason = reply.body["reason"]
         .as_str()
         .or(reply.body["error"]["message"].as_str())
         .map(str::to_owned);
-    match reply.answer {
+    let code = reply.body["error"]["code"].as_str();
+    let outcome = match reply.answer {
         Answer::Status(200) => match reply.body["status"].as_str() {
-            Some(status @ ("confirmed" | "failed" | "pending")) => (status.to_owned(), reason),
-            _ => ("error".to_owned(), Some(reply.body.to_string())),
+            Some(status @ ("confirmed" | "failed" | "pending")) => status,
+            _ => {
+                reason = Some(reply.body.to_string());
+                "error"
+            }
         },
-        Answer::Status(404) if reply.body["error"]["code"] == "PURCHASE_NOT_FOUND" => {
-            ("not_found".to_owned(), reason)
-        }
-        _ => ("error".to_owned(), reason),
+        Answer::Status(404) if code == Some("PURCHASE_NOT_FOUND") => "not_found",
+        // The account was banned: the shopper can no longer look; the
+        // operator sees how the reservation ended.
+        Answer::Status(403) if code == Some("ACCOUNT_SUSPENDED") => "suspended",
+        _ => "error",
+    };
+    Read {
+        outcome: outcome.to_owned(),
+        reason,
+        sent_ms,
+        answer: reply.answer,
     }
 }

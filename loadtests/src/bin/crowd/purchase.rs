@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Args,
-    report::{Answer, Kind, Recorder, Story},
+    report::{Answer, Kind, Recorder, Story, unix_ms},
 };
 
 /// One request's answer: its status (or none), body and Retry-After.
@@ -136,17 +136,20 @@ pub async fn buy_once(
         idempotency_key: format!("crowd-{}-{index}", args.run_id),
         ..Story::default()
     };
+    let key = story.idempotency_key.clone();
     let attempt_request = || {
         client
             .post(format!("{}/api/purchase/attempt", args.host))
             .bearer_auth(&token)
-            .header("idempotency-key", &story.idempotency_key)
+            .header("idempotency-key", &key)
             .json(&json!({ "sale_id": args.sale_id, "quantity": 1 }))
     };
     let deadline = Instant::now() + Duration::from_secs(args.give_up_secs);
     loop {
         story.attempts += 1;
+        let sent = unix_ms();
         let reply = send(recorder, Kind::Purchase, attempt_request()).await;
+        story.saw(sent, reply.answer);
         if reply.is_transient() {
             if Instant::now() >= deadline {
                 break;
@@ -165,7 +168,9 @@ pub async fn buy_once(
     if let Some(first) = story.reservation_id.clone() {
         // The same key again: the contract says the same reservation comes
         // back, never a second one.
+        let sent = unix_ms();
         let replay = send(recorder, Kind::Purchase, attempt_request()).await;
+        story.saw(sent, replay.answer);
         story.attempts += 1;
         if let Some(again) = replay.body["reservation_id"].as_str() {
             story.replay_matched = Some(again == first);

@@ -30,9 +30,32 @@ pub struct Story {
     /// The 202 replayed with its key named the same reservation.
     pub replay_matched: Option<bool>,
     /// Where the reservation ended: confirmed, failed, not_found (the
-    /// status endpoint no longer knows it), pending, or error (no answer).
+    /// status endpoint no longer knows it), suspended (the shopper's
+    /// account was banned, so its tokens are refused), pending, or error
+    /// (no answer).
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    /// When (Unix ms) this shopper's last request was sent, and when its
+    /// last 2xx answer arrived: a banned shopper must get none after the ban.
+    pub last_request_ms: Option<u64>,
+    pub last_success_ms: Option<u64>,
+}
+
+impl Story {
+    /// Notes one request of this shopper and its answer.
+    pub fn saw(&mut self, sent_ms: u64, answer: Answer) {
+        self.last_request_ms = Some(sent_ms);
+        if matches!(answer, Answer::Status(200..=299)) {
+            self.last_success_ms = Some(unix_ms());
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|now| now.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// How a request ended, as counted: an HTTP status, or no answer at all.

@@ -3,10 +3,10 @@
 -- Order of checks: idempotency record -> sale armed -> the user's attempt
 -- rate (across every API node) -> state and window (Redis server time) ->
 -- per-user limit (units, not attempts) -> stock.
--- Nothing but the outcome counters is written unless every check passed;
--- then stock is taken, the user's units grow, and the reservation is
--- recorded, added to the time-ordered pending set, and bound to the
--- idempotency key.
+-- Nothing but the outcome counters and the user's next-attempt time (once
+-- the rate check passed) is written unless every check passed; then stock
+-- is taken, the user's units grow, and the reservation is recorded, added
+-- to the time-ordered pending set, and bound to the idempotency key.
 --
 -- KEYS[1]  stock counter          KEYS[5]  pending set (zset: reservation -> reserved ms)
 -- KEYS[2]  meta hash              KEYS[6]  idempotency hash ("<user>:<key>" -> "<reservation>|<quantity>")
