@@ -21,6 +21,19 @@ headers_ok() {  # headers_ok FILE: the security headers are each there once
   done
 }
 
+# flooded_latency PATH TOKENS SALE: purchase latencies (one per token, 8 at
+# a time) while 8 threads flood PATH through nginx.
+flooded_latency() {
+  local flood_pid result
+  python3 "$ABUSE" flood "$BASE$1" 20 8 >/dev/null &
+  flood_pid=$!
+  sleep 1
+  result=$(python3 "$ABUSE" latency "$BASE/api/purchase/attempt" "$2" "$3" 8)
+  kill "$flood_pid" 2>/dev/null || true
+  wait "$flood_pid" 2>/dev/null || true
+  echo "$result"
+}
+
 scenario_abuse() {
   local seconds=5 rate=200 burst=400 flood spoofed one_user token sale_id slow idle rss_before rss_during
   local user_rate=${FLASHSALE_USER_RATE_PER_SEC:-5} user_burst=${FLASHSALE_USER_BURST:-10} headers_pass=true
@@ -33,11 +46,24 @@ scenario_abuse() {
   sleep 3
   spoofed=$(python3 "$ABUSE" flood "$BASE/api/flash-sale/status" "$seconds" 16 --spoof)
   sleep 3
+  # One shopper signed in twice, its requests spread over both tokens and
+  # over Authorization header variants (nginx picks a node by the raw
+  # header): the per-user limit holds across nodes.
   token=$(login_token "$BASE" "abuse-$CHAOS_RUN_ID@load.local")
+  second_token=$(login_token "$BASE" "abuse-$CHAOS_RUN_ID@load.local")
   ADMIN_TOKEN=$(admin_token)
   sale_id=$(create_sale "$BASE" "$ADMIN_TOKEN" 1000 "$CHAOS_RUN_ID-abuse")
-  one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token" "$sale_id" "$seconds" 16)
+  one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token,$second_token" "$sale_id" "$seconds" 16)
   sleep 3
+
+  log "[abuse] admin takeover attempts and operator endpoints from the public port"
+  local products_before takeover metrics_public health_public
+  products_before=$(psql_query "select count(*) from products")
+  takeover=$(python3 "$ABUSE" takeover "$BASE" "$token")
+  takeover=$(jq -c --argjson created "$(($(psql_query "select count(*) from products") - products_before))" \
+    '. + {products_created: $created}' <<<"$takeover")
+  metrics_public=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/metrics")
+  health_public=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/api/health")
 
   # nginx's own answers carry the headers too: 429 during a flood, 413, 404.
   python3 "$ABUSE" flood "$BASE/api/flash-sale/status" 3 16 >/dev/null &
@@ -77,7 +103,19 @@ scenario_abuse() {
   log "[abuse] nginx back to the suite's raised limits"
   NGINX_RATE=1000000 NGINX_BURST=1000000 reload_nginx
 
+  # A readiness flood must cost the nodes no more than a liveness flood
+  # (which touches nothing): purchase latency under each, side by side.
+  log "[abuse] purchase latency under a liveness flood, then a readiness flood"
+  local latency_sale live_flood ready_flood
+  latency_sale=$(create_sale "$BASE" "$ADMIN_TOKEN" 2000 "$CHAOS_RUN_ID-latency")
+  python3 "$ABUSE" login "$BASE" "abuse-live-${CHAOS_RUN_ID,,}" 600 >"$DIR/tokens-live.txt"
+  python3 "$ABUSE" login "$BASE" "abuse-ready-${CHAOS_RUN_ID,,}" 600 >"$DIR/tokens-ready.txt"
+  live_flood=$(flooded_latency /api/health/live "$DIR/tokens-live.txt" "$latency_sale")
+  ready_flood=$(flooded_latency /api/health/ready "$DIR/tokens-ready.txt" "$latency_sale")
+
   jq -n --argjson flood "$flood" --argjson spoofed "$spoofed" --argjson one_user "$one_user" \
+    --argjson takeover "$takeover" --arg metrics_public "$metrics_public" --arg health_public "$health_public" \
+    --argjson live_flood "$live_flood" --argjson ready_flood "$ready_flood" \
     --argjson slow "$slow" --argjson idle "$idle" --argjson seconds "$seconds" \
     --argjson rate "$rate" --argjson burst "$burst" --argjson user_rate "$user_rate" --argjson user_burst "$user_burst" \
     --argjson rss_before "$rss_before" --argjson rss_during "$rss_during" \
@@ -86,6 +124,9 @@ scenario_abuse() {
     { scenario: "abuse",
       per_address: {flood: $flood, spoofed_x_forwarded_for: $spoofed, bound: $ip_bound},
       per_user: ($one_user + {bound: $user_bound}),
+      admin_takeover: $takeover,
+      operator_endpoints_from_the_public_port: {metrics: $metrics_public, health: $health_public},
+      purchases_under_probe_floods: {liveness_flood: $live_flood, readiness_flood: $ready_flood},
       slowloris: ($slow + {health_during: $during_slowloris}),
       idle_connections: ($idle + {health_during: $during_idle,
         rss_kib_before: $rss_before, rss_kib_during: $rss_during}),
@@ -94,6 +135,10 @@ scenario_abuse() {
         spoofing_gains_nothing: ($spoofed.not_throttled <= $ip_bound * 1.05 and ($spoofed.answers["429"] // 0) > 0),
         user_limited: ($one_user.answers["202"] == 1 and ($one_user.answers["429 RATE_LIMITED"] // 0) > 0
                        and $one_user.not_throttled <= $user_bound + 2),
+        no_admin_takeover: ($takeover.granted == 0 and $takeover.products_created == 0),
+        operator_endpoints_not_public: ($metrics_public == "404" and $health_public == "404"),
+        readiness_flood_costs_no_more_than_liveness:
+          ($ready_flood.p99_ms <= $live_flood.p99_ms * 1.5 + 10),
         security_headers_on_nginx_answers: $headers_pass,
         slow_clients_cut_off: ($slow.opened > 0 and $slow.closed_by_server == $slow.opened),
         up_during_slowloris: ($during_slowloris == "200"),
