@@ -1,8 +1,15 @@
-//! The CPU cost of a request before any I/O: verifying the bearer token,
-//! parsing and validating the JSON body, and rendering the JSON answer.
+//! The CPU cost of a request before any I/O: verifying the bearer token
+//! (this deployment's HS256, and the identity provider's RS256, ES256 and
+//! EdDSA through the real verifier and key cache), parsing and validating
+//! the JSON body, and rendering the JSON answer.
 //! Run with `cargo bench --bench request_handling`.
 
-use std::hint::black_box;
+// The test identity provider's keys (the bench uses its signing keys only).
+#[allow(dead_code)]
+#[path = "../tests/common/idp.rs"]
+mod idp;
+
+use std::{hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::{
@@ -35,6 +42,71 @@ fn token_verification(c: &mut Criterion) {
     c.bench_function("jwt_issue_hs256", |b| {
         b.iter(|| tokens.issue(black_box(Uuid::now_v7()), Role::Shopper, 3600))
     });
+}
+
+/// The provider's tokens as `oidc` mode verifies them: header checks, the
+/// key from the node's cache (a hash lookup once fetched), the signature and
+/// the claims.
+fn provider_token_verification(c: &mut Criterion) {
+    use clap::Parser;
+    use flashsale::{
+        auth::{keys::KeyCache, oidc::OidcVerifier},
+        config::OidcSettings,
+    };
+    use jsonwebtoken::Algorithm;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        oidc: OidcSettings,
+    }
+    let keys = [
+        idp::SigningKey::generate("rsa", Algorithm::RS256),
+        idp::SigningKey::generate("ec", Algorithm::ES256),
+        idp::SigningKey::generate("ed", Algorithm::EdDSA),
+    ];
+    let jwks = std::env::temp_dir().join(format!("flashsale-bench-{}.jwks", std::process::id()));
+    let set =
+        serde_json::json!({ "keys": keys.iter().map(idp::SigningKey::jwk).collect::<Vec<_>>() });
+    std::fs::write(&jwks, set.to_string()).unwrap();
+    let settings = Args::parse_from([
+        "bench",
+        "--oidc-issuer=https://login.bench.example",
+        "--oidc-audiences=flashsale",
+        &format!("--oidc-jwks-file={}", jwks.display()),
+    ])
+    .oidc;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let verifier = runtime.block_on(async {
+        OidcVerifier::new(&settings, Arc::new(KeyCache::new(&settings).unwrap())).unwrap()
+    });
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "https://login.bench.example", "aud": "flashsale", "sub": "shopper-1",
+        "iat": now, "nbf": now, "exp": now + 3600,
+    });
+    for key in &keys {
+        let token = key.sign(&claims);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        // The first verification reads the key set; the bench measures the rest.
+        runtime.block_on(verifier.verify(&token, &header)).unwrap();
+        let name = format!("jwt_verify_{:?}_provider", key.algorithm).to_lowercase();
+        c.bench_function(&name, |b| {
+            b.to_async(&runtime)
+                .iter(|| verifier.verify(black_box(&token), &header))
+        });
+    }
+    // What every later request with the same token costs instead: the
+    // node's verdict, looked up by the token's digest.
+    let verified = flashsale::auth::verified::VerifiedTokens::default();
+    let token = keys[0].sign(&claims);
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let caller = runtime.block_on(verifier.verify(&token, &header)).unwrap();
+    verified.keep(&token, &caller, caller.expires_at);
+    c.bench_function("jwt_provider_verdict_reused", |b| {
+        b.iter(|| verified.get(black_box(&token)).unwrap())
+    });
+    std::fs::remove_file(jwks).ok();
 }
 
 fn body_parsing_and_validation(c: &mut Criterion) {
@@ -80,6 +152,7 @@ fn purchase_request_without_io(c: &mut Criterion) {
 criterion_group!(
     benches,
     token_verification,
+    provider_token_verification,
     body_parsing_and_validation,
     purchase_request_without_io
 );

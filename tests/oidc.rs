@@ -122,6 +122,7 @@ async fn a_rotation_costs_exactly_one_extra_key_fetch(pg: PgPool) {
         StatusCode::OK
     );
 
+    let old_key = idp.key("rsa-1");
     idp.rotate(SigningKey::generate("rsa-2", Algorithm::RS256), "rsa-1");
     let new_token = idp.token("rsa-2", "ann");
     for _ in 0..3 {
@@ -129,11 +130,20 @@ async fn a_rotation_costs_exactly_one_extra_key_fetch(pg: PgPool) {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
     assert_eq!(idp.jwks_fetches(), 2, "the new kid fetched the keys once");
-    // The retired key left with that fetch.
-    own_orders(&app, &idp, "ann", &old_token)
+    // The retired key left with that fetch: nothing it signs verifies any
+    // more. (A token it signed that this node already verified is reused
+    // until its exp, for at most auth::verified::KEEP_FOR.)
+    let mut claims = idp.claims("bob");
+    claims["jti"] = json!("signed after the rotation");
+    let retired = old_key.sign(&claims);
+    own_orders(&app, &idp, "bob", &retired)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert_eq!(idp.jwks_fetches(), 2);
+    assert_eq!(
+        own_orders(&app, &idp, "ann", &old_token).await.status,
+        StatusCode::OK
+    );
 }
 
 #[sqlx::test]

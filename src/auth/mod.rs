@@ -18,6 +18,7 @@ pub mod keys;
 pub mod local;
 pub mod oidc;
 pub mod revocations;
+pub mod verified;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use directory::UserDirectory;
 use keys::KeyCache;
 use oidc::OidcVerifier;
 use revocations::Revocations;
+use verified::VerifiedTokens;
 
 /// Why a token was refused. Every message is safe to show the caller.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,7 @@ pub struct Authenticator {
     token_ttl_secs: u64,
     directory: UserDirectory,
     revocations: Arc<Revocations>,
+    verified: VerifiedTokens,
 }
 
 impl Authenticator {
@@ -102,6 +105,7 @@ impl Authenticator {
             token_ttl_secs: settings.token_ttl_secs,
             directory: UserDirectory::new(db),
             revocations: Arc::new(Revocations::default()),
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -169,7 +173,17 @@ impl Authenticator {
                 .oidc
                 .as_ref()
                 .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
-            let provided = oidc.verify(token, &header).await?;
+            // Past the keys' staleness bound nothing is reused: every token
+            // meets the verifier, which answers that keys are unavailable.
+            let reusable = oidc.keys().has_usable_keys();
+            let provided = match self.verified.get(token).filter(|_| reusable) {
+                Some(provided) => provided,
+                None => {
+                    let provided = oidc.verify(token, &header).await?;
+                    self.verified.keep(token, &provided, provided.expires_at);
+                    provided
+                }
+            };
             // Banned users are refused before their first sight costs a write.
             let user_id = provided.identity.user_id();
             self.revocations.check(user_id, provided.issued_at)?;

@@ -31,6 +31,8 @@ pub struct ProviderCaller {
     pub identity: Identity,
     pub role: Role,
     pub issued_at: Option<u64>,
+    /// The token's `exp` (Unix seconds).
+    pub expires_at: u64,
     /// The `email` claim, if any: a label for operators, never a key.
     pub email: Option<String>,
 }
@@ -143,6 +145,7 @@ impl OidcVerifier {
                 Role::Shopper
             },
             issued_at: Some(issued_at),
+            expires_at: claims["exp"].as_u64().unwrap_or_default(),
             email: claims["email"].as_str().and_then(email_label),
         })
     }
