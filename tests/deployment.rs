@@ -47,7 +47,7 @@ fn strings(value: &Value) -> Vec<String> {
 
 /// Every `FLASHSALE_*` variable the binaries read (clap `env = "..."`).
 fn settings_the_binaries_read() -> BTreeSet<String> {
-    ["src/config.rs", "workers/src/settings.rs"]
+    ["src/config/mod.rs", "src/config/auth.rs", "workers/src/settings.rs"]
         .iter()
         .flat_map(|path| {
             read(path)
