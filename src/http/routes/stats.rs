@@ -36,7 +36,8 @@ pub struct SaleStatsResponse {
     pub allotted: i64,
     /// Units left to reserve (Redis).
     pub remaining: Option<i64>,
-    /// Purchase attempts that reached Redis (after the per-user rate limit).
+    /// Purchase attempts that reached Redis (after each node's own rate
+    /// limit): accepted + replayed + rejected.
     pub attempts: i64,
     /// Reservations accepted.
     pub accepted: i64,
@@ -87,6 +88,20 @@ pub struct RejectedCounts {
     pub above_limit: i64,
     pub not_active: i64,
     pub idempotency_key_reused: i64,
+    /// Over the per-user attempt limit of the whole cluster (attempts a
+    /// node's own limiter refused never reach Redis and are not here).
+    pub rate_limited: i64,
+}
+
+impl RejectedCounts {
+    fn total(&self) -> i64 {
+        self.sold_out
+            + self.already_purchased
+            + self.above_limit
+            + self.not_active
+            + self.idempotency_key_reused
+            + self.rate_limited
+    }
 }
 
 /// Stats computed recently on this node, per sale.
@@ -135,21 +150,23 @@ async fn stats_for(state: &AppState, sale_id: Uuid) -> Result<SaleStatsResponse,
     )?;
     let sale = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
     let now = Utc::now();
+    let rejected = RejectedCounts {
+        sold_out: counters.get("rejected_sold_out"),
+        already_purchased: counters.get("rejected_limit"),
+        above_limit: counters.get("rejected_above_limit"),
+        not_active: counters.get("rejected_not_active"),
+        idempotency_key_reused: counters.get("rejected_key_reused"),
+        rate_limited: counters.get("rejected_rate_limited"),
+    };
     let stats = SaleStatsResponse {
         sale_id,
         state: sale.effective_state(now),
         allotted: sale.allotted_quantity,
         remaining: counters.remaining,
-        attempts: counters.get("attempts"),
+        attempts: counters.get("accepted") + counters.get("replayed") + rejected.total(),
         accepted: counters.get("accepted"),
         replayed: counters.get("replayed"),
-        rejected: RejectedCounts {
-            sold_out: counters.get("rejected_sold_out"),
-            already_purchased: counters.get("rejected_limit"),
-            above_limit: counters.get("rejected_above_limit"),
-            not_active: counters.get("rejected_not_active"),
-            idempotency_key_reused: counters.get("rejected_key_reused"),
-        },
+        rejected,
         pending: counters.pending,
         confirmed_units: sale.confirmed_quantity,
         released: counters.get("released") + counters.get("expired") + counters.get("failed"),

@@ -36,8 +36,9 @@
 local user, quantity, key, reservation = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local idempotency_field = user .. ':' .. key
 
+-- One counter per outcome; the stats add them up into the attempts (one
+-- write per attempt rather than two).
 local function count(outcome)
-  redis.call('HINCRBY', KEYS[7], 'attempts', 1)
   redis.call('HINCRBY', KEYS[7], outcome, 1)
 end
 
