@@ -276,6 +276,28 @@ async fn every_admin_action_is_audited_with_who_what_and_the_request_id(pg: PgPo
         .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
 }
 
+/// Found by the schema fuzzer: an operator's token banned its own account
+/// (the id appears in the audit trail), locking out every script that
+/// mints tokens for that operator.
+#[sqlx::test]
+async fn an_operator_cannot_ban_their_own_account(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let own = user_id_of(&app, &admin).await;
+    app.post(
+        &format!("/api/admin/users/{own}/ban"),
+        Some(&admin),
+        json!({}),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "CANNOT_BAN_YOURSELF");
+    assert_eq!(
+        app.get("/api/admin/audit", Some(&admin)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.count("admin_audit").await, 0);
+}
+
 #[sqlx::test]
 async fn banning_an_unknown_user_is_404_and_changes_nothing(pg: PgPool) {
     let app = spawn_app(pg).await;

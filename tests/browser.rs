@@ -270,29 +270,21 @@ async fn start_browser() -> (Chromedriver, Client) {
     panic!("no browser session: {last_error:?}");
 }
 
-/// The dashboard's sign-in: an operator pastes a token.
-async fn paste_token(browser: &Client, token: &str) {
-    let field = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#token"))
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        if field.is_displayed().await.unwrap() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    field.send_keys(token).await.unwrap();
-    click(browser, "#login button[type=submit]").await;
+/// The shop's development login: an email.
+async fn sign_in(browser: &Client, email: &str) {
+    fill_login_form(browser, "#email", email).await;
 }
 
-async fn sign_in(browser: &Client, email: &str) {
+/// The dashboard's sign-in: an operator pastes a token.
+async fn paste_token(browser: &Client, token: &str) {
+    fill_login_form(browser, "#token", token).await;
+}
+
+async fn fill_login_form(browser: &Client, field: &str, text: &str) {
     let field = browser
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::Css("#email"))
+        .for_element(Locator::Css(field))
         .await
         .unwrap();
     // The form shows once the page's script found no session.
@@ -302,7 +294,7 @@ async fn sign_in(browser: &Client, email: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    field.send_keys(email).await.unwrap();
+    field.send_keys(text).await.unwrap();
     click(browser, "#login button[type=submit]").await;
 }
 

@@ -47,17 +47,21 @@ fn strings(value: &Value) -> Vec<String> {
 
 /// Every `FLASHSALE_*` variable the binaries read (clap `env = "..."`).
 fn settings_the_binaries_read() -> BTreeSet<String> {
-    ["src/config/mod.rs", "src/config/auth.rs", "workers/src/settings.rs"]
-        .iter()
-        .flat_map(|path| {
-            read(path)
-                .lines()
-                .filter_map(|line| line.trim().strip_prefix("env = \""))
-                .filter_map(|rest| rest.split('"').next())
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    [
+        "src/config/mod.rs",
+        "src/config/auth.rs",
+        "workers/src/settings.rs",
+    ]
+    .iter()
+    .flat_map(|path| {
+        read(path)
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("env = \""))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    })
+    .collect()
 }
 
 /// `NAME=${OVERRIDE:-default}` in a sourced shell file: the default.

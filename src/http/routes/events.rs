@@ -69,6 +69,7 @@ pub struct SaleEventsQuery {
         (status = 200, description = "An endless text/event-stream of `sale` and `purchase` events", content_type = "text/event-stream", body = String),
         (status = 400, description = "sale_id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "A bearer token was sent and is invalid", body = crate::http::ErrorBody),
+        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
         (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
     ))]

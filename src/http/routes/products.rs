@@ -113,7 +113,7 @@ impl From<ProductRow> for ProductResponse {
         (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 409, description = "SKU_TAKEN", body = crate::http::ErrorBody),
         (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
     ))]

@@ -66,6 +66,7 @@ pub struct PurchaseAccepted {
         (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
         (status = 409, description = "ALREADY_PURCHASED or SALE_NOT_ACTIVE", body = crate::http::ErrorBody),
         (status = 410, description = "SOLD_OUT", body = crate::http::ErrorBody),
@@ -229,6 +230,7 @@ pub struct PurchaseStatusResponse {
         (status = 200, description = "The purchase", body = PurchaseStatusResponse),
         (status = 400, description = "Neither sale_id nor reservation_id", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "PURCHASE_NOT_FOUND", body = crate::http::ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
     ))]
@@ -340,6 +342,7 @@ pub struct OrdersPage {
         (status = 200, description = "One page of orders", body = OrdersPage),
         (status = 400, description = "Bad page or per_page", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
+        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "Not this caller's orders", body = crate::http::ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
     ))]

@@ -206,7 +206,7 @@ pub struct StatsQuery {
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
         (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
     ))]
@@ -227,7 +227,7 @@ async fn get_current_sale_stats(
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
         (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
     ))]

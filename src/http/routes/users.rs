@@ -8,10 +8,9 @@
 //! was suspended) and their stock goes back on sale; confirmed orders are
 //! kept and listed in the answer.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -79,7 +78,7 @@ impl AccountResponse {
         (status = 200, description = "The account", body = AccountResponse),
         (status = 400, description = "VALIDATION_FAILED: the id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "USER_NOT_FOUND", body = crate::http::ErrorBody),
         (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
     ))]
@@ -105,9 +104,10 @@ async fn get_user(
     params(("id" = Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "Suspended; the orders it keeps", body = AccountResponse),
+        (status = 409, description = "CANNOT_BAN_YOURSELF: an operator cannot suspend their own account", body = crate::http::ErrorBody),
         (status = 400, description = "VALIDATION_FAILED: the id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "USER_NOT_FOUND", body = crate::http::ErrorBody),
         (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
     ))]
@@ -116,6 +116,15 @@ async fn ban_user(
     admin: Admin,
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {
+    // An operator locking themselves out (and, with a shared operator
+    // account, every script that mints its tokens) is never what they meant.
+    if id == admin.caller.user_id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CANNOT_BAN_YOURSELF",
+            "an operator cannot suspend their own account; ask another operator",
+        ));
+    }
     let user = state.db.ban_user(id, &admin.act()).await?;
     tracing::info!(admin = %admin.caller.user_id, user_id = %id, "account suspended");
     announce(&state, &user).await;
@@ -131,7 +140,7 @@ async fn ban_user(
         (status = 200, description = "No longer suspended", body = AccountResponse),
         (status = 400, description = "VALIDATION_FAILED: the id is not a UUID", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 404, description = "USER_NOT_FOUND", body = crate::http::ErrorBody),
         (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
     ))]
@@ -168,44 +177,8 @@ pub struct AuditQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditEntry {
-    pub id: Uuid,
-    pub at: DateTime<Utc>,
-    pub actor_id: Uuid,
-    /// `local` or the provider's issuer.
-    pub actor_issuer: String,
-    /// The email for local users, the provider's `sub` otherwise.
-    pub actor_subject: String,
-    /// e.g. `sale.create`, `sale.pause`, `sale.add_stock`, `user.ban`.
-    pub action: String,
-    pub target_type: String,
-    pub target_id: Uuid,
-    #[schema(value_type = Object)]
-    pub details: Value,
-    /// The `x-request-id` of the admin's request.
-    pub request_id: Option<String>,
-}
-
-impl From<AuditRow> for AuditEntry {
-    fn from(row: AuditRow) -> Self {
-        Self {
-            id: row.id,
-            at: row.at,
-            actor_id: row.actor_id,
-            actor_issuer: row.actor_issuer,
-            actor_subject: row.actor_subject,
-            action: row.action,
-            target_type: row.target_type,
-            target_id: row.target_id,
-            details: row.details,
-            request_id: row.request_id,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
-    pub entries: Vec<AuditEntry>,
+    pub entries: Vec<AuditRow>,
     /// Pass as `before` for the next page; null on the last one.
     pub next_before: Option<Uuid>,
 }
@@ -218,7 +191,7 @@ pub struct AuditPage {
         (status = 200, description = "One page of the audit trail", body = AuditPage),
         (status = 400, description = "VALIDATION_FAILED: a bad limit or id", body = crate::http::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "Not an admin", body = crate::http::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
         (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
     ))]
 async fn list_audit(
@@ -238,7 +211,7 @@ async fn list_audit(
         .then(|| rows.last().map(|row| row.id))
         .flatten();
     Ok(Json(AuditPage {
-        entries: rows.into_iter().map(AuditEntry::from).collect(),
+        entries: rows,
         next_before,
     }))
 }

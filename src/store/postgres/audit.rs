@@ -19,18 +19,25 @@ pub struct AdminAct {
     pub request_id: Option<String>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One audit record, as admins read it (`GET /api/admin/audit`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     pub id: Uuid,
     pub at: DateTime<Utc>,
     pub actor_id: Uuid,
-    /// The actor's issuer and subject (the email for local users).
+    /// `local` (operator tokens, dev logins) or the provider's issuer.
     pub actor_issuer: String,
+    /// The email for local users, the provider's `sub` otherwise.
     pub actor_subject: String,
+    /// e.g. `sale.create`, `sale.pause`, `sale.add_stock`, `user.ban`.
     pub action: String,
+    /// `product`, `sale` or `user`.
     pub target_type: String,
     pub target_id: Uuid,
+    /// What the action changed, e.g. `{"from": "active", "to": "paused"}`.
+    #[schema(value_type = Object)]
     pub details: Value,
+    /// The `x-request-id` of the admin's request.
     pub request_id: Option<String>,
 }
 
