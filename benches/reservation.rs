@@ -40,6 +40,7 @@ fn reservation_round_trip(c: &mut Criterion) {
             ends_at_ms: now + 3_600_000,
             per_user_limit: 1,
             price: 4_999,
+            version: 1,
             buyers: None,
         }))
         .expect("Redis must be running (scripts/up or scripts/test)");

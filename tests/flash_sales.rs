@@ -277,3 +277,47 @@ async fn a_sale_that_starts_later_is_scheduled(pg: PgPool) {
     let status = app.get("/api/flash-sale/status", None).await;
     assert_eq!(status.body["state"], "scheduled");
 }
+
+/// A reader that saw the sale before an admin's cancel or end (the
+/// reconciler, a readiness probe, a purchase re-arming a missing sale) and
+/// arms it afterwards must not bring back the state it read: the sale's
+/// version only moves forward in Redis.
+#[sqlx::test]
+async fn a_stale_arm_never_undoes_a_cancel_or_an_end(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let db = flashsale::store::postgres::Db::new(app.pg.clone(), common::DEPENDENCY_TIMEOUT);
+    for (action, state) in [("cancel", "cancelled"), ("end", "ended")] {
+        let sale = app.open_sale(&admin, 10, 1).await;
+        let read_before = db.find_sale(sale.parse().unwrap()).await.unwrap().unwrap();
+        let changed = app
+            .patch(
+                &format!("/api/admin/flash-sales/{sale}"),
+                Some(&admin),
+                json!({ "action": action }),
+            )
+            .await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+
+        let armed = flashsale::store::arming::arm_sale(&db, &app.redis_store(), &read_before)
+            .await
+            .unwrap();
+        assert!(
+            armed.superseded,
+            "{action}: the stale arm was not recognised"
+        );
+        assert_eq!(
+            app.redis_meta(&sale, "state").await.as_deref(),
+            Some(state),
+            "{action} was undone by an arm from before it"
+        );
+        let (_, shopper) = app.shopper();
+        app.attempt(
+            &shopper,
+            &format!("after-{action}"),
+            json!({ "sale_id": sale }),
+        )
+        .await
+        .assert_error(StatusCode::CONFLICT, "SALE_NOT_ACTIVE");
+    }
+}

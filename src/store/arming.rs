@@ -20,6 +20,7 @@ impl From<&SaleRow> for SaleMirror {
             ends_at_ms: sale.ends_at.timestamp_millis(),
             per_user_limit: sale.per_user_limit,
             price: sale.sale_price,
+            version: sale.version,
             buyers: None,
         }
     }

@@ -39,6 +39,9 @@ pub struct SaleRow {
     pub per_user_limit: i32,
     pub allotted_quantity: i64,
     pub confirmed_quantity: i64,
+    /// One more on every admin change; arming never lets an older version
+    /// of the sale overwrite a newer one in Redis.
+    pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -61,7 +64,7 @@ macro_rules! select_sales {
         concat!(
             "select s.id, s.product_id, s.sale_price, p.currency, s.starts_at, s.ends_at,
                     s.state, s.per_user_limit, s.allotted_quantity, s.confirmed_quantity,
-                    s.created_at, s.updated_at
+                    s.version, s.created_at, s.updated_at
              from flash_sales s join products p on p.id = s.product_id ",
             $($clause),*
         )
@@ -192,11 +195,14 @@ impl Db {
                 tx.commit().await?;
                 return Ok(sale);
             }
-            sqlx::query("update flash_sales set state = $2, updated_at = now() where id = $1")
-                .bind(id)
-                .bind(next.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "update flash_sales set state = $2, version = version + 1, updated_at = now()
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(next.as_str())
+            .execute(&mut *tx)
+            .await?;
             let sale = select_sale(&mut tx, id, false)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
@@ -235,7 +241,8 @@ impl Db {
                 .into());
             }
             sqlx::query(
-                "update flash_sales set allotted_quantity = allotted_quantity + $2, updated_at = now()
+                "update flash_sales
+                 set allotted_quantity = allotted_quantity + $2, version = version + 1, updated_at = now()
                  where id = $1",
             )
             .bind(id)

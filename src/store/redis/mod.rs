@@ -39,6 +39,8 @@ pub struct SaleMirror {
     pub ends_at_ms: i64,
     pub per_user_limit: i32,
     pub price: i64,
+    /// The sale's version in PostgreSQL: Redis keeps the newest it was given.
+    pub version: i64,
     /// Units each buyer holds in PostgreSQL; given when the stock counter was
     /// seen missing, so that a rebuild restores per-user limits too.
     pub buyers: Option<Vec<(Uuid, i64)>>,
@@ -50,6 +52,8 @@ pub struct Armed {
     pub remaining: i64,
     /// The stock counter was missing and was built from PostgreSQL.
     pub rebuilt: bool,
+    /// Redis already held a newer version of the sale; nothing was written.
+    pub superseded: bool,
 }
 
 /// The Redis handle: connection, key prefix, call bound, loaded scripts.
@@ -177,14 +181,16 @@ impl RedisStore {
             .arg(sale.ends_at_ms)
             .arg(sale.per_user_limit)
             .arg(sale.price)
+            .arg(sale.version)
             .arg(u8::from(sale.buyers.is_some()));
         for (user_id, units) in sale.buyers.iter().flatten() {
             invocation.arg(user_id.to_string()).arg(*units);
         }
-        let (remaining, rebuilt): (i64, i64) = self.run_script(invocation).await?;
+        let (remaining, rebuilt, superseded): (i64, i64, i64) = self.run_script(invocation).await?;
         Ok(Armed {
             remaining,
             rebuilt: rebuilt == 1,
+            superseded: superseded == 1,
         })
     }
 }

@@ -12,6 +12,12 @@
 -- per-user units are rebuilt too: confirmed units from PostgreSQL plus the
 -- surviving pending ones, so per-user limits hold across the loss.
 --
+-- Sale state only moves forward: the meta hash keeps the version of the
+-- sale it mirrors (PostgreSQL adds one on every admin change), and a caller
+-- holding an older version than the one armed changes nothing. Otherwise a
+-- reader that saw the sale before a cancel (the reconciler, a readiness
+-- probe, a purchase re-arming a missing sale) would arm "active" again.
+--
 -- KEYS[1]  stock counter of the sale
 -- KEYS[2]  meta hash of the sale
 -- KEYS[3]  buyers hash (user -> units held)
@@ -25,10 +31,18 @@
 -- ARGV[5]  ends_at, Unix milliseconds
 -- ARGV[6]  per-user limit, units
 -- ARGV[7]  sale price, minor units
--- ARGV[8]  1 if buyers follow, else 0
--- ARGV[9..] user id, confirmed units, user id, confirmed units, ...
+-- ARGV[8]  the sale's version in PostgreSQL
+-- ARGV[9]  1 if buyers follow, else 0
+-- ARGV[10..] user id, confirmed units, user id, confirmed units, ...
 --
--- Returns {remaining units, 1 if the counter was (re)built else 0}.
+-- Returns {remaining units, 1 if the counter was (re)built else 0,
+--          1 if a newer version was armed already (nothing written) else 0}.
+
+local version = tonumber(ARGV[8])
+local armed_version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+if armed_version > version then
+  return {tonumber(redis.call('GET', KEYS[1]) or '0'), 0, 1}
+end
 
 local allotted = tonumber(ARGV[1])
 local confirmed = tonumber(ARGV[2])
@@ -50,9 +64,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 or armed_allotted == nil then
   end
   redis.call('SET', KEYS[1], math.max(allotted - confirmed - pending_units, 0))
   redis.call('HSET', KEYS[6], 'pending_units', pending_units)
-  if ARGV[8] == '1' then
+  if ARGV[9] == '1' then
     redis.call('DEL', KEYS[3])
-    for i = 9, #ARGV, 2 do
+    for i = 10, #ARGV, 2 do
       redis.call('HINCRBY', KEYS[3], ARGV[i], tonumber(ARGV[i + 1]))
     end
     for user, units in pairs(pending_by_user) do
@@ -72,6 +86,7 @@ redis.call('HSET', KEYS[2],
   'starts_at_ms', ARGV[4],
   'ends_at_ms', ARGV[5],
   'per_user_limit', ARGV[6],
-  'price', ARGV[7])
+  'price', ARGV[7],
+  'version', version)
 
-return {tonumber(redis.call('GET', KEYS[1])), rebuilt}
+return {tonumber(redis.call('GET', KEYS[1])), rebuilt, 0}
