@@ -15,6 +15,7 @@ const SERIES = [
   { key: "not_active", label: "not active", color: "#8250df" },
   { key: "above_limit", label: "above limit", color: "#0969da" },
   { key: "idempotency_key_reused", label: "key reused", color: "#57606a" },
+  { key: "rate_limited", label: "rate limited", color: "#bc4c00" },
 ];
 
 let saleId = null;
