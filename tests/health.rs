@@ -14,16 +14,7 @@ use sqlx::PgPool;
 const RECOVERY: Duration = Duration::from_secs(15);
 
 async fn app_behind_proxies(pg: PgPool) -> (TestApp, FaultProxy, FaultProxy) {
-    let options = pg.connect_options();
-    let pg_upstream = format!("{}:{}", options.get_host(), options.get_port());
-    let pg_proxy = FaultProxy::start(
-        tokio::net::lookup_host(pg_upstream)
-            .await
-            .unwrap()
-            .next()
-            .unwrap(),
-    )
-    .await;
+    let pg_proxy = FaultProxy::in_front_of_postgres(&pg).await;
     let redis_proxy = FaultProxy::start(common::proxy::socket_of(&common::redis_url())).await;
     let route = Route {
         postgres: Some(pg_proxy.addr),

@@ -28,10 +28,9 @@ impl UserDirectory {
         }
     }
 
-    /// Writes the provider's user the first time this node sees it; returns
-    /// its internal id.
-    pub async fn record(&self, caller: &ProviderCaller) -> Result<Uuid, StoreError> {
-        let user_id = caller.identity.user_id();
+    /// Writes the provider's user (internal id `user_id`) the first time
+    /// this node sees it.
+    pub async fn record(&self, user_id: Uuid, caller: &ProviderCaller) -> Result<(), StoreError> {
         let known = self
             .known
             .read()
@@ -50,6 +49,6 @@ impl UserDirectory {
             }
             known.insert(user_id);
         }
-        Ok(user_id)
+        Ok(())
     }
 }

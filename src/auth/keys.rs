@@ -9,10 +9,7 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{
-        RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::RwLock,
     time::{Duration, Instant},
 };
 
@@ -82,7 +79,6 @@ pub struct KeyCache {
     state: RwLock<KeyState>,
     /// Held while fetching: concurrent refreshes wait and share the result.
     fetching: Mutex<()>,
-    fetches: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +115,6 @@ impl KeyCache {
             max_stale: settings.keys_max_stale(),
             state: RwLock::default(),
             fetching: Mutex::new(()),
-            fetches: AtomicU64::new(0),
         })
     }
 
@@ -136,6 +131,8 @@ impl KeyCache {
         }
         let due = {
             let state = self.read();
+            // A fetch that started while this request waited is shared too,
+            // even when it took longer than `min_refetch`.
             let recent = state
                 .kid_fetch_at
                 .is_some_and(|at| at.elapsed() < self.min_refetch || at >= waited_from);
@@ -151,11 +148,6 @@ impl KeyCache {
     /// Whether tokens can be verified now (keys fetched within `max_stale`).
     pub fn has_usable_keys(&self) -> bool {
         self.usable(&self.read())
-    }
-
-    /// Key set fetches so far (a metric, and what the tests count).
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
     }
 
     /// Fetches the keys now and then every `refresh_every` (after a failure
@@ -203,7 +195,6 @@ impl KeyCache {
     /// Fetches and installs the key set; the caller holds `fetching`.
     /// Returns whether it succeeded; on failure the old keys stay.
     async fn fetch_locked(&self) -> bool {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         match self.fetch_key_set().await {
             Ok(keys) => {
                 metrics::counter!("flashsale_oidc_key_fetches_total", "outcome" => "ok")

@@ -187,7 +187,7 @@ impl Authenticator {
             // Banned users are refused before their first sight costs a write.
             let user_id = provided.identity.user_id();
             self.revocations.check(user_id, provided.issued_at)?;
-            self.directory.record(&provided).await?;
+            self.directory.record(user_id, &provided).await?;
             let caller = Authenticated {
                 user_id,
                 role: provided.role,

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     config::OidcSettings,
-    domain::{Identity, Role},
+    domain::{Email, Identity, Role},
 };
 
 /// What a verified provider token says about its caller.
@@ -170,15 +170,17 @@ impl OidcVerifier {
     }
 }
 
-/// The `email` claim as the users table keeps it (trimmed, lower case,
-/// something before and after one `@`, no NUL), or none: a label, so an
-/// unusable one is dropped rather than refused.
+/// The `email` claim as the users table keeps it (normalised as every
+/// email is, something before and after one `@`, no NUL), or none: a
+/// label, so an unusable one is dropped rather than refused.
 fn email_label(raw: &str) -> Option<String> {
-    let email = raw.trim().to_lowercase();
-    let (local, domain) = email.split_once('@')?;
-    let usable =
-        !local.is_empty() && !domain.is_empty() && email.len() <= 254 && !email.contains('\0');
-    usable.then_some(email)
+    let email = Email::normalize(raw);
+    let (local, domain) = email.as_str().split_once('@')?;
+    let usable = !local.is_empty()
+        && !domain.is_empty()
+        && email.as_str().len() <= 254
+        && !email.as_str().contains('\0');
+    usable.then(|| email.as_str().to_owned())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::oidc::ProviderCaller;
+use super::{local::unix_now, oidc::ProviderCaller};
 
 /// Longest a verdict is reused.
 pub const KEEP_FOR: Duration = Duration::from_secs(60);
@@ -74,13 +74,6 @@ impl VerifiedTokens {
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -586,9 +586,20 @@ impl TestApp {
         status: StatusCode,
         deadline: Duration,
     ) -> Reply {
+        self.wait_for_status_as(path, None, status, deadline).await
+    }
+
+    /// [`Self::wait_for_status`] as the caller of `token`.
+    pub async fn wait_for_status_as(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        status: StatusCode,
+        deadline: Duration,
+    ) -> Reply {
         let give_up = tokio::time::Instant::now() + deadline;
         loop {
-            let reply = self.get(path, None).await;
+            let reply = self.get(path, token).await;
             if reply.status == status {
                 return reply;
             }

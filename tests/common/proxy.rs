@@ -44,6 +44,18 @@ impl FaultProxy {
         Self { addr, mode }
     }
 
+    /// A proxy in front of the PostgreSQL server holding `pg`'s database.
+    pub async fn in_front_of_postgres(pg: &sqlx::PgPool) -> Self {
+        let options = pg.connect_options();
+        let upstream = format!("{}:{}", options.get_host(), options.get_port());
+        let address = tokio::net::lookup_host(upstream)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        Self::start(address).await
+    }
+
     /// The dependency is down: open connections drop, new ones close at once.
     pub fn cut(&self) {
         self.mode.send_replace(Mode::Cut);

@@ -315,3 +315,50 @@ async fn a_ban_waits_for_the_batch_in_flight_and_later_batches_see_it(pg: PgPool
     }
     assert_eq!(harness.order_count().await, 0);
 }
+
+/// The other side of that lock: a batch settling while a ban holds the
+/// user's row waits for the ban, then reads it and fails the reservation.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_batch_waits_for_a_ban_in_flight_and_fails_its_user(pg: PgPool) {
+    let harness = Harness::new(pg, 3, 1).await;
+    let user = harness.users(1).await[0];
+    let job = harness.reserve(&[user]).await.remove(0);
+    let mut ban = harness.pg.begin().await.unwrap();
+    sqlx::query("select id from users where id = $1 for update")
+        .bind(user)
+        .execute(&mut *ban)
+        .await
+        .unwrap();
+
+    let db = harness.db.clone();
+    let sale_id = harness.sale.id;
+    let reservation = flashsale::store::postgres::ReservationToSettle {
+        reservation_id: job.reservation_id,
+        user_id: job.user_id,
+        quantity: job.quantity as i32,
+        idempotency_key: job.idempotency_key.clone(),
+        reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
+    };
+    let settle = tokio::spawn(async move { db.settle_batch(sale_id, &[reservation]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !settle.is_finished(),
+        "the batch did not wait for the ban in flight"
+    );
+    sqlx::query("update users set banned_at = now(), tokens_valid_after = now() where id = $1")
+        .bind(user)
+        .execute(&mut *ban)
+        .await
+        .unwrap();
+    ban.commit().await.unwrap();
+    let settled = tokio::time::timeout(Duration::from_secs(5), settle)
+        .await
+        .expect("the batch went on once the ban committed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        settled.decisions,
+        [flashsale::domain::Decision::Fail(FailureReason::Banned)]
+    );
+    assert_eq!(settled.orders_inserted, 0);
+}

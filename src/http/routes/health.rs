@@ -99,6 +99,7 @@ async fn get_ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>,
 }
 
 async fn check_ready(state: &AppState) -> Result<usize, ApiError> {
+    metrics::counter!("flashsale_readiness_checks_total").increment(1);
     let (postgres, redis) = tokio::join!(state.db.ping(), state.redis.ping());
     postgres?;
     redis?;

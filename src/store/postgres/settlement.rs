@@ -4,8 +4,6 @@
 //! [`crate::domain::decide`] and writes orders, per-user units, the sale's
 //! confirmed count, the product's stock and the audit trail together.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -54,6 +52,8 @@ struct CandidateRow {
     has_order: bool,
     outcome: Option<String>,
     reason: Option<String>,
+    user_exists: bool,
+    user_banned: bool,
     units_bought: i64,
 }
 
@@ -134,15 +134,21 @@ async fn read_candidates(
 ) -> Result<Vec<Candidate>, StoreError> {
     let reservation_ids: Vec<Uuid> = batch.iter().map(|r| r.reservation_id).collect();
     let user_ids: Vec<Uuid> = batch.iter().map(|r| r.user_id).collect();
-    let users = lock_users(tx, &user_ids).await?;
+    // Each user's row is locked `for key share` until the commit: a ban
+    // locks its user `for update`, so it waits for this batch, and a batch
+    // that comes after the ban reads it. No order of a user is committed
+    // after a ban was answered.
     let rows = sqlx::query_as::<_, CandidateRow>(
         "select o.id is not null as has_order, pa.outcome, pa.reason,
+                u.id is not null as user_exists, coalesce(u.banned, false) as user_banned,
                 coalesce(b.units, 0)::bigint as units_bought
          from unnest($2::uuid[], $3::uuid[]) with ordinality as c(reservation_id, user_id, position)
          left join lateral (select id from orders
                             where reservation_id = c.reservation_id limit 1) o on true
          left join lateral (select outcome, reason from purchase_attempts
                             where reservation_id = c.reservation_id limit 1) pa on true
+         left join lateral (select id, banned_at is not null as banned from users
+                            where id = c.user_id limit 1 for key share) u on true
          left join lateral (select units from sale_buyers
                             where flash_sale_id = $1 and user_id = c.user_id limit 1) b on true
          order by c.position",
@@ -167,28 +173,11 @@ async fn read_candidates(
             user_id: reservation.user_id,
             quantity: i64::from(reservation.quantity),
             prior: prior_outcome(&row),
-            user_exists: users.contains_key(&reservation.user_id),
-            banned: users.get(&reservation.user_id) == Some(&true),
+            user_exists: row.user_exists,
+            banned: row.user_banned,
             units_bought: row.units_bought,
         })
         .collect())
-}
-
-/// Which of the batch's users exist and which are banned, with their rows
-/// locked `for key share` until the commit: a ban locks its user `for
-/// update`, so it waits for this batch, and a batch that comes after the
-/// ban reads it. No order of a user is committed after a ban was answered.
-async fn lock_users(
-    tx: &mut Transaction<'_, Postgres>,
-    user_ids: &[Uuid],
-) -> Result<HashMap<Uuid, bool>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, (Uuid, bool)>(
-        "select id, banned_at is not null from users where id = any($1) for key share",
-    )
-    .bind(user_ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows.into_iter().collect())
 }
 
 fn prior_outcome(row: &CandidateRow) -> PriorOutcome {
