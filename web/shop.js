@@ -145,6 +145,7 @@ async function start() {
   $("who").hidden = false;
   $("who-email").textContent = session.email;
   $("login").hidden = true;
+  $("signed-out").hidden = true;
   const saleId = saleIdFromUrl();
   const query = saleId ? `?sale_id=${encodeURIComponent(saleId)}` : "";
   const status = await call("GET", `/api/flash-sale/status${query}`).catch(() => null);
@@ -177,6 +178,8 @@ function signOut() {
  *  from the shop with their token (adoptTokenFromFragment). */
 async function offerSignIn() {
   const { mode } = await authConfig();
+  // A token may have arrived while the configuration was asked for.
+  if (session.token) return;
   if (mode === "dev") $("login").hidden = false;
   else $("signed-out").hidden = false;
 }
