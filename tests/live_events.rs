@@ -106,15 +106,19 @@ async fn outcomes_reach_their_shopper_only_and_reconnects_start_from_the_present
             sale_id,
             bobs,
             flashsale::domain::ReservationStatus::Failed,
-            "the sale was cancelled",
-            flashsale::store::redis::StockDisposition::Restock,
+            flashsale::domain::FailureReason::SaleCancelled,
+            1,
         )
         .await
         .unwrap();
     let outcome = bob_events.next_named("purchase", WAIT).await;
     assert_eq!(outcome.data["reservation_id"], bobs.to_string());
     assert_eq!(outcome.data["status"], "failed");
-    assert_eq!(outcome.data["reason"], "the sale was cancelled");
+    assert_eq!(
+        outcome.data["reason"],
+        flashsale::domain::FailureReason::SaleCancelled.message()
+    );
+    assert_eq!(outcome.data["reason_code"], "sale_cancelled");
 
     // The anonymous stream carries sales only.
     let next = anonymous.next(WAIT).await.expect("stream open");
@@ -210,26 +214,27 @@ async fn a_client_that_stops_reading_is_disconnected_and_nothing_piles_up(pg: Pg
     })
     .await;
 
-    // 3,000 outcomes of ~4 KB for this shopper, four at a time, each batch
-    // once the reading client has the previous one: 12 MB if the node kept
-    // them all for the stalled client.
-    let reason = "x".repeat(4_000);
+    // 60,000 outcomes of ~200 bytes for this shopper (an outcome carries
+    // ids and codes only), six at a time (a stream's backlog is eight),
+    // each batch once the reading
+    // client has the previous one: 12 MB if the node kept them all for the
+    // stalled client.
     let channel = format!("{}:{{sale:{sale}}}:events", app.prefix);
     let mut published = 0;
     let mut published_bytes = 0;
-    for _ in 0..750 {
+    for _ in 0..10_000 {
         let mut pipe = redis::pipe();
-        for _ in 0..4 {
+        for _ in 0..6 {
             let message = json!({
                 "type": "purchase", "sale_id": sale, "reservation_id": Uuid::now_v7(),
-                "user_id": user_id, "status": "failed", "reason": reason,
+                "user_id": user_id, "status": "failed", "reason": "limit_reached",
             })
             .to_string();
             published_bytes += message.len();
             pipe.publish(&channel, message).ignore();
         }
         let () = pipe.query_async(&mut app.redis.clone()).await.unwrap();
-        published += 4;
+        published += 6;
         tokio::time::timeout(WAIT, received.wait_for(|count| *count >= published))
             .await
             .expect("the reading client keeps up")

@@ -9,7 +9,7 @@ use std::{
 };
 
 use common::{Reply, Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_with};
-use flashsale::{domain::ReservationStatus, store::redis::StockDisposition};
+use flashsale::domain::{FailureReason, ReservationStatus};
 use futures::{StreamExt, stream};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -534,8 +534,8 @@ async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg
             sale_id,
             reservation,
             ReservationStatus::Failed,
-            "the sale was cancelled",
-            StockDisposition::Restock,
+            FailureReason::SaleCancelled,
+            1,
         )
         .await
         .unwrap();
@@ -546,7 +546,11 @@ async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg
         )
         .await;
     assert_eq!(failed.body["status"], "failed", "{}", failed.body);
-    assert_eq!(failed.body["reason"], "the sale was cancelled");
+    assert_eq!(
+        failed.body["reason"],
+        FailureReason::SaleCancelled.message()
+    );
+    assert_eq!(failed.body["reason_code"], "sale_cancelled");
     assert_eq!(
         app.redis_stock(&sale).await,
         Some(5),

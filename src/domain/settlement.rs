@@ -29,7 +29,8 @@ pub enum PriorOutcome {
     Confirmed,
     Ended {
         status: ReservationStatus,
-        reason: String,
+        /// `None` when the stored code is not one this build knows.
+        reason: Option<FailureReason>,
     },
 }
 
@@ -47,8 +48,10 @@ pub struct Candidate {
     pub units_bought: i64,
 }
 
-/// Why a reservation can never become an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a reservation can never become an order. The code is what Redis
+/// records and PostgreSQL stores (`purchase_attempts.reason`); the message
+/// is only ever shown, never read back, so rewording it changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureReason {
     SaleCancelled,
     UserGone,
@@ -58,13 +61,28 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    const ALL: [FailureReason; 5] = [
+    pub const ALL: [FailureReason; 5] = [
         FailureReason::SaleCancelled,
         FailureReason::UserGone,
         FailureReason::Banned,
         FailureReason::LimitReached,
         FailureReason::NoStock,
     ];
+
+    /// The stable code: stored, published, labelled in metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureReason::SaleCancelled => "sale_cancelled",
+            FailureReason::UserGone => "user_gone",
+            FailureReason::Banned => "banned",
+            FailureReason::LimitReached => "limit_reached",
+            FailureReason::NoStock => "no_stock",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.code() == code)
+    }
 
     /// What the shopper reads in their purchase status.
     pub fn message(self) -> &'static str {
@@ -79,26 +97,9 @@ impl FailureReason {
         }
     }
 
-    /// A stable label for metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureReason::SaleCancelled => "sale_cancelled",
-            FailureReason::UserGone => "user_gone",
-            FailureReason::Banned => "banned",
-            FailureReason::LimitReached => "limit_reached",
-            FailureReason::NoStock => "no_stock",
-        }
-    }
-
-    pub fn from_message(message: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|reason| reason.message() == message)
-    }
-
-    /// Whether the reserved unit exists in PostgreSQL and may be sold again.
-    /// With `NoStock` it does not: Redis had counted a unit too many.
-    pub fn unit_exists(self) -> bool {
+    /// Whether the reserved units exist in PostgreSQL and may be sold
+    /// again. With `NoStock` only the part that still fits does.
+    pub fn units_exist(self) -> bool {
         self != FailureReason::NoStock
     }
 }
@@ -110,21 +111,35 @@ pub enum Decision {
     Commit,
     /// Its order exists (a redelivered job): only Redis may need telling.
     AlreadyConfirmed,
-    /// It can never succeed: record the failure and release it.
-    Fail(FailureReason),
+    /// It can never succeed: record the failure and release it, putting
+    /// `restock` of its units back on sale; the rest never existed in
+    /// PostgreSQL (Redis had counted them) and are written off.
+    Fail { reason: FailureReason, restock: i64 },
     /// A failure PostgreSQL recorded earlier: release it again (idempotent).
     AlreadyEnded {
         status: ReservationStatus,
-        reason: String,
+        reason: Option<FailureReason>,
     },
+}
+
+impl Decision {
+    fn fail(reason: FailureReason, quantity: i64) -> Self {
+        let restock = if reason.units_exist() { quantity } else { 0 };
+        Decision::Fail { reason, restock }
+    }
 }
 
 /// Decides a batch in order (oldest reservation first, as the caller sorts
 /// it). Units committed earlier in the batch count against later ones.
+///
+/// A reservation that does not fit fails as a whole (a shopper asked for
+/// all its units), but whatever room the sale still has once the batch's
+/// commits are counted goes back on sale through those failures, oldest
+/// first, instead of being written off with them.
 pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
     let mut room = (ledger.allotted - ledger.confirmed).min(ledger.available);
     let mut bought: HashMap<Uuid, i64> = HashMap::new();
-    candidates
+    let mut decisions: Vec<Decision> = candidates
         .iter()
         .map(|candidate| {
             match &candidate.prior {
@@ -132,7 +147,7 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 PriorOutcome::Ended { status, reason } => {
                     return Decision::AlreadyEnded {
                         status: *status,
-                        reason: reason.clone(),
+                        reason: *reason,
                     };
                 }
                 PriorOutcome::Undecided => {}
@@ -154,7 +169,7 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 None
             };
             match failure {
-                Some(reason) => Decision::Fail(reason),
+                Some(reason) => Decision::fail(reason, candidate.quantity),
                 None => {
                     *units += candidate.quantity;
                     room -= candidate.quantity;
@@ -162,7 +177,18 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 }
             }
         })
-        .collect()
+        .collect();
+    for (decision, candidate) in decisions.iter_mut().zip(candidates) {
+        if let Decision::Fail {
+            reason: FailureReason::NoStock,
+            restock,
+        } = decision
+        {
+            *restock = candidate.quantity.min(room.max(0));
+            room -= *restock;
+        }
+    }
+    decisions
 }
 
 #[cfg(test)]
@@ -205,7 +231,10 @@ mod tests {
             [
                 Decision::Commit,
                 Decision::Commit,
-                Decision::Fail(FailureReason::NoStock)
+                Decision::Fail {
+                    reason: FailureReason::NoStock,
+                    restock: 0
+                }
             ]
         );
         let decisions = decide(&ledger(10, 8, 100), &batch);
@@ -213,8 +242,14 @@ mod tests {
             decisions,
             [
                 Decision::Commit,
-                Decision::Fail(FailureReason::NoStock),
-                Decision::Fail(FailureReason::NoStock)
+                Decision::Fail {
+                    reason: FailureReason::NoStock,
+                    restock: 0
+                },
+                Decision::Fail {
+                    reason: FailureReason::NoStock,
+                    restock: 0
+                }
             ]
         );
     }
@@ -231,7 +266,10 @@ mod tests {
             decisions,
             [
                 Decision::Commit,
-                Decision::Fail(FailureReason::LimitReached)
+                Decision::Fail {
+                    reason: FailureReason::LimitReached,
+                    restock: 1
+                }
             ]
         );
     }
@@ -243,7 +281,7 @@ mod tests {
         let mut failed = candidate(Uuid::now_v7(), 1);
         failed.prior = PriorOutcome::Ended {
             status: ReservationStatus::Failed,
-            reason: "x".into(),
+            reason: Some(FailureReason::NoStock),
         };
         let mut cancelled = ledger(10, 0, 10);
         cancelled.state = SaleState::Cancelled;
@@ -253,7 +291,7 @@ mod tests {
                 Decision::AlreadyConfirmed,
                 Decision::AlreadyEnded {
                     status: ReservationStatus::Failed,
-                    reason: "x".into()
+                    reason: Some(FailureReason::NoStock)
                 }
             ]
         );
@@ -266,13 +304,22 @@ mod tests {
         let present = candidate(Uuid::now_v7(), 1);
         assert_eq!(
             decide(&ledger(10, 0, 10), &[gone.clone(), present.clone()]),
-            [Decision::Fail(FailureReason::UserGone), Decision::Commit]
+            [
+                Decision::Fail {
+                    reason: FailureReason::UserGone,
+                    restock: 1
+                },
+                Decision::Commit
+            ]
         );
         let mut cancelled = ledger(10, 0, 10);
         cancelled.state = SaleState::Cancelled;
         assert_eq!(
             decide(&cancelled, &[present]),
-            [Decision::Fail(FailureReason::SaleCancelled)]
+            [Decision::Fail {
+                reason: FailureReason::SaleCancelled,
+                restock: 1
+            }]
         );
     }
 
@@ -283,18 +330,58 @@ mod tests {
         let other = candidate(Uuid::now_v7(), 1);
         assert_eq!(
             decide(&ledger(1, 0, 1), &[banned, other]),
-            [Decision::Fail(FailureReason::Banned), Decision::Commit]
+            [
+                Decision::Fail {
+                    reason: FailureReason::Banned,
+                    restock: 1
+                },
+                Decision::Commit
+            ]
         );
-        assert!(FailureReason::Banned.unit_exists());
+        assert!(FailureReason::Banned.units_exist());
     }
 
     #[test]
-    fn failure_messages_round_trip_and_only_missing_stock_is_written_off() {
+    fn a_reservation_too_big_for_the_room_left_fails_but_the_room_goes_back_on_sale() {
+        // Redis accepted 2 units where PostgreSQL has 1 (it had counted a
+        // unit that does not exist): the reservation fails, 1 unit goes
+        // back on sale and 1 is written off.
+        let decisions = decide(&ledger(10, 9, 100), &[candidate(Uuid::now_v7(), 2)]);
+        assert_eq!(
+            decisions,
+            [Decision::Fail {
+                reason: FailureReason::NoStock,
+                restock: 1
+            }]
+        );
+        // Commits later in the batch are served first; only what is left
+        // over goes back through the failure.
+        let decisions = decide(
+            &ledger(10, 7, 100),
+            &[candidate(Uuid::now_v7(), 2), candidate(Uuid::now_v7(), 2)],
+        );
+        assert_eq!(
+            decisions,
+            [
+                Decision::Commit,
+                Decision::Fail {
+                    reason: FailureReason::NoStock,
+                    restock: 1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_codes_round_trip_and_only_missing_stock_is_written_off() {
         for reason in FailureReason::ALL {
-            assert_eq!(FailureReason::from_message(reason.message()), Some(reason));
-            assert!(!reason.message().contains('|'));
-            assert_eq!(reason.unit_exists(), reason != FailureReason::NoStock);
+            assert_eq!(FailureReason::from_code(reason.code()), Some(reason));
+            assert!(!reason.code().contains('|'));
+            assert_eq!(reason.units_exist(), reason != FailureReason::NoStock);
         }
-        assert_eq!(FailureReason::from_message("something else"), None);
+        assert_eq!(
+            FailureReason::from_code(FailureReason::NoStock.message()),
+            None
+        );
     }
 }

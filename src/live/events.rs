@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    domain::{PurchaseStatus, SaleState},
+    domain::{FailureReason, PurchaseStatus, ReservationStatus, SaleState},
     snapshot::SaleView,
     store::redis::ReservationRecord,
 };
@@ -63,17 +63,36 @@ pub struct PurchaseEvent {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     pub status: PurchaseStatus,
-    /// Why a purchase failed.
+    /// Why a purchase failed, in words for the shopper.
     pub reason: Option<String>,
+    /// The same as a stable code (see the purchase status).
+    pub reason_code: Option<String>,
+}
+
+impl PurchaseEvent {
+    pub fn new(
+        reservation_id: Uuid,
+        sale_id: Uuid,
+        status: ReservationStatus,
+        reason: Option<FailureReason>,
+    ) -> Self {
+        Self {
+            reservation_id,
+            sale_id,
+            status: status.for_shopper(),
+            reason: reason.map(|reason| reason.message().to_string()),
+            reason_code: reason.map(|reason| reason.code().to_string()),
+        }
+    }
 }
 
 impl From<ReservationRecord> for PurchaseEvent {
     fn from(record: ReservationRecord) -> Self {
-        Self {
-            reservation_id: record.reservation_id,
-            sale_id: record.sale_id,
-            status: record.status.for_shopper(),
-            reason: record.reason,
-        }
+        Self::new(
+            record.reservation_id,
+            record.sale_id,
+            record.status,
+            record.reason,
+        )
     }
 }

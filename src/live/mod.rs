@@ -276,12 +276,7 @@ impl LiveEvents {
                 status,
                 reason,
             } => {
-                let event = PurchaseEvent {
-                    reservation_id,
-                    sale_id,
-                    status: status.for_shopper(),
-                    reason,
-                };
+                let event = PurchaseEvent::new(reservation_id, sale_id, status, reason);
                 self.send_to_shoppers(sale_id, Some(user_id), Delivery::Settled(event));
             }
             Published::Subscribed { sale_id } => {

@@ -147,7 +147,7 @@ async fn handle_purchase(
             Ok(())
         }
         Ok(JobOutcome::Failed(reason)) => {
-            tracing::info!(%reservation_id, %sale_id, %reason, "purchase failed for good; reservation released");
+            tracing::info!(%reservation_id, %sale_id, reason = reason.code(), "purchase failed for good; reservation released");
             context.tally.record_job(JobEnd::Failed);
             Ok(())
         }

@@ -15,7 +15,7 @@ use flashsale::{
     store::{
         StoreError,
         postgres::{Db, ReservationToSettle},
-        redis::{RedisStore, StockDisposition},
+        redis::RedisStore,
     },
 };
 use futures::future::try_join_all;
@@ -30,7 +30,7 @@ pub enum JobOutcome {
     Confirmed,
     /// It can never become an order; the reservation was released with this
     /// reason, which the shopper sees.
-    Failed(String),
+    Failed(FailureReason),
 }
 
 #[derive(Clone)]
@@ -69,31 +69,37 @@ impl Settler {
         let mut outcomes = vec![JobOutcome::Confirmed; jobs.len()];
         for (&index, decision) in order.iter().zip(&settled.decisions) {
             let job = &jobs[index];
-            match decision {
+            let (status, reason, restock) = match decision {
                 Decision::Commit => {
                     confirmed.push(job.reservation_id);
                     buyers.push(job.user_id);
+                    continue;
                 }
-                Decision::AlreadyConfirmed => confirmed.push(job.reservation_id),
-                Decision::Fail(reason) => {
-                    releases.push(Release {
-                        reservation_id: job.reservation_id,
-                        status: ReservationStatus::Failed,
-                        reason: reason.message().to_string(),
-                        stock: disposition(Some(*reason)),
-                    });
-                    outcomes[index] = JobOutcome::Failed(reason.message().to_string());
+                Decision::AlreadyConfirmed => {
+                    confirmed.push(job.reservation_id);
+                    continue;
                 }
+                Decision::Fail { reason, restock } => {
+                    (ReservationStatus::Failed, Some(*reason), *restock)
+                }
+                // Released again after a crash between the commit and
+                // Redis: the units go back only when they surely exist.
                 Decision::AlreadyEnded { status, reason } => {
-                    releases.push(Release {
-                        reservation_id: job.reservation_id,
-                        status: *status,
-                        reason: reason.clone(),
-                        stock: disposition(FailureReason::from_message(reason)),
-                    });
-                    outcomes[index] = JobOutcome::Failed(reason.clone());
+                    let restock = match reason {
+                        Some(reason) if reason.units_exist() => i64::from(job.quantity),
+                        _ => 0,
+                    };
+                    (*status, *reason, restock)
                 }
-            }
+            };
+            let reason = reason.unwrap_or(FailureReason::NoStock);
+            releases.push(Release {
+                reservation_id: job.reservation_id,
+                status,
+                reason,
+                restock,
+            });
+            outcomes[index] = JobOutcome::Failed(reason);
         }
 
         let committed_after = started.elapsed();
@@ -103,8 +109,8 @@ impl Settler {
                 sale_id,
                 release.reservation_id,
                 release.status,
-                &release.reason,
-                release.stock,
+                release.reason,
+                release.restock,
             )
         }))
         .await?;
@@ -126,18 +132,9 @@ impl Settler {
 struct Release {
     reservation_id: Uuid,
     status: ReservationStatus,
-    reason: String,
-    stock: StockDisposition,
-}
-
-/// A failed reservation's unit goes back on sale only when PostgreSQL has
-/// it; a reason we cannot read keeps it off sale (never resell a unit that
-/// may not exist).
-fn disposition(reason: Option<FailureReason>) -> StockDisposition {
-    match reason {
-        Some(reason) if reason.unit_exists() => StockDisposition::Restock,
-        _ => StockDisposition::WriteOff,
-    }
+    reason: FailureReason,
+    /// Units that go back on sale; the rest are written off.
+    restock: i64,
 }
 
 fn to_settle(job: &PurchaseJob) -> ReservationToSettle {

@@ -215,8 +215,11 @@ pub struct PurchaseStatusResponse {
     pub sale_id: Uuid,
     pub status: PurchaseStatus,
     pub quantity: i64,
-    /// Why a purchase failed (released, expired, or refused by the worker).
+    /// Why a purchase failed, in words for the shopper.
     pub reason: Option<String>,
+    /// The same as a stable code for programs: `sale_cancelled`,
+    /// `user_gone`, `banned`, `limit_reached` or `no_stock`.
+    pub reason_code: Option<String>,
     /// The order, once confirmed.
     pub order_id: Option<Uuid>,
 }
@@ -264,6 +267,7 @@ async fn get_purchase_status(
             status: PurchaseStatus::Confirmed,
             quantity: order.quantity.into(),
             reason: None,
+            reason_code: None,
             order_id: Some(order.id),
         })),
         None => Err(DomainError::PurchaseNotFound.into()),
@@ -312,7 +316,8 @@ async fn status_of(
         sale_id: record.sale_id,
         status: record.status.for_shopper(),
         quantity: record.quantity,
-        reason: record.reason,
+        reason: record.reason.map(|reason| reason.message().to_string()),
+        reason_code: record.reason.map(|reason| reason.code().to_string()),
         order_id,
     })
 }

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{Db, sales::lock_product};
 use crate::{
     domain::{
-        Candidate, Decision, DomainError, PriorOutcome, ReservationStatus, SaleLedger, SaleState,
-        decide,
+        Candidate, Decision, DomainError, FailureReason, PriorOutcome, ReservationStatus,
+        SaleLedger, SaleState, decide,
     },
     store::StoreError,
 };
@@ -189,7 +189,7 @@ fn prior_outcome(row: &CandidateRow) -> PriorOutcome {
         Some(ReservationStatus::Confirmed) => PriorOutcome::Confirmed,
         Some(status) => PriorOutcome::Ended {
             status,
-            reason: row.reason.clone().unwrap_or_default(),
+            reason: row.reason.as_deref().and_then(FailureReason::from_code),
         },
     }
 }
@@ -214,7 +214,7 @@ async fn write_decisions(
     for (reservation, decision) in batch.iter().zip(decisions) {
         let (outcome, reason) = match decision {
             Decision::Commit => (ReservationStatus::Confirmed, None),
-            Decision::Fail(reason) => (ReservationStatus::Failed, Some(reason.message())),
+            Decision::Fail { reason, .. } => (ReservationStatus::Failed, Some(reason.code())),
             Decision::AlreadyConfirmed | Decision::AlreadyEnded { .. } => continue,
         };
         audit.push(reservation, outcome, reason);

@@ -21,8 +21,9 @@ pub use accounts::{AccountChange, AccountPush, accounts_channel, parse_account_p
 pub use keys::SaleKeys;
 pub use purchase::{
     ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState, UserRate,
+    parse_record,
 };
-pub use settlement::{ReleaseOutcome, StockDisposition};
+pub use settlement::ReleaseOutcome;
 pub use subscriber::{EventSubscriber, Published, parse_push};
 
 use super::{Dependency, StoreError, bounded};
@@ -54,6 +55,14 @@ pub struct Armed {
     pub rebuilt: bool,
     /// Redis already held a newer version of the sale; nothing was written.
     pub superseded: bool,
+}
+
+/// A script that reads or writes reservation records, with the record
+/// codec (`scripts/record.lua`) in front of it.
+macro_rules! with_records {
+    ($script:literal) => {
+        concat!(include_str!("scripts/record.lua"), include_str!($script))
+    };
 }
 
 /// The Redis handle: connection, key prefix, call bound, loaded scripts.
@@ -100,10 +109,10 @@ impl RedisStore {
             prefix: settings.redis_prefix.as_str().into(),
             timeout,
             scripts: Arc::new(Scripts {
-                arm: Script::new(include_str!("scripts/arm_sale.lua")),
-                reserve: Script::new(include_str!("scripts/reserve.lua")),
-                release: Script::new(include_str!("scripts/release.lua")),
-                confirm: Script::new(include_str!("scripts/confirm.lua")),
+                arm: Script::new(with_records!("scripts/arm_sale.lua")),
+                reserve: Script::new(with_records!("scripts/reserve.lua")),
+                release: Script::new(with_records!("scripts/release.lua")),
+                confirm: Script::new(with_records!("scripts/confirm.lua")),
                 stale_pending: Script::new(include_str!("scripts/stale_pending.lua")),
             }),
         })

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{RedisStore, SaleKeys};
 use crate::{
-    domain::{ReservationStatus, SaleState},
+    domain::{FailureReason, ReservationStatus, SaleState},
     store::{Dependency, StoreError},
 };
 
@@ -71,7 +71,8 @@ pub enum ReserveOutcome {
     },
 }
 
-/// A reservation as Redis records it.
+/// A reservation as Redis records it (`scripts/record.lua` is the Lua
+/// side of the same format).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationRecord {
     pub reservation_id: Uuid,
@@ -81,7 +82,22 @@ pub struct ReservationRecord {
     pub status: ReservationStatus,
     pub reserved_at_ms: i64,
     pub idempotency_key: String,
-    pub reason: Option<String>,
+    pub reason: Option<FailureReason>,
+}
+
+impl ReservationRecord {
+    /// `user|quantity|status|reserved_ms|idempotency_key|reason_code`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}|{}",
+            self.user_id,
+            self.quantity,
+            self.status.as_str(),
+            self.reserved_at_ms,
+            self.idempotency_key,
+            self.reason.map(FailureReason::code).unwrap_or_default()
+        )
+    }
 }
 
 /// A sale as the per-node snapshot reads it from Redis.
@@ -168,8 +184,9 @@ fn parse_reserve(reply: &[String]) -> Result<ReserveOutcome, StoreError> {
     })
 }
 
-/// Parses `user|quantity|status|reserved_ms|idempotency_key|reason`.
-pub(super) fn parse_record(
+/// Parses what [`ReservationRecord::encode`] (or `record.lua`) wrote. A
+/// reason code this build does not know reads as no reason.
+pub fn parse_record(
     sale_id: Uuid,
     reservation_id: Uuid,
     record: &str,
@@ -192,7 +209,7 @@ pub(super) fn parse_record(
         status: ReservationStatus::parse(status).ok_or_else(bad)?,
         reserved_at_ms: reserved_ms.parse().map_err(|_| bad())?,
         idempotency_key: key.to_string(),
-        reason: (!reason.is_empty()).then(|| reason.to_string()),
+        reason: FailureReason::from_code(reason),
     })
 }
 
@@ -432,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn reservation_records_parse_with_and_without_a_reason() {
+    fn reservation_records_round_trip_with_and_without_a_reason() {
         let (sale, reservation, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let pending =
             parse_record(sale, reservation, &format!("{user}|2|pending|17|k-1|")).unwrap();
@@ -440,14 +457,23 @@ mod tests {
             (pending.quantity, pending.status, pending.reason),
             (2, ReservationStatus::Pending, None)
         );
-        let failed = parse_record(
-            sale,
-            reservation,
-            &format!("{user}|1|failed|17|k-1|sale cancelled"),
-        )
-        .unwrap();
-        assert_eq!(failed.reason.as_deref(), Some("sale cancelled"));
-        assert_eq!(failed.idempotency_key, "k-1");
+        let failed = ReservationRecord {
+            status: ReservationStatus::Failed,
+            reason: Some(FailureReason::SaleCancelled),
+            ..pending.clone()
+        };
+        assert_eq!(
+            failed.encode(),
+            format!("{user}|2|failed|17|k-1|sale_cancelled")
+        );
+        assert_eq!(
+            parse_record(sale, reservation, &failed.encode()).unwrap(),
+            failed
+        );
+        assert_eq!(
+            parse_record(sale, reservation, &pending.encode()).unwrap(),
+            pending
+        );
         assert!(parse_record(sale, reservation, "garbage").is_err());
     }
 }

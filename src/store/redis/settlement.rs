@@ -11,7 +11,10 @@ use super::{
     RedisStore, ReservationRecord,
     purchase::{field, malformed, parse_record},
 };
-use crate::{domain::ReservationStatus, store::StoreError};
+use crate::{
+    domain::{FailureReason, ReservationStatus},
+    store::StoreError,
+};
 
 /// What `release.lua` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,15 +22,6 @@ pub enum ReleaseOutcome {
     Released { remaining: i64 },
     NotPending(ReservationStatus),
     Unknown,
-}
-
-/// Where a released reservation's unit goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StockDisposition {
-    /// Back on sale: the unit exists in PostgreSQL.
-    Restock,
-    /// Dropped: PostgreSQL had no unit for it, so Redis had counted one too many.
-    WriteOff,
 }
 
 fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
@@ -47,14 +41,15 @@ fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
 }
 
 impl RedisStore {
-    /// Ends a pending reservation without an order (`scripts/release.lua`).
+    /// Ends a pending reservation without an order (`scripts/release.lua`),
+    /// putting `restock` of its units back on sale and writing off the rest.
     pub async fn release(
         &self,
         sale_id: Uuid,
         reservation_id: Uuid,
         outcome: ReservationStatus,
-        reason: &str,
-        stock: StockDisposition,
+        reason: FailureReason,
+        restock: i64,
     ) -> Result<ReleaseOutcome, StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut invocation = self.scripts.release.prepare_invoke();
@@ -66,8 +61,8 @@ impl RedisStore {
             .key(&keys.stats)
             .arg(reservation_id.to_string())
             .arg(outcome.as_str())
-            .arg(reason.replace('|', "/"))
-            .arg(u8::from(stock == StockDisposition::Restock))
+            .arg(reason.code())
+            .arg(restock)
             .arg(sale_id.to_string())
             .arg(&keys.events);
         let reply: Vec<String> = self.run_script(invocation).await?;

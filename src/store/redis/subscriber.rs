@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::SaleKeys;
 use crate::{
     config::RedisSettings,
-    domain::ReservationStatus,
+    domain::{FailureReason, ReservationStatus},
     store::{Dependency, StoreError, bounded},
 };
 
@@ -39,7 +39,7 @@ pub enum Published {
         reservation_id: Uuid,
         user_id: Uuid,
         status: ReservationStatus,
-        reason: Option<String>,
+        reason: Option<FailureReason>,
     },
     /// The channel is (again) subscribed: anything published before may
     /// have been missed.
@@ -197,7 +197,7 @@ fn parse_message(payload: &[u8]) -> Option<Published> {
             reservation_id,
             user_id,
             status: ReservationStatus::parse(&status)?,
-            reason: reason.filter(|reason| !reason.is_empty()),
+            reason: reason.as_deref().and_then(FailureReason::from_code),
         }),
         Ok(Message::Other) => None,
         Err(error) => {

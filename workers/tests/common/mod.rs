@@ -13,7 +13,7 @@ use std::{
 
 use chrono::Utc;
 use flashsale::{
-    domain::{Currency, Email, Money, ReservationStatus, Role, SaleWindow},
+    domain::{Currency, Email, FailureReason, Money, ReservationStatus, Role, SaleWindow},
     jobs::{PurchaseJob, PurchaseQueue},
     store::{
         arming,
@@ -322,7 +322,7 @@ impl Harness {
     pub async fn reservation_status(
         &self,
         reservation_id: Uuid,
-    ) -> Option<(ReservationStatus, Option<String>)> {
+    ) -> Option<(ReservationStatus, Option<FailureReason>)> {
         self.redis
             .reservation(self.sale.id, reservation_id)
             .await

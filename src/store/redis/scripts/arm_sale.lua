@@ -21,7 +21,7 @@
 -- KEYS[1]  stock counter of the sale
 -- KEYS[2]  meta hash of the sale
 -- KEYS[3]  buyers hash (user -> units held)
--- KEYS[4]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[4]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[5]  pending set
 -- KEYS[6]  stats hash
 -- ARGV[1]  allotted units (PostgreSQL flash_sales.allotted_quantity)
@@ -52,10 +52,8 @@ local rebuilt = 0
 if redis.call('EXISTS', KEYS[1]) == 0 or armed_allotted == nil then
   local pending_units, pending_by_user = 0, {}
   for _, reservation in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-    local record = redis.call('HGET', KEYS[4], reservation)
-    local user, quantity, status = string.match(record or '', '^([^|]*)|([^|]*)|([^|]*)|')
+    local user, quantity, status = decode_record(redis.call('HGET', KEYS[4], reservation))
     if status == 'pending' then
-      quantity = tonumber(quantity)
       pending_units = pending_units + quantity
       pending_by_user[user] = (pending_by_user[user] or 0) + quantity
     else

@@ -5,7 +5,7 @@
 -- pending reservations change, so a redelivered batch counts nothing twice. Reservations Redis no longer knows
 -- (it lost its data) are skipped: PostgreSQL holds their orders.
 --
--- KEYS[1]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[1]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[2]  pending set
 -- KEYS[3]  stats hash
 -- ARGV[1]  sale id, for the events
@@ -17,16 +17,13 @@
 local confirmed, units = 0, 0
 for i = 3, #ARGV do
   local reservation = ARGV[i]
-  local record = redis.call('HGET', KEYS[1], reservation)
-  if record then
-    local user, quantity, status, reserved_ms, key =
-      string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  local user, quantity, status, reserved_ms, key = decode_record(redis.call('HGET', KEYS[1], reservation))
+  if user then
     if status == 'pending' then
-      redis.call('HSET', KEYS[1], reservation,
-        user .. '|' .. quantity .. '|confirmed|' .. reserved_ms .. '|' .. key .. '|')
+      redis.call('HSET', KEYS[1], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key))
       redis.call('ZREM', KEYS[2], reservation)
       confirmed = confirmed + 1
-      units = units + tonumber(quantity)
+      units = units + quantity
       redis.call('PUBLISH', ARGV[2], cjson.encode({
         type = 'purchase', sale_id = ARGV[1], reservation_id = reservation, user_id = user,
         status = 'confirmed'

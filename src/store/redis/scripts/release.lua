@@ -2,48 +2,47 @@
 -- reservation that is no longer pending (confirmed, or already released) is
 -- left alone, so units can never be returned twice.
 --
--- The shopper's units are always given back (they may buy again). The stock
--- unit goes back to the counter unless ARGV[4] is 0: when PostgreSQL had no
--- unit for this reservation, Redis had counted one that does not exist, and
--- returning it would sell it again.
+-- The shopper's units are always given back (they may buy again). Of the
+-- reservation's stock units, ARGV[4] go back to the counter and the rest
+-- are written off: when PostgreSQL had no unit for part of it, Redis had
+-- counted units that do not exist, and returning them would sell them again.
 --
 -- KEYS[1]  stock counter
 -- KEYS[2]  buyers hash (user -> units held)
--- KEYS[3]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[3]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[4]  pending set
 -- KEYS[5]  stats hash
 -- ARGV[1]  reservation id
 -- ARGV[2]  outcome: released | expired | failed
--- ARGV[3]  reason shown to the shopper (no '|')
--- ARGV[4]  1 to put the unit back in stock, 0 to write it off
+-- ARGV[3]  reason code (a FailureReason code; never prose)
+-- ARGV[4]  units to put back in stock (0 to the reservation's quantity)
 -- ARGV[5]  sale id, for the event
 -- ARGV[6]  pub/sub channel of the sale's events
 --
 -- Returns {'RELEASED', remaining} | {'NOT_PENDING', status} | {'UNKNOWN'} (strings)
 
-local record = redis.call('HGET', KEYS[3], ARGV[1])
-if not record then
+local user, quantity, status, reserved_ms, key = decode_record(redis.call('HGET', KEYS[3], ARGV[1]))
+if not user then
   return {'UNKNOWN'}
 end
-local user, quantity, status, reserved_ms, key =
-  string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
 if status ~= 'pending' then
   return {'NOT_PENDING', status}
 end
-quantity = tonumber(quantity)
 
+local restock = math.min(math.max(tonumber(ARGV[4]), 0), quantity)
 local remaining
-if ARGV[4] == '1' then
-  remaining = redis.call('INCRBY', KEYS[1], quantity)
+if restock > 0 then
+  remaining = redis.call('INCRBY', KEYS[1], restock)
 else
   remaining = tonumber(redis.call('GET', KEYS[1]) or '0')
-  redis.call('HINCRBY', KEYS[5], 'units_written_off', quantity)
+end
+if restock < quantity then
+  redis.call('HINCRBY', KEYS[5], 'units_written_off', quantity - restock)
 end
 if redis.call('HINCRBY', KEYS[2], user, -quantity) <= 0 then
   redis.call('HDEL', KEYS[2], user)
 end
-redis.call('HSET', KEYS[3], ARGV[1],
-  user .. '|' .. quantity .. '|' .. ARGV[2] .. '|' .. reserved_ms .. '|' .. key .. '|' .. ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], encode_record(user, quantity, ARGV[2], reserved_ms, key, ARGV[3]))
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[5], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[5], 'units_released', quantity)

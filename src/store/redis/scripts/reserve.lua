@@ -11,7 +11,7 @@
 -- KEYS[1]  stock counter          KEYS[5]  pending set (zset: reservation -> reserved ms)
 -- KEYS[2]  meta hash              KEYS[6]  idempotency hash ("<user>:<key>" -> "<reservation>|<quantity>")
 -- KEYS[3]  buyers hash (user -> units held: pending + confirmed)
--- KEYS[4]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[4]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[7]  stats hash (counters by outcome)
 -- KEYS[8]  latest hash (user -> latest reservation)
 -- KEYS[9]  rate hash (user -> theoretical arrival time, microseconds)
@@ -49,8 +49,8 @@ if recorded then
     count('rejected_key_reused')
     return {'KEY_REUSED'}
   end
-  local record = redis.call('HGET', KEYS[4], first_reservation) or ''
-  local status = string.match(record, '^[^|]*|[^|]*|([^|]*)') or 'pending'
+  local _, _, status = decode_record(redis.call('HGET', KEYS[4], first_reservation))
+  status = status or 'pending'
   count('replayed')
   return {'REPLAYED', first_reservation, status}
 end
@@ -112,7 +112,7 @@ end
 
 remaining = redis.call('DECRBY', KEYS[1], quantity)
 redis.call('HINCRBY', KEYS[3], user, quantity)
-redis.call('HSET', KEYS[4], reservation, user .. '|' .. quantity .. '|pending|' .. now_ms .. '|' .. key .. '|')
+redis.call('HSET', KEYS[4], reservation, encode_record(user, quantity, 'pending', now_ms, key))
 redis.call('ZADD', KEYS[5], now_ms, reservation)
 redis.call('HSET', KEYS[6], idempotency_field, reservation .. '|' .. quantity)
 redis.call('HSET', KEYS[8], user, reservation)

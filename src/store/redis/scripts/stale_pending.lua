@@ -3,7 +3,7 @@
 -- with), for the reconciler to re-enqueue.
 --
 -- KEYS[1]  pending set (reservation -> reserved ms)
--- KEYS[2]  reservations hash (reservation -> "<user>|<quantity>|<status>|<ms>|<key>|<reason>")
+-- KEYS[2]  reservations hash (reservation -> record, see record.lua)
 -- ARGV[1]  threshold, milliseconds
 -- ARGV[2]  at most this many
 --

@@ -1,0 +1,27 @@
+-- record.lua: a reservation record, the one definition on the Lua side.
+-- RedisStore puts this file in front of every script that reads or writes
+-- records; `ReservationRecord::encode`/`parse` are the Rust side, and
+-- tests/records.rs checks that both agree through every script.
+--
+-- "<user>|<quantity>|<status>|<reserved ms>|<idempotency key>|<reason code>"
+-- status: pending | confirmed | failed | released | expired
+-- reason code: empty, or a FailureReason code (no '|'; never prose)
+
+local function encode_record(user, quantity, status, reserved_ms, key, reason)
+  return user .. '|' .. quantity .. '|' .. status .. '|' .. reserved_ms .. '|' .. key .. '|' .. (reason or '')
+end
+
+-- Returns user, quantity (number), status, reserved_ms, key, reason; or
+-- nothing for a missing or unreadable record.
+local function decode_record(record)
+  if not record then
+    return nil
+  end
+  local user, quantity, status, reserved_ms, key, reason =
+    string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  if not user then
+    return nil
+  end
+  return user, tonumber(quantity), status, reserved_ms, key, reason
+end
+

@@ -1,0 +1,276 @@
+//! A reservation record is written and read by five Lua scripts (through
+//! `scripts/record.lua`) and by Rust (`ReservationRecord::encode` and
+//! `parse_record`). Each script here reads a record Rust wrote, or writes
+//! one Rust reads, against the real test Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use flashsale::{
+    config::{RedisSettings, Secret},
+    domain::{FailureReason, ReservationStatus},
+    store::redis::{
+        RedisStore, ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, SaleMirror,
+        UserRate, parse_record,
+    },
+};
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+const ALLOTTED: i64 = 100;
+
+struct Sale {
+    store: RedisStore,
+    raw: redis::aio::MultiplexedConnection,
+    id: Uuid,
+}
+
+impl Sale {
+    async fn armed() -> Self {
+        flashsale::tls::install_provider();
+        let settings = RedisSettings {
+            redis_url: Secret::new(common::redis_url()),
+            redis_prefix: format!("records-{}", Uuid::now_v7().simple()),
+        };
+        let store = RedisStore::connect_lazy(&settings, Duration::from_secs(5)).unwrap();
+        let id = Uuid::now_v7();
+        let now = Utc::now().timestamp_millis();
+        store
+            .arm(&SaleMirror {
+                sale_id: id,
+                allotted: ALLOTTED,
+                confirmed: 0,
+                state: "active",
+                starts_at_ms: now - 60_000,
+                ends_at_ms: now + 3_600_000,
+                per_user_limit: 3,
+                price: 100,
+                version: 1,
+                buyers: Some(Vec::new()),
+            })
+            .await
+            .unwrap();
+        Self {
+            store,
+            raw: common::redis_connection().await,
+            id,
+        }
+    }
+
+    /// A pending reservation written the way Rust encodes records, with
+    /// its units taken from stock as `reserve.lua` would.
+    async fn pending_from_rust(&mut self, quantity: i64, reserved_at_ms: i64) -> ReservationRecord {
+        let record = ReservationRecord {
+            reservation_id: Uuid::now_v7(),
+            sale_id: self.id,
+            user_id: Uuid::now_v7(),
+            quantity,
+            status: ReservationStatus::Pending,
+            reserved_at_ms,
+            idempotency_key: format!("key-{}", Uuid::now_v7().simple()),
+            reason: None,
+        };
+        let keys = self.store.sale_keys(self.id);
+        let id = record.reservation_id.to_string();
+        let _: () = redis::pipe()
+            .hset(&keys.reservations, &id, record.encode())
+            .zadd(&keys.pending, &id, reserved_at_ms)
+            .hincr(&keys.buyers, record.user_id.to_string(), quantity)
+            .hset(
+                &keys.idempotency,
+                format!("{}:{}", record.user_id, record.idempotency_key),
+                format!("{id}|{quantity}"),
+            )
+            .decr(&keys.stock, quantity)
+            .hincr(&keys.stats, "pending_units", quantity)
+            .query_async(&mut self.raw)
+            .await
+            .unwrap();
+        record
+    }
+
+    async fn stored(&mut self, reservation_id: Uuid) -> String {
+        let keys = self.store.sale_keys(self.id);
+        self.raw
+            .hget(&keys.reservations, reservation_id.to_string())
+            .await
+            .unwrap()
+    }
+
+    async fn stat(&mut self, name: &str) -> i64 {
+        let keys = self.store.sale_keys(self.id);
+        let value: Option<i64> = self.raw.hget(&keys.stats, name).await.unwrap();
+        value.unwrap_or_default()
+    }
+}
+
+fn reserve_request(user_id: Uuid, quantity: u32, key: &str) -> ReserveRequest<'_> {
+    ReserveRequest {
+        sale_id: Uuid::nil(),
+        user_id,
+        quantity,
+        idempotency_key: key,
+        reservation_id: Uuid::now_v7(),
+        rate: UserRate {
+            per_second: 1000,
+            burst: 1000,
+        },
+    }
+}
+
+#[tokio::test]
+async fn reserve_lua_writes_the_record_rust_reads() {
+    let mut sale = Sale::armed().await;
+    let user = Uuid::now_v7();
+    let request = ReserveRequest {
+        sale_id: sale.id,
+        ..reserve_request(user, 3, "from-lua")
+    };
+    let ReserveOutcome::Accepted {
+        reservation_id,
+        reserved_at_ms,
+        ..
+    } = sale.store.reserve(&request).await.unwrap()
+    else {
+        panic!("the reservation was not accepted");
+    };
+    let stored = sale.stored(reservation_id).await;
+    let parsed = parse_record(sale.id, reservation_id, &stored).unwrap();
+    assert_eq!(
+        parsed,
+        ReservationRecord {
+            reservation_id,
+            sale_id: sale.id,
+            user_id: user,
+            quantity: 3,
+            status: ReservationStatus::Pending,
+            reserved_at_ms,
+            idempotency_key: "from-lua".into(),
+            reason: None,
+        }
+    );
+    assert_eq!(parsed.encode(), stored, "Rust writes what Lua wrote");
+}
+
+#[tokio::test]
+async fn reserve_lua_replays_a_record_rust_wrote() {
+    let mut sale = Sale::armed().await;
+    let record = sale.pending_from_rust(2, 17).await;
+    let request = ReserveRequest {
+        sale_id: sale.id,
+        ..reserve_request(record.user_id, 2, &record.idempotency_key)
+    };
+    assert_eq!(
+        sale.store.reserve(&request).await.unwrap(),
+        ReserveOutcome::Replayed {
+            reservation_id: record.reservation_id,
+            status: ReservationStatus::Pending,
+        }
+    );
+}
+
+#[tokio::test]
+async fn release_lua_reads_rust_records_and_writes_a_reason_code() {
+    let mut sale = Sale::armed().await;
+    let record = sale.pending_from_rust(3, 17).await;
+    // Two of the three units exist in PostgreSQL; one is written off.
+    let released = sale
+        .store
+        .release(
+            sale.id,
+            record.reservation_id,
+            ReservationStatus::Failed,
+            FailureReason::NoStock,
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        released,
+        ReleaseOutcome::Released {
+            remaining: ALLOTTED - 3 + 2
+        }
+    );
+    assert_eq!(sale.stat("units_written_off").await, 1);
+    assert_eq!(sale.stat("pending_units").await, 0);
+    let stored = sale.stored(record.reservation_id).await;
+    assert!(stored.ends_with("|no_stock"), "{stored}");
+    let parsed = parse_record(sale.id, record.reservation_id, &stored).unwrap();
+    assert_eq!(
+        parsed,
+        ReservationRecord {
+            status: ReservationStatus::Failed,
+            reason: Some(FailureReason::NoStock),
+            ..record
+        }
+    );
+}
+
+#[tokio::test]
+async fn confirm_lua_reads_rust_records() {
+    let mut sale = Sale::armed().await;
+    let record = sale.pending_from_rust(2, 17).await;
+    assert_eq!(
+        sale.store
+            .confirm(sale.id, &[record.reservation_id])
+            .await
+            .unwrap(),
+        1
+    );
+    let stored = sale.stored(record.reservation_id).await;
+    assert_eq!(
+        parse_record(sale.id, record.reservation_id, &stored).unwrap(),
+        ReservationRecord {
+            status: ReservationStatus::Confirmed,
+            ..record
+        }
+    );
+    assert_eq!(sale.stat("units_confirmed").await, 2);
+}
+
+#[tokio::test]
+async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
+    let mut sale = Sale::armed().await;
+    let old = Utc::now().timestamp_millis() - 60_000;
+    let record = sale.pending_from_rust(3, old).await;
+
+    let stale = sale
+        .store
+        .stale_pending(sale.id, Duration::from_secs(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(stale, [record.clone()]);
+
+    // A rebuild counts the surviving pending units the record names.
+    let keys = sale.store.sale_keys(sale.id);
+    let _: () = sale.raw.del(&keys.stock).await.unwrap();
+    let now = Utc::now().timestamp_millis();
+    let armed = sale
+        .store
+        .arm(&SaleMirror {
+            sale_id: sale.id,
+            allotted: ALLOTTED,
+            confirmed: 0,
+            state: "active",
+            starts_at_ms: now - 60_000,
+            ends_at_ms: now + 3_600_000,
+            per_user_limit: 3,
+            price: 100,
+            version: 1,
+            buyers: Some(Vec::new()),
+        })
+        .await
+        .unwrap();
+    assert!(armed.rebuilt);
+    assert_eq!(armed.remaining, ALLOTTED - 3);
+    assert_eq!(
+        sale.store
+            .units_held(sale.id, record.user_id)
+            .await
+            .unwrap(),
+        3,
+        "the pending units are the user's again"
+    );
+}
