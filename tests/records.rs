@@ -241,7 +241,7 @@ async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
         .stale_pending(sale.id, Duration::from_secs(1), 10)
         .await
         .unwrap();
-    assert_eq!(stale, [record.clone()]);
+    assert_eq!(stale, std::slice::from_ref(&record));
 
     // A rebuild counts the surviving pending units the record names.
     let keys = sale.store.sale_keys(sale.id);
