@@ -20,6 +20,9 @@ pub struct SaleLedger {
     pub confirmed: i64,
     /// Units of the product not yet sold (`stocks.available_quantity`).
     pub available: i64,
+    /// The sale closed and its unsold units went back to the product: it
+    /// commits nothing more.
+    pub allotment_released: bool,
 }
 
 /// What PostgreSQL already recorded for a reservation.
@@ -137,7 +140,11 @@ impl Decision {
 /// commits are counted goes back on sale through those failures, oldest
 /// first, instead of being written off with them.
 pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
-    let mut room = (ledger.allotted - ledger.confirmed).min(ledger.available);
+    let mut room = if ledger.allotment_released {
+        0
+    } else {
+        (ledger.allotted - ledger.confirmed).min(ledger.available)
+    };
     let mut bought: HashMap<Uuid, i64> = HashMap::new();
     let mut decisions: Vec<Decision> = candidates
         .iter()
@@ -202,6 +209,7 @@ mod tests {
             allotted,
             confirmed,
             available,
+            allotment_released: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! unavailable" (answer 503 and retry) or an unexpected failure.
 
 pub mod arming;
+pub mod closing;
 pub mod postgres;
 pub mod redis;
 

@@ -9,6 +9,8 @@
 //!   same bucket push once; the commit path decides each reservation once
 //!   whatever the number of jobs, and a reservation whose order already
 //!   exists is only marked confirmed in Redis;
+//! - give a closed sale's unsold units back to its product once none of its
+//!   reservations can still commit (`flashsale::store::closing`);
 //! - forget jobs apalis has finished (it keeps them forever otherwise);
 //! - compute each sale's drift, allotted minus (Redis remaining, pending
 //!   units and PostgreSQL confirmed), and export it. Drift is reported,
@@ -21,7 +23,7 @@ use apalis_cron::{CronScheduler, Tick};
 use flashsale::{
     jobs::{PurchaseJob, PurchaseQueue},
     store::{
-        StoreError, arming,
+        StoreError, arming, closing,
         postgres::{Db, SaleRow},
         redis::RedisStore,
     },
@@ -48,6 +50,7 @@ pub struct Reconciler {
 struct RunReport {
     sales: usize,
     rebuilt: usize,
+    allotments_released: usize,
     reenqueued: usize,
     vacuumed: u64,
 }
@@ -59,6 +62,10 @@ impl Reconciler {
             ..RunReport::default()
         };
         metrics::counter!("reconciler_sales_rebuilt_total").increment(report.rebuilt as u64);
+        report.allotments_released =
+            closing::release_drained_allotments(&self.db, &self.redis).await?;
+        metrics::counter!("reconciler_allotments_released_total")
+            .increment(report.allotments_released as u64);
         let depth = self.queue.depth().await?;
         // While jobs wait, an old pending reservation is most likely one of
         // them (a backlog, not a lost job): pushing it again would only add

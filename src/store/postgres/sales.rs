@@ -160,17 +160,51 @@ impl Db {
         .await
     }
 
-    /// Sales whose reservations may still need settling: the open ones and
-    /// those closed (ended, cancelled) within the last day.
+    /// Sales whose reservations may still need settling: the open ones,
+    /// closed ones still holding their allotment (however long ago they
+    /// closed), and those closed within the last day.
     pub async fn sales_to_reconcile(&self) -> Result<Vec<SaleRow>, StoreError> {
         self.bounded(
             sqlx::query_as::<_, SaleRow>(select_sales!(
-                "where s.state in ('scheduled', 'active', 'paused')
+                "where s.allotment_released_at is null
                     or s.updated_at > now() - interval '1 day'
                     or s.ends_at > now() - interval '1 day'"
             ))
             .fetch_all(self.pool()),
         )
+        .await
+    }
+
+    /// Closed sales whose unsold allotment is still promised.
+    pub async fn closed_sales_holding_allotment(&self) -> Result<Vec<SaleRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!(
+                "where s.state in ('ended', 'cancelled') and s.allotment_released_at is null"
+            ))
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+
+    /// Frees a closed sale's unsold allotment for other sales, under the
+    /// product lock. The caller has seen that none of its reservations can
+    /// still commit; from now on settlement commits nothing more for it.
+    /// Returns whether this call released it.
+    pub async fn release_allotment(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool().begin().await?;
+            lock_sale_product(&mut tx, id).await?;
+            let released = sqlx::query(
+                "update flash_sales set allotment_released_at = now()
+                 where id = $1 and state in ('ended', 'cancelled') and allotment_released_at is null",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<_, StoreError>(released == 1)
+        })
         .await
     }
 
@@ -184,6 +218,10 @@ impl Db {
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
+            // The settlement lock: a batch in flight commits before the
+            // change, and every later batch reads it. An admin answered
+            // "cancelled" never sees an order committed after.
+            lock_sale_product(&mut tx, id).await?;
             let sale = select_sale(&mut tx, id, true)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
@@ -222,12 +260,7 @@ impl Db {
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
-            let product_id: Uuid = sqlx::query_scalar("select product_id from flash_sales where id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(DomainError::SaleNotFound(id))?;
-            lock_product(&mut tx, product_id).await?;
+            let product_id = lock_sale_product(&mut tx, id).await?;
             let sale = select_sale(&mut tx, id, true).await?.ok_or(DomainError::SaleNotFound(id))?;
             sale.window().can_add_stock(sale.state, now)?;
             let free = free_stock(&mut tx, product_id)
@@ -260,6 +293,20 @@ impl Db {
     }
 }
 
+/// Takes the product lock of a sale's product; returns the product.
+pub(super) async fn lock_sale_product(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+) -> Result<Uuid, StoreError> {
+    let product_id: Uuid = sqlx::query_scalar("select product_id from flash_sales where id = $1")
+        .bind(sale_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(DomainError::SaleNotFound(sale_id))?;
+    lock_product(tx, product_id).await?;
+    Ok(product_id)
+}
+
 /// Serialises every change of one product's stock and allotments (admin and
 /// worker alike) for the rest of the transaction.
 pub(super) async fn lock_product(
@@ -273,8 +320,9 @@ pub(super) async fn lock_product(
         .map(drop)
 }
 
-/// Units of the product not yet sold and not promised to an open sale, or
-/// `None` when the product does not exist.
+/// Units of the product not yet sold and not promised to a sale (open, or
+/// closed with reservations that may still commit), or `None` when the
+/// product does not exist.
 async fn free_stock(
     tx: &mut Transaction<'_, Postgres>,
     product_id: Uuid,
@@ -283,7 +331,7 @@ async fn free_stock(
         "select st.available_quantity - coalesce((
              select sum(s.allotted_quantity - s.confirmed_quantity)
              from flash_sales s
-             where s.product_id = st.product_id and s.state in ('scheduled', 'active', 'paused')
+             where s.product_id = st.product_id and s.allotment_released_at is null
          ), 0)::bigint
          from stocks st where st.product_id = $1",
     )

@@ -45,6 +45,7 @@ struct LedgerRow {
     confirmed_quantity: i64,
     available_quantity: i64,
     sale_price: i64,
+    allotment_released: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -83,6 +84,7 @@ impl Db {
                     allotted: ledger.allotted_quantity,
                     confirmed: ledger.confirmed_quantity,
                     available: ledger.available_quantity,
+                    allotment_released: ledger.allotment_released,
                 },
                 &candidates,
             );
@@ -116,7 +118,8 @@ async fn read_ledger(
 ) -> Result<LedgerRow, StoreError> {
     let ledger = sqlx::query_as::<_, LedgerRow>(
         "select s.product_id, s.state, s.per_user_limit, s.allotted_quantity,
-                s.confirmed_quantity, st.available_quantity, s.sale_price
+                s.confirmed_quantity, st.available_quantity, s.sale_price,
+                s.allotment_released_at is not null as allotment_released
          from flash_sales s join stocks st on st.product_id = s.product_id
          where s.id = $1",
     )

@@ -1,0 +1,30 @@
+//! Closing a sale for good. `end` and `cancel` stop new reservations at
+//! once, but an ended sale's pending reservations still commit against the
+//! product's shared stock, so its unsold allotment stays promised (not free
+//! for a new sale) until none of them can: the sale's closed state is in
+//! Redis at its current version (no reservation can be accepted after it)
+//! and nothing of the sale is pending there. Then the units go back to the
+//! product, under the settlement lock. The reconciler runs this every tick.
+
+use super::{StoreError, arming, postgres::Db, redis::RedisStore};
+
+/// Releases the allotment of every closed sale that has drained; returns
+/// how many were released by this call.
+pub async fn release_drained_allotments(db: &Db, redis: &RedisStore) -> Result<usize, StoreError> {
+    let mut released = 0;
+    for sale in db.closed_sales_holding_allotment().await? {
+        // Arming the closed state first makes "nothing pending" final: a
+        // reservation accepted before this arm is in the pending set now,
+        // and none can be accepted after it (a stale arm of an older
+        // version changes nothing).
+        arming::arm_sale(db, redis, &sale).await?;
+        if redis.sale_counters(sale.id).await?.pending > 0 {
+            continue;
+        }
+        if db.release_allotment(sale.id).await? {
+            tracing::info!(sale_id = %sale.id, state = sale.state.as_str(), "closed sale drained; its unsold units are free again");
+            released += 1;
+        }
+    }
+    Ok(released)
+}

@@ -1,0 +1,136 @@
+//! Operators act while reservations are in flight: an ended sale's backlog
+//! keeps its units until it settles, and admin changes take the settlement
+//! lock.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::Harness;
+use flashsale::{
+    domain::{DomainError, Money, SaleAction, SaleWindow},
+    store::{StoreError, arming, closing, postgres::NewSale},
+};
+use sqlx::PgPool;
+
+impl Harness {
+    /// Another sale of the harness's product with `stock` units.
+    async fn second_sale(
+        &self,
+        stock: i64,
+    ) -> Result<flashsale::store::postgres::SaleRow, StoreError> {
+        let now = Utc::now();
+        self.db
+            .create_sale(
+                &NewSale {
+                    product_id: self.sale.product_id,
+                    price: Money::from_minor(3_999).unwrap(),
+                    window: SaleWindow::new(now, now + chrono::Duration::hours(1)).unwrap(),
+                    per_user_limit: 1,
+                    stock,
+                },
+                now,
+                &self.admin,
+            )
+            .await
+    }
+
+    async fn act(&self, action: SaleAction) {
+        let sale = self
+            .db
+            .apply_sale_action(self.sale.id, action, Utc::now(), &self.admin)
+            .await
+            .unwrap();
+        arming::arm_sale(&self.db, &self.redis, &sale)
+            .await
+            .unwrap();
+    }
+
+    async fn allotment_released(&self) -> bool {
+        sqlx::query_scalar(
+            "select allotment_released_at is not null from flash_sales where id = $1",
+        )
+        .bind(self.sale.id)
+        .fetch_one(&self.pg)
+        .await
+        .unwrap()
+    }
+}
+
+fn free_stock_refused(result: Result<flashsale::store::postgres::SaleRow, StoreError>) -> i64 {
+    match result {
+        Err(StoreError::Domain(DomainError::InsufficientStock { available, .. })) => available,
+        other => panic!("expected INSUFFICIENT_STOCK, got {other:?}"),
+    }
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_ended_sales_backlog_keeps_its_units_until_it_settles(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let users = harness.users(4).await;
+    let backlog = harness.reserve(&users).await;
+    assert_eq!(backlog.len(), 4);
+    harness.act(SaleAction::End).await;
+
+    // The backlog may still commit against the product: none of the sale's
+    // units are free for another sale yet.
+    assert_eq!(free_stock_refused(harness.second_sale(10).await), 0);
+    assert_eq!(
+        closing::release_drained_allotments(&harness.db, &harness.redis)
+            .await
+            .unwrap(),
+        0,
+        "released while four reservations were pending"
+    );
+
+    harness.enqueue(&backlog).await;
+    let _worker = harness.spawn_worker(&[]);
+    harness.wait_for_orders(4, Duration::from_secs(30)).await;
+    common::eventually(
+        Duration::from_secs(30),
+        "the drained sale's units are released",
+        || async {
+            closing::release_drained_allotments(&harness.db, &harness.redis)
+                .await
+                .unwrap();
+            harness.allotment_released().await
+        },
+    )
+    .await;
+
+    // Exactly the unsold six are free, and every order of the first sale held.
+    assert_eq!(free_stock_refused(harness.second_sale(7).await), 6);
+    harness.second_sale(6).await.unwrap();
+    harness.assert_invariants(&backlog).await;
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_cancel_waits_for_the_batch_in_flight(pg: PgPool) {
+    let harness = Harness::new(pg, 3, 1).await;
+    // A settlement batch in flight holds the product lock until it commits.
+    let mut batch = harness.pg.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(harness.sale.product_id)
+        .execute(&mut *batch)
+        .await
+        .unwrap();
+
+    let (db, admin, sale) = (harness.db.clone(), harness.admin.clone(), harness.sale.id);
+    let cancel = tokio::spawn(async move {
+        db.apply_sale_action(sale, SaleAction::Cancel, Utc::now(), &admin)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !cancel.is_finished(),
+        "the cancel was answered while a batch could still commit orders"
+    );
+    batch.commit().await.unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_secs(5), cancel)
+        .await
+        .expect("the cancel went through once the batch committed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(cancelled.state, flashsale::domain::SaleState::Cancelled);
+}
