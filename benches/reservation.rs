@@ -41,7 +41,8 @@ fn reservation_round_trip(c: &mut Criterion) {
             per_user_limit: 1,
             price: 4_999,
             version: 1,
-            buyers: None,
+            // A new sale: no buyers to restore (an empty staging hash).
+            staged_buyers: Some(redis.sale_keys(sale_id).staging(Uuid::nil())),
         }))
         .expect("Redis must be running (scripts/up or scripts/test)");
 

@@ -3,8 +3,9 @@
 -- pending reservation of an ended sale against the product's shared stock,
 -- so handing those units to another sale at the moment of `end` would
 -- promise them twice. The reconciler sets allotment_released_at once the
--- sale's state is closed in Redis and nothing is pending there; from then
--- on the units are free for new sales and the sale commits nothing more.
+-- ended state is in Redis and nothing is pending there; from then on the
+-- units are free for new sales and the sale commits nothing more. A
+-- cancelled sale commits nothing after the cancel, so `cancel` sets it.
 alter table flash_sales add column allotment_released_at timestamptz;
 
 -- Sales closed before this migration have long been drained.

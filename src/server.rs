@@ -71,6 +71,7 @@ pub fn build_state_with(
         stats: Arc::new(StatsCache::new(purchase.stats_cache())),
         purchase: Arc::new(purchase.clone()),
         live: Arc::new(LiveEvents::new(subscriber, inbox)),
+        arming: arming::SingleFlight::default(),
     })
 }
 

@@ -8,6 +8,7 @@ use common::spawn_app;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 #[sqlx::test]
 async fn a_created_sale_is_armed_with_its_allotted_stock(pg: PgPool) {
@@ -54,7 +55,17 @@ async fn arming_again_leaves_reserved_stock_alone(pg: PgPool) {
     for _ in 0..2 {
         let ready = app.get("/api/health/ready", None).await;
         assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
-        assert_eq!(ready.body["sales_rebuilt"], 0);
+        let sale = app
+            .state
+            .db
+            .find_sale(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let armed = flashsale::store::arming::arm_sale(&app.state.db, &app.redis_store(), &sale)
+            .await
+            .unwrap();
+        assert!(!armed.rebuilt);
     }
     assert_eq!(
         app.redis_stock(id).await,
@@ -81,9 +92,15 @@ async fn arming_after_redis_lost_its_data_rebuilds_from_postgres_without_inventi
 
     app.wipe_redis().await;
     assert_eq!(app.redis_stock(id).await, None);
+    // Readiness answers at once and arms the missing sale in the background.
     let ready = app.get("/api/health/ready", None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
-    assert_eq!(ready.body["sales_rebuilt"], 1);
+    common::eventually(
+        Duration::from_secs(5),
+        "the sale is armed again",
+        || async { app.redis_stock(id).await.is_some() },
+    )
+    .await;
     assert_eq!(
         app.redis_stock(id).await,
         Some(35),
@@ -161,6 +178,15 @@ async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: Pg
     redis_proxy.restore();
     app.wait_for_status("/api/health/ready", StatusCode::OK, Duration::from_secs(15))
         .await;
+    // The probe armed the open sales in the background.
+    common::eventually(
+        Duration::from_secs(5),
+        "the missed units arrive",
+        || async { app.redis_stock(id).await == Some(18) },
+    )
+    .await;
+    app.get("/api/health/ready", None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         app.redis_stock(id).await,
         Some(18),
@@ -320,4 +346,39 @@ async fn a_stale_arm_never_undoes_a_cancel_or_an_end(pg: PgPool) {
         .await
         .assert_error(StatusCode::CONFLICT, "SALE_NOT_ACTIVE");
     }
+}
+
+#[sqlx::test]
+async fn purchases_that_find_their_sale_missing_arm_it_once_per_node(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let sale = app.open_sale(&admin, 10, 1).await;
+    let sale_id: Uuid = sale.parse().unwrap();
+    app.wipe_redis().await;
+
+    let loads = std::sync::atomic::AtomicUsize::new(0);
+    let redis = app.redis_store();
+    let attempts = (0..50).map(|_| {
+        app.state
+            .arming
+            .arm_if_missing(&app.state.db, &redis, sale_id, || async {
+                loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // A slow PostgreSQL read keeps the others waiting on it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                app.state
+                    .db
+                    .find_sale(sale_id)
+                    .await
+                    .map(|sale| sale.expect("the sale exists"))
+            })
+    });
+    for armed in futures::future::join_all(attempts).await {
+        armed.unwrap();
+    }
+    assert_eq!(
+        loads.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "each miss read PostgreSQL and armed on its own"
+    );
+    assert_eq!(app.redis_stock(&sale).await, Some(10));
 }

@@ -48,7 +48,7 @@ impl Sale {
                 per_user_limit: 3,
                 price: 100,
                 version: 1,
-                buyers: Some(Vec::new()),
+                staged_buyers: Some(store.sale_keys(id).staging(Uuid::nil())),
             })
             .await
             .unwrap();
@@ -259,7 +259,7 @@ async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
             per_user_limit: 3,
             price: 100,
             version: 1,
-            buyers: Some(Vec::new()),
+            staged_buyers: Some(sale.store.sale_keys(sale.id).staging(Uuid::nil())),
         })
         .await
         .unwrap();

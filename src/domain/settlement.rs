@@ -5,7 +5,7 @@
 //! (invariant I4) and PostgreSQL never sells a unit it does not have (I1) or
 //! more than a shopper's limit (I3).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -49,6 +49,9 @@ pub struct Candidate {
     pub banned: bool,
     /// Units the user already bought in this sale (`sale_buyers.units`).
     pub units_bought: i64,
+    pub idempotency_key: String,
+    /// Another reservation of the same shopper and key is already an order.
+    pub key_ordered: bool,
 }
 
 /// Why a reservation can never become an order. The code is what Redis
@@ -61,15 +64,19 @@ pub enum FailureReason {
     Banned,
     LimitReached,
     NoStock,
+    /// The key was already used for an order (a retry Redis could not
+    /// recognise after losing data): the key is one purchase.
+    KeyAlreadyOrdered,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 5] = [
+    pub const ALL: [FailureReason; 6] = [
         FailureReason::SaleCancelled,
         FailureReason::UserGone,
         FailureReason::Banned,
         FailureReason::LimitReached,
         FailureReason::NoStock,
+        FailureReason::KeyAlreadyOrdered,
     ];
 
     /// The stable code: stored, published, labelled in metrics.
@@ -80,6 +87,7 @@ impl FailureReason {
             FailureReason::Banned => "banned",
             FailureReason::LimitReached => "limit_reached",
             FailureReason::NoStock => "no_stock",
+            FailureReason::KeyAlreadyOrdered => "key_already_ordered",
         }
     }
 
@@ -97,6 +105,9 @@ impl FailureReason {
             }
             FailureReason::LimitReached => "the per-user limit of this sale was already reached",
             FailureReason::NoStock => "no unit was left in stock for this reservation",
+            FailureReason::KeyAlreadyOrdered => {
+                "this Idempotency-Key already made an order in this sale; that order is the purchase"
+            }
         }
     }
 
@@ -146,6 +157,7 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
         (ledger.allotted - ledger.confirmed).min(ledger.available)
     };
     let mut bought: HashMap<Uuid, i64> = HashMap::new();
+    let mut keys_committed: HashSet<(Uuid, &str)> = HashSet::new();
     let mut decisions: Vec<Decision> = candidates
         .iter()
         .map(|candidate| {
@@ -168,6 +180,10 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 Some(FailureReason::UserGone)
             } else if candidate.banned {
                 Some(FailureReason::Banned)
+            } else if candidate.key_ordered
+                || keys_committed.contains(&(candidate.user_id, candidate.idempotency_key.as_str()))
+            {
+                Some(FailureReason::KeyAlreadyOrdered)
             } else if *units + candidate.quantity > ledger.per_user_limit {
                 Some(FailureReason::LimitReached)
             } else if candidate.quantity > room {
@@ -180,6 +196,7 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 None => {
                     *units += candidate.quantity;
                     room -= candidate.quantity;
+                    keys_committed.insert((candidate.user_id, candidate.idempotency_key.as_str()));
                     Decision::Commit
                 }
             }
@@ -222,6 +239,8 @@ mod tests {
             user_exists: true,
             banned: false,
             units_bought: 0,
+            idempotency_key: format!("key-{}", Uuid::now_v7().simple()),
+            key_ordered: false,
         }
     }
 
@@ -377,6 +396,24 @@ mod tests {
                     restock: 1
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_key_is_one_order_whether_the_order_exists_or_commits_in_this_batch() {
+        let user = Uuid::now_v7();
+        let mut already = candidate(user, 1);
+        already.key_ordered = true;
+        let first = candidate(user, 1);
+        let mut retry = candidate(user, 1);
+        retry.idempotency_key = first.idempotency_key.clone();
+        let key_reused = Decision::Fail {
+            reason: FailureReason::KeyAlreadyOrdered,
+            restock: 1,
+        };
+        assert_eq!(
+            decide(&ledger(10, 0, 10), &[already, first, retry]),
+            [key_reused.clone(), Decision::Commit, key_reused]
         );
     }
 

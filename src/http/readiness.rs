@@ -11,7 +11,7 @@ use super::ApiError;
 
 pub struct ReadinessCache {
     reuse_for: Duration,
-    last: Mutex<Option<(Instant, Result<usize, ApiError>)>>,
+    last: Mutex<Option<(Instant, Result<(), ApiError>)>>,
 }
 
 impl ReadinessCache {
@@ -23,9 +23,9 @@ impl ReadinessCache {
     }
 
     /// The cached verdict if fresh, else `check`'s (then cached).
-    pub async fn verdict<F>(&self, check: F) -> Result<usize, ApiError>
+    pub async fn verdict<F>(&self, check: F) -> Result<(), ApiError>
     where
-        F: Future<Output = Result<usize, ApiError>>,
+        F: Future<Output = Result<(), ApiError>>,
     {
         let mut last = self.last.lock().await;
         if let Some((at, verdict)) = last.as_ref()
@@ -52,7 +52,7 @@ mod tests {
         let probes = (0..100).map(|_| {
             cache.verdict(async {
                 checks.fetch_add(1, Ordering::SeqCst);
-                Ok(0)
+                Ok(())
             })
         });
         let verdicts = futures::future::join_all(probes).await;

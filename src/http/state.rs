@@ -16,7 +16,7 @@ use crate::{
     jobs::PurchaseQueue,
     live::LiveEvents,
     snapshot::{SaleSnapshot, SaleView},
-    store::{postgres::Db, redis::RedisStore},
+    store::{arming::SingleFlight, postgres::Db, redis::RedisStore},
 };
 
 #[derive(Clone)]
@@ -42,6 +42,8 @@ pub struct AppState {
     pub purchase: Arc<PurchaseSettings>,
     /// Fans sale changes and purchase outcomes out to event streams.
     pub live: Arc<LiveEvents>,
+    /// One arming per sale at a time on this node.
+    pub arming: SingleFlight,
 }
 
 impl AppState {

@@ -1,5 +1,7 @@
-//! Closing a sale for good. `end` and `cancel` stop new reservations at
-//! once, but an ended sale's pending reservations still commit against the
+//! Closing a sale for good. `end` stops new reservations at once (as
+//! `cancel` does, which also fails every pending reservation and so frees
+//! the units at once), but an ended sale's pending reservations still
+//! commit against the
 //! product's shared stock, so its unsold allotment stays promised (not free
 //! for a new sale) until none of them can: the sale's closed state is in
 //! Redis at its current version (no reservation can be accepted after it)

@@ -1,6 +1,6 @@
-//! Operators act while reservations are in flight: an ended sale's backlog
-//! keeps its units until it settles, and admin changes take the settlement
-//! lock.
+//! Operators act while reservations are in flight, and Redis loses data:
+//! an ended sale's backlog keeps its units until it settles, admin changes
+//! take the settlement lock, and a key stays one purchase.
 
 mod common;
 
@@ -9,10 +9,15 @@ use std::time::Duration;
 use chrono::Utc;
 use common::Harness;
 use flashsale::{
-    domain::{DomainError, Money, SaleAction, SaleWindow},
-    store::{StoreError, arming, closing, postgres::NewSale},
+    domain::{DomainError, FailureReason, Money, ReservationStatus, SaleAction, SaleWindow},
+    store::{
+        StoreError, arming, closing,
+        postgres::NewSale,
+        redis::{ReserveOutcome, ReserveRequest, UserRate},
+    },
 };
 use sqlx::PgPool;
+use uuid::Uuid;
 
 impl Harness {
     /// Another sale of the harness's product with `stock` units.
@@ -133,4 +138,119 @@ async fn a_cancel_waits_for_the_batch_in_flight(pg: PgPool) {
         .unwrap()
         .unwrap();
     assert_eq!(cancelled.state, flashsale::domain::SaleState::Cancelled);
+}
+
+/// Everything under the harness's prefix is gone, as after a restart
+/// without persistence.
+async fn wipe_redis(harness: &Harness) {
+    use futures::StreamExt;
+    let mut raw = harness.raw.clone();
+    let keys: Vec<redis::RedisResult<String>> =
+        redis::AsyncCommands::scan_match(&mut raw, format!("{}:*", harness.prefix))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+    let keys: Vec<String> = keys.into_iter().map(Result::unwrap).collect();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+}
+
+async fn retry(harness: &Harness, job: &flashsale::jobs::PurchaseJob) -> ReserveOutcome {
+    harness
+        .redis
+        .reserve(&ReserveRequest {
+            sale_id: harness.sale.id,
+            user_id: job.user_id,
+            quantity: job.quantity,
+            idempotency_key: &job.idempotency_key,
+            reservation_id: Uuid::now_v7(),
+            rate: UserRate {
+                per_second: 10_000,
+                burst: 10_000,
+            },
+        })
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_key_retried_after_redis_lost_its_data_is_still_one_purchase(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 2).await;
+    let user = harness.users(1).await[0];
+    let first = harness.reserve(&[user]).await.remove(0);
+    harness.enqueue(std::slice::from_ref(&first)).await;
+    let worker = harness.spawn_worker(&[]);
+    harness.wait_for_orders(1, Duration::from_secs(30)).await;
+    drop(worker);
+
+    // Redis loses everything; the sale is armed again from PostgreSQL, and
+    // the shopper retries the key whose answer they never saw.
+    wipe_redis(&harness).await;
+    let sale = harness
+        .db
+        .find_sale(harness.sale.id)
+        .await
+        .unwrap()
+        .unwrap();
+    arming::arm_sale(&harness.db, &harness.redis, &sale)
+        .await
+        .unwrap();
+    assert_eq!(
+        retry(&harness, &first).await,
+        ReserveOutcome::Replayed {
+            reservation_id: first.reservation_id,
+            status: ReservationStatus::Confirmed,
+        },
+        "the retry did not get its original reservation back"
+    );
+    assert_eq!(
+        harness.redis.units_held(sale.id, user).await.unwrap(),
+        1,
+        "the shopper's committed unit counts against the limit again"
+    );
+
+    // Only the replay record is lost (the last second of the append-only
+    // file): Redis takes the retry for a new purchase, but PostgreSQL
+    // holds the key to one order.
+    let keys = harness.redis.sale_keys(sale.id);
+    let mut raw = harness.raw.clone();
+    let _: () = redis::AsyncCommands::del(&mut raw, &keys.idempotency)
+        .await
+        .unwrap();
+    let ReserveOutcome::Accepted {
+        reservation_id,
+        reserved_at_ms,
+        ..
+    } = retry(&harness, &first).await
+    else {
+        panic!("Redis without the replay record should take the retry as new");
+    };
+    let second = flashsale::jobs::PurchaseJob {
+        reservation_id,
+        reserved_at_ms,
+        ..first.clone()
+    };
+    harness.enqueue(std::slice::from_ref(&second)).await;
+    let _worker = harness.spawn_worker(&[]);
+    common::eventually(Duration::from_secs(30), "the retry settled", || async {
+        harness.pending_count().await == 0
+    })
+    .await;
+    assert_eq!(harness.order_count().await, 1, "the key bought twice");
+    assert_eq!(
+        harness.reservation_status(reservation_id).await,
+        Some((
+            ReservationStatus::Failed,
+            Some(FailureReason::KeyAlreadyOrdered)
+        ))
+    );
+    assert_eq!(
+        harness.redis.remaining(sale.id).await.unwrap(),
+        Some(9),
+        "the refused retry's unit is back on sale"
+    );
 }

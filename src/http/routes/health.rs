@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::{ApiError, AppState},
-    store::{Dependency, StoreError, arming},
+    store::{Dependency, StoreError},
 };
 
 /// The public probes.
@@ -42,9 +42,6 @@ pub struct LiveResponse {
 pub struct ReadyResponse {
     #[schema(example = "ready")]
     pub status: &'static str,
-    /// Sales whose Redis state was missing and was rebuilt by the check
-    /// this answer comes from (answers are reused for a short while).
-    pub sales_rebuilt: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,23 +79,21 @@ async fn get_live() -> Json<LiveResponse> {
 }
 
 /// Ready to take traffic: PostgreSQL and Redis answer within the dependency
-/// timeout, the node can judge tokens, and every open sale is armed in
-/// Redis (missing ones are rebuilt from PostgreSQL). The verdict is reused
-/// for `FLASHSALE_READY_CACHE_MS`.
+/// timeout and the node can judge tokens. Open sales missing in Redis are
+/// armed from PostgreSQL in the background (one sweep at a time per node;
+/// a purchase that finds its sale missing arms it too). The verdict is
+/// reused for `FLASHSALE_READY_CACHE_MS`.
 #[utoipa::path(get, path = "/api/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadyResponse),
         (status = 503, description = "A dependency is down; Retry-After is set", body = crate::http::ErrorBody),
     ))]
 async fn get_ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
-    let sales_rebuilt = state.readiness.verdict(check_ready(&state)).await?;
-    Ok(Json(ReadyResponse {
-        status: "ready",
-        sales_rebuilt,
-    }))
+    state.readiness.verdict(check_ready(&state)).await?;
+    Ok(Json(ReadyResponse { status: "ready" }))
 }
 
-async fn check_ready(state: &AppState) -> Result<usize, ApiError> {
+async fn check_ready(state: &AppState) -> Result<(), ApiError> {
     metrics::counter!("flashsale_readiness_checks_total").increment(1);
     let (postgres, redis) = tokio::join!(state.db.ping(), state.redis.ping());
     postgres?;
@@ -111,7 +106,8 @@ async fn check_ready(state: &AppState) -> Result<usize, ApiError> {
              provider's keys not fetched); retry in 1 s",
         ));
     }
-    Ok(arming::arm_open_sales(&state.db, &state.redis).await?)
+    state.arming.sweep_in_background(&state.db, &state.redis);
+    Ok(())
 }
 
 /// Each dependency's state and latency (operator listener only). Always

@@ -21,7 +21,6 @@ use crate::{
     },
     jobs::PurchaseJob,
     store::{
-        arming,
         postgres::OrderRow,
         redis::{ReservationRecord, ReserveOutcome, ReserveRequest, UserRate},
     },
@@ -137,21 +136,30 @@ async fn attempt_purchase(
 }
 
 /// Redis does not know the sale: unknown, over, or Redis lost its data.
-/// Arm it from PostgreSQL if it is open, then decide again.
+/// Arm it from PostgreSQL if it is open (once per node, however many
+/// purchases missed it together), then decide again.
 async fn arm_and_retry(
     state: &AppState,
     reserve: &ReserveRequest<'_>,
 ) -> Result<ReserveOutcome, ApiError> {
-    let sale = state
-        .db
-        .find_sale(reserve.sale_id)
-        .await?
-        .ok_or(DomainError::SaleNotFound(reserve.sale_id))?;
-    let sale_state = sale.effective_state(Utc::now());
-    if sale_state.is_terminal() {
-        return Err(DomainError::SaleNotActive { state: sale_state }.into());
-    }
-    arming::arm_sale(&state.db, &state.redis, &sale).await?;
+    let sale_id = reserve.sale_id;
+    state
+        .arming
+        .arm_if_missing(&state.db, &state.redis, sale_id, || async {
+            let sale = state
+                .db
+                .find_sale(sale_id)
+                .await?
+                .ok_or(DomainError::SaleNotFound(sale_id))?;
+            let sale_state = sale.effective_state(Utc::now());
+            if sale_state.is_terminal() {
+                return Err(ApiError::from(DomainError::SaleNotActive {
+                    state: sale_state,
+                }));
+            }
+            Ok(sale)
+        })
+        .await?;
     Ok(state.redis.reserve(reserve).await?)
 }
 

@@ -70,3 +70,62 @@ impl Db {
         Ok(owned.map(|owned| (owned.order, owned.user_id)))
     }
 }
+
+/// An order PostgreSQL committed, as a retry of its key must find it after
+/// Redis lost the sale's data.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CommittedOrder {
+    pub id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i32,
+    pub idempotency_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Db {
+    /// One page of the sale's orders, newest first: those older than
+    /// `before` (an order id; ids grow with time), at most `limit`.
+    pub async fn committed_orders_page(
+        &self,
+        sale_id: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<CommittedOrder>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, CommittedOrder>(
+                "select id, reservation_id, user_id, quantity, idempotency_key, created_at
+                 from orders
+                 where flash_sale_id = $1 and ($2::uuid is null or id < $2)
+                 order by id desc limit $3",
+            )
+            .bind(sale_id)
+            .bind(before)
+            .bind(limit as i64)
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+
+    /// One page of the units each buyer holds in the sale, by user id after
+    /// `after`, at most `limit`.
+    pub async fn buyer_units_page(
+        &self,
+        sale_id: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, (Uuid, i64)>(
+                "select user_id, units::bigint from sale_buyers
+                 where flash_sale_id = $1 and ($2::uuid is null or user_id > $2)
+                 order by user_id limit $3",
+            )
+            .bind(sale_id)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+}

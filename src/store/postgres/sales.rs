@@ -233,8 +233,13 @@ impl Db {
                 tx.commit().await?;
                 return Ok(sale);
             }
+            // A cancelled sale commits nothing more (settlement fails every
+            // reservation of it under this lock), so its unsold units are
+            // free at once; an ended one keeps them until its backlog
+            // settles (`crate::store::closing`).
             sqlx::query(
-                "update flash_sales set state = $2, version = version + 1, updated_at = now()
+                "update flash_sales set state = $2, version = version + 1, updated_at = now(),
+                        allotment_released_at = case when $2 = 'cancelled' then now() end
                  where id = $1",
             )
             .bind(id)

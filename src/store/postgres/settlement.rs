@@ -56,6 +56,7 @@ struct CandidateRow {
     user_exists: bool,
     user_banned: bool,
     units_bought: i64,
+    key_ordered: bool,
 }
 
 impl Db {
@@ -98,18 +99,6 @@ impl Db {
         })
         .await
     }
-
-    /// Units each buyer holds in PostgreSQL, for rebuilding Redis.
-    pub async fn sale_buyer_units(&self, sale_id: Uuid) -> Result<Vec<(Uuid, i64)>, StoreError> {
-        self.bounded(
-            sqlx::query_as::<_, (Uuid, i64)>(
-                "select user_id, units::bigint from sale_buyers where flash_sale_id = $1",
-            )
-            .bind(sale_id)
-            .fetch_all(self.pool()),
-        )
-        .await
-    }
 }
 
 async fn read_ledger(
@@ -137,6 +126,7 @@ async fn read_candidates(
 ) -> Result<Vec<Candidate>, StoreError> {
     let reservation_ids: Vec<Uuid> = batch.iter().map(|r| r.reservation_id).collect();
     let user_ids: Vec<Uuid> = batch.iter().map(|r| r.user_id).collect();
+    let keys: Vec<&str> = batch.iter().map(|r| r.idempotency_key.as_str()).collect();
     // Each user's row is locked `for key share` until the commit: a ban
     // locks its user `for update`, so it waits for this batch, and a batch
     // that comes after the ban reads it. No order of a user is committed
@@ -144,8 +134,10 @@ async fn read_candidates(
     let rows = sqlx::query_as::<_, CandidateRow>(
         "select o.id is not null as has_order, pa.outcome, pa.reason,
                 u.id is not null as user_exists, coalesce(u.banned, false) as user_banned,
-                coalesce(b.units, 0)::bigint as units_bought
-         from unnest($2::uuid[], $3::uuid[]) with ordinality as c(reservation_id, user_id, position)
+                coalesce(b.units, 0)::bigint as units_bought,
+                k.id is not null as key_ordered
+         from unnest($2::uuid[], $3::uuid[], $4::text[])
+              with ordinality as c(reservation_id, user_id, idempotency_key, position)
          left join lateral (select id from orders
                             where reservation_id = c.reservation_id limit 1) o on true
          left join lateral (select outcome, reason from purchase_attempts
@@ -154,6 +146,10 @@ async fn read_candidates(
                             where id = c.user_id limit 1 for key share) u on true
          left join lateral (select units from sale_buyers
                             where flash_sale_id = $1 and user_id = c.user_id limit 1) b on true
+         left join lateral (select id from orders
+                            where flash_sale_id = $1 and user_id = c.user_id
+                              and idempotency_key = c.idempotency_key
+                              and reservation_id <> c.reservation_id limit 1) k on true
          order by c.position",
     )
     // The cost of a batch must follow the batch, not the tables. Each
@@ -166,6 +162,7 @@ async fn read_candidates(
     .bind(sale_id)
     .bind(&reservation_ids)
     .bind(&user_ids)
+    .bind(&keys)
     .fetch_all(&mut **tx)
     .await?;
     Ok(batch
@@ -179,6 +176,8 @@ async fn read_candidates(
             user_exists: row.user_exists,
             banned: row.user_banned,
             units_bought: row.units_bought,
+            idempotency_key: reservation.idempotency_key.clone(),
+            key_ordered: row.key_ordered,
         })
         .collect())
 }

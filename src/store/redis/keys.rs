@@ -30,6 +30,8 @@ pub struct SaleKeys {
     pub rate: String,
     /// Pub/sub channel of the sale's events (each settled purchase).
     pub events: String,
+    /// `<prefix>:{sale:<id>}`, the front of every key above.
+    tag: String,
 }
 
 impl SaleKeys {
@@ -46,7 +48,14 @@ impl SaleKeys {
             stats: format!("{tag}:stats"),
             rate: format!("{tag}:rate"),
             events: format!("{tag}:events"),
+            tag,
         }
+    }
+
+    /// A hash arming writes buyers into before swapping it in (one per
+    /// arming attempt, so concurrent attempts never mix their chunks).
+    pub fn staging(&self, attempt: Uuid) -> String {
+        format!("{}:staging:{}", self.tag, attempt.simple())
     }
 }
 
@@ -77,6 +86,7 @@ mod tests {
             &keys.stats,
             &keys.rate,
             &keys.events,
+            &keys.staging(Uuid::now_v7()),
         ] {
             assert_eq!(hash_tag(key), expected, "{key}");
         }

@@ -26,7 +26,7 @@ pub use purchase::{
 pub use settlement::ReleaseOutcome;
 pub use subscriber::{EventSubscriber, Published, parse_push};
 
-use super::{Dependency, StoreError, bounded};
+use super::{Dependency, StoreError, bounded, postgres::CommittedOrder};
 use crate::config::RedisSettings;
 
 /// What arming writes for one sale (see `scripts/arm_sale.lua`).
@@ -42,9 +42,10 @@ pub struct SaleMirror {
     pub price: i64,
     /// The sale's version in PostgreSQL: Redis keeps the newest it was given.
     pub version: i64,
-    /// Units each buyer holds in PostgreSQL; given when the stock counter was
+    /// The staging hash holding the units each buyer holds in PostgreSQL
+    /// ([`RedisStore::stage_buyers`]); given when the stock counter was
     /// seen missing, so that a rebuild restores per-user limits too.
-    pub buyers: Option<Vec<(Uuid, i64)>>,
+    pub staged_buyers: Option<String>,
 }
 
 /// The outcome of arming one sale.
@@ -55,7 +56,13 @@ pub struct Armed {
     pub rebuilt: bool,
     /// Redis already held a newer version of the sale; nothing was written.
     pub superseded: bool,
+    /// The counter was missing but no buyers were staged; nothing was
+    /// written (stage them and arm again).
+    pub needs_restore: bool,
 }
+
+/// How long a staging hash outlives an arming that died half-way.
+const STAGING_TTL_SECS: u64 = 300;
 
 /// A script that reads or writes reservation records, with the record
 /// codec (`scripts/record.lua`) in front of it.
@@ -82,6 +89,7 @@ struct Scripts {
     release: Script,
     confirm: Script,
     stale_pending: Script,
+    restore_orders: Script,
 }
 
 impl RedisStore {
@@ -114,6 +122,7 @@ impl RedisStore {
                 release: Script::new(with_records!("scripts/release.lua")),
                 confirm: Script::new(with_records!("scripts/confirm.lua")),
                 stale_pending: Script::new(include_str!("scripts/stale_pending.lua")),
+                restore_orders: Script::new(with_records!("scripts/restore_orders.lua")),
             }),
         })
     }
@@ -183,6 +192,12 @@ impl RedisStore {
             .key(&keys.reservations)
             .key(&keys.pending)
             .key(&keys.stats)
+            // Nothing staged: a key that never exists stands in.
+            .key(
+                sale.staged_buyers
+                    .clone()
+                    .unwrap_or_else(|| keys.staging(Uuid::nil())),
+            )
             .arg(sale.allotted)
             .arg(sale.confirmed)
             .arg(sale.state)
@@ -191,16 +206,64 @@ impl RedisStore {
             .arg(sale.per_user_limit)
             .arg(sale.price)
             .arg(sale.version)
-            .arg(u8::from(sale.buyers.is_some()));
-        for (user_id, units) in sale.buyers.iter().flatten() {
-            invocation.arg(user_id.to_string()).arg(*units);
-        }
-        let (remaining, rebuilt, superseded): (i64, i64, i64) = self.run_script(invocation).await?;
+            .arg(u8::from(sale.staged_buyers.is_some()));
+        let (remaining, rebuilt, superseded, needs_restore): (i64, i64, i64, i64) =
+            self.run_script(invocation).await?;
         Ok(Armed {
             remaining,
             rebuilt: rebuilt == 1,
             superseded: superseded == 1,
+            needs_restore: needs_restore == 1,
         })
+    }
+
+    /// Adds one chunk of (buyer, units) to a staging hash for arming.
+    pub async fn stage_buyers(
+        &self,
+        staging: &str,
+        buyers: &[(Uuid, i64)],
+    ) -> Result<(), StoreError> {
+        if buyers.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<(String, i64)> = buyers
+            .iter()
+            .map(|(user_id, units)| (user_id.to_string(), *units))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(staging, &fields)
+            .ignore()
+            .expire(staging, STAGING_TTL_SECS as i64)
+            .ignore();
+        self.query_pipe(pipe).await
+    }
+
+    /// Puts back the replay records of one chunk of committed orders,
+    /// newest first (`scripts/restore_orders.lua`); returns how many keys
+    /// were missing and are restored.
+    pub async fn restore_orders(
+        &self,
+        sale_id: Uuid,
+        orders: &[CommittedOrder],
+    ) -> Result<usize, StoreError> {
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.sale_keys(sale_id);
+        let mut invocation = self.scripts.restore_orders.prepare_invoke();
+        invocation
+            .key(&keys.idempotency)
+            .key(&keys.reservations)
+            .key(&keys.latest);
+        for order in orders {
+            invocation
+                .arg(order.reservation_id.to_string())
+                .arg(order.user_id.to_string())
+                .arg(order.quantity)
+                .arg(order.created_at.timestamp_millis())
+                .arg(&order.idempotency_key);
+        }
+        self.run_script(invocation).await
     }
 }
 

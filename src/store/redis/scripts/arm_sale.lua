@@ -7,10 +7,13 @@
 -- with the same arguments changes nothing the second time.
 --
 -- A rebuilt counter is allotted - confirmed - units of pending reservations
--- that survived in Redis, so stock is never invented. When the caller passes
--- the buyers PostgreSQL knows (it does when it saw the counter missing), the
--- per-user units are rebuilt too: confirmed units from PostgreSQL plus the
--- surviving pending ones, so per-user limits hold across the loss.
+-- that survived in Redis, so stock is never invented. The per-user units
+-- are rebuilt with it: the caller has staged the units PostgreSQL holds
+-- per buyer in a hash (KEYS[7], written in chunks), which becomes the
+-- buyers hash at once, plus the surviving pending units, so per-user limits
+-- hold across the loss. A caller that staged nothing (it saw the counter
+-- present) gets {.., needs_restore = 1} and nothing is written if the
+-- counter turns out missing after all.
 --
 -- Sale state only moves forward: the meta hash keeps the version of the
 -- sale it mirrors (PostgreSQL adds one on every admin change), and a caller
@@ -24,6 +27,7 @@
 -- KEYS[4]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[5]  pending set
 -- KEYS[6]  stats hash
+-- KEYS[7]  staged buyers hash (user -> units confirmed in PostgreSQL), if staged
 -- ARGV[1]  allotted units (PostgreSQL flash_sales.allotted_quantity)
 -- ARGV[2]  units already confirmed in PostgreSQL (never sold twice)
 -- ARGV[3]  stored state (scheduled | active | paused | ended | cancelled)
@@ -32,16 +36,17 @@
 -- ARGV[6]  per-user limit, units
 -- ARGV[7]  sale price, minor units
 -- ARGV[8]  the sale's version in PostgreSQL
--- ARGV[9]  1 if buyers follow, else 0
--- ARGV[10..] user id, confirmed units, user id, confirmed units, ...
+-- ARGV[9]  1 if the caller staged the buyers (KEYS[7]; absent = no buyers), else 0
 --
 -- Returns {remaining units, 1 if the counter was (re)built else 0,
---          1 if a newer version was armed already (nothing written) else 0}.
+--          1 if a newer version was armed already (nothing written) else 0,
+--          1 if a rebuild is needed but nothing was staged (nothing written) else 0}.
 
 local version = tonumber(ARGV[8])
 local armed_version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
 if armed_version > version then
-  return {tonumber(redis.call('GET', KEYS[1]) or '0'), 0, 1}
+  redis.call('DEL', KEYS[7])
+  return {tonumber(redis.call('GET', KEYS[1]) or '0'), 0, 1, 0}
 end
 
 local allotted = tonumber(ARGV[1])
@@ -50,6 +55,9 @@ local armed_allotted = tonumber(redis.call('HGET', KEYS[2], 'allotted'))
 local rebuilt = 0
 
 if redis.call('EXISTS', KEYS[1]) == 0 or armed_allotted == nil then
+  if ARGV[9] ~= '1' then
+    return {0, 0, 0, 1}
+  end
   local pending_units, pending_by_user = 0, {}
   for _, reservation in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
     local user, quantity, status = decode_record(redis.call('HGET', KEYS[4], reservation))
@@ -62,20 +70,23 @@ if redis.call('EXISTS', KEYS[1]) == 0 or armed_allotted == nil then
   end
   redis.call('SET', KEYS[1], math.max(allotted - confirmed - pending_units, 0))
   redis.call('HSET', KEYS[6], 'pending_units', pending_units)
-  if ARGV[9] == '1' then
+  if redis.call('EXISTS', KEYS[7]) == 1 then
+    redis.call('RENAME', KEYS[7], KEYS[3])
+    redis.call('PERSIST', KEYS[3])
+  else
     redis.call('DEL', KEYS[3])
-    for i = 10, #ARGV, 2 do
-      redis.call('HINCRBY', KEYS[3], ARGV[i], tonumber(ARGV[i + 1]))
-    end
-    for user, units in pairs(pending_by_user) do
-      redis.call('HINCRBY', KEYS[3], user, units)
-    end
+  end
+  for user, units in pairs(pending_by_user) do
+    redis.call('HINCRBY', KEYS[3], user, units)
   end
   armed_allotted = allotted
   rebuilt = 1
-elseif allotted > armed_allotted then
-  redis.call('INCRBY', KEYS[1], allotted - armed_allotted)
-  armed_allotted = allotted
+else
+  redis.call('DEL', KEYS[7])
+  if allotted > armed_allotted then
+    redis.call('INCRBY', KEYS[1], allotted - armed_allotted)
+    armed_allotted = allotted
+  end
 end
 
 redis.call('HSET', KEYS[2],
@@ -87,4 +98,4 @@ redis.call('HSET', KEYS[2],
   'price', ARGV[7],
   'version', version)
 
-return {tonumber(redis.call('GET', KEYS[1])), rebuilt, 0}
+return {tonumber(redis.call('GET', KEYS[1])), rebuilt, 0, 0}

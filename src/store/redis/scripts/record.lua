@@ -25,3 +25,17 @@ local function decode_record(record)
   return user, tonumber(quantity), status, reserved_ms, key, reason
 end
 
+-- The idempotency record of one key: "<reservation>|<quantity>".
+local function encode_replay(reservation, quantity)
+  return reservation .. '|' .. quantity
+end
+
+-- Returns reservation, quantity (number); or nothing.
+local function decode_replay(replay)
+  if not replay then
+    return nil
+  end
+  local reservation, quantity = string.match(replay, '^([^|]*)|([^|]*)$')
+  return reservation, tonumber(quantity)
+end
+

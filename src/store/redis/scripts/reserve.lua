@@ -42,10 +42,9 @@ local function count(outcome)
   redis.call('HINCRBY', KEYS[7], outcome, 1)
 end
 
-local recorded = redis.call('HGET', KEYS[6], idempotency_field)
-if recorded then
-  local first_reservation, first_quantity = string.match(recorded, '^([^|]*)|([^|]*)$')
-  if tonumber(first_quantity) ~= quantity then
+local first_reservation, first_quantity = decode_replay(redis.call('HGET', KEYS[6], idempotency_field))
+if first_reservation then
+  if first_quantity ~= quantity then
     count('rejected_key_reused')
     return {'KEY_REUSED'}
   end
@@ -114,7 +113,7 @@ remaining = redis.call('DECRBY', KEYS[1], quantity)
 redis.call('HINCRBY', KEYS[3], user, quantity)
 redis.call('HSET', KEYS[4], reservation, encode_record(user, quantity, 'pending', now_ms, key))
 redis.call('ZADD', KEYS[5], now_ms, reservation)
-redis.call('HSET', KEYS[6], idempotency_field, reservation .. '|' .. quantity)
+redis.call('HSET', KEYS[6], idempotency_field, encode_replay(reservation, quantity))
 redis.call('HSET', KEYS[8], user, reservation)
 count('accepted')
 redis.call('HINCRBY', KEYS[7], 'units_reserved', quantity)

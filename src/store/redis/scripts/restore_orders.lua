@@ -1,0 +1,23 @@
+-- restore_orders.lua: after Redis lost a sale's data, put back what a
+-- retry needs of orders PostgreSQL committed: the key's replay record, the
+-- reservation (confirmed) and the user's latest reservation, so that a
+-- shopper retrying a key gets their original reservation back instead of a
+-- second purchase. Never overwrites what survived (HSETNX); the caller
+-- sends orders newest first, so "latest" is the newest order. One chunk of
+-- orders per call keeps each call short.
+--
+-- KEYS[1]  idempotency hash ("<user>:<key>" -> replay record, see record.lua)
+-- KEYS[2]  reservations hash (reservation -> record, see record.lua)
+-- KEYS[3]  latest hash (user -> latest reservation)
+-- ARGV     groups of five: reservation, user, quantity, reserved ms, idempotency key
+--
+-- Returns the number of keys whose replay record was restored.
+
+local restored = 0
+for i = 1, #ARGV, 5 do
+  local reservation, user, quantity, reserved_ms, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  restored = restored + redis.call('HSETNX', KEYS[1], user .. ':' .. key, encode_replay(reservation, quantity))
+  redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key))
+  redis.call('HSETNX', KEYS[3], user, reservation)
+end
+return restored
