@@ -193,6 +193,25 @@ impl PurchaseQueue {
         .await
     }
 
+    /// Drops dead jobs beyond `keep`, at most `limit` per call (see
+    /// `store/redis/scripts/trim_dead.lua`); returns how many.
+    pub async fn trim_dead(&self, keep: usize, limit: usize) -> Result<u64, StoreError> {
+        static TRIM_DEAD: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!("store/redis/scripts/trim_dead.lua")));
+        let (config, mut connection) = self.raw();
+        bounded(Dependency::Redis, self.timeout, async move {
+            TRIM_DEAD
+                .key(config.dead_jobs_set())
+                .key(config.job_data_hash())
+                .arg(config.job_meta_hash())
+                .arg(keep)
+                .arg(limit)
+                .invoke_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
     /// The storage a worker consumes from: the same queue and connection,
     /// with the worker's fetch size and heartbeat. Orphaned jobs of a worker
     /// that stopped heartbeating are handed to others after

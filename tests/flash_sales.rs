@@ -382,3 +382,199 @@ async fn purchases_that_find_their_sale_missing_arm_it_once_per_node(pg: PgPool)
     );
     assert_eq!(app.redis_stock(&sale).await, Some(10));
 }
+
+/// What the worker does with a batch: PostgreSQL decides and commits, then
+/// Redis is told.
+async fn settle(app: &common::TestApp, sale_id: Uuid, reservations: &[Uuid]) {
+    use flashsale::{domain::Decision, store::postgres::ReservationToSettle};
+    let redis = app.redis_store();
+    let mut batch = Vec::new();
+    for reservation in reservations {
+        let record = redis
+            .reservation(sale_id, *reservation)
+            .await
+            .unwrap()
+            .unwrap();
+        batch.push(ReservationToSettle {
+            reservation_id: record.reservation_id,
+            user_id: record.user_id,
+            quantity: record.quantity as i32,
+            idempotency_key: record.idempotency_key,
+            reserved_at: chrono::DateTime::from_timestamp_millis(record.reserved_at_ms).unwrap(),
+        });
+    }
+    let settled = app.state.db.settle_batch(sale_id, &batch).await.unwrap();
+    for (reservation, decision) in batch.iter().zip(settled.decisions) {
+        match decision {
+            Decision::Commit | Decision::AlreadyConfirmed => {
+                redis
+                    .confirm(sale_id, &[reservation.reservation_id])
+                    .await
+                    .unwrap();
+            }
+            Decision::Fail { reason, restock } => {
+                redis
+                    .release(
+                        sale_id,
+                        reservation.reservation_id,
+                        flashsale::domain::ReservationStatus::Failed,
+                        reason,
+                        restock,
+                    )
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[sqlx::test]
+async fn an_archived_sale_leaves_redis_and_still_answers_from_postgres(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 10).await;
+    let mut body = common::TestApp::sale_body(product, 5);
+    body["per_user_limit"] = json!(3);
+    let created = app.post("/api/admin/flash-sales", Some(&admin), body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let sale = created.body["id"].as_str().unwrap().to_string();
+    let sale_id: Uuid = sale.parse().unwrap();
+
+    let (buyer_id, buyer) = app.shopper();
+    let (refused_id, refused) = app.shopper();
+    for id in [buyer_id, refused_id] {
+        sqlx::query(
+            "insert into users (id, email, issuer, subject)
+             values ($1, $1::text || '@shop.test', 'local', $1::text)",
+        )
+        .bind(id)
+        .execute(&app.pg)
+        .await
+        .unwrap();
+    }
+    let bought = app
+        .attempt(&buyer, "a", json!({"sale_id": sale, "quantity": 2}))
+        .await;
+    let failing = app.attempt(&refused, "b", json!({"sale_id": sale})).await;
+    app.attempt(&refused, "c", json!({"sale_id": sale, "quantity": 9}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "QUANTITY_ABOVE_LIMIT");
+    let bought_id: Uuid = bought.body["reservation_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let failing_id: Uuid = failing.body["reservation_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The second shopper is suspended while their reservation waits, so it
+    // fails; they are reinstated afterwards and may look at it.
+    let ban = format!("/api/admin/users/{refused_id}/ban");
+    assert_eq!(
+        app.post(&ban, Some(&admin), json!({})).await.status,
+        StatusCode::OK
+    );
+    settle(&app, sale_id, &[bought_id, failing_id]).await;
+    let unban = format!("/api/admin/users/{refused_id}/unban");
+    assert_eq!(
+        app.post(&unban, Some(&admin), json!({})).await.status,
+        StatusCode::OK
+    );
+
+    let end = app
+        .patch(
+            &format!("/api/admin/flash-sales/{sale}"),
+            Some(&admin),
+            json!({"action": "end"}),
+        )
+        .await;
+    assert_eq!(end.status, StatusCode::OK, "{}", end.body);
+    let redis = app.redis_store();
+    let db = &app.state.db;
+    assert_eq!(
+        flashsale::store::closing::release_drained_allotments(db, &redis)
+            .await
+            .unwrap(),
+        1
+    );
+    let stats_path = format!("/api/admin/flash-sales/{sale}/stats");
+    let before = app.get(&stats_path, Some(&admin)).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+
+    let archived = flashsale::store::closing::archive_settled_sales(db, &redis, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(archived, 1);
+    let left: Vec<String> = app
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|key| key.contains(&sale))
+        .collect();
+    assert!(left.is_empty(), "the archived sale's keys stayed: {left:?}");
+
+    // Stats answer from the archived counters.
+    let after = app.get(&stats_path, Some(&admin)).await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+    for figure in [
+        "attempts",
+        "accepted",
+        "rejected",
+        "failed",
+        "confirmed_units",
+        "released",
+    ] {
+        assert_eq!(after.body[figure], before.body[figure], "{figure}");
+    }
+    assert_eq!(after.body["accepted"], 2);
+    assert_eq!(after.body["rejected"]["above_limit"], 1);
+    assert_eq!(after.body["confirmed_units"], 2);
+
+    // Purchase statuses answer from PostgreSQL, by reservation or by sale.
+    let status = app
+        .get(
+            &format!("/api/purchase/status?reservation_id={bought_id}"),
+            Some(&buyer),
+        )
+        .await;
+    assert_eq!(status.body["status"], "confirmed", "{}", status.body);
+    assert!(status.body["order_id"].is_string());
+    let latest = app
+        .get(
+            &format!("/api/purchase/status?sale_id={sale}"),
+            Some(&buyer),
+        )
+        .await;
+    assert_eq!(
+        latest.body["reservation_id"],
+        bought_id.to_string(),
+        "{}",
+        latest.body
+    );
+    // The ban revoked the tokens issued before it: the shopper signs in again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let refused = app
+        .tokens
+        .issue(refused_id, flashsale::domain::Role::Shopper, 600)
+        .token;
+    let failed = app
+        .get(
+            &format!("/api/purchase/status?reservation_id={failing_id}"),
+            Some(&refused),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+    assert_eq!(failed.body["status"], "failed");
+    assert_eq!(failed.body["reason_code"], "banned");
+    // Another shopper still cannot see it.
+    app.get(
+        &format!("/api/purchase/status?reservation_id={failing_id}"),
+        Some(&buyer),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "PURCHASE_NOT_FOUND");
+}

@@ -274,3 +274,39 @@ async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
         "the pending units are the user's again"
     );
 }
+
+#[tokio::test]
+async fn arm_sale_lua_never_rebuilds_a_sale_without_its_buyers() {
+    let mut sale = Sale::armed().await;
+    // Redis loses the sale between the caller's look (counter present, so
+    // it staged no buyers) and the script.
+    let keys = sale.store.sale_keys(sale.id);
+    let _: () = sale
+        .raw
+        .del(&[&keys.stock, &keys.buyers, &keys.meta])
+        .await
+        .unwrap();
+    let now = Utc::now().timestamp_millis();
+    let armed = sale
+        .store
+        .arm(&SaleMirror {
+            sale_id: sale.id,
+            allotted: ALLOTTED,
+            confirmed: 0,
+            state: "active",
+            starts_at_ms: now - 60_000,
+            ends_at_ms: now + 3_600_000,
+            per_user_limit: 3,
+            price: 100,
+            version: 1,
+            staged_buyers: None,
+        })
+        .await
+        .unwrap();
+    assert!(armed.needs_restore && !armed.rebuilt, "{armed:?}");
+    assert_eq!(
+        sale.store.remaining(sale.id).await.unwrap(),
+        None,
+        "a counter was built without the buyers: per-user limits lost"
+    );
+}

@@ -16,6 +16,13 @@ pub enum ReservationStatus {
     Failed,
 }
 
+impl TryFrom<String> for ReservationStatus {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or_else(|| format!("unknown reservation status {value:?}"))
+    }
+}
+
 /// What a shopper is told: still waiting, bought, or not bought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -6,7 +6,15 @@
 //! for a new sale) until none of them can: the sale's closed state is in
 //! Redis at its current version (no reservation can be accepted after it)
 //! and nothing of the sale is pending there. Then the units go back to the
-//! product, under the settlement lock. The reconciler runs this every tick.
+//! product, under the settlement lock.
+//!
+//! Retention: once a closed sale has been settled for the retention period,
+//! its Redis counters are kept in PostgreSQL and its keys removed, so Redis
+//! does not grow with every sale ever sold. Stats, orders and purchase
+//! statuses of an archived sale answer from PostgreSQL. The reconciler runs
+//! both every tick.
+
+use std::time::Duration;
 
 use super::{StoreError, arming, postgres::Db, redis::RedisStore};
 
@@ -29,4 +37,27 @@ pub async fn release_drained_allotments(db: &Db, redis: &RedisStore) -> Result<u
         }
     }
     Ok(released)
+}
+
+/// Archives every closed sale settled for longer than `retention`; returns
+/// how many left Redis in this call.
+pub async fn archive_settled_sales(
+    db: &Db,
+    redis: &RedisStore,
+    retention: Duration,
+) -> Result<usize, StoreError> {
+    let mut archived = 0;
+    for sale in db.sales_to_archive(retention).await? {
+        let counters = redis.sale_counters(sale.id).await?;
+        if counters.pending > 0 {
+            continue; // a cancelled sale's reservations still being failed
+        }
+        db.keep_archived_counters(sale.id, &counters.counters)
+            .await?;
+        redis.purge_sale(sale.id).await?;
+        db.mark_archived(sale.id).await?;
+        tracing::info!(sale_id = %sale.id, "closed sale archived; its keys left Redis");
+        archived += 1;
+    }
+    Ok(archived)
 }

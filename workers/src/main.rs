@@ -79,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         queue: queue.clone(),
         pending_after: cli.worker.pending_after(),
         batch: cli.worker.reconcile_batch,
+        retention: Duration::from_secs(cli.worker.retention_secs),
+        dead_jobs_kept: cli.worker.dead_jobs_kept,
     };
     tracing::info!(
         worker = %cli.worker.name(),

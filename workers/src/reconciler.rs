@@ -11,7 +11,10 @@
 //!   exists is only marked confirmed in Redis;
 //! - give a closed sale's unsold units back to its product once none of its
 //!   reservations can still commit (`flashsale::store::closing`);
-//! - forget jobs apalis has finished (it keeps them forever otherwise);
+//! - archive closed sales settled for longer than the retention: their
+//!   counters kept in PostgreSQL, their keys removed from Redis;
+//! - forget jobs apalis has finished (it keeps them forever otherwise), and
+//!   dead jobs beyond the number kept for inspection;
 //! - compute each sale's drift, allotted minus (Redis remaining, pending
 //!   units and PostgreSQL confirmed), and export it. Drift is reported,
 //!   never "fixed": stock is only ever rebuilt from PostgreSQL by arming.
@@ -43,6 +46,10 @@ pub struct Reconciler {
     pub queue: PurchaseQueue,
     pub pending_after: Duration,
     pub batch: usize,
+    /// How long a settled closed sale keeps its keys in Redis.
+    pub retention: Duration,
+    /// Dead jobs kept; the surplus is dropped.
+    pub dead_jobs_kept: usize,
 }
 
 /// What one run did, for the log.
@@ -51,8 +58,10 @@ struct RunReport {
     sales: usize,
     rebuilt: usize,
     allotments_released: usize,
+    archived: usize,
     reenqueued: usize,
     vacuumed: u64,
+    dead_dropped: u64,
 }
 
 impl Reconciler {
@@ -66,6 +75,9 @@ impl Reconciler {
             closing::release_drained_allotments(&self.db, &self.redis).await?;
         metrics::counter!("reconciler_allotments_released_total")
             .increment(report.allotments_released as u64);
+        report.archived =
+            closing::archive_settled_sales(&self.db, &self.redis, self.retention).await?;
+        metrics::counter!("reconciler_sales_archived_total").increment(report.archived as u64);
         let depth = self.queue.depth().await?;
         // While jobs wait, an old pending reservation is most likely one of
         // them (a backlog, not a lost job): pushing it again would only add
@@ -83,6 +95,11 @@ impl Reconciler {
         metrics::gauge!("worker_queue_depth", "state" => "scheduled").set(depth.scheduled as f64);
         metrics::gauge!("worker_queue_depth", "state" => "dead").set(depth.dead as f64);
         report.vacuumed = self.vacuum_finished_jobs().await?;
+        report.dead_dropped = self
+            .queue
+            .trim_dead(self.dead_jobs_kept, VACUUM_CHUNK)
+            .await?;
+        metrics::counter!("reconciler_dead_jobs_dropped_total").increment(report.dead_dropped);
         Ok(report)
     }
 

@@ -169,6 +169,29 @@ pub struct WorkerSettings {
         default_value_t = 5000
     )]
     pub reconcile_batch: usize,
+
+    /// Seconds a closed sale keeps its keys in Redis after its last
+    /// reservation settled; then its counters are archived in PostgreSQL
+    /// and the keys removed (stats, orders and statuses answer from
+    /// PostgreSQL).
+    #[arg(
+        long,
+        env = "FLASHSALE_RETENTION_SECS",
+        value_name = "FLASHSALE_RETENTION_SECS",
+        default_value_t = 86_400
+    )]
+    pub retention_secs: u64,
+
+    /// Dead purchase jobs kept for inspection; beyond this the surplus is
+    /// dropped (their reservations stay pending and the reconciler queues
+    /// them again, so nothing is lost).
+    #[arg(
+        long,
+        env = "FLASHSALE_DEAD_JOBS_KEPT",
+        value_name = "FLASHSALE_DEAD_JOBS_KEPT",
+        default_value_t = 10_000
+    )]
+    pub dead_jobs_kept: usize,
 }
 
 impl WorkerSettings {

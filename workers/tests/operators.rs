@@ -254,3 +254,72 @@ async fn a_key_retried_after_redis_lost_its_data_is_still_one_purchase(pg: PgPoo
         "the refused retry's unit is back on sale"
     );
 }
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn dead_jobs_beyond_the_number_kept_are_dropped(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    // Jobs of a sale PostgreSQL does not know fail on every attempt.
+    let user = harness.users(1).await[0];
+    let doomed: Vec<_> = (0..6)
+        .map(|index| flashsale::jobs::PurchaseJob {
+            reservation_id: Uuid::now_v7(),
+            sale_id: Uuid::now_v7(),
+            user_id: user,
+            quantity: 1,
+            idempotency_key: format!("doomed-{index}"),
+            reserved_at_ms: Utc::now().timestamp_millis(),
+        })
+        .collect();
+    harness.enqueue(&doomed).await;
+    let _worker = harness.spawn_worker(&[
+        ("FLASHSALE_WORKER_MAX_ATTEMPTS", "1"),
+        ("FLASHSALE_DEAD_JOBS_KEPT", "2"),
+        ("FLASHSALE_RECONCILE_SCHEDULE", "* * * * * *"),
+    ]);
+    let queue = format!("{}:{{purchases}}", harness.prefix);
+    common::eventually(
+        Duration::from_secs(30),
+        "two dead jobs kept, with their payloads only",
+        || async {
+            let (dead, payloads): (i64, i64) = redis::pipe()
+                .scard(format!("{queue}:dead"))
+                .hlen(format!("{queue}:data"))
+                .query_async(&mut harness.raw.clone())
+                .await
+                .unwrap();
+            dead == 2 && payloads == 2
+        },
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_reservation_stuck_in_a_sale_closed_days_ago_is_still_settled(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let users = harness.users(1).await;
+    // Accepted, but its job was lost; then the sale ended, days ago.
+    let stuck = harness.reserve(&users).await;
+    harness.act(SaleAction::End).await;
+    sqlx::query(
+        "update flash_sales set starts_at = now() - interval '3 days',
+                ends_at = now() - interval '2 days', updated_at = now() - interval '2 days'
+         where id = $1",
+    )
+    .bind(harness.sale.id)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+
+    let _worker = harness.spawn_worker(&[
+        ("FLASHSALE_RECONCILE_SCHEDULE", "* * * * * *"),
+        ("FLASHSALE_RECONCILE_PENDING_AFTER_SECS", "1"),
+    ]);
+    harness.wait_for_orders(1, Duration::from_secs(30)).await;
+    common::eventually(
+        Duration::from_secs(30),
+        "the drained sale's units are released",
+        || async { harness.allotment_released().await },
+    )
+    .await;
+    harness.assert_invariants(&stuck).await;
+}

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
-    domain::{DomainError, PurchaseStatus, ReservationStatus, Role},
+    domain::{DomainError, FailureReason, PurchaseStatus, ReservationStatus, Role},
     http::{
         ApiError, AppState,
         extract::{Caller, IdempotencyKey, PathParams, QueryParams, ValidJson},
@@ -22,7 +22,7 @@ use crate::{
     jobs::PurchaseJob,
     store::{
         postgres::OrderRow,
-        redis::{ReservationRecord, ReserveOutcome, ReserveRequest, UserRate},
+        redis::{CachedOrders, ReservationRecord, ReserveOutcome, ReserveRequest, UserRate},
     },
 };
 
@@ -263,21 +263,36 @@ async fn get_purchase_status(
     if let Some(record) = record.filter(|record| record.user_id == caller.user_id) {
         return Ok(Json(status_of(&state, record).await?));
     }
-    // Redis may have lost a reservation that PostgreSQL already holds as an order.
-    let order = match query.reservation_id {
-        Some(reservation) => state.db.order_for_reservation(reservation).await?,
-        None => None,
+    // Redis no longer holds it (the sale was archived, or Redis lost its
+    // data): PostgreSQL has every purchase that settled.
+    let settled = match (query.reservation_id, query.sale_id) {
+        (Some(reservation), _) => state.db.settled_purchase(reservation).await?,
+        (None, Some(sale)) => {
+            state
+                .db
+                .latest_settled_purchase(sale, caller.user_id)
+                .await?
+        }
+        (None, None) => None,
     };
-    match order.filter(|(_, owner)| *owner == caller.user_id) {
-        Some((order, _)) => Ok(Json(PurchaseStatusResponse {
-            reservation_id: order.reservation_id,
-            sale_id: order.flash_sale_id,
-            status: PurchaseStatus::Confirmed,
-            quantity: order.quantity.into(),
-            reason: None,
-            reason_code: None,
-            order_id: Some(order.id),
-        })),
+    match settled.filter(|settled| {
+        settled.user_id == caller.user_id
+            && query
+                .sale_id
+                .is_none_or(|sale| sale == settled.flash_sale_id)
+    }) {
+        Some(settled) => {
+            let reason = settled.reason.as_deref().and_then(FailureReason::from_code);
+            Ok(Json(PurchaseStatusResponse {
+                reservation_id: settled.reservation_id,
+                sale_id: settled.flash_sale_id,
+                status: settled.status.for_shopper(),
+                quantity: settled.quantity.into(),
+                reason: reason.map(|reason| reason.message().to_string()),
+                reason_code: reason.map(|reason| reason.code().to_string()),
+                order_id: settled.order_id,
+            }))
+        }
         None => Err(DomainError::PurchaseNotFound.into()),
     }
 }
@@ -381,9 +396,12 @@ async fn list_user_orders(
         ));
     }
     let cache_field = format!("{page}:{per_page}");
-    if let Ok(Some(cached)) = state.redis.cached_orders(user_id, &cache_field).await {
-        return Ok(json_text(cached));
-    }
+    // Redis down: the page comes from PostgreSQL and is not cached.
+    let generation = match state.redis.cached_orders(user_id, &cache_field).await {
+        Ok(CachedOrders::Hit(cached)) => return Ok(json_text(cached)),
+        Ok(CachedOrders::Miss { generation }) => Some(generation),
+        Err(_) => None,
+    };
     let offset = i64::from(page - 1) * i64::from(per_page);
     let (orders, total) = state
         .db
@@ -399,15 +417,17 @@ async fn list_user_orders(
         tracing::error!(%error, "orders page did not serialise");
         ApiError::internal()
     })?;
-    if let Err(error) = state
-        .redis
-        .cache_orders(
-            user_id,
-            &cache_field,
-            &body,
-            state.purchase.orders_cache_ttl_secs,
-        )
-        .await
+    if let Some(generation) = generation
+        && let Err(error) = state
+            .redis
+            .cache_orders(
+                user_id,
+                &cache_field,
+                &body,
+                state.purchase.orders_cache_ttl_secs,
+                generation,
+            )
+            .await
     {
         tracing::debug!(%error, "orders page not cached");
     }

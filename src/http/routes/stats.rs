@@ -20,6 +20,7 @@ use crate::{
         ApiError, AppState,
         extract::{Admin, PathParams, QueryParams},
     },
+    store::redis::SaleCounters,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -149,6 +150,14 @@ async fn stats_for(state: &AppState, sale_id: Uuid) -> Result<SaleStatsResponse,
         state.queue.depth()
     )?;
     let sale = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
+    // An archived sale's keys left Redis; its counters were kept first.
+    let counters = match &sale.archived_counters {
+        Some(archived) if counters.counters.is_empty() => SaleCounters {
+            counters: archived.0.clone(),
+            ..SaleCounters::default()
+        },
+        _ => counters,
+    };
     let now = Utc::now();
     let rejected = RejectedCounts {
         sold_out: counters.get("rejected_sold_out"),

@@ -18,7 +18,7 @@ use sqlx::{
 };
 
 pub use audit::{AdminAct, AuditRow};
-pub use orders::{CommittedOrder, OrderRow};
+pub use orders::{CommittedOrder, OrderRow, SettledPurchase};
 pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};
 pub use settlement::{ReservationToSettle, SettledBatch};

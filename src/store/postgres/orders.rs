@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Db;
-use crate::store::StoreError;
+use crate::{domain::ReservationStatus, store::StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OrderRow {
@@ -125,6 +125,67 @@ impl Db {
             .bind(after)
             .bind(limit as i64)
             .fetch_all(self.pool()),
+        )
+        .await
+    }
+}
+
+/// A purchase as PostgreSQL recorded its end (`purchase_attempts`), with
+/// its order if it became one.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SettledPurchase {
+    pub reservation_id: Uuid,
+    pub flash_sale_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i32,
+    #[sqlx(try_from = "String")]
+    pub status: ReservationStatus,
+    /// A `FailureReason` code.
+    pub reason: Option<String>,
+    pub order_id: Option<Uuid>,
+}
+
+/// `select <every SettledPurchase column> from purchase_attempts pa ...`
+/// followed by the given clause.
+macro_rules! select_settled {
+    ($clause:literal) => {
+        concat!(
+            "select pa.reservation_id, pa.flash_sale_id, pa.user_id, pa.quantity,
+                    pa.outcome as status, pa.reason, o.id as order_id
+             from purchase_attempts pa
+             left join orders o on o.reservation_id = pa.reservation_id ",
+            $clause
+        )
+    };
+}
+
+impl Db {
+    pub async fn settled_purchase(
+        &self,
+        reservation_id: Uuid,
+    ) -> Result<Option<SettledPurchase>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SettledPurchase>(select_settled!("where pa.reservation_id = $1"))
+                .bind(reservation_id)
+                .fetch_optional(self.pool()),
+        )
+        .await
+    }
+
+    /// The user's latest settled purchase in the sale.
+    pub async fn latest_settled_purchase(
+        &self,
+        sale_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<SettledPurchase>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SettledPurchase>(select_settled!(
+                "where pa.flash_sale_id = $1 and pa.user_id = $2
+                 order by pa.reserved_at desc, pa.reservation_id desc limit 1"
+            ))
+            .bind(sale_id)
+            .bind(user_id)
+            .fetch_optional(self.pool()),
         )
         .await
     }

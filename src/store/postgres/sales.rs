@@ -5,9 +5,11 @@
 //! first — the same lock the worker takes to commit orders — so allotments
 //! and commits never interleave and never deadlock on row-lock order.
 
+use std::{collections::HashMap, time::Duration};
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
 use super::{Db, audit::AdminAct};
@@ -42,6 +44,8 @@ pub struct SaleRow {
     /// One more on every admin change; arming never lets an older version
     /// of the sale overwrite a newer one in Redis.
     pub version: i64,
+    /// The sale's Redis counters, kept when its keys left Redis (retention).
+    pub archived_counters: Option<Json<HashMap<String, i64>>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -64,7 +68,7 @@ macro_rules! select_sales {
         concat!(
             "select s.id, s.product_id, s.sale_price, p.currency, s.starts_at, s.ends_at,
                     s.state, s.per_user_limit, s.allotted_quantity, s.confirmed_quantity,
-                    s.version, s.created_at, s.updated_at
+                    s.version, s.archived_counters, s.created_at, s.updated_at
              from flash_sales s join products p on p.id = s.product_id ",
             $($clause),*
         )
@@ -206,6 +210,51 @@ impl Db {
             Ok::<_, StoreError>(released == 1)
         })
         .await
+    }
+
+    /// Closed sales settled for longer than `retention` whose keys are
+    /// still in Redis.
+    pub async fn sales_to_archive(&self, retention: Duration) -> Result<Vec<SaleRow>, StoreError> {
+        self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!(
+                "where s.state in ('ended', 'cancelled') and s.archived_at is null
+                   and s.allotment_released_at < now() - make_interval(secs => $1)"
+            ))
+            .bind(retention.as_secs_f64())
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+
+    /// Keeps a closed sale's Redis counters (the first copy wins: a second
+    /// archiving after a crash must not replace them with an empty set).
+    pub async fn keep_archived_counters(
+        &self,
+        id: Uuid,
+        counters: &HashMap<String, i64>,
+    ) -> Result<(), StoreError> {
+        self.bounded(
+            sqlx::query(
+                "update flash_sales set archived_counters = coalesce(archived_counters, $2)
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(Json(counters))
+            .execute(self.pool()),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Records that the sale's keys are gone from Redis.
+    pub async fn mark_archived(&self, id: Uuid) -> Result<(), StoreError> {
+        self.bounded(
+            sqlx::query("update flash_sales set archived_at = now() where id = $1")
+                .bind(id)
+                .execute(self.pool()),
+        )
+        .await
+        .map(drop)
     }
 
     /// Applies an admin action (pause, resume, cancel, end) and returns the sale.

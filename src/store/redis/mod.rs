@@ -20,8 +20,8 @@ use uuid::Uuid;
 pub use accounts::{AccountChange, AccountPush, accounts_channel, parse_account_push};
 pub use keys::SaleKeys;
 pub use purchase::{
-    ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState, UserRate,
-    parse_record,
+    CachedOrders, ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
+    UserRate, parse_record,
 };
 pub use settlement::ReleaseOutcome;
 pub use subscriber::{EventSubscriber, Published, parse_push};
@@ -90,6 +90,7 @@ struct Scripts {
     confirm: Script,
     stale_pending: Script,
     restore_orders: Script,
+    cache_orders: Script,
 }
 
 impl RedisStore {
@@ -123,6 +124,7 @@ impl RedisStore {
                 confirm: Script::new(with_records!("scripts/confirm.lua")),
                 stale_pending: Script::new(include_str!("scripts/stale_pending.lua")),
                 restore_orders: Script::new(with_records!("scripts/restore_orders.lua")),
+                cache_orders: Script::new(include_str!("scripts/cache_orders.lua")),
             }),
         })
     }

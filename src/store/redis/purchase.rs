@@ -355,42 +355,88 @@ impl RedisStore {
         format!("{}:{{user:{user_id}}}:orders", self.prefix)
     }
 
-    /// A cached page of the user's orders (JSON), if fresh.
+    fn orders_generation_key(&self, user_id: Uuid) -> String {
+        format!("{}:{{user:{user_id}}}:orders_generation", self.prefix)
+    }
+
+    /// A cached page of the user's orders (JSON) if fresh, else the
+    /// generation to hand back to [`Self::cache_orders`].
     pub async fn cached_orders(
         &self,
         user_id: Uuid,
         page: &str,
-    ) -> Result<Option<String>, StoreError> {
-        self.hget(self.orders_cache_key(user_id), page.to_string())
-            .await
+    ) -> Result<CachedOrders, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hget(self.orders_cache_key(user_id), page)
+            .get(self.orders_generation_key(user_id));
+        let (cached, generation): (Option<String>, Option<i64>) = self.query_pipe(pipe).await?;
+        Ok(match cached {
+            Some(json) => CachedOrders::Hit(json),
+            None => CachedOrders::Miss {
+                generation: generation.unwrap_or_default(),
+            },
+        })
     }
 
-    /// Caches a page; the whole user's cache expires `ttl_secs` after the
-    /// first page was stored, and the worker drops it when orders change.
+    /// Caches a page read after [`Self::cached_orders`] answered
+    /// `generation`, unless the user's orders changed since
+    /// (`scripts/cache_orders.lua`); the whole user's cache expires
+    /// `ttl_secs` after its first page.
     pub async fn cache_orders(
         &self,
         user_id: Uuid,
         page: &str,
         json: &str,
         ttl_secs: u64,
-    ) -> Result<(), StoreError> {
-        let key = self.orders_cache_key(user_id);
-        let mut pipe = redis::pipe();
-        pipe.hset(&key, page, json)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(ttl_secs)
-            .arg("NX")
-            .ignore();
-        self.query_pipe(pipe).await
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.cache_orders.prepare_invoke();
+        invocation
+            .key(self.orders_cache_key(user_id))
+            .key(self.orders_generation_key(user_id))
+            .arg(generation)
+            .arg(page)
+            .arg(json)
+            .arg(ttl_secs);
+        let cached: i64 = self.run_script(invocation).await?;
+        Ok(cached == 1)
     }
 
     /// Drops the user's cached order pages (after their orders changed).
     pub async fn invalidate_orders(&self, user_id: Uuid) -> Result<(), StoreError> {
-        self.query(redis::Cmd::del(self.orders_cache_key(user_id)))
-            .await
+        self.invalidate_orders_of(&[user_id]).await
     }
+
+    /// Drops the cached order pages of several users in one round trip, and
+    /// moves their generation on so that a page read before now is never
+    /// cached after.
+    pub async fn invalidate_orders_of(&self, user_ids: &[Uuid]) -> Result<(), StoreError> {
+        if user_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for user_id in user_ids {
+            let generation = self.orders_generation_key(*user_id);
+            pipe.del(self.orders_cache_key(*user_id))
+                .ignore()
+                .incr(&generation, 1)
+                .ignore()
+                .expire(&generation, ORDERS_GENERATION_TTL_SECS)
+                .ignore();
+        }
+        self.query_pipe(pipe).await
+    }
+}
+
+/// How long a user's orders generation outlives its last change: far
+/// longer than any read of a page could take.
+const ORDERS_GENERATION_TTL_SECS: i64 = 86_400;
+
+/// What the orders cache holds for one page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedOrders {
+    Hit(String),
+    Miss { generation: i64 },
 }
 
 #[cfg(test)]

@@ -125,16 +125,25 @@ impl RedisStore {
         Ok(records)
     }
 
-    /// Drops the cached order pages of several users in one round trip.
-    pub async fn invalidate_orders_of(&self, user_ids: &[Uuid]) -> Result<(), StoreError> {
-        if user_ids.is_empty() {
-            return Ok(());
+    /// Removes every key of a closed, archived sale (UNLINK: large hashes
+    /// are freed in the background, never blocking Redis).
+    pub async fn purge_sale(&self, sale_id: Uuid) -> Result<(), StoreError> {
+        let keys = self.sale_keys(sale_id);
+        let mut unlink = redis::cmd("UNLINK");
+        for key in [
+            &keys.stock,
+            &keys.meta,
+            &keys.buyers,
+            &keys.reservations,
+            &keys.pending,
+            &keys.idempotency,
+            &keys.latest,
+            &keys.stats,
+            &keys.rate,
+        ] {
+            unlink.arg(key);
         }
-        let mut pipe = redis::pipe();
-        for user_id in user_ids {
-            pipe.del(self.orders_cache_key(*user_id)).ignore();
-        }
-        self.query_pipe(pipe).await
+        self.query::<i64>(unlink).await.map(drop)
     }
 
     /// Counts a job given up on after too many failed attempts.
