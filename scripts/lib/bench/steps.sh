@@ -16,19 +16,25 @@ login_token() {
     -d "{\"email\":\"$email\"}" | jq -er .token
 }
 
-# Creates a product with $3 units and a sale of all of them, open from now
-# for an hour, one unit per shopper; prints the sale id.
-create_sale() {
-  local base=$1 token=$2 stock=$3 run_id=$4 product_id starts ends
-  product_id=$(curl -fsS "$base/api/admin/products" -H "authorization: Bearer $token" \
+# create_product BASE TOKEN STOCK RUN_ID: a product with STOCK units; prints its id.
+create_product() {
+  curl -fsS "$1/api/admin/products" -H "authorization: Bearer $2" \
     -H 'content-type: application/json' \
-    -d "{\"sku\":\"BENCH-$run_id\",\"name\":\"Bench item\",\"price\":1000,\"currency\":\"EUR\",\"stock\":$stock}" \
-    | jq -er .id) || die "could not create the bench product"
+    -d "{\"sku\":\"BENCH-$4\",\"name\":\"Bench item\",\"price\":1000,\"currency\":\"EUR\",\"stock\":$3}" \
+    | jq -er .id || die "could not create the bench product"
+}
+
+# create_sale BASE TOKEN STOCK RUN_ID [PER_USER_LIMIT] [PRODUCT_ID]: a sale
+# of STOCK units open from now for an hour, PER_USER_LIMIT (1) per shopper,
+# of a new product with exactly STOCK units (or of PRODUCT_ID); prints its id.
+create_sale() {
+  local base=$1 token=$2 stock=$3 run_id=$4 per_user_limit=${5:-1} product_id=${6:-} starts ends
+  [[ -n $product_id ]] || product_id=$(create_product "$base" "$token" "$stock" "$run_id")
   starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
   ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
   curl -fsS "$base/api/admin/flash-sales" -H "authorization: Bearer $token" \
     -H 'content-type: application/json' \
-    -d "{\"product_id\":\"$product_id\",\"price\":500,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\",\"per_user_limit\":1,\"stock\":$stock}" \
+    -d "{\"product_id\":\"$product_id\",\"price\":500,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\",\"per_user_limit\":$per_user_limit,\"stock\":$stock}" \
     | jq -er .id || die "could not create the bench sale"
 }
 

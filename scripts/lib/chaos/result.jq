@@ -4,6 +4,8 @@
 #     (0 unless Redis lost data; "one_second": the most 202s of any second)
 #   untold_orders_max: orders whose 202 no shopper saw (0 unless Redis lost
 #     the idempotency records)
+# and $state_regressions: 1 if Redis was left mirroring an older version of
+# the sale than PostgreSQL's once quiet
 #   checks: {name: bool} the scenario measured itself
 #   figures: {name: value} the scenario's own figures
 ($crowd[0]) as $c | ($db[0]) as $d |
@@ -26,6 +28,9 @@
   duplicates: ($d.over_limit_buyers + $c.replay_mismatches),
   lost: $d.lost,
   died_with_redis: $d.accepted_not_found,
+  state_regressions: $state_regressions,
+  promised_stock_refused: $d.promised_stock_refused,
+  replays_named_other: $d.replays_named_other,
   postgres: $d,
   redis_agrees: $redis_agrees,
   replay_mismatches: $c.replay_mismatches,
@@ -45,6 +50,9 @@
     every_shopper_answered: (.gave_up == 0),
     some_purchases_accepted: (.accepted_202 > 0),
     died_with_redis_within_bound: (.died_with_redis <= $died_max),
-    every_order_was_told: ($d.orders_nobody_was_told <= ($scenario_extra.untold_orders_max // 0))
+    every_order_was_told: ($d.orders_nobody_was_told <= ($scenario_extra.untold_orders_max // 0)),
+    no_state_regression: (.state_regressions == 0),
+    no_promised_stock_refused: (.promised_stock_refused == 0),
+    no_replay_named_another_reservation: (.replays_named_other == 0)
   } + ($scenario_extra.checks // {}))
 | .passed = ([.checks[]] | all)

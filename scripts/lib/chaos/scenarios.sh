@@ -207,7 +207,7 @@ scenario_ban() {
   local ids_sql released orders_of_banned confirmed
   ids_sql=$(jq -r 'map("'"'"'" + . + "'"'"'::uuid") | join(",")' "$DIR/banned.json")
   released=$(psql_query "select count(*) from purchase_attempts where flash_sale_id = '$SALE_ID'
-    and user_id in ($ids_sql) and outcome = 'failed' and reason like '%suspended%'")
+    and user_id in ($ids_sql) and outcome = 'failed' and reason = 'banned'")
   orders_of_banned=$(psql_query "select count(*) from orders where flash_sale_id = '$SALE_ID' and user_id in ($ids_sql)")
   confirmed=$(psql_query "select confirmed_quantity from flash_sales where id = '$SALE_ID'")
   scenario_end "$(jq -c --argjson released "$released" --argjson orders_of_banned "$orders_of_banned" \

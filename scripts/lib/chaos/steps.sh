@@ -16,16 +16,23 @@ psql_file() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 -f
 psql_query() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 elapsed_since() { awk -v now="$(now_ms)" -v start="$1" 'BEGIN { printf "%.2f", (now - start) / 1000 }'; }
 
-# scenario_begin NAME STOCK: a fresh sale of STOCK units (one per shopper)
-# and a directory for the scenario's files. Sets SCENARIO, SALE_ID, DIR.
+# Every chaos sale lets a shopper hold up to 3 units, and the crowd's
+# shoppers ask for 1, 2 or 3 (so demand is about twice the stock).
+PER_USER_LIMIT=${CHAOS_PER_USER_LIMIT:-3}
+MAX_QUANTITY=${CHAOS_MAX_QUANTITY:-3}
+
+# scenario_begin NAME STOCK [PRODUCT_STOCK]: a fresh sale of STOCK units
+# (of a new product with PRODUCT_STOCK units, by default STOCK) and a
+# directory for the scenario's files. Sets SCENARIO, SALE_ID, PRODUCT_ID, DIR.
 scenario_begin() {
   SCENARIO=$1
   DIR=$CHAOS_RUN_DIR/$SCENARIO
   mkdir -p "$DIR"
   ADMIN_TOKEN=$(admin_token)
-  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$2" "$CHAOS_RUN_ID-$SCENARIO")
+  PRODUCT_ID=$(create_product "$BASE" "$ADMIN_TOKEN" "${3:-$2}" "$CHAOS_RUN_ID-$SCENARIO")
+  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$2" "$CHAOS_RUN_ID-$SCENARIO" "$PER_USER_LIMIT" "$PRODUCT_ID")
   FAULTS=() RECOVERY_SECS=null
-  log "[$SCENARIO] sale $SALE_ID with $2 units"
+  log "[$SCENARIO] sale $SALE_ID with $2 units, up to $PER_USER_LIMIT per shopper"
 }
 
 # start_crowd USERS RATE [CROWD ARGS...]: shoppers buying in the background;
@@ -33,7 +40,8 @@ scenario_begin() {
 start_crowd() {
   local users=$1 rate=$2; shift 2
   "$CROWD_BIN" --host "$BASE" --sale-id "$SALE_ID" --run-id "$CHAOS_RUN_ID-$SCENARIO" \
-    --users "$users" --rate "$rate" --concurrency "${CHAOS_CONCURRENCY:-200}" --out "$DIR" "$@" \
+    --users "$users" --rate "$rate" --concurrency "${CHAOS_CONCURRENCY:-200}" --out "$DIR" \
+    --max-quantity "$MAX_QUANTITY" "$@" \
     >"$DIR/crowd.out" 2>"$DIR/crowd.log" &
   CROWD_PID=$!
   wait_for 300 grep -q "buying at" "$DIR/crowd.log" \
@@ -49,16 +57,21 @@ wait_crowd() {
 
 fault() { FAULTS+=("$*"); log "[$SCENARIO] fault: $*"; }
 
-# The sale's accepted reservations not ended yet, and its units left, in Redis.
+# The sale's accepted reservations not ended yet, their units, and the
+# units left, in Redis.
 pending_reservations() { redis_cmd zcard "$REDIS_PREFIX:{sale:$SALE_ID}:pending"; }
+pending_units() { redis_cmd hget "$REDIS_PREFIX:{sale:$SALE_ID}:stats" pending_units; }
 redis_stock() { redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock"; }
 
-# redis_agrees: I6, Redis remaining + pending + PostgreSQL confirmed =
-# allotted (every chaos purchase is one unit).
+# redis_agrees: I6, Redis remaining + pending units + PostgreSQL confirmed
+# = allotted; or the sale was archived (its keys left Redis by design, once
+# PostgreSQL held everything).
 redis_agrees() {
   local remaining pending confirmed allotted
+  [[ $(psql_query "select archived_at is not null from flash_sales where id = '$SALE_ID'") == t ]] && return 0
   remaining=$(redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock")
-  pending=$(pending_reservations)
+  pending=$(pending_units)
+  pending=${pending:-0}
   read -r confirmed allotted < <(psql_query \
     "select confirmed_quantity, allotted_quantity from flash_sales where id = '$SALE_ID'" | tr '|' ' ')
   [[ -n $remaining ]] && ((remaining + pending + confirmed == allotted))
@@ -75,6 +88,7 @@ scenario_end() {
   sed -e "s/:sale_id/$SALE_ID/g" -e "s#:shoppers#$DIR/shoppers.jsonl#g" "$CHAOS_LIB/verify.sql" >"$sql"
   psql_file "$sql" >"$DIR/postgres.json" || die "[$SCENARIO] verify.sql failed"
   jq -n --arg scenario "$SCENARIO" --arg sale_id "$SALE_ID" \
+    --argjson state_regressions "$(state_regressions)" \
     --argjson faults "$(printf '%s\n' "${FAULTS[@]}" | jq -R . | jq -s .)" \
     --argjson recovery_secs "$RECOVERY_SECS" --argjson redis_agrees "$agreed" \
     --slurpfile crowd "$DIR/summary.json" --slurpfile db "$DIR/postgres.json" \
@@ -88,6 +102,16 @@ scenario_end() {
   fi
   curl -fsS -X PATCH "$BASE/api/admin/flash-sales/$SALE_ID" -H "authorization: Bearer $ADMIN_TOKEN" \
     -H 'content-type: application/json' -d '{"action":"end"}' >/dev/null 2>&1 || true
+}
+
+# state_regressions: 1 if Redis mirrors an older version of the sale than
+# PostgreSQL holds (an admin change undone), else 0. A sale Redis no longer
+# holds (archived) cannot regress.
+state_regressions() {
+  local armed current
+  armed=$(redis_cmd hget "$REDIS_PREFIX:{sale:$SALE_ID}:meta" version)
+  current=$(psql_query "select version from flash_sales where id = '$SALE_ID'")
+  if [[ -n $armed ]] && ((armed < current)); then echo 1; else echo 0; fi
 }
 
 # seconds_until_ready LIMIT: waits (up to LIMIT s) until the cluster

@@ -14,8 +14,13 @@ with sale as (
     select reservation_id::text as reservation_id, user_id, quantity
     from orders where flash_sale_id = ':sale_id'
 ), told as (
-    select doc ->> 'reservation_id' as reservation_id, doc ->> 'outcome' as outcome
+    select doc ->> 'reservation_id' as reservation_id, doc ->> 'outcome' as outcome,
+           doc ->> 'retry_reservation_id' as retry_reservation_id
     from shoppers where (doc ->> 'status')::int = 202
+), retried as (
+    -- A key sent again after the fault (wipe-and-retry) may be a new
+    -- purchase when the first one died with Redis; the shopper saw its 202.
+    select retry_reservation_id as reservation_id from told where retry_reservation_id is not null
 ), accepted as (
     select told.*, sold.reservation_id is not null as has_order
     from told left join sold using (reservation_id)
@@ -49,5 +54,15 @@ select json_build_object(
     'told_confirmed_without_order', (select count(*) from accepted where outcome = 'confirmed' and not has_order),
     'told_failed_with_order', (select count(*) from accepted where outcome in ('failed', 'not_found') and has_order),
     'orders_nobody_was_told', (select count(*) from sold where reservation_id not in
-                               (select reservation_id from told where reservation_id is not null)))
+                               (select reservation_id from told where reservation_id is not null
+                                union all select reservation_id from retried)),
+    -- A 202 is a promise: a reservation that then failed for lack of stock
+    -- broke it (Redis had counted units PostgreSQL did not have).
+    'promised_stock_refused', (select count(*) from purchase_attempts
+                               where flash_sale_id = ':sale_id' and reason = 'no_stock'),
+    -- A key retried after the fault whose first reservation became an order
+    -- must get that reservation back.
+    'replays_named_other', (select count(*) from accepted
+                            where has_order and retry_reservation_id is not null
+                              and retry_reservation_id <> reservation_id))
 from sale;

@@ -4,7 +4,10 @@
 //! buys once with its own Idempotency-Key and, like a real client, retries
 //! through 429, 503 and broken connections with the same key until it gets
 //! a final answer (or `--give-up-secs` pass). Every 202 is replayed once with
-//! its key: the answer must name the same reservation. Once every shopper
+//! its key: the answer must name the same reservation. Shopper n asks for
+//! `1 + n % --max-quantity` units. With `--retry-when`, every shopper with
+//! a 202 sends its key once more when the signal file appears (after the
+//! fault). Once every shopper
 //! is done, each accepted reservation is followed through
 //! `GET /api/purchase/status` until it ends (or `--follow-secs` pass).
 //!
@@ -59,6 +62,14 @@ pub struct Args {
     /// Directory for shoppers.jsonl and summary.json.
     #[arg(long)]
     pub out: PathBuf,
+    /// Units per purchase, mixed: shopper n asks for 1 + n % this.
+    #[arg(long, default_value_t = 1)]
+    pub max_quantity: u32,
+    /// Once every shopper has its answer, wait for this file to appear,
+    /// then have every shopper with a 202 send its key again (as clients
+    /// retrying after an outage would) and note which reservation came back.
+    #[arg(long)]
+    pub retry_when: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -91,6 +102,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .buffer_unordered(args.concurrency)
         .collect()
         .await;
+
+    let stories = match &args.retry_when {
+        Some(signal) => purchase::retry_all(&client, &args, &recorder, stories, signal).await,
+        None => stories,
+    };
 
     eprintln!(
         "crowd: following {} accepted reservations",

@@ -134,16 +134,11 @@ pub async fn buy_once(
         user: index,
         user_id,
         idempotency_key: format!("crowd-{}-{index}", args.run_id),
+        quantity: 1 + (index as u32) % args.max_quantity.max(1),
         ..Story::default()
     };
-    let key = story.idempotency_key.clone();
-    let attempt_request = || {
-        client
-            .post(format!("{}/api/purchase/attempt", args.host))
-            .bearer_auth(&token)
-            .header("idempotency-key", &key)
-            .json(&json!({ "sale_id": args.sale_id, "quantity": 1 }))
-    };
+    let (key, quantity) = (story.idempotency_key.clone(), story.quantity);
+    let attempt_request = || attempt(client, args, &token, &key, quantity);
     let deadline = Instant::now() + Duration::from_secs(args.give_up_secs);
     loop {
         story.attempts += 1;
@@ -178,4 +173,66 @@ pub async fn buy_once(
     }
     story.token = token;
     story
+}
+
+fn attempt(
+    client: &reqwest::Client,
+    args: &Args,
+    token: &str,
+    key: &str,
+    quantity: u32,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{}/api/purchase/attempt", args.host))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({ "sale_id": args.sale_id, "quantity": quantity }))
+}
+
+/// Waits for `signal`, then sends every accepted shopper's key again
+/// (retrying transient answers) and notes what came back.
+pub async fn retry_all(
+    client: &reqwest::Client,
+    args: &Args,
+    recorder: &Recorder,
+    stories: Vec<Story>,
+    signal: &std::path::Path,
+) -> Vec<Story> {
+    eprintln!("crowd: waiting for {} to retry every key", signal.display());
+    while !signal.exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("crowd: retrying every key");
+    stream::iter(stories)
+        .map(|mut story| async move {
+            if story.reservation_id.is_none() {
+                return story;
+            }
+            let deadline = Instant::now() + Duration::from_secs(args.give_up_secs);
+            let mut attempt_number = 0;
+            loop {
+                attempt_number += 1;
+                let request = attempt(
+                    client,
+                    args,
+                    &story.token,
+                    &story.idempotency_key,
+                    story.quantity,
+                );
+                let reply = send(recorder, Kind::Purchase, request).await;
+                if reply.is_transient() && Instant::now() < deadline {
+                    tokio::time::sleep(backoff(&reply, attempt_number)).await;
+                    continue;
+                }
+                if let Answer::Status(status) = reply.answer {
+                    story.retry_status = Some(status);
+                }
+                story.retry_reservation_id =
+                    reply.body["reservation_id"].as_str().map(str::to_owned);
+                return story;
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await
 }

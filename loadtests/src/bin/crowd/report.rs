@@ -20,6 +20,8 @@ pub struct Story {
     #[serde(skip)]
     pub token: String,
     pub idempotency_key: String,
+    /// Units asked for.
+    pub quantity: u32,
     /// Purchase requests sent, retries included.
     pub attempts: u32,
     /// The final answer's status; none when the shopper gave up.
@@ -39,6 +41,9 @@ pub struct Story {
     /// last 2xx answer arrived: a banned shopper must get none after the ban.
     pub last_request_ms: Option<u64>,
     pub last_success_ms: Option<u64>,
+    /// With `--retry-when`: the status and reservation the key's retry got.
+    pub retry_status: Option<u16>,
+    pub retry_reservation_id: Option<String>,
 }
 
 impl Story {
