@@ -90,12 +90,13 @@ free_units() {
 # the first sale's backlog commits. No 202 of either sale fails for lack of
 # stock; the first sale's unsold units become free once its backlog settled.
 scenario_end_then_resell() {
-  local users=${CHAOS_USERS:-5000} stock=3000 extra=500 workers=() i backlog free_at_end resell_id
+  local users=${CHAOS_USERS:-5000} stock=6000 extra=500 workers=() i backlog free_at_end resell_id
   scenario_begin end-then-resell "$stock" "$((stock + extra))"
   for ((i = 0; i < WORKERS; i++)); do workers+=("$(pid_of "$RUN_DIR/worker-$i.pid")"); done
   kill -STOP "${workers[@]}"
   start_crowd "$users" 1000
-  sleep 3
+  # Ended about a third of the way into the crowd, before it sells out.
+  sleep 1.5
   [[ $(admin_patch '{"action":"end"}') == 200 ]] || die "[$SCENARIO] end refused"
   backlog=$(pending_reservations)
   free_at_end=$(free_units)

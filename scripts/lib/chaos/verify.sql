@@ -7,7 +7,12 @@ create temp table shoppers (doc jsonb);
 
 with sale as (
     select f.allotted_quantity, f.confirmed_quantity, f.per_user_limit,
-           s.total_quantity, s.available_quantity
+           s.total_quantity, s.available_quantity,
+           -- Units of the product sold by any of its sales (end-then-resell
+           -- sells one product in two sales).
+           (select coalesce(sum(o.quantity), 0) from orders o
+            join flash_sales other on other.id = o.flash_sale_id
+            where other.product_id = f.product_id) as product_units_sold
     from flash_sales f join stocks s on s.product_id = f.product_id
     where f.id = ':sale_id'
 ), sold as (
@@ -33,8 +38,7 @@ select json_build_object(
     'over_limit_buyers', (select count(*) from (select user_id from sold group by user_id
                                                 having sum(quantity) > sale.per_user_limit) over_limit),
     'confirmed_quantity_matches', sale.confirmed_quantity = (select coalesce(sum(quantity), 0) from sold),
-    'product_stock_matches', sale.total_quantity - sale.available_quantity
-                             = (select coalesce(sum(quantity), 0) from sold),
+    'product_stock_matches', sale.total_quantity - sale.available_quantity = sale.product_units_sold,
     'accepted', (select count(*) from accepted),
     'accepted_ordered', (select count(*) from accepted where has_order),
     'accepted_failed_visibly', (select count(*) from accepted where not has_order and outcome = 'failed'),
