@@ -11,3 +11,6 @@ alter table flash_sales
 -- no longer holds the sale.
 create index purchase_attempts_sale_user_idx
     on purchase_attempts (flash_sale_id, user_id, reserved_at desc);
+
+-- The reconciler walks the sales not archived yet on every tick.
+create index flash_sales_unarchived_idx on flash_sales (id) where archived_at is null;

@@ -419,7 +419,7 @@ async fn settle(app: &common::TestApp, sale_id: Uuid, reservations: &[Uuid]) {
                         reservation.reservation_id,
                         flashsale::domain::ReservationStatus::Failed,
                         reason,
-                        restock,
+                        flashsale::store::redis::Restock::all(restock),
                     )
                     .await
                     .unwrap();

@@ -215,6 +215,13 @@ async fn with_postgres_unreachable_the_sale_keeps_selling_from_redis(pg: PgPool)
     let status_path = format!("/api/flash-sale/status?sale_id={sale}");
     app.wait_for_status(&status_path, StatusCode::OK, RECOVERY)
         .await;
+    // The node must have loaded the sale into its snapshot before
+    // PostgreSQL goes (a 200 above may have come from PostgreSQL itself).
+    let sale_id: uuid::Uuid = sale.parse().unwrap();
+    common::eventually(RECOVERY, "the node's snapshot holds the sale", || async {
+        app.state.snapshot.lookup(Some(sale_id)).is_some()
+    })
+    .await;
 
     pg_proxy.cut();
     // Past several catalog reloads (one a second), each failing.

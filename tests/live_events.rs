@@ -107,7 +107,7 @@ async fn outcomes_reach_their_shopper_only_and_reconnects_start_from_the_present
             bobs,
             flashsale::domain::ReservationStatus::Failed,
             flashsale::domain::FailureReason::SaleCancelled,
-            1,
+            flashsale::store::redis::Restock::all(1),
         )
         .await
         .unwrap();

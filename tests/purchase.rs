@@ -535,7 +535,7 @@ async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg
             reservation,
             ReservationStatus::Failed,
             FailureReason::SaleCancelled,
-            1,
+            flashsale::store::redis::Restock::all(1),
         )
         .await
         .unwrap();

@@ -183,7 +183,7 @@ async fn release_lua_reads_rust_records_and_writes_a_reason_code() {
             record.reservation_id,
             ReservationStatus::Failed,
             FailureReason::NoStock,
-            2,
+            flashsale::store::redis::Restock::all(2),
         )
         .await
         .unwrap();
@@ -309,4 +309,34 @@ async fn arm_sale_lua_never_rebuilds_a_sale_without_its_buyers() {
         None,
         "a counter was built without the buyers: per-user limits lost"
     );
+}
+
+#[tokio::test]
+async fn release_lua_puts_back_no_more_than_the_room_beyond_what_redis_still_promises() {
+    let mut sale = Sale::armed().await;
+    let first = sale.pending_from_rust(3, 17).await;
+    let _other = sale.pending_from_rust(2, 18).await;
+    // Redis: 95 left + 5 pending units = 100 promised. PostgreSQL has room
+    // for 98 only: releasing the 3-unit reservation may put back 1.
+    let released = sale
+        .store
+        .release(
+            sale.id,
+            first.reservation_id,
+            ReservationStatus::Failed,
+            FailureReason::NoStock,
+            flashsale::store::redis::Restock {
+                units: 3,
+                within_room: Some(98),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        released,
+        ReleaseOutcome::Released {
+            remaining: ALLOTTED - 5 + 1
+        }
+    );
+    assert_eq!(sale.stat("units_written_off").await, 2);
 }

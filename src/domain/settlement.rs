@@ -18,11 +18,11 @@ pub struct SaleLedger {
     pub per_user_limit: i64,
     pub allotted: i64,
     pub confirmed: i64,
-    /// Units of the product not yet sold (`stocks.available_quantity`).
+    /// Units of the product this sale may still take: its unsold units
+    /// (`stocks.available_quantity`); once a closed sale's allotment went
+    /// back to the product, only the units no sale holds (a reservation
+    /// settling that late takes nothing another sale was promised).
     pub available: i64,
-    /// The sale closed and its unsold units went back to the product: it
-    /// commits nothing more.
-    pub allotment_released: bool,
 }
 
 /// What PostgreSQL already recorded for a reservation.
@@ -151,11 +151,7 @@ impl Decision {
 /// commits are counted goes back on sale through those failures, oldest
 /// first, instead of being written off with them.
 pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
-    let mut room = if ledger.allotment_released {
-        0
-    } else {
-        (ledger.allotted - ledger.confirmed).min(ledger.available)
-    };
+    let mut room = (ledger.allotted - ledger.confirmed).min(ledger.available);
     let mut bought: HashMap<Uuid, i64> = HashMap::new();
     let mut keys_committed: HashSet<(Uuid, &str)> = HashSet::new();
     let mut decisions: Vec<Decision> = candidates
@@ -226,7 +222,6 @@ mod tests {
             allotted,
             confirmed,
             available,
-            allotment_released: false,
         }
     }
 

@@ -49,18 +49,36 @@ impl From<&SaleRow> for SaleMirror {
 /// Mirrors one sale into Redis. When its stock counter is missing (first
 /// arming, or Redis lost its data), what PostgreSQL holds of its buyers
 /// and orders is restored first.
+///
+/// An archived sale is never armed again (its keys left Redis for good).
 pub async fn arm_sale(db: &Db, redis: &RedisStore, sale: &SaleRow) -> Result<Armed, StoreError> {
-    let mut mirror = SaleMirror::from(sale);
-    if redis.remaining(sale.id).await?.is_none() {
-        mirror.staged_buyers = Some(restore_from_postgres(db, redis, sale.id).await?);
+    if sale.archived_counters.is_some() {
+        return Ok(Armed {
+            remaining: 0,
+            rebuilt: false,
+            superseded: true,
+            needs_restore: false,
+        });
     }
-    let armed = redis.arm(&mirror).await?;
-    if !armed.needs_restore {
-        return Ok(armed);
+    if redis.remaining(sale.id).await?.is_some() {
+        let armed = redis.arm(&SaleMirror::from(sale)).await?;
+        if !armed.needs_restore {
+            return Ok(armed);
+        }
+        // The counter went missing between the look and the script (Redis
+        // lost its data just then): the script wrote nothing.
     }
-    // The counter went missing between the look and the script (Redis lost
-    // its data just then): the script wrote nothing; restore and arm again.
-    mirror.staged_buyers = Some(restore_from_postgres(db, redis, sale.id).await?);
+    rebuild(db, redis, sale).await
+}
+
+/// Restores what PostgreSQL holds, then arms from the sale as read after
+/// the restore: orders committed while it ran count as confirmed (a
+/// counter built from the earlier read would count their units twice).
+async fn rebuild(db: &Db, redis: &RedisStore, sale: &SaleRow) -> Result<Armed, StoreError> {
+    let staged = restore_from_postgres(db, redis, sale.id).await?;
+    let fresh = db.find_sale(sale.id).await?.unwrap_or_else(|| sale.clone());
+    let mut mirror = SaleMirror::from(&fresh);
+    mirror.staged_buyers = Some(staged);
     redis.arm(&mirror).await
 }
 

@@ -18,6 +18,31 @@ use std::time::Duration;
 
 use super::{StoreError, arming, postgres::Db, redis::RedisStore};
 
+/// Ends the sales whose window has passed and mirrors closed sales Redis
+/// holds an older version of (an arm after the close that failed, or a
+/// Redis that came back without its last writes would keep selling them);
+/// returns how many sales were armed.
+pub async fn close_in_redis(db: &Db, redis: &RedisStore) -> Result<usize, StoreError> {
+    let mut armed = 0;
+    for sale in db.end_expired_sales().await? {
+        tracing::info!(sale_id = %sale.id, "sale window passed; ended");
+        arming::arm_sale(db, redis, &sale).await?;
+        armed += 1;
+    }
+    for sale in db.closed_sales().await? {
+        if redis
+            .armed_version(sale.id)
+            .await?
+            .is_some_and(|version| version < sale.version)
+        {
+            tracing::warn!(sale_id = %sale.id, "Redis mirrored an older state of a closed sale; armed again");
+            arming::arm_sale(db, redis, &sale).await?;
+            armed += 1;
+        }
+    }
+    Ok(armed)
+}
+
 /// Releases the allotment of every closed sale that has drained; returns
 /// how many were released by this call.
 pub async fn release_drained_allotments(db: &Db, redis: &RedisStore) -> Result<usize, StoreError> {

@@ -9,6 +9,8 @@
 //!   same bucket push once; the commit path decides each reservation once
 //!   whatever the number of jobs, and a reservation whose order already
 //!   exists is only marked confirmed in Redis;
+//! - end sales whose window passed, and arm closed sales Redis mirrors an
+//!   older version of;
 //! - give a closed sale's unsold units back to its product once none of its
 //!   reservations can still commit (`flashsale::store::closing`);
 //! - archive closed sales settled for longer than the retention: their
@@ -57,6 +59,7 @@ pub struct Reconciler {
 struct RunReport {
     sales: usize,
     rebuilt: usize,
+    closed_armed: usize,
     allotments_released: usize,
     archived: usize,
     reenqueued: usize,
@@ -71,6 +74,7 @@ impl Reconciler {
             ..RunReport::default()
         };
         metrics::counter!("reconciler_sales_rebuilt_total").increment(report.rebuilt as u64);
+        report.closed_armed = closing::close_in_redis(&self.db, &self.redis).await?;
         report.allotments_released =
             closing::release_drained_allotments(&self.db, &self.redis).await?;
         metrics::counter!("reconciler_allotments_released_total")

@@ -15,7 +15,7 @@ use flashsale::{
     store::{
         StoreError,
         postgres::{Db, ReservationToSettle},
-        redis::RedisStore,
+        redis::{RedisStore, Restock},
     },
 };
 use futures::future::try_join_all;
@@ -79,9 +79,24 @@ impl Settler {
                     confirmed.push(job.reservation_id);
                     continue;
                 }
-                Decision::Fail { reason, restock } => {
-                    (ReservationStatus::Failed, Some(*reason), *restock)
-                }
+                // Units that did not fit go back only as far as the room
+                // PostgreSQL has left beyond what Redis still promises.
+                Decision::Fail {
+                    reason: reason @ FailureReason::NoStock,
+                    restock,
+                } => (
+                    ReservationStatus::Failed,
+                    Some(*reason),
+                    Restock {
+                        units: *restock,
+                        within_room: Some(settled.room_left),
+                    },
+                ),
+                Decision::Fail { reason, restock } => (
+                    ReservationStatus::Failed,
+                    Some(*reason),
+                    Restock::all(*restock),
+                ),
                 // Released again after a crash between the commit and
                 // Redis: the units go back only when they surely exist.
                 Decision::AlreadyEnded { status, reason } => {
@@ -89,7 +104,7 @@ impl Settler {
                         Some(reason) if reason.units_exist() => i64::from(job.quantity),
                         _ => 0,
                     };
-                    (*status, *reason, restock)
+                    (*status, *reason, Restock::all(restock))
                 }
             };
             let reason = reason.unwrap_or(FailureReason::NoStock);
@@ -134,7 +149,7 @@ struct Release {
     status: ReservationStatus,
     reason: FailureReason,
     /// Units that go back on sale; the rest are written off.
-    restock: i64,
+    restock: Restock,
 }
 
 fn to_settle(job: &PurchaseJob) -> ReservationToSettle {

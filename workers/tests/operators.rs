@@ -323,3 +323,83 @@ async fn a_reservation_stuck_in_a_sale_closed_days_ago_is_still_settled(pg: PgPo
     .await;
     harness.assert_invariants(&stuck).await;
 }
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_sale_closed_by_its_clock_is_ended_and_a_regressed_closed_sale_armed_again(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    sqlx::query(
+        "update flash_sales set starts_at = now() - interval '2 hours', ends_at = now() - interval '1 second'
+         where id = $1",
+    )
+    .bind(harness.sale.id)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(
+        closing::close_in_redis(&harness.db, &harness.redis)
+            .await
+            .unwrap(),
+        1
+    );
+    let sale = harness
+        .db
+        .find_sale(harness.sale.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sale.state, flashsale::domain::SaleState::Ended);
+    assert_eq!(sale.version, harness.sale.version + 1);
+    let meta = harness.redis.sale_keys(sale.id).meta;
+    let mut raw = harness.raw.clone();
+    let state: String = redis::AsyncCommands::hget(&mut raw, &meta, "state")
+        .await
+        .unwrap();
+    assert_eq!(state, "ended");
+    // Nothing pending: its units are free and it can be archived.
+    closing::release_drained_allotments(&harness.db, &harness.redis)
+        .await
+        .unwrap();
+    assert!(harness.allotment_released().await);
+
+    // Redis comes back without its last writes: it mirrors the sale as it
+    // was before the end. The reconciler's next tick arms the end again.
+    let _: () = redis::AsyncCommands::hset_multiple(
+        &mut raw,
+        &meta,
+        &[("state", "active"), ("version", "1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        closing::close_in_redis(&harness.db, &harness.redis)
+            .await
+            .unwrap(),
+        1
+    );
+    let state: String = redis::AsyncCommands::hget(&mut raw, &meta, "state")
+        .await
+        .unwrap();
+    assert_eq!(state, "ended");
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_reservation_settling_after_its_sales_units_were_released_takes_only_free_units(
+    pg: PgPool,
+) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let users = harness.users(2).await;
+    let late = harness.reserve(&users).await;
+    harness.act(SaleAction::End).await;
+    // Redis lost the pending set (a wipe after the end): the reconciler saw
+    // nothing pending and released the units, while the jobs still wait.
+    assert!(harness.db.release_allotment(harness.sale.id).await.unwrap());
+    let resale = harness.second_sale(7).await.unwrap();
+
+    harness.enqueue(&late).await;
+    let _worker = harness.spawn_worker(&[]);
+    harness.wait_for_orders(2, Duration::from_secs(30)).await;
+    // The two orders took two of the three units no sale held; the second
+    // sale's seven stay whole.
+    assert_eq!(free_stock_refused(harness.second_sale(2).await), 1);
+    assert_eq!(resale.allotted_quantity, 7);
+}

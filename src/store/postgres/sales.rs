@@ -164,15 +164,59 @@ impl Db {
         .await
     }
 
-    /// Sales whose reservations may still need settling: the open ones,
-    /// closed ones still holding their allotment (however long ago they
-    /// closed), and those closed within the last day.
+    /// Sales whose reservations may still need settling: every sale not
+    /// archived yet (a sale is archived only once nothing of it is pending).
     pub async fn sales_to_reconcile(&self) -> Result<Vec<SaleRow>, StoreError> {
         self.bounded(
+            sqlx::query_as::<_, SaleRow>(select_sales!("where s.archived_at is null"))
+                .fetch_all(self.pool()),
+        )
+        .await
+    }
+
+    /// Ends, under the product lock, every open sale whose window has
+    /// passed (the clock closed it; PostgreSQL records it so that its
+    /// allotment can be released and its keys archived like any ended
+    /// sale's); returns the sales ended.
+    pub async fn end_expired_sales(&self) -> Result<Vec<SaleRow>, StoreError> {
+        let expired: Vec<Uuid> = self
+            .bounded(
+                sqlx::query_scalar(
+                    "select id from flash_sales
+                     where state in ('scheduled', 'active', 'paused') and ends_at <= now()",
+                )
+                .fetch_all(self.pool()),
+            )
+            .await?;
+        let mut ended = Vec::with_capacity(expired.len());
+        for id in expired {
+            let sale = self
+                .bounded(async {
+                    let mut tx = self.pool().begin().await?;
+                    lock_sale_product(&mut tx, id).await?;
+                    let changed = sqlx::query(
+                        "update flash_sales set state = 'ended', version = version + 1, updated_at = now()
+                         where id = $1 and state in ('scheduled', 'active', 'paused') and ends_at <= now()",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    let sale = select_sale(&mut tx, id, false).await?;
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(sale.filter(|_| changed == 1))
+                })
+                .await?;
+            ended.extend(sale);
+        }
+        Ok(ended)
+    }
+
+    /// Closed sales not archived yet.
+    pub async fn closed_sales(&self) -> Result<Vec<SaleRow>, StoreError> {
+        self.bounded(
             sqlx::query_as::<_, SaleRow>(select_sales!(
-                "where s.allotment_released_at is null
-                    or s.updated_at > now() - interval '1 day'
-                    or s.ends_at > now() - interval '1 day'"
+                "where s.state in ('ended', 'cancelled') and s.archived_at is null"
             ))
             .fetch_all(self.pool()),
         )

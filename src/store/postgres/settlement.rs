@@ -33,6 +33,8 @@ pub struct SettledBatch {
     pub decisions: Vec<Decision>,
     /// Orders inserted by this transaction.
     pub orders_inserted: usize,
+    /// Units PostgreSQL can still commit for the sale after this batch.
+    pub room_left: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,7 +47,6 @@ struct LedgerRow {
     confirmed_quantity: i64,
     available_quantity: i64,
     sale_price: i64,
-    allotment_released: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -78,23 +79,30 @@ impl Db {
             lock_product(&mut tx, product_id).await?;
             let ledger = read_ledger(&mut tx, sale_id).await?;
             let candidates = read_candidates(&mut tx, sale_id, batch).await?;
-            let decisions = decide(
-                &SaleLedger {
-                    state: ledger.state,
-                    per_user_limit: i64::from(ledger.per_user_limit),
-                    allotted: ledger.allotted_quantity,
-                    confirmed: ledger.confirmed_quantity,
-                    available: ledger.available_quantity,
-                    allotment_released: ledger.allotment_released,
-                },
-                &candidates,
-            );
+            let ledger_view = SaleLedger {
+                state: ledger.state,
+                per_user_limit: i64::from(ledger.per_user_limit),
+                allotted: ledger.allotted_quantity,
+                confirmed: ledger.confirmed_quantity,
+                available: ledger.available_quantity,
+            };
+            let decisions = decide(&ledger_view, &candidates);
+            let committed_units: i64 = batch
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, decision)| matches!(decision, Decision::Commit))
+                .map(|(reservation, _)| i64::from(reservation.quantity))
+                .sum();
+            let room_left = (ledger_view.allotted - ledger_view.confirmed)
+                .min(ledger_view.available)
+                - committed_units;
             let orders_inserted =
                 write_decisions(&mut tx, sale_id, &ledger, batch, &decisions).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(SettledBatch {
                 decisions,
                 orders_inserted,
+                room_left,
             })
         })
         .await
@@ -107,8 +115,14 @@ async fn read_ledger(
 ) -> Result<LedgerRow, StoreError> {
     let ledger = sqlx::query_as::<_, LedgerRow>(
         "select s.product_id, s.state, s.per_user_limit, s.allotted_quantity,
-                s.confirmed_quantity, st.available_quantity, s.sale_price,
-                s.allotment_released_at is not null as allotment_released
+                s.confirmed_quantity, s.sale_price,
+                case when s.allotment_released_at is null then st.available_quantity
+                     else st.available_quantity - coalesce((
+                         select sum(o.allotted_quantity - o.confirmed_quantity)
+                         from flash_sales o
+                         where o.product_id = s.product_id and o.allotment_released_at is null
+                     ), 0)::bigint
+                end as available_quantity
          from flash_sales s join stocks st on st.product_id = s.product_id
          where s.id = $1",
     )

@@ -23,7 +23,7 @@ pub use purchase::{
     CachedOrders, ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
     UserRate, parse_record,
 };
-pub use settlement::ReleaseOutcome;
+pub use settlement::{ReleaseOutcome, Restock};
 pub use subscriber::{EventSubscriber, Published, parse_push};
 
 use super::{Dependency, StoreError, bounded, postgres::CommittedOrder};
@@ -181,6 +181,12 @@ impl RedisStore {
     /// Units left to reserve, or `None` when the sale is not armed.
     pub async fn remaining(&self, sale_id: Uuid) -> Result<Option<i64>, StoreError> {
         self.query(redis::Cmd::get(self.sale_keys(sale_id).stock))
+            .await
+    }
+
+    /// The version of the sale Redis mirrors, or `None` when not armed.
+    pub async fn armed_version(&self, sale_id: Uuid) -> Result<Option<i64>, StoreError> {
+        self.query(redis::Cmd::hget(self.sale_keys(sale_id).meta, "version"))
             .await
     }
 

@@ -16,6 +16,25 @@ use crate::{
     store::StoreError,
 };
 
+/// How many of a released reservation's units go back on sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restock {
+    pub units: i64,
+    /// The room PostgreSQL has left for the sale: when given, no more go
+    /// back than keep Redis's stock plus pending units within it.
+    pub within_room: Option<i64>,
+}
+
+impl Restock {
+    /// All of them, unconditionally (they exist in PostgreSQL).
+    pub fn all(units: i64) -> Self {
+        Self {
+            units,
+            within_room: None,
+        }
+    }
+}
+
 /// What `release.lua` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseOutcome {
@@ -49,7 +68,7 @@ impl RedisStore {
         reservation_id: Uuid,
         outcome: ReservationStatus,
         reason: FailureReason,
-        restock: i64,
+        restock: Restock,
     ) -> Result<ReleaseOutcome, StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut invocation = self.scripts.release.prepare_invoke();
@@ -62,9 +81,10 @@ impl RedisStore {
             .arg(reservation_id.to_string())
             .arg(outcome.as_str())
             .arg(reason.code())
-            .arg(restock)
+            .arg(restock.units)
             .arg(sale_id.to_string())
-            .arg(&keys.events);
+            .arg(&keys.events)
+            .arg(restock.within_room.unwrap_or(-1));
         let reply: Vec<String> = self.run_script(invocation).await?;
         parse_release(&reply)
     }

@@ -6,6 +6,9 @@
 -- reservation's stock units, ARGV[4] go back to the counter and the rest
 -- are written off: when PostgreSQL had no unit for part of it, Redis had
 -- counted units that do not exist, and returning them would sell them again.
+-- With ARGV[7] (the room PostgreSQL has left for the sale, -1 for none)
+-- no more go back than keep Redis's promises (stock + pending units)
+-- within that room: the room belongs first to reservations still pending.
 --
 -- KEYS[1]  stock counter
 -- KEYS[2]  buyers hash (user -> units held)
@@ -18,6 +21,7 @@
 -- ARGV[4]  units to put back in stock (0 to the reservation's quantity)
 -- ARGV[5]  sale id, for the event
 -- ARGV[6]  pub/sub channel of the sale's events
+-- ARGV[7]  room left in PostgreSQL for the sale, or -1 (no cap)
 --
 -- Returns {'RELEASED', remaining} | {'NOT_PENDING', status} | {'UNKNOWN'} (strings)
 
@@ -30,6 +34,12 @@ if status ~= 'pending' then
 end
 
 local restock = math.min(math.max(tonumber(ARGV[4]), 0), quantity)
+local room = tonumber(ARGV[7])
+if room >= 0 then
+  local promised = tonumber(redis.call('GET', KEYS[1]) or '0')
+    + tonumber(redis.call('HGET', KEYS[5], 'pending_units') or '0') - quantity
+  restock = math.max(math.min(restock, room - promised), 0)
+end
 local remaining
 if restock > 0 then
   remaining = redis.call('INCRBY', KEYS[1], restock)
