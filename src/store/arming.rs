@@ -89,14 +89,14 @@ async fn restore_from_postgres(
     redis: &RedisStore,
     sale_id: Uuid,
 ) -> Result<String, StoreError> {
-    let mut before = None;
+    let mut after = None;
     loop {
         let orders = db
-            .committed_orders_page(sale_id, before, RESTORE_CHUNK)
+            .committed_orders_page(sale_id, after.as_ref(), RESTORE_CHUNK)
             .await?;
         redis.restore_orders(sale_id, &orders).await?;
         match orders.last() {
-            Some(oldest) if orders.len() == RESTORE_CHUNK => before = Some(oldest.id),
+            Some(last) if orders.len() == RESTORE_CHUNK => after = Some(last.clone()),
             _ => break,
         }
     }

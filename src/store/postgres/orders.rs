@@ -84,23 +84,24 @@ pub struct CommittedOrder {
 }
 
 impl Db {
-    /// One page of the sale's orders, newest first: those older than
-    /// `before` (an order id; ids grow with time), at most `limit`.
+    /// One page of the sale's orders in the order of its unique index
+    /// (user, key): those after `after`, at most `limit`.
     pub async fn committed_orders_page(
         &self,
         sale_id: Uuid,
-        before: Option<Uuid>,
+        after: Option<&CommittedOrder>,
         limit: usize,
     ) -> Result<Vec<CommittedOrder>, StoreError> {
         self.bounded(
             sqlx::query_as::<_, CommittedOrder>(
                 "select id, reservation_id, user_id, quantity, idempotency_key, created_at
                  from orders
-                 where flash_sale_id = $1 and ($2::uuid is null or id < $2)
-                 order by id desc limit $3",
+                 where flash_sale_id = $1 and ($2::uuid is null or (user_id, idempotency_key) > ($2, $3))
+                 order by user_id, idempotency_key limit $4",
             )
             .bind(sale_id)
-            .bind(before)
+            .bind(after.map(|order| order.user_id))
+            .bind(after.map(|order| order.idempotency_key.as_str()))
             .bind(limit as i64)
             .fetch_all(self.pool()),
         )

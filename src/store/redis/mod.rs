@@ -246,9 +246,9 @@ impl RedisStore {
         self.query_pipe(pipe).await
     }
 
-    /// Puts back the replay records of one chunk of committed orders,
-    /// newest first (`scripts/restore_orders.lua`); returns how many keys
-    /// were missing and are restored.
+    /// Puts back the replay records of one chunk of committed orders
+    /// (`scripts/restore_orders.lua`); returns how many keys were missing
+    /// and are restored.
     pub async fn restore_orders(
         &self,
         sale_id: Uuid,

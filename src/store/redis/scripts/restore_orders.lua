@@ -2,8 +2,9 @@
 -- retry needs of orders PostgreSQL committed: the key's replay record, the
 -- reservation (confirmed) and the user's latest reservation, so that a
 -- shopper retrying a key gets their original reservation back instead of a
--- second purchase. Never overwrites what survived (HSETNX); the caller
--- sends orders newest first, so "latest" is the newest order. One chunk of
+-- second purchase. Never overwrites what survived (HSETNX); a user's
+-- latest reservation is the greatest id (reservation ids are UUIDv7, whose
+-- text sorts by time), whatever order the chunks come in. One chunk of
 -- orders per call keeps each call short.
 --
 -- KEYS[1]  idempotency hash ("<user>:<key>" -> replay record, see record.lua)
@@ -18,6 +19,9 @@ for i = 1, #ARGV, 5 do
   local reservation, user, quantity, reserved_ms, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   restored = restored + redis.call('HSETNX', KEYS[1], user .. ':' .. key, encode_replay(reservation, quantity))
   redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key))
-  redis.call('HSETNX', KEYS[3], user, reservation)
+  local latest = redis.call('HGET', KEYS[3], user)
+  if not latest or latest < reservation then
+    redis.call('HSET', KEYS[3], user, reservation)
+  end
 end
 return restored
