@@ -36,20 +36,9 @@ impl Sale {
         };
         let store = RedisStore::connect_lazy(&settings, Duration::from_secs(5)).unwrap();
         let id = Uuid::now_v7();
-        let now = Utc::now().timestamp_millis();
+        let nothing_staged = store.sale_keys(id).staging(Uuid::nil());
         store
-            .arm(&SaleMirror {
-                sale_id: id,
-                allotted: ALLOTTED,
-                confirmed: 0,
-                state: "active",
-                starts_at_ms: now - 60_000,
-                ends_at_ms: now + 3_600_000,
-                per_user_limit: 3,
-                price: 100,
-                version: 1,
-                staged_buyers: Some(store.sale_keys(id).staging(Uuid::nil())),
-            })
+            .arm(&active_mirror(id, Some(nothing_staged)))
             .await
             .unwrap();
         Self {
@@ -103,6 +92,23 @@ impl Sale {
         let keys = self.store.sale_keys(self.id);
         let value: Option<i64> = self.raw.hget(&keys.stats, name).await.unwrap();
         value.unwrap_or_default()
+    }
+}
+
+/// An active sale of ALLOTTED units, 3 per shopper, as arming mirrors it.
+fn active_mirror(sale_id: Uuid, staged_buyers: Option<String>) -> SaleMirror {
+    let now = Utc::now().timestamp_millis();
+    SaleMirror {
+        sale_id,
+        allotted: ALLOTTED,
+        confirmed: 0,
+        state: "active",
+        starts_at_ms: now - 60_000,
+        ends_at_ms: now + 3_600_000,
+        per_user_limit: 3,
+        price: 100,
+        version: 1,
+        staged_buyers,
     }
 }
 
@@ -246,21 +252,10 @@ async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
     // A rebuild counts the surviving pending units the record names.
     let keys = sale.store.sale_keys(sale.id);
     let _: () = sale.raw.del(&keys.stock).await.unwrap();
-    let now = Utc::now().timestamp_millis();
+    let nothing_staged = sale.store.sale_keys(sale.id).staging(Uuid::nil());
     let armed = sale
         .store
-        .arm(&SaleMirror {
-            sale_id: sale.id,
-            allotted: ALLOTTED,
-            confirmed: 0,
-            state: "active",
-            starts_at_ms: now - 60_000,
-            ends_at_ms: now + 3_600_000,
-            per_user_limit: 3,
-            price: 100,
-            version: 1,
-            staged_buyers: Some(sale.store.sale_keys(sale.id).staging(Uuid::nil())),
-        })
+        .arm(&active_mirror(sale.id, Some(nothing_staged)))
         .await
         .unwrap();
     assert!(armed.rebuilt);
@@ -286,23 +281,7 @@ async fn arm_sale_lua_never_rebuilds_a_sale_without_its_buyers() {
         .del(&[&keys.stock, &keys.buyers, &keys.meta])
         .await
         .unwrap();
-    let now = Utc::now().timestamp_millis();
-    let armed = sale
-        .store
-        .arm(&SaleMirror {
-            sale_id: sale.id,
-            allotted: ALLOTTED,
-            confirmed: 0,
-            state: "active",
-            starts_at_ms: now - 60_000,
-            ends_at_ms: now + 3_600_000,
-            per_user_limit: 3,
-            price: 100,
-            version: 1,
-            staged_buyers: None,
-        })
-        .await
-        .unwrap();
+    let armed = sale.store.arm(&active_mirror(sale.id, None)).await.unwrap();
     assert!(armed.needs_restore && !armed.rebuilt, "{armed:?}");
     assert_eq!(
         sale.store.remaining(sale.id).await.unwrap(),

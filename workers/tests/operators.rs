@@ -140,25 +140,6 @@ async fn a_cancel_waits_for_the_batch_in_flight(pg: PgPool) {
     assert_eq!(cancelled.state, flashsale::domain::SaleState::Cancelled);
 }
 
-/// Everything under the harness's prefix is gone, as after a restart
-/// without persistence.
-async fn wipe_redis(harness: &Harness) {
-    use futures::StreamExt;
-    let mut raw = harness.raw.clone();
-    let keys: Vec<redis::RedisResult<String>> =
-        redis::AsyncCommands::scan_match(&mut raw, format!("{}:*", harness.prefix))
-            .await
-            .unwrap()
-            .collect()
-            .await;
-    let keys: Vec<String> = keys.into_iter().map(Result::unwrap).collect();
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-}
-
 async fn retry(harness: &Harness, job: &flashsale::jobs::PurchaseJob) -> ReserveOutcome {
     harness
         .redis
@@ -189,7 +170,7 @@ async fn a_key_retried_after_redis_lost_its_data_is_still_one_purchase(pg: PgPoo
 
     // Redis loses everything; the sale is armed again from PostgreSQL, and
     // the shopper retries the key whose answer they never saw.
-    wipe_redis(&harness).await;
+    harness.wipe_redis().await;
     let sale = harness
         .db
         .find_sale(harness.sale.id)

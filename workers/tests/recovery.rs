@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::{Harness, eventually};
 use flashsale::store::arming;
-use futures::StreamExt;
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
@@ -84,18 +83,7 @@ async fn redis_losing_its_data_mid_sale_rebuilds_stock_from_postgres_without_ove
 
     // Full loss, as after a restart without persistence: everything under
     // the prefix is gone, including the 100 pending reservations and the queue.
-    let lost: Vec<redis::RedisResult<String>> =
-        redis::AsyncCommands::scan_match(&mut raw, format!("{}:*", harness.prefix))
-            .await
-            .unwrap()
-            .collect()
-            .await;
-    let lost: Vec<String> = lost.into_iter().map(Result::unwrap).collect();
-    let _: () = redis::cmd("DEL")
-        .arg(&lost)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    harness.wipe_redis().await;
     let armed = arming::arm_sale(&harness.db, &harness.redis, &sale)
         .await
         .unwrap();

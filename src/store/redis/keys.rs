@@ -52,6 +52,22 @@ impl SaleKeys {
         }
     }
 
+    /// Every key that stores the sale's data (all but the events channel
+    /// and arming's short-lived staging hashes).
+    pub fn stored(&self) -> [&str; 9] {
+        [
+            &self.stock,
+            &self.meta,
+            &self.buyers,
+            &self.reservations,
+            &self.pending,
+            &self.idempotency,
+            &self.latest,
+            &self.stats,
+            &self.rate,
+        ]
+    }
+
     /// A hash arming writes buyers into before swapping it in (one per
     /// arming attempt, so concurrent attempts never mix their chunks).
     pub fn staging(&self, attempt: Uuid) -> String {
@@ -75,19 +91,9 @@ mod tests {
         let sale = Uuid::now_v7();
         let keys = SaleKeys::new("fs", sale);
         let expected = format!("sale:{sale}");
-        for key in [
-            &keys.stock,
-            &keys.meta,
-            &keys.buyers,
-            &keys.reservations,
-            &keys.pending,
-            &keys.idempotency,
-            &keys.latest,
-            &keys.stats,
-            &keys.rate,
-            &keys.events,
-            &keys.staging(Uuid::now_v7()),
-        ] {
+        let staging = keys.staging(Uuid::now_v7());
+        let others = [keys.events.as_str(), staging.as_str()];
+        for key in keys.stored().into_iter().chain(others) {
             assert_eq!(hash_tag(key), expected, "{key}");
         }
         assert!(keys.stock.starts_with("fs:"));

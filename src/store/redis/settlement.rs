@@ -150,19 +150,7 @@ impl RedisStore {
     pub async fn purge_sale(&self, sale_id: Uuid) -> Result<(), StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut unlink = redis::cmd("UNLINK");
-        for key in [
-            &keys.stock,
-            &keys.meta,
-            &keys.buyers,
-            &keys.reservations,
-            &keys.pending,
-            &keys.idempotency,
-            &keys.latest,
-            &keys.stats,
-            &keys.rate,
-        ] {
-            unlink.arg(key);
-        }
+        unlink.arg(&keys.stored()[..]);
         self.query::<i64>(unlink).await.map(drop)
     }
 

@@ -294,6 +294,27 @@ impl Harness {
             .unwrap()
     }
 
+    /// Everything under the harness's prefix is gone (the sale, the
+    /// queue), as after a Redis restart without persistence.
+    pub async fn wipe_redis(&self) {
+        let mut raw = self.raw.clone();
+        let keys: Vec<redis::RedisResult<String>> =
+            redis::AsyncCommands::scan_match(&mut raw, format!("{}:*", self.prefix))
+                .await
+                .unwrap()
+                .collect()
+                .await;
+        let keys: Vec<String> = keys.into_iter().map(Result::unwrap).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+
     pub async fn pending_count(&self) -> i64 {
         self.redis
             .sale_counters(self.sale.id)
