@@ -39,6 +39,11 @@ use crate::{
 /// Pause before a consumer that died of a backend error starts again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
+/// Chunks of due jobs promoted per tick of [`promote_due_jobs`] at most
+/// (20,000 jobs a tick, every poll interval: far above any push rate),
+/// each its own short script call.
+const PROMOTE_CALLS_PER_TICK: usize = 20;
+
 /// What every job handler shares.
 #[derive(Clone)]
 struct HandlerContext {
@@ -67,7 +72,7 @@ pub async fn run(
     for run in 1.. {
         let name = format!("{base_name}-{run}");
         // A backlog apalis's own fetch would choke on is moved first.
-        if let Err(error) = queue.promote_due().await {
+        if let Err(error) = queue.promote_due(usize::MAX).await {
             tracing::warn!(%error, "cannot promote due jobs before starting the consumer");
         }
         let storage = queue
@@ -120,7 +125,7 @@ pub async fn promote_due_jobs(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => break,
         }
-        match queue.promote_due().await {
+        match queue.promote_due(PROMOTE_CALLS_PER_TICK).await {
             Ok(_) if failing => {
                 tracing::info!("promoting due jobs works again");
                 failing = false;

@@ -1,11 +1,15 @@
 //! Purchase jobs: the payload the API pushes after a reservation and the
-//! worker consumes, and the queue both sides open the same way.
+//! worker consumes, and the queue both sides open the same way. What the
+//! worker does to apalis's own keys (which apalis has no API for) is in
+//! [`upkeep`].
 
-use std::{sync::LazyLock, time::Duration};
+pub mod upkeep;
+
+use std::{sync::Arc, time::Duration};
 
 use apalis_core::{backend::TaskSink, task::builder::TaskBuilder};
 use apalis_redis::{Config, RedisStorage};
-use redis::{Script, aio::ConnectionManager};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,10 +17,6 @@ use crate::{
     config::{QueueSettings, RedisSettings},
     store::{Dependency, StoreError, bounded},
 };
-
-/// Jobs moved per step by [`PurchaseQueue::promote_due`]; far below the
-/// ~8000 elements Lua's `unpack` accepts.
-const PROMOTE_CHUNK: usize = 1000;
 
 /// Jobs waiting in the queue, by where apalis keeps them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +46,7 @@ pub struct PurchaseJob {
 pub struct PurchaseQueue {
     storage: RedisStorage<PurchaseJob>,
     timeout: Duration,
+    upkeep: Arc<upkeep::Scripts>,
 }
 
 /// Queue name for a deployment prefix. The braces are a Redis Cluster hash
@@ -99,6 +100,7 @@ impl PurchaseQueue {
         Ok(Self {
             storage: RedisStorage::new(connection).with_config(config),
             timeout,
+            upkeep: Arc::new(upkeep::Scripts::load()),
         })
     }
 
@@ -153,61 +155,6 @@ impl PurchaseQueue {
                 scheduled: later,
                 dead,
             })
-        })
-        .await
-    }
-
-    /// Moves due jobs from apalis's scheduled set to its active list, in
-    /// chunks (see `store/redis/scripts/promote_due.lua` for why).
-    pub async fn promote_due(&self) -> Result<u64, StoreError> {
-        static PROMOTE_DUE: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!("store/redis/scripts/promote_due.lua")));
-        let (config, mut connection) = self.raw();
-        bounded(Dependency::Redis, self.timeout, async move {
-            PROMOTE_DUE
-                .key(config.scheduled_jobs_set())
-                .key(config.active_jobs_list())
-                .key(config.signal_list())
-                .arg(PROMOTE_CHUNK)
-                .invoke_async(&mut connection)
-                .await
-        })
-        .await
-    }
-
-    /// Forgets up to `limit` finished jobs (see
-    /// `store/redis/scripts/vacuum_done.lua`); returns how many.
-    pub async fn vacuum_done(&self, limit: usize) -> Result<u64, StoreError> {
-        static VACUUM_DONE: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!("store/redis/scripts/vacuum_done.lua")));
-        let (config, mut connection) = self.raw();
-        bounded(Dependency::Redis, self.timeout, async move {
-            VACUUM_DONE
-                .key(config.done_jobs_set())
-                .key(config.job_data_hash())
-                .arg(config.job_meta_hash())
-                .arg(limit)
-                .invoke_async(&mut connection)
-                .await
-        })
-        .await
-    }
-
-    /// Drops dead jobs beyond `keep`, at most `limit` per call (see
-    /// `store/redis/scripts/trim_dead.lua`); returns how many.
-    pub async fn trim_dead(&self, keep: usize, limit: usize) -> Result<u64, StoreError> {
-        static TRIM_DEAD: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!("store/redis/scripts/trim_dead.lua")));
-        let (config, mut connection) = self.raw();
-        bounded(Dependency::Redis, self.timeout, async move {
-            TRIM_DEAD
-                .key(config.dead_jobs_set())
-                .key(config.job_data_hash())
-                .arg(config.job_meta_hash())
-                .arg(keep)
-                .arg(limit)
-                .invoke_async(&mut connection)
-                .await
         })
         .await
     }

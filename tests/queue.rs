@@ -1,0 +1,78 @@
+//! The worker's upkeep of apalis's keys (`src/jobs/upkeep.rs`) against the
+//! real test Redis, pinned to the apalis-redis version it was written for:
+//! the scripts write apalis-redis's private layout, so an upgrade must fail
+//! here until they are checked against the new one.
+
+mod common;
+
+use std::time::Duration;
+
+use flashsale::jobs::{PurchaseJob, PurchaseQueue, upkeep};
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+#[test]
+fn the_upkeep_scripts_match_the_apalis_redis_in_cargo_lock() {
+    let lock = include_str!("../Cargo.lock");
+    let locked = lock
+        .split("[[package]]")
+        .find(|package| package.contains("name = \"apalis-redis\""))
+        .and_then(|package| package.lines().find(|line| line.starts_with("version = ")))
+        .expect("apalis-redis is in Cargo.lock");
+    assert_eq!(
+        locked,
+        format!("version = \"{}\"", upkeep::APALIS_REDIS_VERSION),
+        "apalis-redis changed: check src/jobs/scripts/*.lua against its key layout, then update APALIS_REDIS_VERSION"
+    );
+}
+
+fn job() -> PurchaseJob {
+    PurchaseJob {
+        reservation_id: Uuid::now_v7(),
+        sale_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+        quantity: 1,
+        idempotency_key: "k".into(),
+        reserved_at_ms: 0,
+    }
+}
+
+#[tokio::test]
+async fn due_jobs_are_promoted_one_bounded_chunk_per_call() {
+    flashsale::tls::install_provider();
+    let prefix = format!("queue-{}", Uuid::now_v7().simple());
+    let queue = PurchaseQueue::connect_lazy(
+        &common::redis_url(),
+        &prefix,
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let backlog = upkeep::CHUNK * 2 + 500;
+    for _ in 0..backlog {
+        queue.enqueue(job()).await.unwrap();
+    }
+    // apalis parks every pushed job in its scheduled set; they are due now.
+    let mut raw = common::redis_connection().await;
+    let scheduled = format!("{prefix}:{{purchases}}:scheduled");
+    let active = format!("{prefix}:{{purchases}}:active");
+    let parked: usize = raw.zcard(&scheduled).await.unwrap();
+    assert_eq!(
+        parked, backlog,
+        "apalis's layout changed: jobs not in {scheduled}"
+    );
+    assert_eq!(queue.depth().await.unwrap().waiting, backlog as u64);
+
+    // One call moves one chunk; the rest stays for the next calls.
+    assert_eq!(queue.promote_due(1).await.unwrap(), upkeep::CHUNK as u64);
+    let moved: usize = raw.llen(&active).await.unwrap();
+    assert_eq!(moved, upkeep::CHUNK);
+    assert_eq!(
+        queue.promote_due(usize::MAX).await.unwrap(),
+        (backlog - upkeep::CHUNK) as u64
+    );
+    let moved: usize = raw.llen(&active).await.unwrap();
+    let left: usize = raw.zcard(&scheduled).await.unwrap();
+    assert_eq!((moved, left), (backlog, 0));
+    assert_eq!(queue.depth().await.unwrap().waiting, backlog as u64);
+}
