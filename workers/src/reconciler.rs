@@ -30,7 +30,7 @@ use flashsale::{
     store::{
         StoreError, arming, closing,
         postgres::{Db, SaleRow},
-        redis::RedisStore,
+        redis::{Counter, RedisStore},
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -154,7 +154,7 @@ impl Reconciler {
         };
         let drift = sale.allotted_quantity
             - remaining
-            - counters.get("pending_units")
+            - counters.get(Counter::PendingUnits)
             - sale.confirmed_quantity;
         let sale_label = sale.id.to_string();
         metrics::gauge!("sale_drift_units", "sale_id" => sale_label.clone()).set(drift as f64);

@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, eventually};
-use flashsale::domain::{FailureReason, ReservationStatus};
+use flashsale::{
+    domain::{FailureReason, ReservationStatus},
+    store::redis::Counter,
+};
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
@@ -36,7 +39,7 @@ async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool)
         "the reconciler measures drift 0",
         || async {
             let counters = harness.redis.sale_counters(harness.sale.id).await.unwrap();
-            counters.get("drift_checked_at_ms") > 0 && counters.get("drift") == 0
+            counters.get(Counter::DriftCheckedAtMs) > 0 && counters.get(Counter::Drift) == 0
         },
     )
     .await;
@@ -95,7 +98,7 @@ async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool)
     harness.assert_invariants(&jobs).await;
     let counters = harness.redis.sale_counters(harness.sale.id).await.unwrap();
     assert_eq!(
-        counters.get("confirmed"),
+        counters.get(Counter::Confirmed),
         1_000,
         "each reservation confirmed once"
     );

@@ -20,7 +20,7 @@ use crate::{
         ApiError, AppState,
         extract::{Admin, PathParams, QueryParams},
     },
-    store::redis::SaleCounters,
+    store::redis::{Counter, SaleCounters},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -160,36 +160,39 @@ async fn stats_for(state: &AppState, sale_id: Uuid) -> Result<SaleStatsResponse,
     };
     let now = Utc::now();
     let rejected = RejectedCounts {
-        sold_out: counters.get("rejected_sold_out"),
-        already_purchased: counters.get("rejected_limit"),
-        above_limit: counters.get("rejected_above_limit"),
-        not_active: counters.get("rejected_not_active"),
-        idempotency_key_reused: counters.get("rejected_key_reused"),
-        rate_limited: counters.get("rejected_rate_limited"),
+        sold_out: counters.get(Counter::RejectedSoldOut),
+        already_purchased: counters.get(Counter::RejectedLimit),
+        above_limit: counters.get(Counter::RejectedAboveLimit),
+        not_active: counters.get(Counter::RejectedNotActive),
+        idempotency_key_reused: counters.get(Counter::RejectedKeyReused),
+        rate_limited: counters.get(Counter::RejectedRateLimited),
     };
     let stats = SaleStatsResponse {
         sale_id,
         state: sale.effective_state(now),
         allotted: sale.allotted_quantity,
         remaining: counters.remaining,
-        attempts: counters.get("accepted") + counters.get("replayed") + rejected.total(),
-        accepted: counters.get("accepted"),
-        replayed: counters.get("replayed"),
+        attempts: counters.get(Counter::Accepted)
+            + counters.get(Counter::Replayed)
+            + rejected.total(),
+        accepted: counters.get(Counter::Accepted),
+        replayed: counters.get(Counter::Replayed),
         rejected,
         pending: counters.pending,
         confirmed_units: sale.confirmed_quantity,
-        released: counters.get("released") + counters.get("expired") + counters.get("failed"),
-        failed: counters.get("failed"),
-        units_written_off: counters.get("units_written_off"),
-        dead_lettered: counters.get("dead_lettered"),
+        released: counters.get(Counter::Released)
+            + counters.get(Counter::Expired)
+            + counters.get(Counter::Failed),
+        failed: counters.get(Counter::Failed),
+        units_written_off: counters.get(Counter::UnitsWrittenOff),
+        dead_lettered: counters.get(Counter::DeadLettered),
         drain_lag_ms: counters
             .oldest_pending_ms
             .map(|oldest| (now.timestamp_millis() - oldest).max(0)),
-        drift: counters.counters.get("drift").copied(),
+        drift: counters.recorded(Counter::Drift),
         drift_checked_at: counters
-            .counters
-            .get("drift_checked_at_ms")
-            .and_then(|ms| DateTime::from_timestamp_millis(*ms)),
+            .recorded(Counter::DriftCheckedAtMs)
+            .and_then(DateTime::from_timestamp_millis),
         queue: QueueCounts {
             waiting: queue.waiting,
             scheduled: queue.scheduled,

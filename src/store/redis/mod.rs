@@ -4,6 +4,7 @@
 //! under `scripts/` documenting its KEYS/ARGV.
 
 mod accounts;
+mod counters;
 mod keys;
 mod purchase;
 mod settlement;
@@ -18,6 +19,7 @@ use redis::{
 use uuid::Uuid;
 
 pub use accounts::{AccountChange, AccountPush, accounts_channel, parse_account_push};
+pub use counters::Counter;
 pub use keys::SaleKeys;
 pub use purchase::{
     CachedOrders, ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,

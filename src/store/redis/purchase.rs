@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{RedisStore, SaleKeys};
+use super::{Counter, RedisStore, SaleKeys};
 use crate::{
     domain::{FailureReason, ReservationStatus, SaleState},
     store::{Dependency, StoreError},
@@ -118,8 +118,14 @@ pub struct SaleCounters {
 }
 
 impl SaleCounters {
-    pub fn get(&self, name: &str) -> i64 {
-        self.counters.get(name).copied().unwrap_or_default()
+    /// The counter's value; 0 when it was never written.
+    pub fn get(&self, counter: Counter) -> i64 {
+        self.recorded(counter).unwrap_or_default()
+    }
+
+    /// The counter's value, or `None` when it was never written.
+    pub fn recorded(&self, counter: Counter) -> Option<i64> {
+        self.counters.get(counter.name()).copied()
     }
 }
 

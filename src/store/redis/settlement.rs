@@ -8,7 +8,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{
-    RedisStore, ReservationRecord,
+    Counter, RedisStore, ReservationRecord,
     purchase::{field, malformed, parse_record},
 };
 use crate::{
@@ -158,7 +158,7 @@ impl RedisStore {
     pub async fn count_dead_letter(&self, sale_id: Uuid) -> Result<(), StoreError> {
         self.query(redis::Cmd::hincr(
             self.sale_keys(sale_id).stats,
-            "dead_lettered",
+            Counter::DeadLettered.name(),
             1,
         ))
         .await
@@ -173,7 +173,10 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         self.query(redis::Cmd::hset_multiple(
             self.sale_keys(sale_id).stats,
-            &[("drift", drift), ("drift_checked_at_ms", checked_at_ms)],
+            &[
+                (Counter::Drift.name(), drift),
+                (Counter::DriftCheckedAtMs.name(), checked_at_ms),
+            ],
         ))
         .await
     }

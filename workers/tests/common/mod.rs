@@ -18,7 +18,7 @@ use flashsale::{
     store::{
         arming,
         postgres::{AdminAct, Db, NewProduct, NewSale, SaleRow},
-        redis::{RedisStore, ReserveOutcome, ReserveRequest, UserRate},
+        redis::{Counter, RedisStore, ReserveOutcome, ReserveRequest, UserRate},
     },
 };
 use futures::{StreamExt, stream};
@@ -444,7 +444,7 @@ impl Harness {
         let counters = self.redis.sale_counters(sale.id).await.unwrap();
         assert_eq!(counters.pending, 0, "reservations still pending");
         assert_eq!(
-            counters.get("pending_units"),
+            counters.get(Counter::PendingUnits),
             0,
             "pending units still counted"
         );
@@ -453,7 +453,7 @@ impl Harness {
             Some(
                 sale.allotted_quantity
                     - sale.confirmed_quantity
-                    - counters.get("units_written_off")
+                    - counters.get(Counter::UnitsWrittenOff)
             ),
             "Redis stock differs from allotted - confirmed"
         );
