@@ -139,12 +139,12 @@ pub struct SingleFlight {
 
 impl SingleFlight {
     /// Arms every open sale in a background task, unless such a sweep is
-    /// already running on this node. Returns whether
-    /// this call started one. (Readiness asks for this: a probe never waits
-    /// for arming, and a flood of probes starts one sweep at a time.)
-    pub fn sweep_in_background(&self, db: &Db, redis: &RedisStore) -> bool {
+    /// already running on this node. (Readiness asks for this: a probe
+    /// never waits for arming, and a flood of probes starts one sweep at a
+    /// time.)
+    pub fn sweep_in_background(&self, db: &Db, redis: &RedisStore) {
         if self.sweeping.swap(true, Ordering::AcqRel) {
-            return false;
+            return;
         }
         let (flight, db, redis) = (self.clone(), db.clone(), redis.clone());
         tokio::spawn(async move {
@@ -153,7 +153,6 @@ impl SingleFlight {
             }
             flight.sweeping.store(false, Ordering::Release);
         });
-        true
     }
 
     /// Mirrors every open sale (missing ones rebuilt, changes Redis missed

@@ -374,7 +374,7 @@ async fn a_reservation_settling_after_its_sales_units_were_released_takes_only_f
     // Redis lost the pending set (a wipe after the end): the reconciler saw
     // nothing pending and released the units, while the jobs still wait.
     assert!(harness.db.release_allotment(harness.sale.id).await.unwrap());
-    let resale = harness.second_sale(7).await.unwrap();
+    harness.second_sale(7).await.unwrap();
 
     harness.enqueue(&late).await;
     let _worker = harness.spawn_worker(&[]);
@@ -382,5 +382,4 @@ async fn a_reservation_settling_after_its_sales_units_were_released_takes_only_f
     // The two orders took two of the three units no sale held; the second
     // sale's seven stay whole.
     assert_eq!(free_stock_refused(harness.second_sale(2).await), 1);
-    assert_eq!(resale.allotted_quantity, 7);
 }

@@ -9,7 +9,7 @@
 -- to the time-ordered pending set, and bound to the idempotency key.
 --
 -- KEYS[1]  stock counter          KEYS[5]  pending set (zset: reservation -> reserved ms)
--- KEYS[2]  meta hash              KEYS[6]  idempotency hash ("<user>:<key>" -> "<reservation>|<quantity>")
+-- KEYS[2]  meta hash              KEYS[6]  idempotency hash ("<user>:<key>" -> replay record, record.lua)
 -- KEYS[3]  buyers hash (user -> units held: pending + confirmed)
 -- KEYS[4]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[7]  stats hash (counters by outcome)
