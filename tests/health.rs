@@ -181,6 +181,29 @@ async fn the_openapi_document_covers_every_endpoint_and_the_docs_ui_is_served(pg
         );
     }
     assert!(document.body["components"]["securitySchemes"]["bearer"].is_object());
+    // Error responses are built from the code list: each names its codes
+    // and points at the one error shape.
+    let attempt = &paths["/api/purchase/attempt"]["post"]["responses"];
+    for (status, code) in [
+        ("410", "SOLD_OUT"),
+        ("429", "RATE_LIMITED"),
+        ("409", "SALE_NOT_ACTIVE"),
+    ] {
+        let described = attempt[status]["description"].as_str().unwrap_or_default();
+        assert!(
+            described.contains(code),
+            "{status} of the attempt does not name {code}: {described:?}"
+        );
+        assert_eq!(
+            attempt[status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
+    let codes = &document.body["components"]["schemas"]["ErrorCode"]["enum"];
+    assert!(
+        codes.as_array().is_some_and(|codes| codes.len() > 20),
+        "{codes}"
+    );
 
     let ui = app
         .client

@@ -23,6 +23,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use validator::ValidationErrors;
 
+use super::error_code::ErrorCode;
 use crate::{
     auth::TokenError,
     domain::DomainError,
@@ -36,7 +37,7 @@ const RETRY_AFTER_SECS: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: Cow<'static, str>,
     /// Seconds for `Retry-After` (429 and 503 always carry one).
     retry_after_secs: Option<u64>,
@@ -54,8 +55,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: e.g. `VALIDATION_FAILED`, `SOLD_OUT`, `UNAVAILABLE`.
-    #[schema(example = "VALIDATION_FAILED")]
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// For humans; says what to change or when to retry.
     pub message: String,
     /// The `x-request-id` of the request, to quote when reporting a problem.
@@ -63,13 +63,9 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        message: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             retry_after_secs: None,
@@ -83,20 +79,19 @@ impl ApiError {
         Self {
             retry_after_secs: Some(secs),
             ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
+                ErrorCode::RateLimited,
                 format!("too many purchase attempts; retry in {secs} s"),
             )
         }
     }
 
     pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", message)
+        Self::new(ErrorCode::ValidationFailed, message)
     }
 
     /// 401 for a request without a token.
     pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     /// 401 for a token that was sent and refused.
@@ -109,8 +104,7 @@ impl ApiError {
 
     pub fn forbidden() -> Self {
         Self::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+            ErrorCode::Forbidden,
             "this endpoint needs the admin role: an operator token (flashsale-api token --admin) \
              or, in oidc mode, the admin claim from the shop's identity provider",
         )
@@ -118,8 +112,7 @@ impl ApiError {
 
     pub fn unavailable(dependency: Dependency) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
+            ErrorCode::Unavailable,
             format!(
                 "{dependency} is temporarily unavailable; retry in {RETRY_AFTER_SECS} s \
                  (idempotent requests are safe to repeat)"
@@ -129,8 +122,7 @@ impl ApiError {
 
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
+            ErrorCode::Internal,
             "an unexpected error occurred; it was logged under this request id",
         )
     }
@@ -139,31 +131,31 @@ impl ApiError {
     fn for_status(status: StatusCode) -> Self {
         match status {
             StatusCode::NOT_FOUND => {
-                Self::new(status, "NOT_FOUND", "no such endpoint; see /api/docs")
+                Self::new(ErrorCode::NotFound, "no such endpoint; see /api/docs")
             }
             StatusCode::METHOD_NOT_ALLOWED => Self::new(
-                status,
-                "METHOD_NOT_ALLOWED",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not accept that method; see /api/docs",
             ),
             StatusCode::PAYLOAD_TOO_LARGE => Self::new(
-                status,
-                "PAYLOAD_TOO_LARGE",
+                ErrorCode::PayloadTooLarge,
                 "the request body is larger than this API accepts",
             ),
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
+                ErrorCode::Unavailable,
                 format!("the request took too long; retry in {RETRY_AFTER_SECS} s"),
             ),
             status if status.is_server_error() => Self::internal(),
-            status => Self::new(
+            // A 4xx without a code of its own keeps its status.
+            status => Self {
                 status,
-                "BAD_REQUEST",
-                status
-                    .canonical_reason()
-                    .unwrap_or("the request was refused"),
-            ),
+                ..Self::new(
+                    ErrorCode::BadRequest,
+                    status
+                        .canonical_reason()
+                        .unwrap_or("the request was refused"),
+                )
+            },
         }
     }
 }
@@ -243,28 +235,24 @@ fn is_json(response: &Response) -> bool {
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
-        let (status, code) = match &error {
-            DomainError::SaleNotFound(_) => (StatusCode::NOT_FOUND, "SALE_NOT_FOUND"),
-            DomainError::NoCurrentSale => (StatusCode::NOT_FOUND, "NO_CURRENT_SALE"),
-            DomainError::ProductNotFound(_) => (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND"),
-            DomainError::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
-            DomainError::SkuTaken(_) => (StatusCode::CONFLICT, "SKU_TAKEN"),
-            DomainError::InsufficientStock { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_STOCK"),
+        let code = match &error {
+            DomainError::SaleNotFound(_) => ErrorCode::SaleNotFound,
+            DomainError::NoCurrentSale => ErrorCode::NoCurrentSale,
+            DomainError::ProductNotFound(_) => ErrorCode::ProductNotFound,
+            DomainError::UserNotFound(_) => ErrorCode::UserNotFound,
+            DomainError::SkuTaken(_) => ErrorCode::SkuTaken,
+            DomainError::InsufficientStock { .. } => ErrorCode::InsufficientStock,
             DomainError::InvalidTransition { .. } | DomainError::StockChangeNotAllowed { .. } => {
-                (StatusCode::CONFLICT, "INVALID_STATE_TRANSITION")
+                ErrorCode::InvalidStateTransition
             }
-            DomainError::SaleNotActive { .. } => (StatusCode::CONFLICT, "SALE_NOT_ACTIVE"),
-            DomainError::SoldOut { .. } => (StatusCode::GONE, "SOLD_OUT"),
-            DomainError::AlreadyPurchased { .. } => (StatusCode::CONFLICT, "ALREADY_PURCHASED"),
-            DomainError::QuantityAboveLimit { .. } => {
-                (StatusCode::BAD_REQUEST, "QUANTITY_ABOVE_LIMIT")
-            }
-            DomainError::IdempotencyKeyReused => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
-            }
-            DomainError::PurchaseNotFound => (StatusCode::NOT_FOUND, "PURCHASE_NOT_FOUND"),
+            DomainError::SaleNotActive { .. } => ErrorCode::SaleNotActive,
+            DomainError::SoldOut { .. } => ErrorCode::SoldOut,
+            DomainError::AlreadyPurchased { .. } => ErrorCode::AlreadyPurchased,
+            DomainError::QuantityAboveLimit { .. } => ErrorCode::QuantityAboveLimit,
+            DomainError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            DomainError::PurchaseNotFound => ErrorCode::PurchaseNotFound,
         };
-        Self::new(status, code, error.to_string())
+        Self::new(code, error.to_string())
     }
 }
 
@@ -290,16 +278,14 @@ impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
         match error {
             TokenError::Suspended => Self::new(
-                StatusCode::FORBIDDEN,
-                "ACCOUNT_SUSPENDED",
+                ErrorCode::AccountSuspended,
                 "this account is suspended by the shop; contact the shop's support",
             ),
             // Logged once per failed fetch by the key cache, not per request.
             TokenError::KeysUnavailable | TokenError::NotReady => {
                 metrics::counter!("flashsale_tokens_uncheckable_total").increment(1);
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
+                    ErrorCode::Unavailable,
                     format!(
                         "tokens cannot be checked on this node right now; retry in {RETRY_AFTER_SECS} s"
                     ),
@@ -332,20 +318,18 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with `Content-Type: application/json`",
             ),
             JsonRejection::JsonSyntaxError(error) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_JSON",
+                ErrorCode::MalformedJson,
                 format!("the body is not valid JSON: {}", error.body_text()),
             ),
             JsonRejection::JsonDataError(error) => Self::validation(error.body_text()),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
             }
-            other => Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", other.body_text()),
+            other => Self::new(ErrorCode::BadRequest, other.body_text()),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! stack. Tests call [`router`] directly and serve it on port 0.
 
 mod error;
+pub mod error_code;
 pub mod extract;
 mod openapi;
 pub mod rate_limit;
@@ -28,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error_code::ErrorCode;
 pub use openapi::ApiDoc;
 pub use state::AppState;
 
@@ -63,8 +65,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(|| async {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
+                crate::http::ErrorCode::NotFound,
                 "no such endpoint; see /api/docs",
             )
         })
@@ -82,9 +83,7 @@ pub fn operator_router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(routes::health::operator_router())
         .merge(routes::metrics::operator_router())
         .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
+            ApiError::new(crate::http::ErrorCode::NotFound,
                 "the operator listener serves /metrics, /api/health, /api/health/live and /api/health/ready",
             )
         })

@@ -2,7 +2,7 @@
 //! development login (`dev` mode only), which hands out shopper tokens by
 //! email and never the admin role.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,6 +13,7 @@ use validator::{Validate, ValidateEmail, ValidationError};
 use crate::{
     config::AuthMode,
     domain::{Email, Role},
+    http::error_code::error_responses,
     http::{ApiError, AppState, extract::ValidJson},
     store::postgres::UserRow,
 };
@@ -93,6 +94,8 @@ impl UserResponse {
     }
 }
 
+error_responses!(LoginErrors: [JSON_BODY] Unavailable);
+
 /// Log in by email (`dev` mode only; 404 in `oidc` mode). Creates the user
 /// on first login and hands out a shopper token, whatever the email: admin
 /// tokens are minted from the shell (`flashsale-api token --admin`).
@@ -100,10 +103,7 @@ impl UserResponse {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in as a shopper", body = LoginResponse),
-        (status = 400, description = "Not an email", body = crate::http::ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
+        LoginErrors,
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -112,7 +112,7 @@ async fn login(
     let tokens = state
         .auth
         .local()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"))?;
+        .ok_or_else(|| ApiError::new(crate::http::ErrorCode::NotFound, "no such endpoint"))?;
     let email = Email::normalize(&request.email);
     let user = state.db.upsert_local_user(&email, Role::Shopper).await?;
     let issued = tokens.issue(user.id, Role::Shopper, state.auth.login_ttl_secs());

@@ -31,6 +31,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Caller, QueryParams},
@@ -56,6 +57,8 @@ pub struct SaleEventsQuery {
     pub sale_id: Option<Uuid>,
 }
 
+error_responses!(SaleEventsErrors: [SIGNED_IN] SaleNotFound, NoCurrentSale);
+
 /// Server-Sent Events for a sale: `sale` events (a `SaleEvent`: state,
 /// remaining stock, window, server time) first and on every change, at most
 /// four a second; with a bearer token, `purchase` events (a
@@ -67,11 +70,7 @@ pub struct SaleEventsQuery {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "An endless text/event-stream of `sale` and `purchase` events", content_type = "text/event-stream", body = String),
-        (status = 400, description = "sale_id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "A bearer token was sent and is invalid", body = crate::http::ErrorBody),
-        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+        SaleEventsErrors,
     ))]
 async fn sale_events(
     State(state): State<AppState>,

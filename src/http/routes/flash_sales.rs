@@ -12,6 +12,7 @@ use validator::{Validate, ValidationError};
 use super::products::MAX_STOCK;
 use crate::{
     domain::{DomainError, Money, SaleAction, SaleState, SaleWindow},
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Admin, PathParams, ValidJson},
@@ -145,20 +146,15 @@ impl FlashSaleResponse {
     }
 }
 
+error_responses!(CreateSaleErrors: [ADMIN, JSON_BODY] ProductNotFound, InsufficientStock);
+
 /// Create a flash sale (admin). Its stock is armed in Redis at once.
 #[utoipa::path(post, path = "/api/admin/flash-sales", tag = "admin",
     security(("bearer" = [])),
     request_body = CreateFlashSaleRequest,
     responses(
         (status = 201, description = "Created (check `armed`)", body = FlashSaleResponse),
-        (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 409, description = "INSUFFICIENT_STOCK", body = crate::http::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
+        CreateSaleErrors,
     ))]
 async fn create_flash_sale(
     State(state): State<AppState>,
@@ -180,17 +176,15 @@ async fn create_flash_sale(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+error_responses!(SaleErrors: [ADMIN] SaleNotFound);
+
 /// Read a flash sale with its live remaining stock (admin).
 #[utoipa::path(get, path = "/api/admin/flash-sales/{id}", tag = "admin",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
         (status = 200, description = "The sale", body = FlashSaleResponse),
-        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+        SaleErrors,
     ))]
 async fn get_flash_sale(
     State(state): State<AppState>,
@@ -210,6 +204,8 @@ async fn get_flash_sale(
     )))
 }
 
+error_responses!(UpdateSaleErrors: [ADMIN, JSON_BODY] SaleNotFound, InvalidStateTransition, InsufficientStock);
+
 /// Pause, resume, cancel or end a sale, or add stock to it (admin).
 /// Repeating an action is harmless; a change PostgreSQL saved but Redis did
 /// not receive answers 503 for actions (retry it) and `armed: false` for
@@ -220,14 +216,7 @@ async fn get_flash_sale(
     request_body = UpdateFlashSaleRequest,
     responses(
         (status = 200, description = "The updated sale", body = FlashSaleResponse),
-        (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 409, description = "INVALID_STATE_TRANSITION or INSUFFICIENT_STOCK", body = crate::http::ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+        UpdateSaleErrors,
     ))]
 async fn update_flash_sale(
     State(state): State<AppState>,

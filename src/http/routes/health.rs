@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    http::error_code::error_responses,
     http::{ApiError, AppState},
     store::{Dependency, StoreError},
 };
@@ -78,6 +79,8 @@ async fn get_live() -> Json<LiveResponse> {
     Json(LiveResponse { status: "ok" })
 }
 
+error_responses!(ReadyErrors: [] Unavailable);
+
 /// Ready to take traffic: PostgreSQL and Redis answer within the dependency
 /// timeout and the node can judge tokens. Open sales missing in Redis are
 /// armed from PostgreSQL in the background (one sweep at a time per node;
@@ -86,7 +89,7 @@ async fn get_live() -> Json<LiveResponse> {
 #[utoipa::path(get, path = "/api/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadyResponse),
-        (status = 503, description = "A dependency is down; Retry-After is set", body = crate::http::ErrorBody),
+        ReadyErrors,
     ))]
 async fn get_ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     state.readiness.verdict(check_ready(&state)).await?;
@@ -100,8 +103,7 @@ async fn check_ready(state: &AppState) -> Result<(), ApiError> {
     redis?;
     if !state.auth.is_ready() {
         return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
+            crate::http::ErrorCode::Unavailable,
             "this node cannot judge tokens yet (revoked accounts not loaded, or the identity \
              provider's keys not fetched); retry in 1 s",
         ));

@@ -10,6 +10,7 @@ use validator::{Validate, ValidationError};
 
 use crate::{
     domain::{Currency, Money},
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Admin, ValidJson},
@@ -103,19 +104,15 @@ impl From<ProductRow> for ProductResponse {
     }
 }
 
+error_responses!(CreateProductErrors: [ADMIN, JSON_BODY] SkuTaken);
+
 /// Create a product and its stock (admin).
 #[utoipa::path(post, path = "/api/admin/products", tag = "admin",
     security(("bearer" = [])),
     request_body = CreateProductRequest,
     responses(
         (status = 201, description = "Created", body = ProductResponse),
-        (status = 400, description = "Invalid input", body = crate::http::ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 409, description = "SKU_TAKEN", body = crate::http::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
+        CreateProductErrors,
     ))]
 async fn create_product(
     State(state): State<AppState>,

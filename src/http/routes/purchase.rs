@@ -15,6 +15,7 @@ use validator::Validate;
 
 use crate::{
     domain::{DomainError, FailureReason, PurchaseStatus, ReservationStatus, Role},
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Caller, IdempotencyKey, PathParams, QueryParams, ValidJson},
@@ -53,6 +54,8 @@ pub struct PurchaseAccepted {
     pub status_url: String,
 }
 
+error_responses!(AttemptErrors: [SIGNED_IN, JSON_BODY] QuantityAboveLimit, SaleNotFound, NoCurrentSale, AlreadyPurchased, SaleNotActive, SoldOut, IdempotencyKeyReused, RateLimited);
+
 /// Reserve stock and queue the order. Send the same `Idempotency-Key` when
 /// retrying: the answer is the first reservation, never a second purchase.
 #[utoipa::path(post, path = "/api/purchase/attempt", tag = "purchase",
@@ -61,17 +64,7 @@ pub struct PurchaseAccepted {
     request_body = PurchaseRequest,
     responses(
         (status = 202, description = "Reserved and queued", body = PurchaseAccepted),
-        (status = 400, description = "VALIDATION_FAILED or QUANTITY_ABOVE_LIMIT", body = crate::http::ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: body above FLASHSALE_MAX_BODY_BYTES", body = crate::http::ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
-        (status = 409, description = "ALREADY_PURCHASED or SALE_NOT_ACTIVE", body = crate::http::ErrorBody),
-        (status = 410, description = "SOLD_OUT", body = crate::http::ErrorBody),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = crate::http::ErrorBody),
-        (status = 429, description = "RATE_LIMITED; Retry-After is set", body = crate::http::ErrorBody),
-        (status = 503, description = "UNAVAILABLE; Retry-After is set", body = crate::http::ErrorBody),
+        AttemptErrors,
     ))]
 async fn attempt_purchase(
     State(state): State<AppState>,
@@ -232,6 +225,8 @@ pub struct PurchaseStatusResponse {
     pub order_id: Option<Uuid>,
 }
 
+error_responses!(PurchaseStatusErrors: [SIGNED_IN] PurchaseNotFound);
+
 /// The caller's purchase: `pending`, then `confirmed` or `failed` with a
 /// reason. Other shoppers' reservations are reported as not found.
 #[utoipa::path(get, path = "/api/purchase/status", tag = "purchase",
@@ -239,11 +234,7 @@ pub struct PurchaseStatusResponse {
     params(PurchaseStatusQuery),
     responses(
         (status = 200, description = "The purchase", body = PurchaseStatusResponse),
-        (status = 400, description = "Neither sale_id nor reservation_id", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "PURCHASE_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
+        PurchaseStatusErrors,
     ))]
 async fn get_purchase_status(
     State(state): State<AppState>,
@@ -361,6 +352,8 @@ pub struct OrdersPage {
     pub total: i64,
 }
 
+error_responses!(OrdersErrors: [SIGNED_IN] NotFound);
+
 /// A user's orders, newest first (that user or an admin). Pages are cached
 /// in Redis for a short time and dropped when the worker adds an order.
 #[utoipa::path(get, path = "/api/purchase/user/{user_id}", tag = "purchase",
@@ -368,11 +361,7 @@ pub struct OrdersPage {
     params(("user_id" = Uuid, Path, description = "The user"), OrdersQuery),
     responses(
         (status = 200, description = "One page of orders", body = OrdersPage),
-        (status = 400, description = "Bad page or per_page", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "Not this caller's orders", body = crate::http::ErrorBody),
-        (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
+        OrdersErrors,
     ))]
 async fn list_user_orders(
     State(state): State<AppState>,
@@ -383,8 +372,7 @@ async fn list_user_orders(
     if caller.user_id != user_id && caller.role != Role::Admin {
         // 404, not 403: whether another user exists is not the caller's business.
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            crate::http::ErrorCode::NotFound,
             "no orders to show for this user",
         ));
     }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::SaleState,
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Caller, QueryParams},
@@ -54,6 +55,8 @@ pub struct CallerStanding {
     pub can_purchase: bool,
 }
 
+error_responses!(SaleStatusErrors: [SIGNED_IN] SaleNotFound, NoCurrentSale);
+
 /// The current sale (or `sale_id`): state, window, price and remaining
 /// stock; with a bearer token, also the caller's standing.
 #[utoipa::path(get, path = "/api/flash-sale/status", tag = "sale",
@@ -61,11 +64,7 @@ pub struct CallerStanding {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The sale", body = SaleStatusResponse),
-        (status = 400, description = "sale_id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "A bearer token was sent and is invalid", body = crate::http::ErrorBody),
-        (status = 403, description = "ACCOUNT_SUSPENDED: the caller\'s account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+        SaleStatusErrors,
     ))]
 async fn get_sale_status(
     State(state): State<AppState>,

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{DomainError, SaleState},
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Admin, PathParams, QueryParams},
@@ -210,17 +211,15 @@ pub struct StatsQuery {
     pub sale_id: Option<Uuid>,
 }
 
+error_responses!(CurrentStatsErrors: [ADMIN] SaleNotFound, NoCurrentSale);
+
 /// Stats of the current (or a given) sale (admin).
 #[utoipa::path(get, path = "/api/flash-sale/stats", tag = "admin",
     security(("bearer" = [])),
     params(StatsQuery),
     responses(
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
-        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND or NO_CURRENT_SALE", body = crate::http::ErrorBody),
-        (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
+        CurrentStatsErrors,
     ))]
 async fn get_current_sale_stats(
     State(state): State<AppState>,
@@ -231,17 +230,15 @@ async fn get_current_sale_stats(
     Ok(Json(stats_for(&state, sale_id).await?))
 }
 
+error_responses!(SaleStatsErrors: [ADMIN] SaleNotFound);
+
 /// Stats of one sale (admin).
 #[utoipa::path(get, path = "/api/admin/flash-sales/{id}/stats", tag = "admin",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
         (status = 200, description = "The sale's numbers", body = SaleStatsResponse),
-        (status = 400, description = "VALIDATION_FAILED: an id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "SALE_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 503, description = "UNAVAILABLE", body = crate::http::ErrorBody),
+        SaleStatsErrors,
     ))]
 async fn get_sale_stats(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@
 //! was suspended) and their stock goes back on sale; confirmed orders are
 //! kept and listed in the answer.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::DomainError,
+    http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Admin, PathParams, QueryParams},
@@ -70,17 +71,15 @@ impl AccountResponse {
     }
 }
 
+error_responses!(UserErrors: [ADMIN] UserNotFound);
+
 /// An account with its ban state and orders (admin).
 #[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "The account", body = AccountResponse),
-        (status = 400, description = "VALIDATION_FAILED: the id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
+        UserErrors,
     ))]
 async fn get_user(
     State(state): State<AppState>,
@@ -95,6 +94,8 @@ async fn get_user(
     Ok(Json(AccountResponse::of(&state, user).await?))
 }
 
+error_responses!(BanErrors: [ADMIN] UserNotFound, CannotBanYourself);
+
 /// Suspend an account (admin): every token of the user stops working on
 /// every node within a second, the worker releases the user's pending
 /// reservations, confirmed orders are kept. Banning again voids tokens
@@ -104,12 +105,7 @@ async fn get_user(
     params(("id" = Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "Suspended; the orders it keeps", body = AccountResponse),
-        (status = 409, description = "CANNOT_BAN_YOURSELF: an operator cannot suspend their own account", body = crate::http::ErrorBody),
-        (status = 400, description = "VALIDATION_FAILED: the id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+        BanErrors,
     ))]
 async fn ban_user(
     State(state): State<AppState>,
@@ -120,8 +116,7 @@ async fn ban_user(
     // account, every script that mints its tokens) is never what they meant.
     if id == admin.caller.user_id {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "CANNOT_BAN_YOURSELF",
+            crate::http::ErrorCode::CannotBanYourself,
             "an operator cannot suspend their own account; ask another operator",
         ));
     }
@@ -138,11 +133,7 @@ async fn ban_user(
     params(("id" = Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "No longer suspended", body = AccountResponse),
-        (status = 400, description = "VALIDATION_FAILED: the id is not a UUID", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 404, description = "USER_NOT_FOUND", body = crate::http::ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = crate::http::ErrorBody),
+        UserErrors,
     ))]
 async fn unban_user(
     State(state): State<AppState>,
@@ -183,16 +174,15 @@ pub struct AuditPage {
     pub next_before: Option<Uuid>,
 }
 
+error_responses!(AuditErrors: [ADMIN]);
+
 /// Every admin action, newest first: who, what, when, the request id (admin).
 #[utoipa::path(get, path = "/api/admin/audit", tag = "admin",
     security(("bearer" = [])),
     params(AuditQuery),
     responses(
         (status = 200, description = "One page of the audit trail", body = AuditPage),
-        (status = 400, description = "VALIDATION_FAILED: a bad limit or id", body = crate::http::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::http::ErrorBody),
-        (status = 403, description = "FORBIDDEN: not an admin; ACCOUNT_SUSPENDED: the caller's account is banned", body = crate::http::ErrorBody),
-        (status = 503, description = "PostgreSQL unavailable", body = crate::http::ErrorBody),
+        AuditErrors,
     ))]
 async fn list_audit(
     State(state): State<AppState>,
