@@ -4,6 +4,8 @@
 //! worker reuse the exact code the API runs:
 //! - [`config`]: typed settings from the environment, validated at boot;
 //! - [`domain`]: ids, money, sale rules and domain errors (no I/O);
+//! - [`app`]: the use cases (purchases, sales, stats) between the callers
+//!   and the stores;
 //! - [`auth`]: who is calling: this deployment's tokens and the shop's
 //!   identity provider's, bans pushed to every node, admin rights;
 //! - [`store`]: PostgreSQL and Redis access, Lua scripts, arming;
@@ -17,6 +19,7 @@
 //! - [`telemetry`]: structured logs and the Prometheus recorder;
 //! - [`tls`]: the process's TLS stack (rustls on ring) for outgoing HTTPS.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;

@@ -12,12 +12,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    app::{Purchases, Sales, Stats},
     auth::{Authenticator, revocations},
     config::ApiSettings,
-    http::{
-        self, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache,
-        routes::stats::StatsCache,
-    },
+    http::{self, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
     jobs::PurchaseQueue,
     listener::{self, StallGuardedListener},
     live::LiveEvents,
@@ -25,7 +23,7 @@ use crate::{
     store::{
         arming,
         postgres::Db,
-        redis::{EventSubscriber, RedisStore},
+        redis::{EventSubscriber, RedisStore, UserRate},
     },
     telemetry,
 };
@@ -58,20 +56,33 @@ pub fn build_state_with(
         .context("FLASHSALE_USER_RATE_PER_SEC must be at least 1")?;
     let burst =
         NonZeroU32::new(purchase.user_burst).context("FLASHSALE_USER_BURST must be at least 1")?;
+    let snapshot = Arc::new(SaleSnapshot::new(purchase.snapshot_refresh()));
+    let sales = Sales::new(db.clone(), redis.clone(), snapshot.clone());
+    let cluster_rate = UserRate {
+        per_second: purchase.user_rate_per_sec,
+        burst: purchase.user_burst,
+    };
     Ok(AppState {
+        purchases: Purchases::new(
+            db.clone(),
+            redis.clone(),
+            queue.clone(),
+            sales.clone(),
+            snapshot.clone(),
+            cluster_rate,
+            purchase.orders_cache_ttl_secs,
+        ),
+        stats: Stats::new(db.clone(), redis.clone(), queue, purchase.stats_cache()),
+        sales,
         auth: Arc::new(Authenticator::new(&settings.auth, db.clone())?),
         readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache())),
         db,
         redis,
         metrics: telemetry::metrics_handle(),
         started_at: Instant::now(),
-        queue,
         limiter: Arc::new(UserRateLimiter::new(rate, burst)),
-        snapshot: Arc::new(SaleSnapshot::new(purchase.snapshot_refresh())),
-        stats: Arc::new(StatsCache::new(purchase.stats_cache())),
-        purchase: Arc::new(purchase.clone()),
+        snapshot,
         live: Arc::new(LiveEvents::new(subscriber, inbox)),
-        arming: arming::SingleFlight::default(),
     })
 }
 

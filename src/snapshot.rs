@@ -7,9 +7,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use parking_lot::RwLock;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
@@ -85,13 +87,10 @@ impl SaleSnapshot {
         self.refreshed.subscribe()
     }
 
-    /// The views as last refreshed, however old. A poisoned lock still
-    /// holds a whole `Arc` (writers only swap it), so it is safe to read.
+    /// The views as last refreshed, however old (writers only swap the
+    /// `Arc`, so a reader never sees half a refresh).
     fn latest(&self) -> Arc<Views> {
-        self.views
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.views.read().clone()
     }
 
     fn fresh(&self) -> Option<Arc<Views>> {
@@ -128,11 +127,7 @@ impl SaleSnapshot {
     /// Reads the live state of the catalog's sales from Redis (one
     /// pipelined round trip) and publishes the new views.
     async fn refresh_live(&self, redis: &RedisStore) -> Result<(), StoreError> {
-        let catalog = self
-            .catalog
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let catalog = self.catalog.read().clone();
         let Some(catalog) = catalog else {
             return Ok(());
         };
@@ -158,20 +153,14 @@ impl SaleSnapshot {
             current: catalog.current,
             refreshed_at: Some(Instant::now()),
         };
-        *self
-            .views
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        *self.views.write() = Arc::new(next);
         self.refreshed.send_replace(());
         Ok(())
     }
 
     async fn reload_catalog(&self, db: &Db) -> Result<(), StoreError> {
         let (sales, current) = tokio::try_join!(db.sales_to_arm(), db.current_sale())?;
-        *self
-            .catalog
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(Catalog {
+        *self.catalog.write() = Some(Arc::new(Catalog {
             sales,
             current: current.map(|sale| sale.id),
         }));

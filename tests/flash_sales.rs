@@ -358,19 +358,18 @@ async fn purchases_that_find_their_sale_missing_arm_it_once_per_node(pg: PgPool)
 
     let loads = std::sync::atomic::AtomicUsize::new(0);
     let redis = app.redis_store();
+    let flight = flashsale::store::arming::SingleFlight::default();
     let attempts = (0..50).map(|_| {
-        app.state
-            .arming
-            .arm_if_missing(&app.state.db, &redis, sale_id, || async {
-                loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                // A slow PostgreSQL read keeps the others waiting on it.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                app.state
-                    .db
-                    .find_sale(sale_id)
-                    .await
-                    .map(|sale| sale.expect("the sale exists"))
-            })
+        flight.arm_if_missing(&app.state.db, &redis, sale_id, || async {
+            loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // A slow PostgreSQL read keeps the others waiting on it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            app.state
+                .db
+                .find_sale(sale_id)
+                .await
+                .map(|sale| sale.expect("the sale exists"))
+        })
     });
     for armed in futures::future::join_all(attempts).await {
         armed.unwrap();

@@ -4,7 +4,9 @@
 //! refer to is written the first time a node sees the user, then
 //! remembered, so it costs one database call per user per node.
 
-use std::{collections::HashSet, sync::RwLock};
+use std::collections::HashSet;
+
+use parking_lot::RwLock;
 
 use uuid::Uuid;
 
@@ -31,19 +33,12 @@ impl UserDirectory {
     /// Writes the provider's user (internal id `user_id`) the first time
     /// this node sees it.
     pub async fn record(&self, user_id: Uuid, caller: &ProviderCaller) -> Result<(), StoreError> {
-        let known = self
-            .known
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&user_id);
+        let known = self.known.read().contains(&user_id);
         if !known {
             self.db
                 .upsert_identity(user_id, &caller.identity, caller.email.as_deref())
                 .await?;
-            let mut known = self
-                .known
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut known = self.known.write();
             if known.len() >= REMEMBERED_USERS {
                 known.clear();
             }

@@ -9,9 +9,10 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::RwLock,
     time::{Duration, Instant},
 };
+
+use parking_lot::RwLock;
 
 use base64::Engine;
 use jsonwebtoken::{
@@ -279,16 +280,12 @@ impl KeyCache {
         Ok(body)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyState> {
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, KeyState> {
+        self.state.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyState> {
-        self.state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, KeyState> {
+        self.state.write()
     }
 }
 

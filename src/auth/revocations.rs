@@ -13,11 +13,13 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
+
+use parking_lot::RwLock;
 
 use redis::PushInfo;
 use tokio::sync::mpsc;
@@ -47,10 +49,7 @@ impl Revocations {
     /// Refuses a banned user's every token and a token issued (`iat`, Unix
     /// seconds) before the user's tokens were voided.
     pub fn check(&self, user_id: Uuid, issued_at: Option<u64>) -> Result<(), TokenError> {
-        let users = self
-            .users
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let users = self.users.read();
         let Some(revocation) = users.get(&user_id) else {
             return Ok(());
         };
@@ -73,10 +72,7 @@ impl Revocations {
     /// Applies one change (from the channel, from this node's own ban, or
     /// from a reload) unless a newer one of the user was already applied.
     pub fn apply(&self, change: &AccountChange) {
-        let mut users = self
-            .users
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut users = self.users.write();
         Self::keep_newest(&mut users, change);
     }
 
@@ -93,10 +89,7 @@ impl Revocations {
     pub async fn reload(&self, db: &Db) -> bool {
         match db.revoked_users().await {
             Ok(rows) => {
-                let mut users = self
-                    .users
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut users = self.users.write();
                 for change in &rows {
                     Self::keep_newest(&mut users, change);
                 }

@@ -11,9 +11,10 @@
 
 use std::{
     collections::HashMap,
-    sync::RwLock,
     time::{Duration, Instant},
 };
+
+use parking_lot::RwLock;
 
 use sha2::{Digest, Sha256};
 
@@ -38,10 +39,7 @@ pub struct VerifiedTokens {
 impl VerifiedTokens {
     /// The caller of a token verified within its bounds, if any.
     pub fn get(&self, token: &str) -> Option<ProviderCaller> {
-        let verdicts = self
-            .verdicts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let verdicts = self.verdicts.read();
         verdicts
             .get(&digest(token))
             .filter(|verdict| Instant::now() < verdict.usable_until)
@@ -53,10 +51,7 @@ impl VerifiedTokens {
     pub fn keep(&self, token: &str, caller: &ProviderCaller, expires_at: u64) {
         let left = expires_at.saturating_sub(unix_now());
         let usable_until = Instant::now() + KEEP_FOR.min(Duration::from_secs(left));
-        let mut verdicts = self
-            .verdicts
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut verdicts = self.verdicts.write();
         if verdicts.len() >= CAPACITY {
             let now = Instant::now();
             verdicts.retain(|_, verdict| now < verdict.usable_until);

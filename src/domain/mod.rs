@@ -13,5 +13,5 @@ pub use error::DomainError;
 pub use identity::{Email, Identity, LOCAL_ISSUER, Role};
 pub use money::{Currency, Money};
 pub use reservation::{PurchaseStatus, ReservationStatus};
-pub use sale::{SaleAction, SaleState, SaleWindow};
+pub use sale::{SaleAction, SaleState, SaleWindow, may_buy};
 pub use settlement::{Candidate, Decision, FailureReason, PriorOutcome, SaleLedger, decide};

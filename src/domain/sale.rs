@@ -178,6 +178,14 @@ impl SaleWindow {
     }
 }
 
+/// May a shopper holding `held` units buy one more now? Only while the
+/// sale is active, has a unit left to reserve, and the shopper is under
+/// the per-user limit. `reserve.lua` enforces the same rule on every
+/// attempt; tests/records.rs holds the two together.
+pub fn may_buy(state: SaleState, remaining: Option<i64>, held: i64, per_user_limit: i64) -> bool {
+    state == SaleState::Active && remaining.is_some_and(|left| left > 0) && held < per_user_limit
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
@@ -289,5 +297,21 @@ mod tests {
         );
         assert!(window.can_add_stock(SaleState::Active, now).is_err());
         assert!(window.can_add_stock(SaleState::Paused, now).is_ok());
+    }
+
+    #[test]
+    fn a_shopper_may_buy_only_from_an_active_sale_with_stock_under_the_limit() {
+        assert!(may_buy(SaleState::Active, Some(1), 0, 1));
+        assert!(!may_buy(SaleState::Active, Some(0), 0, 1), "sold out");
+        assert!(!may_buy(SaleState::Active, None, 0, 1), "not armed");
+        assert!(!may_buy(SaleState::Active, Some(5), 2, 2), "at the limit");
+        for state in [
+            SaleState::Scheduled,
+            SaleState::Paused,
+            SaleState::Ended,
+            SaleState::Cancelled,
+        ] {
+            assert!(!may_buy(state, Some(5), 0, 2), "{state}");
+        }
     }
 }

@@ -25,6 +25,7 @@ use validator::ValidationErrors;
 
 use super::error_code::ErrorCode;
 use crate::{
+    app::AppError,
     auth::TokenError,
     domain::DomainError,
     store::{Dependency, StoreError},
@@ -253,6 +254,16 @@ impl From<DomainError> for ApiError {
             DomainError::PurchaseNotFound => ErrorCode::PurchaseNotFound,
         };
         Self::new(code, error.to_string())
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Store(store) => store.into(),
+            AppError::RateLimited(wait) => Self::rate_limited(wait),
+            AppError::Invalid(message) => Self::validation(message),
+        }
     }
 }
 

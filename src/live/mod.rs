@@ -15,11 +15,13 @@ mod events;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use parking_lot::Mutex;
 
 use chrono::Utc;
 use redis::PushInfo;
@@ -132,10 +134,8 @@ impl LiveEvents {
         self.lock().values().map(|sale| sale.streams).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SaleFollowers>> {
-        self.followers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Uuid, SaleFollowers>> {
+        self.followers.lock()
     }
 
     /// Registers a stream on `view`'s sale (and, for a shopper, on their
@@ -218,11 +218,7 @@ impl LiveEvents {
     /// Routes pub/sub messages and snapshot refreshes until `shutdown`,
     /// then ends every stream.
     pub async fn run(self: Arc<Self>, snapshot: Arc<SaleSnapshot>, shutdown: CancellationToken) {
-        let inbox = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let inbox = self.inbox.lock().take();
         let Some(mut inbox) = inbox else {
             tracing::error!("the live-event hub was started twice");
             return;

@@ -6,11 +6,9 @@
 //! current one settles, and commits while the previous one tells Redis.
 //! Idle lanes close themselves.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use parking_lot::Mutex;
 
 use flashsale::{jobs::PurchaseJob, store::StoreError};
 use tokio::{
@@ -83,7 +81,7 @@ impl Batcher {
     }
 
     fn lane(&self, sale_id: Uuid) -> mpsc::Sender<Entry> {
-        let mut lanes = self.lanes.lock().expect("lane map lock poisoned");
+        let mut lanes = self.lanes.lock();
         if let Some(lane) = lanes.get(&sale_id).filter(|lane| !lane.is_closed()) {
             return lane.clone();
         }
@@ -95,7 +93,7 @@ impl Batcher {
 
     /// Forgets closed lanes; a lane that replaced one stays.
     fn retire_closed(&self) {
-        let mut lanes = self.lanes.lock().expect("lane map lock poisoned");
+        let mut lanes = self.lanes.lock();
         lanes.retain(|_, lane| !lane.is_closed());
     }
 }

@@ -26,7 +26,8 @@ use std::time::Duration;
 use apalis_core::{error::BoxDynError, task::data::Data, worker::builder::WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
 use flashsale::{
-    jobs::{PurchaseJob, PurchaseQueue},
+    app::purchases::settlement_job,
+    jobs::PurchaseQueue,
     store::{
         StoreError, arming, closing,
         postgres::{Db, SaleRow},
@@ -129,14 +130,7 @@ impl Reconciler {
         let bucket =
             chrono::Utc::now().timestamp_millis() / self.pending_after.as_millis().max(1) as i64;
         for record in &stale {
-            let job = PurchaseJob {
-                reservation_id: record.reservation_id,
-                sale_id: sale.id,
-                user_id: record.user_id,
-                quantity: u32::try_from(record.quantity).unwrap_or(u32::MAX),
-                idempotency_key: record.idempotency_key.clone(),
-                reserved_at_ms: record.reserved_at_ms,
-            };
+            let job = settlement_job(record);
             let key = format!("{}:reconcile:{bucket}", record.reservation_id);
             self.queue.enqueue_keyed(job, key).await?;
         }

@@ -77,7 +77,7 @@ async fn sale_events(
     caller: Option<Caller>,
     QueryParams(query): QueryParams<SaleEventsQuery>,
 ) -> Result<Response, ApiError> {
-    let view = state.sale_view(query.sale_id).await?;
+    let view = state.sales.view(query.sale_id).await?;
     let sale_id = view.sale.id;
     let shopper = caller.map(|caller| caller.user_id);
     let mut following = state.live.follow(view, shopper).await?;

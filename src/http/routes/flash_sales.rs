@@ -11,16 +11,14 @@ use validator::{Validate, ValidationError};
 
 use super::products::MAX_STOCK;
 use crate::{
-    domain::{DomainError, Money, SaleAction, SaleState, SaleWindow},
+    app::sales::{SaleChange, SaleReport},
+    domain::{Money, SaleAction, SaleState, SaleWindow},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
         extract::{Admin, PathParams, ValidJson},
     },
-    store::{
-        arming,
-        postgres::{NewSale, SaleRow},
-    },
+    store::postgres::NewSale,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -110,8 +108,9 @@ pub struct FlashSaleResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-impl FlashSaleResponse {
-    fn new(sale: SaleRow, remaining: Option<i64>, armed: bool) -> Self {
+impl From<SaleReport> for FlashSaleResponse {
+    fn from(report: SaleReport) -> Self {
+        let sale = report.sale;
         Self {
             state: sale.effective_state(Utc::now()),
             id: sale.id,
@@ -123,26 +122,11 @@ impl FlashSaleResponse {
             per_user_limit: sale.per_user_limit,
             stock: sale.allotted_quantity,
             confirmed: sale.confirmed_quantity,
-            remaining,
-            armed,
+            remaining: report.remaining,
+            armed: report.armed,
             created_at: sale.created_at,
             updated_at: sale.updated_at,
         }
-    }
-
-    /// After a change committed in PostgreSQL: arm, or report it not armed.
-    /// The node's snapshot reloads after arming, so it never shows the new
-    /// sale without its stock.
-    async fn armed_after_change(state: &AppState, sale: SaleRow) -> Self {
-        let response = match arming::arm_sale(&state.db, &state.redis, &sale).await {
-            Ok(armed) => Self::new(sale, Some(armed.remaining), true),
-            Err(error) => {
-                tracing::warn!(sale_id = %sale.id, %error, "sale saved but not armed; readiness will retry");
-                Self::new(sale, None, false)
-            }
-        };
-        state.snapshot.catalog_changed();
-        response
     }
 }
 
@@ -170,10 +154,8 @@ async fn create_flash_sale(
         per_user_limit: request.per_user_limit.unwrap_or(1),
         stock: request.stock,
     };
-    let sale = state.db.create_sale(&new, Utc::now(), &admin.act()).await?;
-    tracing::info!(admin = %admin.caller.user_id, sale_id = %sale.id, stock = sale.allotted_quantity, "flash sale created");
-    let response = FlashSaleResponse::armed_after_change(&state, sale).await;
-    Ok((StatusCode::CREATED, Json(response)))
+    let report = state.sales.create(&new, &admin.act()).await?;
+    Ok((StatusCode::CREATED, Json(report.into())))
 }
 
 error_responses!(SaleErrors: [ADMIN] SaleNotFound);
@@ -191,17 +173,7 @@ async fn get_flash_sale(
     _admin: Admin,
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<FlashSaleResponse>, ApiError> {
-    let sale = state
-        .db
-        .find_sale(id)
-        .await?
-        .ok_or(DomainError::SaleNotFound(id))?;
-    let remaining = state.redis.remaining(id).await?;
-    Ok(Json(FlashSaleResponse::new(
-        sale,
-        remaining,
-        remaining.is_some(),
-    )))
+    Ok(Json(state.sales.read(id).await?.into()))
 }
 
 error_responses!(UpdateSaleErrors: [ADMIN, JSON_BODY] SaleNotFound, InvalidStateTransition, InsufficientStock);
@@ -224,31 +196,15 @@ async fn update_flash_sale(
     PathParams(id): PathParams<Uuid>,
     ValidJson(request): ValidJson<UpdateFlashSaleRequest>,
 ) -> Result<Json<FlashSaleResponse>, ApiError> {
-    let now = Utc::now();
-    if let Some(quantity) = request.add_stock {
-        let sale = state
-            .db
-            .add_sale_stock(id, quantity, now, &admin.act())
-            .await?;
-        tracing::info!(admin = %admin.caller.user_id, sale_id = %id, quantity, "stock added to sale");
-        return Ok(Json(
-            FlashSaleResponse::armed_after_change(&state, sale).await,
-        ));
-    }
-    let action = request
-        .action
-        .ok_or_else(|| ApiError::validation("action: missing"))?;
-    let sale = state
-        .db
-        .apply_sale_action(id, action, now, &admin.act())
-        .await?;
-    tracing::info!(admin = %admin.caller.user_id, sale_id = %id, %action, state = %sale.state, "sale action applied");
-    // A pause or cancel that Redis did not hear would keep selling: the
-    // admin must see the failure and retry (the action is idempotent).
-    let armed = arming::arm_sale(&state.db, &state.redis, &sale).await?;
-    Ok(Json(FlashSaleResponse::new(
-        sale,
-        Some(armed.remaining),
-        true,
-    )))
+    let change = match (request.action, request.add_stock) {
+        (Some(action), None) => SaleChange::Action(action),
+        (None, Some(units)) => SaleChange::AddStock(units),
+        _ => {
+            return Err(ApiError::validation(
+                "send exactly one of action or add_stock",
+            ));
+        }
+    };
+    let report = state.sales.change(id, change, &admin.act()).await?;
+    Ok(Json(report.into()))
 }

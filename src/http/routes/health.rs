@@ -108,7 +108,7 @@ async fn check_ready(state: &AppState) -> Result<(), ApiError> {
              provider's keys not fetched); retry in 1 s",
         ));
     }
-    state.arming.sweep_in_background(&state.db, &state.redis);
+    state.sales.arm_missing_in_background();
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Public: the state of the current (or a given) flash sale, from
-//! [`AppState::sale_view`]: a read stampede costs no store round trip.
+//! [`crate::app::Sales::view`]: a read stampede costs no store round trip.
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    domain::SaleState,
+    domain::{SaleState, may_buy},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -51,7 +51,8 @@ pub struct SaleStatusResponse {
 pub struct CallerStanding {
     /// Units the caller holds in this sale (pending and confirmed).
     pub units_held: i64,
-    /// The sale is active, has stock, and the caller is under the limit.
+    /// The sale is active, has stock, and the caller is under the limit
+    /// ([`crate::domain::may_buy`]).
     pub can_purchase: bool,
 }
 
@@ -71,15 +72,14 @@ async fn get_sale_status(
     caller: Option<Caller>,
     QueryParams(query): QueryParams<SaleStatusQuery>,
 ) -> Result<Json<SaleStatusResponse>, ApiError> {
-    let view = state.sale_view(query.sale_id).await?;
+    let view = state.sales.view(query.sale_id).await?;
     let now = Utc::now();
     let sale_state = view.state(now);
     let you = match caller {
         Some(caller) => {
             let units_held = state.redis.units_held(view.sale.id, caller.user_id).await?;
-            let can_purchase = sale_state == SaleState::Active
-                && view.remaining.is_some_and(|remaining| remaining > 0)
-                && units_held < i64::from(view.sale.per_user_limit);
+            let limit = i64::from(view.sale.per_user_limit);
+            let can_purchase = may_buy(sale_state, view.remaining, units_held, limit);
             Some(CallerStanding {
                 units_held,
                 can_purchase,

@@ -1,0 +1,346 @@
+//! Shoppers' purchases: attempt (reserve, re-arm on a miss, enqueue), the
+//! status of one, a page of their orders, and the job that settles a
+//! reservation, built one way for the attempt and the reconciler.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{AppError, Sales};
+use crate::{
+    domain::{DomainError, FailureReason, PurchaseStatus, ReservationStatus},
+    jobs::{PurchaseJob, PurchaseQueue},
+    snapshot::SaleSnapshot,
+    store::{
+        Dependency, StoreError,
+        postgres::{Db, OrderRow},
+        redis::{
+            CachedOrders, RedisStore, ReservationRecord, ReserveOutcome, ReserveRequest, UserRate,
+        },
+    },
+};
+
+/// What a shopper asks to buy.
+#[derive(Debug, Clone)]
+pub struct PurchaseIntent<'a> {
+    /// The sale; `None` for the current one.
+    pub sale_id: Option<Uuid>,
+    pub quantity: u32,
+    pub idempotency_key: &'a str,
+}
+
+/// An attempt the engine took on (or a replay of one it took before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub reservation_id: Uuid,
+    pub sale_id: Uuid,
+    /// `pending` on first acceptance; a replay reports the current status.
+    pub status: PurchaseStatus,
+}
+
+/// One purchase as its shopper sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseView {
+    pub reservation_id: Uuid,
+    pub sale_id: Uuid,
+    pub status: PurchaseStatus,
+    pub quantity: i64,
+    pub reason: Option<FailureReason>,
+    /// The order, once confirmed.
+    pub order_id: Option<Uuid>,
+}
+
+/// One page of a user's orders, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrdersPage {
+    pub orders: Vec<OrderRow>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
+
+#[derive(Clone)]
+pub struct Purchases {
+    db: Db,
+    redis: RedisStore,
+    queue: PurchaseQueue,
+    sales: Sales,
+    snapshot: Arc<SaleSnapshot>,
+    /// The per-user attempt rate the whole cluster enforces (in Redis).
+    rate: UserRate,
+    orders_cache_ttl_secs: u64,
+}
+
+impl Purchases {
+    pub fn new(
+        db: Db,
+        redis: RedisStore,
+        queue: PurchaseQueue,
+        sales: Sales,
+        snapshot: Arc<SaleSnapshot>,
+        rate: UserRate,
+        orders_cache_ttl_secs: u64,
+    ) -> Self {
+        Self {
+            db,
+            redis,
+            queue,
+            sales,
+            snapshot,
+            rate,
+            orders_cache_ttl_secs,
+        }
+    }
+
+    /// Reserves stock and queues the order; the same key answers with the
+    /// first reservation, never a second purchase.
+    pub async fn attempt(
+        &self,
+        shopper: Uuid,
+        intent: PurchaseIntent<'_>,
+    ) -> Result<Accepted, AppError> {
+        let sale_id = self.sales.id_or_current(intent.sale_id).await?;
+        let reserve = ReserveRequest {
+            sale_id,
+            user_id: shopper,
+            quantity: intent.quantity,
+            idempotency_key: intent.idempotency_key,
+            reservation_id: Uuid::now_v7(),
+            rate: self.rate,
+        };
+        let mut outcome = self.redis.reserve(&reserve).await?;
+        if outcome == ReserveOutcome::NotArmed {
+            self.sales.arm_if_open(sale_id).await?;
+            outcome = self.redis.reserve(&reserve).await?;
+        }
+        metrics::counter!("purchase_attempts_total", "outcome" => outcome_label(&outcome))
+            .increment(1);
+        let (reservation_id, status) = match outcome {
+            ReserveOutcome::Accepted {
+                reservation_id,
+                reserved_at_ms,
+                ..
+            } => {
+                let record = ReservationRecord {
+                    reservation_id,
+                    sale_id,
+                    user_id: shopper,
+                    quantity: reserve.quantity.into(),
+                    status: ReservationStatus::Pending,
+                    reserved_at_ms,
+                    idempotency_key: intent.idempotency_key.to_owned(),
+                    reason: None,
+                };
+                self.enqueue_or_leave_pending(settlement_job(&record)).await;
+                (reservation_id, PurchaseStatus::Pending)
+            }
+            ReserveOutcome::Replayed {
+                reservation_id,
+                status,
+            } => (reservation_id, status.for_shopper()),
+            refused => return Err(refusal(refused)),
+        };
+        Ok(Accepted {
+            reservation_id,
+            sale_id,
+            status,
+        })
+    }
+
+    /// A failed push is not a failed purchase: the reservation is in
+    /// Redis's pending set, and the reconciler enqueues pending
+    /// reservations that have no order (DESIGN.md §5 step 3).
+    async fn enqueue_or_leave_pending(&self, job: PurchaseJob) {
+        let reservation_id = job.reservation_id;
+        if let Err(error) = self.queue.enqueue(job).await {
+            metrics::counter!("purchase_enqueue_failures_total").increment(1);
+            tracing::warn!(%reservation_id, %error, "purchase job not queued; left pending for the reconciler");
+        }
+    }
+
+    /// The shopper's purchase by reservation (in a sale, or in any open
+    /// one), or their latest in a sale. Others' purchases are not found.
+    pub async fn status(
+        &self,
+        shopper: Uuid,
+        sale_id: Option<Uuid>,
+        reservation_id: Option<Uuid>,
+    ) -> Result<PurchaseView, AppError> {
+        let record = match (reservation_id, sale_id) {
+            (Some(reservation), Some(sale)) => self.redis.reservation(sale, reservation).await?,
+            (Some(reservation), None) => self.find_in_open_sales(reservation).await?,
+            (None, Some(sale)) => self.redis.latest_reservation(sale, shopper).await?,
+            (None, None) => {
+                return Err(AppError::Invalid(
+                    "query: give sale_id, reservation_id or both".into(),
+                ));
+            }
+        };
+        if let Some(record) = record.filter(|record| record.user_id == shopper) {
+            return self.view_of(record).await;
+        }
+        // Redis no longer holds it (the sale was archived, or Redis lost
+        // its data): PostgreSQL has every purchase that settled.
+        let settled = match (reservation_id, sale_id) {
+            (Some(reservation), _) => self.db.settled_purchase(reservation).await?,
+            (None, Some(sale)) => self.db.latest_settled_purchase(sale, shopper).await?,
+            (None, None) => None,
+        };
+        let settled = settled
+            .filter(|settled| {
+                settled.user_id == shopper
+                    && sale_id.is_none_or(|sale| sale == settled.flash_sale_id)
+            })
+            .ok_or(DomainError::PurchaseNotFound)?;
+        Ok(PurchaseView {
+            reservation_id: settled.reservation_id,
+            sale_id: settled.flash_sale_id,
+            status: settled.status.for_shopper(),
+            quantity: settled.quantity.into(),
+            reason: settled.reason.as_deref().and_then(FailureReason::from_code),
+            order_id: settled.order_id,
+        })
+    }
+
+    /// Searches the open sales this node knows, then any it has not seen
+    /// yet (a sale created a moment ago on another node).
+    async fn find_in_open_sales(
+        &self,
+        reservation_id: Uuid,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let known = self.snapshot.open_sale_ids();
+        if let Some(record) = self.redis.find_reservation(&known, reservation_id).await? {
+            return Ok(Some(record));
+        }
+        let unseen: Vec<Uuid> = self
+            .db
+            .sales_to_arm()
+            .await?
+            .into_iter()
+            .map(|sale| sale.id)
+            .filter(|id| !known.contains(id))
+            .collect();
+        self.redis.find_reservation(&unseen, reservation_id).await
+    }
+
+    async fn view_of(&self, record: ReservationRecord) -> Result<PurchaseView, AppError> {
+        let order_id = if record.status == ReservationStatus::Confirmed {
+            self.db
+                .order_for_reservation(record.reservation_id)
+                .await?
+                .map(|(order, _)| order.id)
+        } else {
+            None
+        };
+        Ok(PurchaseView {
+            reservation_id: record.reservation_id,
+            sale_id: record.sale_id,
+            status: record.status.for_shopper(),
+            quantity: record.quantity,
+            reason: record.reason,
+            order_id,
+        })
+    }
+
+    /// A page of the user's orders as JSON text, from a short-lived Redis
+    /// cache that the worker drops when it adds an order. Redis down: the
+    /// page comes from PostgreSQL and is not cached.
+    pub async fn orders_page(
+        &self,
+        user_id: Uuid,
+        page: u32,
+        per_page: u32,
+    ) -> Result<String, AppError> {
+        if !(1..=10_000).contains(&page) || !(1..=100).contains(&per_page) {
+            return Err(AppError::Invalid(
+                "query: page must be 1-10000 and per_page 1-100".into(),
+            ));
+        }
+        let cache_field = format!("{page}:{per_page}");
+        let generation = match self.redis.cached_orders(user_id, &cache_field).await {
+            Ok(CachedOrders::Hit(cached)) => return Ok(cached),
+            Ok(CachedOrders::Miss { generation }) => Some(generation),
+            Err(_) => None,
+        };
+        let offset = i64::from(page - 1) * i64::from(per_page);
+        let (orders, total) = self
+            .db
+            .user_orders(user_id, per_page.into(), offset)
+            .await?;
+        let page = OrdersPage {
+            orders,
+            page,
+            per_page,
+            total,
+        };
+        let body = serde_json::to_string(&page)
+            .map_err(|error| StoreError::unexpected(Dependency::Postgres, error))?;
+        if let Some(generation) = generation
+            && let Err(error) = self
+                .redis
+                .cache_orders(
+                    user_id,
+                    &cache_field,
+                    &body,
+                    self.orders_cache_ttl_secs,
+                    generation,
+                )
+                .await
+        {
+            tracing::debug!(%error, "orders page not cached");
+        }
+        Ok(body)
+    }
+}
+
+/// The job that turns a reservation into an order: the attempt queues it,
+/// the reconciler queues it again for a reservation left pending.
+pub fn settlement_job(record: &ReservationRecord) -> PurchaseJob {
+    PurchaseJob {
+        reservation_id: record.reservation_id,
+        sale_id: record.sale_id,
+        user_id: record.user_id,
+        quantity: u32::try_from(record.quantity).unwrap_or(u32::MAX),
+        idempotency_key: record.idempotency_key.clone(),
+        reserved_at_ms: record.reserved_at_ms,
+    }
+}
+
+fn refusal(outcome: ReserveOutcome) -> AppError {
+    let domain = match outcome {
+        ReserveOutcome::RateLimited { wait_ms } => {
+            return AppError::RateLimited(std::time::Duration::from_millis(wait_ms));
+        }
+        ReserveOutcome::KeyReused => DomainError::IdempotencyKeyReused,
+        ReserveOutcome::NotActive { state } => DomainError::SaleNotActive { state },
+        ReserveOutcome::AboveLimit { limit } => DomainError::QuantityAboveLimit { limit },
+        ReserveOutcome::LimitReached { held, limit } => {
+            DomainError::AlreadyPurchased { held, limit }
+        }
+        ReserveOutcome::SoldOut { remaining } => DomainError::SoldOut { remaining },
+        // Armed a moment ago and gone again: Redis is losing data.
+        ReserveOutcome::NotArmed
+        | ReserveOutcome::Accepted { .. }
+        | ReserveOutcome::Replayed { .. } => {
+            return StoreError::unavailable(Dependency::Redis, "the sale left Redis after arming")
+                .into();
+        }
+    };
+    domain.into()
+}
+
+fn outcome_label(outcome: &ReserveOutcome) -> &'static str {
+    match outcome {
+        ReserveOutcome::Accepted { .. } => "accepted",
+        ReserveOutcome::Replayed { .. } => "replayed",
+        ReserveOutcome::KeyReused => "key_reused",
+        ReserveOutcome::NotArmed => "not_armed",
+        ReserveOutcome::RateLimited { .. } => "rate_limited",
+        ReserveOutcome::NotActive { .. } => "not_active",
+        ReserveOutcome::AboveLimit { .. } => "above_limit",
+        ReserveOutcome::LimitReached { .. } => "already_purchased",
+        ReserveOutcome::SoldOut { .. } => "sold_out",
+    }
+}
