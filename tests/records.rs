@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flashsale::{
     config::{RedisSettings, Secret},
-    domain::{FailureReason, ReservationStatus},
+    domain::{FailureReason, ReservationStatus, SaleState, may_buy},
     store::redis::{
         RedisStore, ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, SaleMirror,
         UserRate, parse_record,
@@ -318,4 +318,58 @@ async fn release_lua_puts_back_no_more_than_the_room_beyond_what_redis_still_pro
         }
     );
     assert_eq!(sale.stat("units_written_off").await, 2);
+}
+
+/// `may_buy` (what the status route tells a shopper) and `reserve.lua`
+/// (what an attempt does) are one rule: for every state, stock and
+/// holding, "may buy" is exactly "one more unit would be accepted".
+#[tokio::test]
+async fn may_buy_and_reserve_lua_agree() {
+    let now = Utc::now().timestamp_millis();
+    let states = [
+        SaleState::Active,
+        SaleState::Scheduled,
+        SaleState::Paused,
+        SaleState::Ended,
+        SaleState::Cancelled,
+    ];
+    for state in states {
+        for (allotted, held, limit) in [(5, 0, 2), (5, 1, 2), (5, 2, 2), (2, 2, 3), (1, 0, 1)] {
+            let sale = Sale::armed().await;
+            let id = Uuid::now_v7();
+            let user = Uuid::now_v7();
+            let staged = sale.store.sale_keys(id).staging(Uuid::now_v7());
+            let mut raw = common::redis_connection().await;
+            if held > 0 {
+                let _: () = raw.hset(&staged, user.to_string(), held).await.unwrap();
+            }
+            let opens_in_future = state == SaleState::Scheduled;
+            let mirror = SaleMirror {
+                allotted,
+                confirmed: held,
+                state: state.as_str(),
+                per_user_limit: limit as i32,
+                starts_at_ms: if opens_in_future {
+                    now + 60_000
+                } else {
+                    now - 60_000
+                },
+                staged_buyers: Some(staged),
+                ..active_mirror(id, None)
+            };
+            sale.store.arm(&mirror).await.unwrap();
+            let remaining = sale.store.remaining(id).await.unwrap();
+            let promised = may_buy(state, remaining, held, limit);
+            let request = ReserveRequest {
+                sale_id: id,
+                ..reserve_request(user, 1, "may-buy")
+            };
+            let outcome = sale.store.reserve(&request).await.unwrap();
+            let accepted = matches!(outcome, ReserveOutcome::Accepted { .. });
+            assert_eq!(
+                promised, accepted,
+                "{state}, {allotted} allotted, {held} held of {limit}: may_buy says {promised}, reserve.lua answered {outcome:?}"
+            );
+        }
+    }
 }
