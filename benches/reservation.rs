@@ -52,7 +52,7 @@ fn reservation_round_trip(c: &mut Criterion) {
             let request = ReserveRequest {
                 sale_id,
                 user_id,
-                quantity: 1,
+                quantity: flashsale::domain::Quantity::ONE,
                 idempotency_key: "bench",
                 reservation_id: Uuid::now_v7(),
                 rate: UserRate {

@@ -397,7 +397,7 @@ async fn settle(app: &common::TestApp, sale_id: Uuid, reservations: &[Uuid]) {
         batch.push(ReservationToSettle {
             reservation_id: record.reservation_id,
             user_id: record.user_id,
-            quantity: record.quantity as i32,
+            quantity: record.quantity,
             idempotency_key: record.idempotency_key,
             reserved_at: chrono::DateTime::from_timestamp_millis(record.reserved_at_ms).unwrap(),
         });

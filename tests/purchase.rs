@@ -772,7 +772,7 @@ async fn pushing_the_same_reservation_twice_queues_one_job(pg: PgPool) {
         reservation_id: Uuid::now_v7(),
         sale_id: Uuid::now_v7(),
         user_id: Uuid::now_v7(),
-        quantity: 1,
+        quantity: flashsale::domain::Quantity::ONE,
         idempotency_key: "k".into(),
         reserved_at_ms: 0,
     };

@@ -31,7 +31,7 @@ fn job() -> PurchaseJob {
         reservation_id: Uuid::now_v7(),
         sale_id: Uuid::now_v7(),
         user_id: Uuid::now_v7(),
-        quantity: 1,
+        quantity: flashsale::domain::Quantity::ONE,
         idempotency_key: "k".into(),
         reserved_at_ms: 0,
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flashsale::{
     config::{RedisSettings, Secret},
-    domain::{FailureReason, ReservationStatus, SaleState, may_buy},
+    domain::{FailureReason, Quantity, ReservationStatus, SaleState, may_buy},
     store::redis::{
         RedisStore, ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, SaleMirror,
         UserRate, parse_record,
@@ -55,7 +55,7 @@ impl Sale {
             reservation_id: Uuid::now_v7(),
             sale_id: self.id,
             user_id: Uuid::now_v7(),
-            quantity,
+            quantity: Quantity::new(quantity).unwrap(),
             status: ReservationStatus::Pending,
             reserved_at_ms,
             idempotency_key: format!("key-{}", Uuid::now_v7().simple()),
@@ -112,11 +112,11 @@ fn active_mirror(sale_id: Uuid, staged_buyers: Option<String>) -> SaleMirror {
     }
 }
 
-fn reserve_request(user_id: Uuid, quantity: u32, key: &str) -> ReserveRequest<'_> {
+fn reserve_request(user_id: Uuid, quantity: i64, key: &str) -> ReserveRequest<'_> {
     ReserveRequest {
         sale_id: Uuid::nil(),
         user_id,
-        quantity,
+        quantity: Quantity::new(quantity).unwrap(),
         idempotency_key: key,
         reservation_id: Uuid::now_v7(),
         rate: UserRate {
@@ -150,7 +150,7 @@ async fn reserve_lua_writes_the_record_rust_reads() {
             reservation_id,
             sale_id: sale.id,
             user_id: user,
-            quantity: 3,
+            quantity: Quantity::new(3).unwrap(),
             status: ReservationStatus::Pending,
             reserved_at_ms,
             idempotency_key: "from-lua".into(),

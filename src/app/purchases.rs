@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{AppError, Sales};
 use crate::{
-    domain::{DomainError, FailureReason, PurchaseStatus, ReservationStatus},
+    domain::{DomainError, FailureReason, PurchaseStatus, Quantity, ReservationStatus},
     jobs::{PurchaseJob, PurchaseQueue},
     snapshot::SaleSnapshot,
     store::{
@@ -27,7 +27,7 @@ use crate::{
 pub struct PurchaseIntent<'a> {
     /// The sale; `None` for the current one.
     pub sale_id: Option<Uuid>,
-    pub quantity: u32,
+    pub quantity: Quantity,
     pub idempotency_key: &'a str,
 }
 
@@ -46,7 +46,7 @@ pub struct PurchaseView {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     pub status: PurchaseStatus,
-    pub quantity: i64,
+    pub quantity: Quantity,
     pub reason: Option<FailureReason>,
     /// The order, once confirmed.
     pub order_id: Option<Uuid>,
@@ -127,7 +127,7 @@ impl Purchases {
                     reservation_id,
                     sale_id,
                     user_id: shopper,
-                    quantity: reserve.quantity.into(),
+                    quantity: reserve.quantity,
                     status: ReservationStatus::Pending,
                     reserved_at_ms,
                     idempotency_key: intent.idempotency_key.to_owned(),
@@ -198,7 +198,7 @@ impl Purchases {
             reservation_id: settled.reservation_id,
             sale_id: settled.flash_sale_id,
             status: settled.status.for_shopper(),
-            quantity: settled.quantity.into(),
+            quantity: settled.quantity,
             reason: settled.reason.as_deref().and_then(FailureReason::from_code),
             order_id: settled.order_id,
         })
@@ -302,7 +302,7 @@ pub fn settlement_job(record: &ReservationRecord) -> PurchaseJob {
         reservation_id: record.reservation_id,
         sale_id: record.sale_id,
         user_id: record.user_id,
-        quantity: u32::try_from(record.quantity).unwrap_or(u32::MAX),
+        quantity: record.quantity,
         idempotency_key: record.idempotency_key.clone(),
         reserved_at_ms: record.reserved_at_ms,
     }

@@ -5,6 +5,7 @@
 mod error;
 mod identity;
 mod money;
+mod quantity;
 mod reservation;
 mod sale;
 mod settlement;
@@ -12,6 +13,7 @@ mod settlement;
 pub use error::DomainError;
 pub use identity::{Email, Identity, LOCAL_ISSUER, Role};
 pub use money::{Currency, Money};
+pub use quantity::Quantity;
 pub use reservation::{PurchaseStatus, ReservationStatus};
 pub use sale::{SaleAction, SaleState, SaleWindow, may_buy};
 pub use settlement::{Candidate, Decision, FailureReason, PriorOutcome, SaleLedger, decide};

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{ReservationStatus, SaleState};
+use super::{Quantity, ReservationStatus, SaleState};
 
 /// The sale as PostgreSQL holds it while the batch is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum PriorOutcome {
 pub struct Candidate {
     pub reservation_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: i64,
+    pub quantity: Quantity,
     pub prior: PriorOutcome,
     pub user_exists: bool,
     /// The user was suspended (banned) before this batch settled.
@@ -137,8 +137,12 @@ pub enum Decision {
 }
 
 impl Decision {
-    fn fail(reason: FailureReason, quantity: i64) -> Self {
-        let restock = if reason.units_exist() { quantity } else { 0 };
+    fn fail(reason: FailureReason, quantity: Quantity) -> Self {
+        let restock = if reason.units_exist() {
+            quantity.units()
+        } else {
+            0
+        };
         Decision::Fail { reason, restock }
     }
 }
@@ -180,9 +184,9 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                 || keys_committed.contains(&(candidate.user_id, candidate.idempotency_key.as_str()))
             {
                 Some(FailureReason::KeyAlreadyOrdered)
-            } else if *units + candidate.quantity > ledger.per_user_limit {
+            } else if *units + candidate.quantity.units() > ledger.per_user_limit {
                 Some(FailureReason::LimitReached)
-            } else if candidate.quantity > room {
+            } else if candidate.quantity.units() > room {
                 Some(FailureReason::NoStock)
             } else {
                 None
@@ -190,8 +194,8 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
             match failure {
                 Some(reason) => Decision::fail(reason, candidate.quantity),
                 None => {
-                    *units += candidate.quantity;
-                    room -= candidate.quantity;
+                    *units += candidate.quantity.units();
+                    room -= candidate.quantity.units();
                     keys_committed.insert((candidate.user_id, candidate.idempotency_key.as_str()));
                     Decision::Commit
                 }
@@ -204,7 +208,7 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
             restock,
         } = decision
         {
-            *restock = candidate.quantity.min(room.max(0));
+            *restock = candidate.quantity.units().min(room.max(0));
             room -= *restock;
         }
     }
@@ -229,7 +233,7 @@ mod tests {
         Candidate {
             reservation_id: Uuid::now_v7(),
             user_id,
-            quantity,
+            quantity: Quantity::new(quantity).unwrap(),
             prior: PriorOutcome::Undecided,
             user_exists: true,
             banned: false,

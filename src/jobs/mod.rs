@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     config::{QueueSettings, RedisSettings},
+    domain::Quantity,
     store::{Dependency, StoreError, bounded},
 };
 
@@ -35,7 +36,7 @@ pub struct PurchaseJob {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: u32,
+    pub quantity: Quantity,
     pub idempotency_key: String,
     /// Redis server time of the reservation, Unix milliseconds.
     pub reserved_at_ms: i64,

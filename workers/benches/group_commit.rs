@@ -40,7 +40,7 @@ fn group_commit(c: &mut Criterion) {
             .map(|&user_id| ReservationToSettle {
                 reservation_id: Uuid::now_v7(),
                 user_id,
-                quantity: 1,
+                quantity: flashsale::domain::Quantity::ONE,
                 idempotency_key: format!("bench-{}", Uuid::now_v7().simple()),
                 reserved_at: Utc::now(),
             })

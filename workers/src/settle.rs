@@ -101,7 +101,7 @@ impl Settler {
                 // Redis: the units go back only when they surely exist.
                 Decision::AlreadyEnded { status, reason } => {
                     let restock = match reason {
-                        Some(reason) if reason.units_exist() => i64::from(job.quantity),
+                        Some(reason) if reason.units_exist() => job.quantity.units(),
                         _ => 0,
                     };
                     (*status, *reason, Restock::all(restock))
@@ -156,9 +156,7 @@ fn to_settle(job: &PurchaseJob) -> ReservationToSettle {
     ReservationToSettle {
         reservation_id: job.reservation_id,
         user_id: job.user_id,
-        // The API takes at most 1,000 units; a larger quantity could never
-        // fit a per-user limit, and saturating keeps it failing as such.
-        quantity: i32::try_from(job.quantity).unwrap_or(i32::MAX),
+        quantity: job.quantity,
         idempotency_key: job.idempotency_key.clone(),
         reserved_at: DateTime::<Utc>::from_timestamp_millis(job.reserved_at_ms)
             .unwrap_or_else(Utc::now),

@@ -246,7 +246,7 @@ async fn dead_jobs_beyond_the_number_kept_are_dropped(pg: PgPool) {
             reservation_id: Uuid::now_v7(),
             sale_id: Uuid::now_v7(),
             user_id: user,
-            quantity: 1,
+            quantity: flashsale::domain::Quantity::ONE,
             idempotency_key: format!("doomed-{index}"),
             reserved_at_ms: Utc::now().timestamp_millis(),
         })

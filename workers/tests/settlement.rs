@@ -335,7 +335,7 @@ async fn a_batch_waits_for_a_ban_in_flight_and_fails_its_user(pg: PgPool) {
     let reservation = flashsale::store::postgres::ReservationToSettle {
         reservation_id: job.reservation_id,
         user_id: job.user_id,
-        quantity: job.quantity as i32,
+        quantity: job.quantity,
         idempotency_key: job.idempotency_key.clone(),
         reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
     };

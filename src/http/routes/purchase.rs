@@ -14,7 +14,7 @@ use validator::Validate;
 
 use crate::{
     app::purchases::{OrdersPage, PurchaseIntent},
-    domain::{PurchaseStatus, Role},
+    domain::{PurchaseStatus, Quantity, Role},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -35,8 +35,7 @@ pub struct PurchaseRequest {
     /// The sale; without it, the current sale.
     pub sale_id: Option<Uuid>,
     /// Units to buy (default 1), at most the sale's per-user limit.
-    #[validate(range(min = 1, max = 1000, message = "must be a whole number from 1 to 1000"))]
-    pub quantity: Option<i64>,
+    pub quantity: Option<Quantity>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,7 +72,7 @@ async fn attempt_purchase(
         .map_err(ApiError::rate_limited)?;
     let intent = PurchaseIntent {
         sale_id: request.sale_id,
-        quantity: request.quantity.unwrap_or(1) as u32,
+        quantity: request.quantity.unwrap_or(Quantity::ONE),
         idempotency_key: &key,
     };
     let accepted = state.purchases.attempt(caller.user_id, intent).await?;
@@ -104,7 +103,7 @@ pub struct PurchaseStatusResponse {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     pub status: PurchaseStatus,
-    pub quantity: i64,
+    pub quantity: Quantity,
     /// Why a purchase failed, in words for the shopper.
     pub reason: Option<String>,
     /// The same as a stable code for programs: `sale_cancelled`,

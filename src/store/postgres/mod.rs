@@ -25,7 +25,10 @@ pub use settlement::{ReservationToSettle, SettledBatch};
 pub use users::UserRow;
 
 use super::{Dependency, StoreError, bounded};
-use crate::{config::DatabaseSettings, domain::DomainError};
+use crate::{
+    config::DatabaseSettings,
+    domain::{DomainError, Quantity},
+};
 
 /// The schema, embedded at compile time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -123,5 +126,29 @@ fn on_violation(constraint: &str, domain: DomainError) -> impl FnOnce(sqlx::Erro
     move |error| match &error {
         sqlx::Error::Database(db) if db.constraint() == Some(constraint) => domain.into(),
         _ => error.into(),
+    }
+}
+
+/// A quantity is stored as `integer`, written only from a [`Quantity`], so
+/// it reads back as one.
+impl sqlx::Type<sqlx::Postgres> for Quantity {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <i32 as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Quantity {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <i32 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.get(), buf)
+    }
+}
+
+impl sqlx::Decode<'_, sqlx::Postgres> for Quantity {
+    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
+        let units = <i32 as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(Quantity::try_from(i64::from(units))?)
     }
 }

@@ -4,14 +4,17 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Db;
-use crate::{domain::ReservationStatus, store::StoreError};
+use crate::{
+    domain::{Quantity, ReservationStatus},
+    store::StoreError,
+};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OrderRow {
     pub id: Uuid,
     pub reservation_id: Uuid,
     pub flash_sale_id: Uuid,
-    pub quantity: i32,
+    pub quantity: Quantity,
     pub unit_price: i64,
     pub status: String,
     pub created_at: DateTime<Utc>,
@@ -78,7 +81,7 @@ pub struct CommittedOrder {
     pub id: Uuid,
     pub reservation_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: i32,
+    pub quantity: Quantity,
     pub idempotency_key: String,
     pub created_at: DateTime<Utc>,
 }
@@ -138,7 +141,7 @@ pub struct SettledPurchase {
     pub reservation_id: Uuid,
     pub flash_sale_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: i32,
+    pub quantity: Quantity,
     #[sqlx(try_from = "String")]
     pub status: ReservationStatus,
     /// A `FailureReason` code.

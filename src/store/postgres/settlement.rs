@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Db, sales::lock_product};
 use crate::{
     domain::{
-        Candidate, Decision, DomainError, FailureReason, PriorOutcome, ReservationStatus,
+        Candidate, Decision, DomainError, FailureReason, PriorOutcome, Quantity, ReservationStatus,
         SaleLedger, SaleState, decide,
     },
     store::StoreError,
@@ -22,7 +22,7 @@ use crate::{
 pub struct ReservationToSettle {
     pub reservation_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: i32,
+    pub quantity: Quantity,
     pub idempotency_key: String,
     pub reserved_at: DateTime<Utc>,
 }
@@ -185,7 +185,7 @@ async fn read_candidates(
         .map(|(reservation, row)| Candidate {
             reservation_id: reservation.reservation_id,
             user_id: reservation.user_id,
-            quantity: i64::from(reservation.quantity),
+            quantity: reservation.quantity,
             prior: prior_outcome(&row),
             user_exists: row.user_exists,
             banned: row.user_banned,
@@ -254,7 +254,7 @@ async fn insert_orders(
     let order_ids: Vec<Uuid> = committed.iter().map(|_| Uuid::now_v7()).collect();
     let reservation_ids: Vec<Uuid> = committed.iter().map(|r| r.reservation_id).collect();
     let user_ids: Vec<Uuid> = committed.iter().map(|r| r.user_id).collect();
-    let quantities: Vec<i32> = committed.iter().map(|r| r.quantity).collect();
+    let quantities: Vec<i32> = committed.iter().map(|r| r.quantity.get()).collect();
     let keys: Vec<&str> = committed
         .iter()
         .map(|r| r.idempotency_key.as_str())
@@ -321,7 +321,7 @@ impl<'a> AuditRows<'a> {
     ) {
         self.reservation_ids.push(reservation.reservation_id);
         self.user_ids.push(reservation.user_id);
-        self.quantities.push(reservation.quantity);
+        self.quantities.push(reservation.quantity.get());
         self.outcomes.push(outcome.as_str());
         self.reasons.push(reason);
         self.reserved_at.push(reservation.reserved_at);

@@ -296,3 +296,10 @@ impl From<redis::RedisError> for StoreError {
         }
     }
 }
+
+/// Scripts take a quantity as its decimal text.
+impl redis::ToRedisArgs for crate::domain::Quantity {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        self.get().write_redis_args(out);
+    }
+}

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Counter, RedisStore, SaleKeys};
 use crate::{
-    domain::{FailureReason, ReservationStatus, SaleState},
+    domain::{FailureReason, Quantity, ReservationStatus, SaleState},
     store::{Dependency, StoreError},
 };
 
@@ -16,7 +16,7 @@ use crate::{
 pub struct ReserveRequest<'a> {
     pub sale_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: u32,
+    pub quantity: Quantity,
     pub idempotency_key: &'a str,
     /// Used only if the attempt is accepted.
     pub reservation_id: Uuid,
@@ -78,7 +78,7 @@ pub struct ReservationRecord {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     pub user_id: Uuid,
-    pub quantity: i64,
+    pub quantity: Quantity,
     pub status: ReservationStatus,
     pub reserved_at_ms: i64,
     pub idempotency_key: String,
@@ -507,7 +507,7 @@ mod tests {
             parse_record(sale, reservation, &format!("{user}|2|pending|17|k-1|")).unwrap();
         assert_eq!(
             (pending.quantity, pending.status, pending.reason),
-            (2, ReservationStatus::Pending, None)
+            (Quantity::new(2).unwrap(), ReservationStatus::Pending, None)
         );
         let failed = ReservationRecord {
             status: ReservationStatus::Failed,

@@ -13,7 +13,9 @@ use std::{
 
 use chrono::Utc;
 use flashsale::{
-    domain::{Currency, Email, FailureReason, Money, ReservationStatus, Role, SaleWindow},
+    domain::{
+        Currency, Email, FailureReason, Money, Quantity, ReservationStatus, Role, SaleWindow,
+    },
     jobs::{PurchaseJob, PurchaseQueue},
     store::{
         arming,
@@ -183,7 +185,7 @@ impl Harness {
                     .reserve(&ReserveRequest {
                         sale_id,
                         user_id,
-                        quantity: 1,
+                        quantity: Quantity::ONE,
                         idempotency_key: &key,
                         reservation_id,
                         rate: UserRate {
@@ -198,7 +200,7 @@ impl Harness {
                         reservation_id,
                         sale_id,
                         user_id,
-                        quantity: 1,
+                        quantity: Quantity::ONE,
                         idempotency_key: key,
                         reserved_at_ms,
                     }),
