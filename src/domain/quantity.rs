@@ -31,7 +31,7 @@ impl Quantity {
     pub fn new(units: i64) -> Option<Self> {
         (1..=i64::from(Self::MAX))
             .contains(&units)
-            .then(|| Self(units as i32))
+            .then_some(Self(units as i32))
     }
 
     /// As PostgreSQL stores it (`integer`).
