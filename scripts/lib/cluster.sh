@@ -11,10 +11,12 @@ API_BASE_PORT=${FLASHSALE_API_BASE_PORT:-18081}
 OPERATOR_BASE_PORT=${FLASHSALE_OPERATOR_BASE_PORT:-18181}
 WORKER_METRICS_BASE_PORT=${FLASHSALE_WORKER_METRICS_BASE_PORT:-19091}
 PUBLIC_PORT=${FLASHSALE_PORT:-8080}
-NGINX_RATE=${FLASHSALE_NGINX_RATE:-200}
-NGINX_BURST=${FLASHSALE_NGINX_BURST:-400}
-NGINX_CONN_PER_IP=${FLASHSALE_NGINX_CONN_PER_IP:-1000}
-NGINX_MAX_BODY=${FLASHSALE_NGINX_MAX_BODY:-16k}
+# nginx's limits; empty means the shipped default, which nginx/render.sh
+# holds for both deployments.
+NGINX_RATE=${FLASHSALE_NGINX_RATE:-}
+NGINX_BURST=${FLASHSALE_NGINX_BURST:-}
+NGINX_CONN_PER_IP=${FLASHSALE_NGINX_CONN_PER_IP:-}
+NGINX_MAX_BODY=${FLASHSALE_NGINX_MAX_BODY:-}
 NGINX_CONF=$STATE_DIR/nginx/nginx.conf
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -28,28 +30,22 @@ nginx_work_dir() {
   fi
 }
 
+# Renders nginx/nginx.conf.template into $NGINX_CONF with nginx/render.sh,
+# as docker/nginx-entrypoint.sh does for docker compose.
 render_nginx_config() {
-  local nodes=$1 upstreams="" i work
+  local nodes=$1 upstreams=() i work
   work=$(nginx_work_dir)
   mkdir -p "$STATE_DIR/nginx"
   # Traversable by nginx's workers whatever the umask; nginx creates (and
   # hands to its worker user) the directories inside.
   install -d -m 755 "$work"
-  for ((i = 0; i < nodes; i++)); do
-    upstreams+="        server 127.0.0.1:$((API_BASE_PORT + i)) max_fails=3 fail_timeout=2s;"$'\n'
-  done
-  local template
-  template=$(<"$FLASHSALE_ROOT/nginx/nginx.conf.template")
-  template=${template//__UPSTREAMS__/${upstreams%$'\n'}}
-  template=${template//__LISTEN__/127.0.0.1:$PUBLIC_PORT}
-  template=${template//__RATE__/$NGINX_RATE}
-  template=${template//__BURST__/$NGINX_BURST}
-  template=${template//__CONN_PER_IP__/$NGINX_CONN_PER_IP}
-  template=${template//__MAX_BODY__/$NGINX_MAX_BODY}
-  template=${template//__RUN_DIR__/$RUN_DIR}
-  template=${template//__LOG_DIR__/$LOG_DIR}
-  template=${template//__WORK_DIR__/$work}
-  printf '%s\n' "$template" >"$NGINX_CONF"
+  for ((i = 0; i < nodes; i++)); do upstreams+=("127.0.0.1:$((API_BASE_PORT + i))"); done
+  sh "$FLASHSALE_ROOT/nginx/render.sh" "$FLASHSALE_ROOT/nginx/nginx.conf.template" \
+    __UPSTREAMS__="${upstreams[*]}" __LISTEN__="127.0.0.1:$PUBLIC_PORT" \
+    __RATE__="$NGINX_RATE" __BURST__="$NGINX_BURST" __CONN_PER_IP__="$NGINX_CONN_PER_IP" \
+    __MAX_BODY__="$NGINX_MAX_BODY" __RUN_DIR__="$RUN_DIR" __LOG_DIR__="$LOG_DIR" __WORK_DIR__="$work" \
+    >"$NGINX_CONF.new" || die "could not render $NGINX_CONF"
+  mv "$NGINX_CONF.new" "$NGINX_CONF"
 }
 
 check_nginx_config() {

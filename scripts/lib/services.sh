@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared by scripts/up, scripts/test, scripts/down and scripts/bench: where the
 # project's own PostgreSQL and Redis live, and how to install, start, reuse and
-# stop them. Sourced, not executed.
+# stop them; querying that PostgreSQL; building the load tests' binaries.
+# Sourced, not executed.
 #
 # Everything lives under $FLASHSALE_STATE_DIR (default: .state/ in the
 # checkout, git-ignored). Ports are non-default so a system PostgreSQL (5432)
@@ -15,6 +16,9 @@ RUN_DIR=$STATE_DIR/run
 RELEASE_DIR=${CARGO_TARGET_DIR:-$FLASHSALE_ROOT/target}
 [[ $RELEASE_DIR == /* ]] || RELEASE_DIR=$FLASHSALE_ROOT/$RELEASE_DIR
 RELEASE_DIR=$RELEASE_DIR/release
+# The load tests' binaries (crowd, streams): their own workspace, built
+# into its own target/ whatever CARGO_TARGET_DIR says (build_loadtests).
+LOADTESTS_BIN=$FLASHSALE_ROOT/loadtests/target/release
 PG_PORT=${FLASHSALE_PG_PORT:-55432}
 REDIS_PORT=${FLASHSALE_REDIS_PORT:-56379}
 REDIS_APPENDONLY=${FLASHSALE_REDIS_APPENDONLY:-yes}
@@ -60,6 +64,30 @@ pg_bin() {
     [[ -x $dir/initdb ]] && { echo "$dir"; return 0; }
   done
   return 1
+}
+
+# psql_query [SQL]: one query against the project's database, unaligned,
+# one value per line; the SQL from stdin when not given (for queries too
+# long for one command-line argument).
+psql_query() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 ${1:+-c "$1"}; }
+
+# psql_file FILE [NAME=VALUE...]: the SQL of FILE with each psql variable
+# set (FILE reads it as :'NAME'), output as psql_query's. FILE's \copy
+# ... from pstdin reads this function's standard input.
+psql_file() {
+  local file=$1 variables=() pair
+  shift
+  for pair; do variables+=(-v "$pair"); done
+  "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 "${variables[@]}" -f "$file"
+}
+
+# build_loadtests BIN...: the named binaries of the load tests' workspace,
+# into $LOADTESTS_BIN.
+build_loadtests() {
+  local bins=() name
+  for name; do bins+=(--bin "$name"); done
+  (cd "$FLASHSALE_ROOT/loadtests" && CARGO_TARGET_DIR=target cargo build --release --quiet "${bins[@]}") \
+    || die "building the load tests' $* failed"
 }
 
 # Installs the named Debian packages (root only); logs to apt.log.

@@ -365,3 +365,42 @@ async fn a_batch_waits_for_a_ban_in_flight_and_fails_its_user(pg: PgPool) {
     );
     assert_eq!(settled.orders_inserted, 0);
 }
+
+/// The invariants every checker shares (flash_sale_invariants) see an
+/// order that no ledger counted, and a buyer over the limit.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_shared_invariants_catch_an_order_the_ledgers_never_counted(pg: PgPool) {
+    let harness = Harness::new(pg, 10, 1).await;
+    let users = harness.users(1).await;
+    let jobs = harness.reserve(&users).await;
+    harness.enqueue(&jobs).await;
+    let _worker = harness.spawn_worker(&[]);
+    harness.wait_for_orders(1, Duration::from_secs(30)).await;
+    harness.assert_invariants(&jobs).await;
+
+    sqlx::query(
+        "insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key)
+         values (gen_random_uuid(), gen_random_uuid(), $1, $2, 1, 100, 'smuggled')",
+    )
+    .bind(harness.sale.id)
+    .bind(users[0])
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
+        .bind(harness.sale.id)
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+    let invariants: serde_json::Value = serde_json::from_str(&invariants).unwrap();
+    assert_eq!(invariants["passed"], false, "{invariants:#}");
+    assert_eq!(
+        invariants["checks"]["ledgers_agree"], false,
+        "{invariants:#}"
+    );
+    assert_eq!(
+        invariants["checks"]["within_per_user_limit"], false,
+        "{invariants:#}"
+    );
+    assert_eq!(invariants["checks"]["no_oversell"], true, "{invariants:#}");
+}

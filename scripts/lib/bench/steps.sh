@@ -4,38 +4,12 @@
 # lib/cluster.sh.
 
 BENCH_DIR=$FLASHSALE_ROOT/scripts/lib/bench
-
-# psql_query [SQL]: one query against the cluster's database, unaligned, one
-# value per line; the SQL from stdin when not given (for queries too long
-# for one command-line argument).
-psql_query() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 ${1:+-c "$1"}; }
+source "$FLASHSALE_ROOT/scripts/lib/sales.sh"
 
 login_token() {
   local base=$1 email=$2
   curl -fsS "$base/api/auth/login" -H 'content-type: application/json' \
     -d "{\"email\":\"$email\"}" | jq -er .token
-}
-
-# create_product BASE TOKEN STOCK RUN_ID: a product with STOCK units; prints its id.
-create_product() {
-  curl -fsS "$1/api/admin/products" -H "authorization: Bearer $2" \
-    -H 'content-type: application/json' \
-    -d "{\"sku\":\"BENCH-$4\",\"name\":\"Bench item\",\"price\":1000,\"currency\":\"EUR\",\"stock\":$3}" \
-    | jq -er .id || die "could not create the bench product"
-}
-
-# create_sale BASE TOKEN STOCK RUN_ID [PER_USER_LIMIT] [PRODUCT_ID]: a sale
-# of STOCK units open from now for an hour, PER_USER_LIMIT (1) per shopper,
-# of a new product with exactly STOCK units (or of PRODUCT_ID); prints its id.
-create_sale() {
-  local base=$1 token=$2 stock=$3 run_id=$4 per_user_limit=${5:-1} product_id=${6:-} starts ends
-  [[ -n $product_id ]] || product_id=$(create_product "$base" "$token" "$stock" "$run_id")
-  starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
-  ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-  curl -fsS "$base/api/admin/flash-sales" -H "authorization: Bearer $token" \
-    -H 'content-type: application/json' \
-    -d "{\"product_id\":\"$product_id\",\"price\":500,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\",\"per_user_limit\":$per_user_limit,\"stock\":$stock}" \
-    | jq -er .id || die "could not create the bench sale"
 }
 
 # run_wrk RESULT_FILE CONNECTIONS MODE ARGS...: every request of MODE once
@@ -100,12 +74,12 @@ component_cpu_ticks() {
     "${watchers_pid:+,\"watchers\":$(tree_ticks "$watchers_pid")}"
 }
 
-# open_watchers BASE SALE TOKENS_FILE W RUN_DIR: starts watchers.py in the
-# background (its pid in watchers_pid) and returns once all W streams have
-# their first event.
+# open_watchers BASE SALE TOKENS_FILE W RUN_DIR: starts the load tests'
+# `streams watchers` in the background (its pid in watchers_pid) and
+# returns once all W streams have their first event.
 open_watchers() {
   local base=$1 sale=$2 tokens=$3 count=$4 dir=$5 deadline=$((SECONDS + 120))
-  python3 "$BENCH_DIR/watchers.py" --url "$base" --sale "$sale" --tokens "$tokens" -n "$count" \
+  "$LOADTESTS_BIN/streams" watchers --url "$base" --sale "$sale" --tokens "$tokens" -n "$count" \
     --ready "$dir/watchers.users" --expect "$dir/watchers.expect" --out "$dir/watchers.json" \
     2>"$dir/watchers.err" &
   watchers_pid=$!
@@ -121,16 +95,8 @@ open_watchers() {
 # `live` section (scripts/lib/bench/watchers.jq) to RUN_DIR/live.json. Not
 # in a subshell: it waits for the watchers, a child of this shell.
 settle_watchers() {
-  local sale=$1 dir=$2 users
-  users=$(paste -sd, "$dir/watchers.users")
-  # Through stdin: W ids are too long for one command-line argument.
-  psql_query >"$dir/watchers.attempts.json" <<SQL
-select coalesce(json_object_agg(user_id, json_build_object(
-         'reservation_id', reservation_id, 'outcome', outcome,
-         'reserved_at', extract(epoch from reserved_at), 'ended_at', extract(epoch from ended_at))), '{}')
-from purchase_attempts
-where flash_sale_id = '$sale' and user_id = any('{$users}'::uuid[]);
-SQL
+  local sale=$1 dir=$2
+  psql_file "$BENCH_DIR/watchers.sql" sale_id="$sale" <"$dir/watchers.users" >"$dir/watchers.attempts.json"
   jq 'length' "$dir/watchers.attempts.json" >"$dir/watchers.expect"
   kill -USR1 "$watchers_pid"
   wait "$watchers_pid" || die "the watchers failed: $(tail -n 1 "$dir/watchers.err")"

@@ -15,6 +15,8 @@ row("drain rate (first → last order)"; "\(.drain.orders_per_s | opt) orders/s"
 row("orders (expected)"; "\(.checks.orders) (\(.checks.expected_orders))"),
 row("oversold / duplicates / lost"; "\(.checks.oversold) / \(.checks.duplicates) / \(.checks.lost)"),
 row("stock consistent in PostgreSQL"; .checks.stock_consistent),
+(.checks.invariants | map_values(select(. == false)) | keys
+ | if length == 0 then empty else row("invariants broken"; join(", ")) end),
 (if .live == null then empty else
   (.live as $live
    | row("watching shoppers' streams"; "\($live.streams), \($live.sale_updates_per_stream_per_s | opt) sale updates/s each"),

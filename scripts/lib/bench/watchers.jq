@@ -1,7 +1,8 @@
 # scripts/bench's `live` section: what the watching shoppers' streams said
-# ($watchers, watchers.py's report) against what PostgreSQL says ($attempts:
-# the watchers' purchase attempts by user id). Both come in slurped (jq
-# --slurpfile), so each is the first element of its array.
+# ($watchers, the report of the load tests' `streams watchers`) against
+# what PostgreSQL says ($attempts: the watchers' purchase attempts by user
+# id, watchers.sql). Both come in slurped (jq --slurpfile), so each is the
+# first element of its array.
 def percentile($sorted; $p): if ($sorted | length) == 0 then null
   else $sorted[(($sorted | length) - 1) * $p | floor] end;
 def ms_summary($values): ($values | map(. * 1000) | sort) as $sorted

@@ -75,12 +75,8 @@ scenario_admin_storm() {
 # free_units: what the API says is still free of the scenario's product
 # (it names the free units when asked for more than there is).
 free_units() {
-  local starts ends
-  starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
-  ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
   curl -sS "$BASE/api/admin/flash-sales" -H "authorization: Bearer $ADMIN_TOKEN" \
-    -H 'content-type: application/json' \
-    -d "{\"product_id\":\"$PRODUCT_ID\",\"price\":500,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\",\"per_user_limit\":1,\"stock\":1000000000}" \
+    -H 'content-type: application/json' -d "$(sale_request "$PRODUCT_ID" 1000000000)" \
     | jq -er '.error.message | capture("only (?<free>[0-9]+) unit").free'
 }
 

@@ -5,15 +5,13 @@
 # Sourced after lib/services.sh, lib/cluster.sh and lib/bench/steps.sh.
 
 CHAOS_LIB=$FLASHSALE_ROOT/scripts/lib/chaos
-CROWD_BIN=$FLASHSALE_ROOT/loadtests/target/release/crowd
+CROWD_BIN=$LOADTESTS_BIN/crowd
 FAILPOINT_WORKER=$STATE_DIR/chaos/bin/flashsale-worker
 BASE=http://127.0.0.1:$PUBLIC_PORT
 
 now_ms() { date +%s%3N; }
 json_bool() { if (($1)); then echo true; else echo false; fi; }
 redis_cmd() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-psql_file() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 -f "$1"; }
-psql_query() { "$(pg_bin)/psql" "$DATABASE_URL_LOCAL" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 elapsed_since() { awk -v now="$(now_ms)" -v start="$1" 'BEGIN { printf "%.2f", (now - start) / 1000 }'; }
 
 # Every chaos sale lets a shopper hold up to 3 units, and the crowd's
@@ -29,7 +27,7 @@ scenario_begin() {
   DIR=$CHAOS_RUN_DIR/$SCENARIO
   mkdir -p "$DIR"
   ADMIN_TOKEN=$(admin_token)
-  PRODUCT_ID=$(create_product "$BASE" "$ADMIN_TOKEN" "${3:-$2}" "$CHAOS_RUN_ID-$SCENARIO")
+  PRODUCT_ID=$(create_product "$BASE" "$ADMIN_TOKEN" "${3:-$2}" "BENCH-$CHAOS_RUN_ID-$SCENARIO")
   SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$2" "$CHAOS_RUN_ID-$SCENARIO" "$PER_USER_LIMIT" "$PRODUCT_ID")
   FAULTS=() RECOVERY_SECS=null
   log "[$SCENARIO] sale $SALE_ID with $2 units, up to $PER_USER_LIMIT per shopper"
@@ -82,11 +80,10 @@ redis_agrees() {
 # the summary. EXTRA is a JSON object (see result.jq): bounds that differ
 # from zero, the scenario's own checks and figures.
 scenario_end() {
-  local sql agreed=false
+  local agreed=false
   if wait_for "${CHAOS_QUIET_SECS:-60}" redis_agrees; then agreed=true; fi
-  sql=$DIR/verify.sql
-  sed -e "s/:sale_id/$SALE_ID/g" -e "s#:shoppers#$DIR/shoppers.jsonl#g" "$CHAOS_LIB/verify.sql" >"$sql"
-  psql_file "$sql" >"$DIR/postgres.json" || die "[$SCENARIO] verify.sql failed"
+  psql_file "$CHAOS_LIB/verify.sql" sale_id="$SALE_ID" <"$DIR/shoppers.jsonl" >"$DIR/postgres.json" \
+    || die "[$SCENARIO] verify.sql failed"
   jq -n --arg scenario "$SCENARIO" --arg sale_id "$SALE_ID" \
     --argjson state_regressions "$(state_regressions)" \
     --argjson faults "$(printf '%s\n' "${FAULTS[@]}" | jq -R . | jq -s .)" \
