@@ -103,7 +103,7 @@ impl RedisStore {
     /// One multiplexed connection, not a pool: concurrent calls share one
     /// socket and are written to it together, so Redis reads many commands
     /// per system call; a pooled connection also cost a validation round
-    /// trip (`UNWATCH` + `PING`) on every checkout (README decisions).
+    /// trip (`UNWATCH` + `PING`) on every checkout (docs/decisions.md).
     /// Call it inside a Tokio runtime: the connection's task is spawned there.
     pub fn connect_lazy(settings: &RedisSettings, timeout: Duration) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.redis_url.expose()).map_err(|error| {
