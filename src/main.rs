@@ -55,9 +55,7 @@ async fn main() -> anyhow::Result<()> {
             database,
             dependencies,
         } => {
-            database.validate()?;
-            dependencies.validate()?;
-            let db = Db::connect_lazy(&database, dependencies.timeout())?;
+            let db = Db::connect_lazy(&database, dependencies.dependency_timeout)?;
             MIGRATOR.run(db.pool()).await.context("migrations failed")?;
             tracing::info!("migrations applied");
             Ok(())

@@ -2,7 +2,6 @@
 
 use std::{
     net::SocketAddr,
-    num::NonZeroU32,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,7 +30,7 @@ use crate::{
 /// Builds the state from settings. Pools connect lazily: a node starts while
 /// a dependency is down and reports not-ready until it is back.
 pub fn build_state(settings: &ApiSettings) -> anyhow::Result<AppState> {
-    let timeout = settings.dependencies.timeout();
+    let timeout = settings.dependencies.dependency_timeout;
     let queue = PurchaseQueue::from_settings(&settings.queue, &settings.redis, timeout)?;
     build_state_with(
         settings,
@@ -51,16 +50,12 @@ pub fn build_state_with(
 ) -> anyhow::Result<AppState> {
     let purchase = &settings.purchase;
     let (subscriber, inbox) =
-        EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.timeout())?;
-    let rate = NonZeroU32::new(purchase.user_rate_per_sec)
-        .context("FLASHSALE_USER_RATE_PER_SEC must be at least 1")?;
-    let burst =
-        NonZeroU32::new(purchase.user_burst).context("FLASHSALE_USER_BURST must be at least 1")?;
-    let snapshot = Arc::new(SaleSnapshot::new(purchase.snapshot_refresh()));
+        EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.dependency_timeout)?;
+    let snapshot = Arc::new(SaleSnapshot::new(purchase.snapshot_refresh));
     let sales = Sales::new(db.clone(), redis.clone(), snapshot.clone());
     let cluster_rate = UserRate {
-        per_second: purchase.user_rate_per_sec,
-        burst: purchase.user_burst,
+        per_second: purchase.user_rate_per_sec.get(),
+        burst: purchase.user_burst.get(),
     };
     Ok(AppState {
         purchases: Purchases::new(
@@ -72,15 +67,18 @@ pub fn build_state_with(
             cluster_rate,
             purchase.orders_cache_ttl_secs,
         ),
-        stats: Stats::new(db.clone(), redis.clone(), queue, purchase.stats_cache()),
+        stats: Stats::new(db.clone(), redis.clone(), queue, purchase.stats_cache),
         sales,
         auth: Arc::new(Authenticator::new(&settings.auth, db.clone())?),
-        readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache())),
+        readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache)),
         db,
         redis,
         metrics: telemetry::metrics_handle(),
         started_at: Instant::now(),
-        limiter: Arc::new(UserRateLimiter::new(rate, burst)),
+        limiter: Arc::new(UserRateLimiter::new(
+            purchase.user_rate_per_sec,
+            purchase.user_burst,
+        )),
         snapshot,
         live: Arc::new(LiveEvents::new(subscriber, inbox)),
     })
@@ -136,9 +134,9 @@ pub async fn serve(
     );
     let app = http::router(state, &settings.http);
     tracing::info!(%address, %operator_address, "flashsale-api listening (operator endpoints on the second address)");
-    let grace = settings.http.shutdown_grace();
+    let grace = settings.http.shutdown_grace;
     let stopping = shutdown.clone();
-    let listener = StallGuardedListener::new(listener, settings.http.write_stall_timeout());
+    let listener = StallGuardedListener::new(listener, settings.http.write_stall_timeout);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     tokio::select! {
         result = server => result.context("HTTP server failed")?,
@@ -159,7 +157,7 @@ fn spawn_identity_loops(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (accounts, inbox) =
-        EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.timeout())?;
+        EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.dependency_timeout)?;
     tokio::spawn(revocations::watch(
         state.auth.revocations().clone(),
         state.db.clone(),

@@ -279,8 +279,8 @@ async fn banning_an_unknown_user_is_404_and_changes_nothing(pg: PgPool) {
 async fn one_users_attempts_spread_over_nodes_and_tokens_meet_one_limit(pg: PgPool) {
     let (rate, burst) = (1, 3);
     let first = spawn_app_with(pg, Route::default(), |settings| {
-        settings.purchase.user_rate_per_sec = rate;
-        settings.purchase.user_burst = burst;
+        settings.purchase.user_rate_per_sec = rate.try_into().unwrap();
+        settings.purchase.user_burst = burst.try_into().unwrap();
     })
     .await;
     let second = spawn_second_node(&first).await;

@@ -180,7 +180,7 @@ async fn with_redis_unreachable_a_new_stream_is_refused_with_503(pg: PgPool) {
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_client_that_stops_reading_is_disconnected_and_nothing_piles_up(pg: PgPool) {
     let app = spawn_app_with(pg, Default::default(), |settings| {
-        settings.http.write_stall_timeout_ms = 1_000;
+        settings.http.write_stall_timeout = Duration::from_secs(1);
     })
     .await;
     let admin = app.admin_token().await;

@@ -185,9 +185,9 @@ async fn while_the_provider_is_down_the_last_keys_work_for_the_bound_then_stop(p
     let idp = FakeIdp::start().await;
     let app = spawn_oidc_app(pg, &idp, |settings| {
         let oidc = &mut settings.auth.oidc;
-        oidc.oidc_keys_refresh_secs = 1;
-        oidc.oidc_keys_min_refetch_secs = 1;
-        oidc.oidc_keys_max_stale_secs = 3;
+        oidc.oidc_keys_refresh = Duration::from_secs(1);
+        oidc.oidc_keys_min_refetch = Duration::from_secs(1);
+        oidc.oidc_keys_max_stale = Duration::from_secs(3);
     })
     .await;
     ready(&app).await;

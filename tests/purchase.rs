@@ -25,7 +25,7 @@ const CONCURRENCY: usize = 500;
 /// outcome under test; so dependency calls get a generous bound.
 async fn spawn_race_app(pg: PgPool) -> TestApp {
     spawn_app_with(pg, Route::default(), |settings| {
-        settings.dependencies.dependency_timeout_ms = 10_000;
+        settings.dependencies.dependency_timeout = Duration::from_secs(10);
     })
     .await
 }
@@ -619,8 +619,8 @@ async fn a_users_orders_are_paginated_cached_and_shown_only_to_them_or_an_admin(
 #[sqlx::test]
 async fn a_shopper_over_the_per_user_rate_gets_429_with_retry_after(pg: PgPool) {
     let app = spawn_app_with(pg, Route::default(), |settings| {
-        settings.purchase.user_rate_per_sec = 1;
-        settings.purchase.user_burst = 2;
+        settings.purchase.user_rate_per_sec = 1.try_into().unwrap();
+        settings.purchase.user_burst = 2.try_into().unwrap();
     })
     .await;
     let admin = app.admin_token().await;

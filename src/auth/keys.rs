@@ -102,8 +102,8 @@ impl KeyCache {
         };
         crate::tls::install_provider();
         let client = reqwest::Client::builder()
-            .timeout(settings.fetch_timeout())
-            .connect_timeout(settings.fetch_timeout())
+            .timeout(settings.oidc_fetch_timeout)
+            .connect_timeout(settings.oidc_fetch_timeout)
             // A provider's keys are never behind a redirect to elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -111,9 +111,9 @@ impl KeyCache {
             source,
             client,
             algorithms: settings.algorithms()?,
-            refresh_every: settings.keys_refresh(),
-            min_refetch: settings.keys_min_refetch(),
-            max_stale: settings.keys_max_stale(),
+            refresh_every: settings.oidc_keys_refresh,
+            min_refetch: settings.oidc_keys_min_refetch,
+            max_stale: settings.oidc_keys_max_stale,
             state: RwLock::default(),
             fetching: Mutex::new(()),
         })

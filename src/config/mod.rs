@@ -1,15 +1,22 @@
-//! Typed settings read from the environment (12-factor), with defaults and
-//! validation at boot. Every field is also a command-line flag, so
-//! `flashsale-api --help` documents the whole configuration. Identity
-//! settings are in [`auth`].
+//! Typed settings read from the environment (12-factor), with defaults.
+//! Every field is also a command-line flag, so `flashsale-api --help`
+//! documents the whole configuration, and each value is checked as it is
+//! parsed ([`parse`]): a setting out of range stops the binary at boot with
+//! its name, and the code reads typed values (durations, non-zero counts,
+//! header values) without checking again. Identity settings are in
+//! [`auth`]; the list of every setting is [`documented`].
 
 mod auth;
+pub mod parse;
 
 pub use auth::{AuthMode, AuthSettings, LocalTokenSettings, OIDC_ALGORITHMS, OidcSettings};
+pub use parse::{Setting, documented};
 
-use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, str::FromStr, time::Duration};
 
+use axum::http::HeaderValue;
 use clap::Args;
+use parse::{count, millis, secs};
 
 /// A value that must never be printed: `Debug` and `Display` redact it.
 #[derive(Clone)]
@@ -54,7 +61,8 @@ pub struct DatabaseSettings {
         long,
         env = "FLASHSALE_PG_MAX_CONNECTIONS",
         value_name = "FLASHSALE_PG_MAX_CONNECTIONS",
-        default_value_t = 16
+        default_value = "16",
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
     )]
     pub pg_max_connections: u32,
 }
@@ -76,7 +84,8 @@ pub struct RedisSettings {
         long,
         env = "FLASHSALE_REDIS_PREFIX",
         value_name = "FLASHSALE_REDIS_PREFIX",
-        default_value = "fs"
+        default_value = "fs",
+        value_parser = parse::redis_prefix
     )]
     pub redis_prefix: String,
 }
@@ -86,18 +95,13 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct DependencySettings {
     #[arg(
-        long,
+        long = "dependency-timeout-ms",
         env = "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
         value_name = "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
-        default_value_t = 1000
+        default_value = "1000",
+        value_parser = millis(10..=60_000)
     )]
-    pub dependency_timeout_ms: u64,
-}
-
-impl DependencySettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.dependency_timeout_ms)
-    }
+    pub dependency_timeout: Duration,
 }
 
 /// What an API node serves to operators only, on its own listener.
@@ -116,28 +120,13 @@ pub struct OperatorSettings {
     /// How long a node reuses its readiness verdict, so a flood of probes
     /// costs one check per period.
     #[arg(
-        long,
+        long = "ready-cache-ms",
         env = "FLASHSALE_READY_CACHE_MS",
         value_name = "FLASHSALE_READY_CACHE_MS",
-        default_value_t = 1000
+        default_value = "1000",
+        value_parser = millis(0..=60_000)
     )]
-    pub ready_cache_ms: u64,
-}
-
-impl OperatorSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.ready_cache_ms > 60_000 {
-            return Err(invalid(
-                "FLASHSALE_READY_CACHE_MS",
-                "must be at most 60000 milliseconds",
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn ready_cache(&self) -> Duration {
-        Duration::from_millis(self.ready_cache_ms)
-    }
+    pub ready_cache: Duration,
 }
 
 /// The HTTP side of an API node.
@@ -153,36 +142,45 @@ pub struct HttpSettings {
     pub bind: SocketAddr,
 
     /// Largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long, env = "FLASHSALE_MAX_BODY_BYTES", value_name = "FLASHSALE_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    #[arg(
+        long,
+        env = "FLASHSALE_MAX_BODY_BYTES",
+        value_name = "FLASHSALE_MAX_BODY_BYTES",
+        default_value = "16384",
+        value_parser = count(256..=10 * 1024 * 1024)
+    )]
     pub max_body_bytes: usize,
 
     /// Backstop for a whole request; dependency calls have their own, shorter bound.
     #[arg(
-        long,
+        long = "request-timeout-ms",
         env = "FLASHSALE_REQUEST_TIMEOUT_MS",
         value_name = "FLASHSALE_REQUEST_TIMEOUT_MS",
-        default_value_t = 5000
+        default_value = "5000",
+        value_parser = millis(10..=600_000)
     )]
-    pub request_timeout_ms: u64,
+    pub request_timeout: Duration,
 
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(
-        long,
+        long = "shutdown-grace-secs",
         env = "FLASHSALE_SHUTDOWN_GRACE_SECS",
         value_name = "FLASHSALE_SHUTDOWN_GRACE_SECS",
-        default_value_t = 10
+        default_value = "10",
+        value_parser = secs(0..=3600)
     )]
-    pub shutdown_grace_secs: u64,
+    pub shutdown_grace: Duration,
 
     /// A connection whose writes make no progress this long (the client
     /// stopped reading) is closed, live event streams included.
     #[arg(
-        long,
+        long = "write-stall-timeout-ms",
         env = "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
         value_name = "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
-        default_value_t = 30_000
+        default_value = "30000",
+        value_parser = millis(100..=3_600_000)
     )]
-    pub write_stall_timeout_ms: u64,
+    pub write_stall_timeout: Duration,
 
     /// Comma-separated browser origins (`https://shop.example.com`) allowed
     /// to call the API cross-origin. Empty: no cross-origin access; the
@@ -191,10 +189,10 @@ pub struct HttpSettings {
         long,
         env = "FLASHSALE_CORS_ORIGINS",
         value_name = "FLASHSALE_CORS_ORIGINS",
-        default_value = "",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse::cors_origin
     )]
-    pub cors_origins: Vec<String>,
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 /// The purchase path: per-user limits, the queue, caches.
@@ -205,77 +203,48 @@ pub struct PurchaseSettings {
         long,
         env = "FLASHSALE_USER_RATE_PER_SEC",
         value_name = "FLASHSALE_USER_RATE_PER_SEC",
-        default_value_t = 5
+        default_value = "5"
     )]
-    pub user_rate_per_sec: u32,
+    pub user_rate_per_sec: NonZeroU32,
 
     /// Attempts one user may make at once before the per-second rate applies.
     #[arg(
         long,
         env = "FLASHSALE_USER_BURST",
         value_name = "FLASHSALE_USER_BURST",
-        default_value_t = 10
+        default_value = "10"
     )]
-    pub user_burst: u32,
+    pub user_burst: NonZeroU32,
 
     /// How often each node refreshes its snapshot of open sales from Redis.
     #[arg(
-        long,
+        long = "snapshot-refresh-ms",
         env = "FLASHSALE_SNAPSHOT_REFRESH_MS",
         value_name = "FLASHSALE_SNAPSHOT_REFRESH_MS",
-        default_value_t = 100
+        default_value = "100",
+        value_parser = millis(10..=10_000)
     )]
-    pub snapshot_refresh_ms: u64,
+    pub snapshot_refresh: Duration,
 
     /// Lifetime of a user's cached order pages in Redis.
     #[arg(
         long,
         env = "FLASHSALE_ORDERS_CACHE_TTL_SECS",
         value_name = "FLASHSALE_ORDERS_CACHE_TTL_SECS",
-        default_value_t = 30
+        default_value = "30",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub orders_cache_ttl_secs: u64,
 
     /// How long a node reuses computed sale stats.
     #[arg(
-        long,
+        long = "stats-cache-ms",
         env = "FLASHSALE_STATS_CACHE_MS",
         value_name = "FLASHSALE_STATS_CACHE_MS",
-        default_value_t = 2000
+        default_value = "2000",
+        value_parser = millis(0..=60_000)
     )]
-    pub stats_cache_ms: u64,
-}
-
-impl PurchaseSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.user_rate_per_sec == 0 || self.user_burst == 0 {
-            return Err(invalid(
-                "FLASHSALE_USER_RATE_PER_SEC/FLASHSALE_USER_BURST",
-                "must be at least 1",
-            ));
-        }
-        if !(10..=10_000).contains(&self.snapshot_refresh_ms) {
-            return Err(invalid(
-                "FLASHSALE_SNAPSHOT_REFRESH_MS",
-                "must be between 10 and 10000 milliseconds",
-            ));
-        }
-        if self.orders_cache_ttl_secs == 0 {
-            return Err(invalid(
-                "FLASHSALE_ORDERS_CACHE_TTL_SECS",
-                "must be at least 1 second",
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn snapshot_refresh(&self) -> Duration {
-        Duration::from_millis(self.snapshot_refresh_ms)
-    }
-
-    pub fn stats_cache(&self) -> Duration {
-        Duration::from_millis(self.stats_cache_ms)
-    }
+    pub stats_cache: Duration,
 }
 
 /// The purchase queue, shared by API nodes (which push) and workers (which
@@ -292,32 +261,19 @@ pub struct QueueSettings {
 
     /// How long a second push of the same reservation is ignored by the queue.
     #[arg(
-        long,
+        long = "queue-idempotency-ttl-secs",
         env = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
         value_name = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
-        default_value_t = 3600
+        default_value = "3600",
+        value_parser = secs(1..=30 * 86_400)
     )]
-    pub queue_idempotency_ttl_secs: u64,
+    pub queue_idempotency_ttl: Duration,
 }
 
 impl QueueSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.queue_idempotency_ttl_secs == 0 {
-            return Err(invalid(
-                "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
-                "must be at least 1 second",
-            ));
-        }
-        Ok(())
-    }
-
     /// The queue's Redis: its own URL if given, else the main Redis.
     pub fn url<'a>(&'a self, redis: &'a RedisSettings) -> &'a Secret {
         self.queue_redis_url.as_ref().unwrap_or(&redis.redis_url)
-    }
-
-    pub fn idempotency_ttl(&self) -> Duration {
-        Duration::from_secs(self.queue_idempotency_ttl_secs)
     }
 }
 
@@ -382,120 +338,10 @@ pub(crate) fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigE
     }
 }
 
-impl RedisSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let prefix_ok = !self.redis_prefix.is_empty()
-            && self.redis_prefix.len() <= 64
-            && self
-                .redis_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
-        if !prefix_ok {
-            return Err(invalid(
-                "FLASHSALE_REDIS_PREFIX",
-                "must be 1-64 characters of letters, digits, '-', '_', ':' or '.' \
-                 (braces would break the per-sale hash tag)",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl DatabaseSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.pg_max_connections == 0 {
-            return Err(invalid(
-                "FLASHSALE_PG_MAX_CONNECTIONS",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl DependencySettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(10..=60_000).contains(&self.dependency_timeout_ms) {
-            return Err(invalid(
-                "FLASHSALE_DEPENDENCY_TIMEOUT_MS",
-                "must be between 10 and 60000 milliseconds",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl HttpSettings {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(256..=10 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return Err(invalid(
-                "FLASHSALE_MAX_BODY_BYTES",
-                "must be between 256 bytes and 10 MiB",
-            ));
-        }
-        if self.request_timeout_ms < 10 {
-            return Err(invalid(
-                "FLASHSALE_REQUEST_TIMEOUT_MS",
-                "must be at least 10",
-            ));
-        }
-        if self.write_stall_timeout_ms < 100 {
-            return Err(invalid(
-                "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
-                "must be at least 100",
-            ));
-        }
-        self.cors_origins()?;
-        Ok(())
-    }
-
-    /// The configured CORS origins as header values. Each must be a bare
-    /// origin (scheme, host, optional port): a path or a wildcard is refused
-    /// because a browser compares origins exactly.
-    pub fn cors_origins(&self) -> Result<Vec<axum::http::HeaderValue>, ConfigError> {
-        self.cors_origins
-            .iter()
-            .map(|origin| origin.trim())
-            .filter(|origin| !origin.is_empty())
-            .map(|origin| {
-                let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
-                let bare = matches!(scheme, "http" | "https")
-                    && !rest.is_empty()
-                    && !rest.contains(['/', '*', '?', '#', ' ']);
-                bare.then(|| axum::http::HeaderValue::from_str(origin).ok())
-                    .flatten()
-                    .ok_or_else(|| {
-                        invalid(
-                            "FLASHSALE_CORS_ORIGINS",
-                            "each entry must be an origin such as https://shop.example.com (no path, no wildcard)",
-                        )
-                    })
-            })
-            .collect()
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
-    }
-
-    pub fn write_stall_timeout(&self) -> Duration {
-        Duration::from_millis(self.write_stall_timeout_ms)
-    }
-}
-
 impl ApiSettings {
+    /// What no single value can say: the identity settings that go
+    /// together (each value was checked as it was parsed).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.validate()?;
-        self.database.validate()?;
-        self.redis.validate()?;
-        self.dependencies.validate()?;
-        self.purchase.validate()?;
-        self.queue.validate()?;
-        self.operator.validate()?;
         self.auth.validate()
     }
 }
@@ -503,15 +349,6 @@ impl ApiSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_redis_prefix_with_braces_is_rejected() {
-        let settings = RedisSettings {
-            redis_url: Secret::new("redis://127.0.0.1"),
-            redis_prefix: "fs{x}".into(),
-        };
-        assert!(settings.validate().is_err());
-    }
 
     #[test]
     fn secrets_never_print() {

@@ -118,7 +118,7 @@ fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            settings.request_timeout(),
+            settings.request_timeout,
         ))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes));
     app.layer(middleware)

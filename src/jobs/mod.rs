@@ -66,7 +66,7 @@ impl PurchaseQueue {
         Self::connect_lazy(
             queue.url(redis).expose(),
             &redis.redis_prefix,
-            queue.idempotency_ttl(),
+            queue.queue_idempotency_ttl,
             timeout,
         )
     }

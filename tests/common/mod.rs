@@ -14,11 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use flashsale::{
     auth::{self, LocalTokens},
-    config::{
-        ApiSettings, AuthMode, AuthSettings, DatabaseSettings, DependencySettings, HttpSettings,
-        LocalTokenSettings, OidcSettings, OperatorSettings, PurchaseSettings, QueueSettings,
-        RedisSettings, Secret,
-    },
+    config::{ApiSettings, AuthMode, OidcSettings, RedisSettings, Secret},
     domain::{Email, Role},
     http::AppState,
     jobs::PurchaseQueue,
@@ -41,57 +37,43 @@ pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// Short, so dependency-failure tests answer quickly.
 pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The settings of an API node under test, parsed from flags the way
+/// `flashsale-api serve` parses them (so every default and range is the
+/// binary's own); only what a test needs differently is given.
 pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
-    ApiSettings {
-        http: HttpSettings {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            max_body_bytes: 16 * 1024,
-            request_timeout_ms: 5_000,
-            shutdown_grace_secs: 1,
-            write_stall_timeout_ms: 30_000,
-            cors_origins: vec![CORS_ORIGIN.into()],
-        },
-        database: DatabaseSettings {
-            // Unused: tests hand the app a pool for their own database.
-            database_url: Secret::new("postgres://unused"),
-            pg_max_connections: 8,
-        },
-        redis: RedisSettings {
-            redis_url: Secret::new(redis_url),
-            redis_prefix: prefix.to_string(),
-        },
-        dependencies: DependencySettings {
-            dependency_timeout_ms: DEPENDENCY_TIMEOUT.as_millis() as u64,
-        },
-        auth: AuthSettings {
-            auth_mode: AuthMode::Dev,
-            local: LocalTokenSettings {
-                jwt_secret: Some(Secret::new(JWT_SECRET)),
-                jwt_issuer: "flashsale".into(),
-                jwt_audience: "flashsale-api".into(),
-            },
-            token_ttl_secs: 600,
-            max_token_bytes: 8192,
-            oidc: oidc_defaults(),
-        },
-        purchase: PurchaseSettings {
-            // Generous, so concurrency tests measure the engine, not the
-            // limiter; the rate-limit test sets its own.
-            user_rate_per_sec: 10_000,
-            user_burst: 10_000,
-            snapshot_refresh_ms: 50,
-            orders_cache_ttl_secs: 30,
-            stats_cache_ms: 0,
-        },
-        queue: QueueSettings {
-            queue_redis_url: None,
-            queue_idempotency_ttl_secs: 3600,
-        },
-        operator: OperatorSettings {
-            operator_bind: "127.0.0.1:0".parse().unwrap(),
-            ready_cache_ms: 0,
-        },
+    #[derive(clap::Parser)]
+    struct Node {
+        #[command(flatten)]
+        settings: ApiSettings,
     }
+    let timeout_ms = DEPENDENCY_TIMEOUT.as_millis().to_string();
+    let flags = [
+        ("--bind", "127.0.0.1:0"),
+        ("--operator-bind", "127.0.0.1:0"),
+        ("--shutdown-grace-secs", "1"),
+        ("--cors-origins", CORS_ORIGIN),
+        // Unused: tests hand the app a pool for their own database.
+        ("--database-url", "postgres://unused"),
+        ("--pg-max-connections", "8"),
+        ("--redis-url", &redis_url),
+        ("--redis-prefix", prefix),
+        ("--dependency-timeout-ms", &timeout_ms),
+        ("--auth-mode", "dev"),
+        ("--jwt-secret", JWT_SECRET),
+        ("--token-ttl-secs", "600"),
+        // Generous, so concurrency tests measure the engine, not the
+        // limiter; the rate-limit test sets its own.
+        ("--user-rate-per-sec", "10000"),
+        ("--user-burst", "10000"),
+        ("--snapshot-refresh-ms", "50"),
+        ("--stats-cache-ms", "0"),
+        ("--ready-cache-ms", "0"),
+    ];
+    let args = std::iter::once("flashsale-api")
+        .chain(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
+    <Node as clap::Parser>::try_parse_from(args)
+        .expect("the test flags parse")
+        .settings
 }
 
 /// The provider settings' defaults (unused in `dev` mode; tests of `oidc`
@@ -249,7 +231,7 @@ async fn spawn_node(
     if let Some(proxy) = route.postgres {
         options = options.host(&proxy.ip().to_string()).port(proxy.port());
     }
-    let timeout = settings.dependencies.timeout();
+    let timeout = settings.dependencies.dependency_timeout;
     let app_pool = PgPoolOptions::new()
         .max_connections(settings.database.pg_max_connections)
         .acquire_timeout(timeout)
@@ -257,7 +239,7 @@ async fn spawn_node(
     let queue = PurchaseQueue::connect_lazy(
         &through(route.queue),
         &prefix,
-        settings.queue.idempotency_ttl(),
+        settings.queue.queue_idempotency_ttl,
         timeout,
     )
     .unwrap();

@@ -6,7 +6,7 @@
 //! current one settles, and commits while the previous one tells Redis.
 //! Idle lanes close themselves.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 
@@ -32,6 +32,27 @@ pub type SettleFailure = Arc<StoreError>;
 
 type Reply = oneshot::Sender<Result<JobOutcome, SettleFailure>>;
 
+/// What settles one sale's batch: the [`Settler`] (PostgreSQL, then
+/// Redis), or a recording stand-in in this module's tests.
+pub trait SettleBatch: Clone + Send + Sync + 'static {
+    /// One outcome per job, in order; each reservation at most once in `jobs`.
+    fn settle(
+        &self,
+        sale_id: Uuid,
+        jobs: &[PurchaseJob],
+    ) -> impl Future<Output = Result<Vec<JobOutcome>, StoreError>> + Send;
+}
+
+impl SettleBatch for Settler {
+    fn settle(
+        &self,
+        sale_id: Uuid,
+        jobs: &[PurchaseJob],
+    ) -> impl Future<Output = Result<Vec<JobOutcome>, StoreError>> + Send {
+        Settler::settle(self, sale_id, jobs)
+    }
+}
+
 struct Entry {
     job: PurchaseJob,
     reply: Reply,
@@ -44,15 +65,15 @@ pub struct BatchLimits {
 }
 
 #[derive(Clone)]
-pub struct Batcher {
+pub struct Batcher<S = Settler> {
     /// Each sale's open lane. A lane that closed shows as a closed sender.
     lanes: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Entry>>>>,
-    settler: Settler,
+    settler: S,
     limits: BatchLimits,
 }
 
-impl Batcher {
-    pub fn new(settler: Settler, limits: BatchLimits) -> Self {
+impl<S: SettleBatch> Batcher<S> {
+    pub fn new(settler: S, limits: BatchLimits) -> Self {
         Self {
             lanes: Arc::default(),
             settler,
@@ -98,7 +119,11 @@ impl Batcher {
     }
 }
 
-async fn run_lane(batcher: Batcher, sale_id: Uuid, mut receiver: mpsc::Receiver<Entry>) {
+async fn run_lane<S: SettleBatch>(
+    batcher: Batcher<S>,
+    sale_id: Uuid,
+    mut receiver: mpsc::Receiver<Entry>,
+) {
     let limits = batcher.limits;
     let in_flight = Arc::new(Semaphore::new(FLUSHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(limits.max_size);
@@ -140,7 +165,7 @@ async fn run_lane(batcher: Batcher, sale_id: Uuid, mut receiver: mpsc::Receiver<
 
 /// Settles one batch and answers every job in it. A reservation delivered
 /// twice into one batch is settled once and both deliveries get its outcome.
-async fn flush(settler: &Settler, sale_id: Uuid, batch: Vec<Entry>) {
+async fn flush<S: SettleBatch>(settler: &S, sale_id: Uuid, batch: Vec<Entry>) {
     let mut unique: Vec<PurchaseJob> = Vec::with_capacity(batch.len());
     let mut replies: HashMap<Uuid, Vec<Reply>> = HashMap::with_capacity(batch.len());
     for Entry { job, reply } in batch {
@@ -161,5 +186,136 @@ async fn flush(settler: &Settler, sale_id: Uuid, batch: Vec<Entry>) {
             // outcome is durable either way.
             let _ = reply.send(answer.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flashsale::domain::{FailureReason, Quantity};
+
+    use super::*;
+
+    /// Records each batch it is given; confirms every job, or fails the
+    /// whole batch when told to.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        batches: Arc<Mutex<Vec<Vec<Uuid>>>>,
+        fail: bool,
+    }
+
+    impl SettleBatch for Recorder {
+        async fn settle(
+            &self,
+            _sale_id: Uuid,
+            jobs: &[PurchaseJob],
+        ) -> Result<Vec<JobOutcome>, StoreError> {
+            self.batches
+                .lock()
+                .push(jobs.iter().map(|job| job.reservation_id).collect());
+            if self.fail {
+                return Err(StoreError::unavailable(
+                    flashsale::store::Dependency::Postgres,
+                    "down",
+                ));
+            }
+            Ok(jobs
+                .iter()
+                .map(|job| match job.quantity.units() {
+                    1 => JobOutcome::Confirmed,
+                    _ => JobOutcome::Failed(FailureReason::LimitReached),
+                })
+                .collect())
+        }
+    }
+
+    fn job(sale_id: Uuid) -> PurchaseJob {
+        PurchaseJob {
+            reservation_id: Uuid::now_v7(),
+            sale_id,
+            user_id: Uuid::now_v7(),
+            quantity: Quantity::ONE,
+            idempotency_key: "k".into(),
+            reserved_at_ms: 0,
+        }
+    }
+
+    fn batcher(recorder: &Recorder, max_size: usize) -> Batcher<Recorder> {
+        Batcher::new(
+            recorder.clone(),
+            BatchLimits {
+                max_size,
+                max_wait: Duration::from_millis(5),
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_delivered_twice_in_one_batch_settles_once_and_both_hear() {
+        let recorder = Recorder::default();
+        let batcher = batcher(&recorder, 10);
+        let sale = Uuid::now_v7();
+        let first = job(sale);
+        let again = first.clone();
+        let mut other = job(sale);
+        other.quantity = Quantity::new(2).unwrap();
+        let (a, b, c) = tokio::join!(
+            batcher.submit(first.clone()),
+            batcher.submit(again),
+            batcher.submit(other.clone())
+        );
+        assert!(matches!(a, Ok(JobOutcome::Confirmed)));
+        assert!(matches!(b, Ok(JobOutcome::Confirmed)));
+        assert!(matches!(
+            c,
+            Ok(JobOutcome::Failed(FailureReason::LimitReached))
+        ));
+        let batches = recorder.batches.lock().clone();
+        assert_eq!(
+            batches,
+            vec![vec![first.reservation_id, other.reservation_id]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_hold_at_most_the_batch_size_and_one_sale_each() {
+        let recorder = Recorder::default();
+        let batcher = batcher(&recorder, 2);
+        let (sale, other_sale) = (Uuid::now_v7(), Uuid::now_v7());
+        let jobs = [job(sale), job(sale), job(sale), job(other_sale)];
+        let answers =
+            futures::future::join_all(jobs.iter().cloned().map(|job| batcher.submit(job))).await;
+        assert!(
+            answers
+                .iter()
+                .all(|answer| matches!(answer, Ok(JobOutcome::Confirmed)))
+        );
+        let mut sizes: Vec<usize> = recorder.batches.lock().iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, vec![1, 1, 2], "batches of at most 2, one sale each");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_batch_answers_every_job_with_the_failure() {
+        let recorder = Recorder {
+            fail: true,
+            ..Recorder::default()
+        };
+        let batcher = batcher(&recorder, 10);
+        let sale = Uuid::now_v7();
+        let (a, b) = tokio::join!(batcher.submit(job(sale)), batcher.submit(job(sale)));
+        assert!(a.is_err() && b.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_sent_after_its_lane_closed_for_idleness_opens_a_new_lane() {
+        let recorder = Recorder::default();
+        let batcher = batcher(&recorder, 10);
+        let sale = Uuid::now_v7();
+        assert!(batcher.submit(job(sale)).await.is_ok());
+        // The lane idles out; its sender stays in the map until it retires.
+        tokio::time::sleep(LANE_IDLE + Duration::from_secs(1)).await;
+        assert!(batcher.submit(job(sale)).await.is_ok());
+        assert_eq!(recorder.batches.lock().len(), 2);
+        assert_eq!(batcher.lanes.lock().len(), 1, "one open lane, the new one");
     }
 }

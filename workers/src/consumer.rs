@@ -78,10 +78,10 @@ pub async fn run(
         let storage = queue
             .consumer(
                 settings.worker_fetch_batch,
-                settings.heartbeat(),
+                settings.worker_heartbeat,
                 settings.worker_missed_heartbeats,
             )
-            .poll_with_interval(settings.poll_interval());
+            .poll_with_interval(settings.worker_poll);
         let worker = WorkerBuilder::new(name.clone())
             .backend(storage)
             .layer(ConcurrencyLimitLayer::new(settings.worker_concurrency))

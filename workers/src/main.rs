@@ -1,30 +1,13 @@
-//! `flashsale-worker`: turns accepted reservations into orders.
-//!
-//! - [`consumer`]: the apalis consumer of the purchase queue;
-//! - [`batcher`]: group commit, one lane per sale;
-//! - [`settle`]: one batch through PostgreSQL, then Redis;
-//! - [`reconciler`]: the apalis cron job that re-arms, re-enqueues and
-//!   measures drift;
-//! - [`observe`] and [`tally`]: `/metrics` and the progress log;
-//! - [`settings`]: the configuration.
+//! `flashsale-worker`: turns accepted reservations into orders (the
+//! pieces are in the library, [`flashsale_workers`]).
 //!
 //! On SIGTERM the consumer stops fetching, in-flight jobs finish (their
 //! batches flush) or are handed back, fetched-but-unstarted jobs go back to
 //! the queue, and the process exits 0 — within the shutdown grace at most.
 
-mod batcher;
-mod consumer;
-mod failpoint;
-mod observe;
-mod reconciler;
-mod settings;
-mod settle;
-mod tally;
-
 use std::{sync::Arc, time::Duration};
 
 use anyhow::bail;
-use apalis_core::{error::WorkerError, worker::context::WorkerContext};
 use clap::Parser;
 use flashsale::{
     jobs::PurchaseQueue,
@@ -32,12 +15,11 @@ use flashsale::{
     store::{postgres::Db, redis::RedisStore},
     telemetry,
 };
-use futures::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
 
-use crate::{
+use flashsale_workers::{
     batcher::{BatchLimits, Batcher},
-    reconciler::Reconciler,
+    consumer, observe,
+    reconciler::{self, Reconciler},
     settings::WorkerCli,
     settle::Settler,
     tally::Tally,
@@ -50,12 +32,8 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 async fn main() -> anyhow::Result<()> {
     let cli = WorkerCli::parse();
     telemetry::init_logging(&cli.log)?;
-    cli.database.validate()?;
-    cli.redis.validate()?;
-    cli.dependencies.validate()?;
-    cli.queue.validate()?;
     cli.worker.validate()?;
-    let timeout = cli.dependencies.timeout();
+    let timeout = cli.dependencies.dependency_timeout;
     let db = Db::connect_lazy(&cli.database, timeout)?;
     let redis = RedisStore::connect_lazy(&cli.redis, timeout)?;
     let queue = PurchaseQueue::from_settings(&cli.queue, &cli.redis, timeout)?;
@@ -70,16 +48,16 @@ async fn main() -> anyhow::Result<()> {
         settler,
         BatchLimits {
             max_size: cli.worker.worker_batch_size,
-            max_wait: cli.worker.batch_wait(),
+            max_wait: cli.worker.worker_batch_wait,
         },
     );
     let reconciler = Reconciler {
         db,
         redis: redis.clone(),
         queue: queue.clone(),
-        pending_after: cli.worker.pending_after(),
+        pending_after: cli.worker.reconcile_pending_after,
         batch: cli.worker.reconcile_batch,
-        retention: Duration::from_secs(cli.worker.retention_secs),
+        retention: cli.worker.retention,
         dead_jobs_kept: cli.worker.dead_jobs_kept,
     };
     tracing::info!(
@@ -92,18 +70,18 @@ async fn main() -> anyhow::Result<()> {
 
     let progress = tokio::spawn(observe::report_progress(
         tally.clone(),
-        cli.worker.report_interval(),
+        cli.worker.worker_report,
         shutdown.clone(),
     ));
     let reconciling = tokio::spawn(reconciler::run(
         reconciler,
         cli.worker.name(),
-        cli.worker.schedule(),
+        cli.worker.reconcile_schedule.clone(),
         shutdown.clone(),
     ));
     let promoting = tokio::spawn(consumer::promote_due_jobs(
         queue.clone(),
-        cli.worker.poll_interval(),
+        cli.worker.worker_poll,
         shutdown.clone(),
     ));
     let consuming = tokio::spawn(consumer::run(
@@ -117,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
 
     shutdown.cancelled().await;
     tracing::info!("stopping: no new jobs; in-flight batches finish");
-    let grace = cli.worker.shutdown_grace();
+    let grace = cli.worker.worker_shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         let _ = tokio::join!(consuming, reconciling, progress, promoting);
     })
@@ -130,20 +108,6 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("flashsale-worker stopped");
     Ok(())
-}
-
-/// What an apalis worker runs beside its work: stop once `shutdown` fires
-/// (apalis then finishes in-flight jobs and hands fetched ones back).
-fn stop_when_cancelled(
-    shutdown: CancellationToken,
-) -> impl FnMut(WorkerContext) -> BoxFuture<'static, Result<(), WorkerError>> + Send + 'static {
-    move |worker| {
-        let stop = shutdown.clone();
-        Box::pin(async move {
-            stop.cancelled().await;
-            worker.stop()
-        })
-    }
 }
 
 /// Waits for PostgreSQL and Redis, and refuses a schema older than ours.

@@ -8,6 +8,7 @@ use anyhow::bail;
 use clap::{Args, Parser};
 use flashsale::config::{
     DatabaseSettings, DependencySettings, LogSettings, QueueSettings, RedisSettings,
+    parse::{count, millis, secs},
 };
 
 #[derive(Debug, Parser)]
@@ -47,7 +48,8 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_CONCURRENCY",
         value_name = "FLASHSALE_WORKER_CONCURRENCY",
-        default_value_t = 4096
+        default_value = "4096",
+        value_parser = count(1..=1_000_000)
     )]
     pub worker_concurrency: usize,
 
@@ -56,7 +58,8 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_FETCH_BATCH",
         value_name = "FLASHSALE_WORKER_FETCH_BATCH",
-        default_value_t = 1024
+        default_value = "1024",
+        value_parser = count(1..=100_000)
     )]
     pub worker_fetch_batch: usize,
 
@@ -65,27 +68,30 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_BATCH_SIZE",
         value_name = "FLASHSALE_WORKER_BATCH_SIZE",
-        default_value_t = 1024
+        default_value = "1024",
+        value_parser = count(1..=100_000)
     )]
     pub worker_batch_size: usize,
 
     /// Longest a job waits for its batch to fill before it is committed anyway.
     #[arg(
-        long,
+        long = "worker-batch-wait-ms",
         env = "FLASHSALE_WORKER_BATCH_WAIT_MS",
         value_name = "FLASHSALE_WORKER_BATCH_WAIT_MS",
-        default_value_t = 5
+        default_value = "5",
+        value_parser = millis(0..=10_000)
     )]
-    pub worker_batch_wait_ms: u64,
+    pub worker_batch_wait: Duration,
 
     /// How often an idle worker looks for new jobs.
     #[arg(
-        long,
+        long = "worker-poll-ms",
         env = "FLASHSALE_WORKER_POLL_MS",
         value_name = "FLASHSALE_WORKER_POLL_MS",
-        default_value_t = 20
+        default_value = "20",
+        value_parser = millis(1..=60_000)
     )]
-    pub worker_poll_ms: u64,
+    pub worker_poll: Duration,
 
     /// Attempts before a job is dead-lettered (apalis retries a failed job
     /// after `attempt` seconds; its own cap is ignored, so this one applies).
@@ -93,37 +99,41 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_WORKER_MAX_ATTEMPTS",
         value_name = "FLASHSALE_WORKER_MAX_ATTEMPTS",
-        default_value_t = 8
+        default_value = "8",
+        value_parser = count(1..=1000)
     )]
     pub worker_max_attempts: usize,
 
     /// Seconds between the worker's heartbeats in the queue.
     #[arg(
-        long,
+        long = "worker-heartbeat-secs",
         env = "FLASHSALE_WORKER_HEARTBEAT_SECS",
         value_name = "FLASHSALE_WORKER_HEARTBEAT_SECS",
-        default_value_t = 2
+        default_value = "2",
+        value_parser = secs(1..=3600)
     )]
-    pub worker_heartbeat_secs: u64,
+    pub worker_heartbeat: Duration,
 
     /// Missed heartbeats after which a worker's jobs go to other workers.
     #[arg(
         long,
         env = "FLASHSALE_WORKER_MISSED_HEARTBEATS",
         value_name = "FLASHSALE_WORKER_MISSED_HEARTBEATS",
-        default_value_t = 3
+        default_value = "3",
+        value_parser = count(1..=1000)
     )]
     pub worker_missed_heartbeats: usize,
 
     /// Seconds in-flight jobs get to finish after SIGTERM before the worker
     /// exits anyway (unfinished jobs then go to other workers).
     #[arg(
-        long,
+        long = "worker-shutdown-grace-secs",
         env = "FLASHSALE_WORKER_SHUTDOWN_GRACE_SECS",
         value_name = "FLASHSALE_WORKER_SHUTDOWN_GRACE_SECS",
-        default_value_t = 10
+        default_value = "10",
+        value_parser = secs(0..=3600)
     )]
-    pub worker_shutdown_grace_secs: u64,
+    pub worker_shutdown_grace: Duration,
 
     /// Where the worker serves Prometheus `/metrics`.
     #[arg(
@@ -136,37 +146,41 @@ pub struct WorkerSettings {
 
     /// Seconds between progress log lines.
     #[arg(
-        long,
+        long = "worker-report-secs",
         env = "FLASHSALE_WORKER_REPORT_SECS",
         value_name = "FLASHSALE_WORKER_REPORT_SECS",
-        default_value_t = 10
+        default_value = "10",
+        value_parser = secs(1..=86_400)
     )]
-    pub worker_report_secs: u64,
+    pub worker_report: Duration,
 
     /// When the reconciler runs: a cron expression with seconds.
     #[arg(
         long,
         env = "FLASHSALE_RECONCILE_SCHEDULE",
         value_name = "FLASHSALE_RECONCILE_SCHEDULE",
-        default_value = "*/2 * * * * *"
+        default_value = "*/2 * * * * *",
+        value_parser = cron_schedule
     )]
-    pub reconcile_schedule: String,
+    pub reconcile_schedule: cron::Schedule,
 
     /// Age after which a pending reservation is pushed to the queue again.
     #[arg(
-        long,
+        long = "reconcile-pending-after-secs",
         env = "FLASHSALE_RECONCILE_PENDING_AFTER_SECS",
         value_name = "FLASHSALE_RECONCILE_PENDING_AFTER_SECS",
-        default_value_t = 30
+        default_value = "30",
+        value_parser = secs(1..=86_400)
     )]
-    pub reconcile_pending_after_secs: u64,
+    pub reconcile_pending_after: Duration,
 
     /// Most reservations of one sale pushed again per reconciler run.
     #[arg(
         long,
         env = "FLASHSALE_RECONCILE_BATCH",
         value_name = "FLASHSALE_RECONCILE_BATCH",
-        default_value_t = 5000
+        default_value = "5000",
+        value_parser = count(1..=1_000_000)
     )]
     pub reconcile_batch: usize,
 
@@ -175,12 +189,13 @@ pub struct WorkerSettings {
     /// and the keys removed (stats, orders and statuses answer from
     /// PostgreSQL).
     #[arg(
-        long,
+        long = "retention-secs",
         env = "FLASHSALE_RETENTION_SECS",
         value_name = "FLASHSALE_RETENTION_SECS",
-        default_value_t = 86_400
+        default_value = "86400",
+        value_parser = secs(0..=365 * 86_400)
     )]
-    pub retention_secs: u64,
+    pub retention: Duration,
 
     /// Dead purchase jobs kept for inspection; beyond this the surplus is
     /// dropped (their reservations stay pending and the reconciler queues
@@ -189,59 +204,20 @@ pub struct WorkerSettings {
         long,
         env = "FLASHSALE_DEAD_JOBS_KEPT",
         value_name = "FLASHSALE_DEAD_JOBS_KEPT",
-        default_value_t = 10_000
+        default_value = "10000",
+        value_parser = count(0..=10_000_000)
     )]
     pub dead_jobs_kept: usize,
 }
 
 impl WorkerSettings {
+    /// What no single value can say (each was checked as it was parsed).
     pub fn validate(&self) -> anyhow::Result<()> {
-        let positive = [
-            (
-                "FLASHSALE_WORKER_CONCURRENCY",
-                self.worker_concurrency as u64,
-            ),
-            (
-                "FLASHSALE_WORKER_FETCH_BATCH",
-                self.worker_fetch_batch as u64,
-            ),
-            ("FLASHSALE_WORKER_BATCH_SIZE", self.worker_batch_size as u64),
-            ("FLASHSALE_WORKER_POLL_MS", self.worker_poll_ms),
-            (
-                "FLASHSALE_WORKER_MAX_ATTEMPTS",
-                self.worker_max_attempts as u64,
-            ),
-            (
-                "FLASHSALE_WORKER_HEARTBEAT_SECS",
-                self.worker_heartbeat_secs,
-            ),
-            (
-                "FLASHSALE_WORKER_MISSED_HEARTBEATS",
-                self.worker_missed_heartbeats as u64,
-            ),
-            ("FLASHSALE_WORKER_REPORT_SECS", self.worker_report_secs),
-            (
-                "FLASHSALE_RECONCILE_PENDING_AFTER_SECS",
-                self.reconcile_pending_after_secs,
-            ),
-            ("FLASHSALE_RECONCILE_BATCH", self.reconcile_batch as u64),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                bail!("invalid configuration: {name} must be at least 1");
-            }
-        }
         if self.worker_concurrency < self.worker_batch_size {
             bail!(
                 "invalid configuration: FLASHSALE_WORKER_CONCURRENCY ({}) must be at least FLASHSALE_WORKER_BATCH_SIZE ({}), or batches never fill",
                 self.worker_concurrency,
                 self.worker_batch_size
-            );
-        }
-        if let Err(error) = cron::Schedule::from_str(&self.reconcile_schedule) {
-            bail!(
-                "invalid configuration: FLASHSALE_RECONCILE_SCHEDULE {:?} is not a cron expression with seconds (e.g. \"*/2 * * * * *\"): {error}",
-                self.reconcile_schedule
             );
         }
         Ok(())
@@ -252,32 +228,13 @@ impl WorkerSettings {
             .clone()
             .unwrap_or_else(|| format!("worker-{}", std::process::id()))
     }
+}
 
-    pub fn batch_wait(&self) -> Duration {
-        Duration::from_millis(self.worker_batch_wait_ms)
-    }
-
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.worker_poll_ms)
-    }
-
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_secs(self.worker_heartbeat_secs)
-    }
-
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.worker_shutdown_grace_secs)
-    }
-
-    pub fn report_interval(&self) -> Duration {
-        Duration::from_secs(self.worker_report_secs)
-    }
-
-    pub fn pending_after(&self) -> Duration {
-        Duration::from_secs(self.reconcile_pending_after_secs)
-    }
-
-    pub fn schedule(&self) -> cron::Schedule {
-        cron::Schedule::from_str(&self.reconcile_schedule).expect("validate() checked the schedule")
-    }
+/// A cron expression with seconds, e.g. `*/2 * * * * *`.
+fn cron_schedule(expression: &str) -> Result<cron::Schedule, String> {
+    cron::Schedule::from_str(expression).map_err(|error| {
+        format!(
+            "{expression:?} is not a cron expression with seconds (e.g. \"*/2 * * * * *\"): {error}"
+        )
+    })
 }

@@ -6,10 +6,19 @@
 
 use std::{collections::BTreeSet, fs, path::Path};
 
+use clap::CommandFactory;
+use flashsale::config::{ApiSettings, LogSettings, documented, parse::settings_of};
+use flashsale_workers::settings::WorkerCli;
 use serde_norway::Value;
 
+/// The repository: this test lives in the worker's package because it
+/// checks both binaries' settings.
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 fn read(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let full = repo().join(path);
     fs::read_to_string(&full).unwrap_or_else(|error| panic!("cannot read {path}: {error}"))
 }
 
@@ -45,23 +54,14 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every `FLASHSALE_*` variable the binaries read (clap `env = "..."`).
+/// Every `FLASHSALE_*` variable the binaries read, from their own
+/// settings definitions.
 fn settings_the_binaries_read() -> BTreeSet<String> {
-    [
-        "src/config/mod.rs",
-        "src/config/auth.rs",
-        "workers/src/settings.rs",
-    ]
-    .iter()
-    .flat_map(|path| {
-        read(path)
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("env = \""))
-            .filter_map(|rest| rest.split('"').next())
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    })
-    .collect()
+    let api = documented::<ApiSettings>()
+        .into_iter()
+        .chain(documented::<LogSettings>());
+    let worker = settings_of(&WorkerCli::command());
+    api.chain(worker).map(|setting| setting.env).collect()
 }
 
 /// `NAME=${OVERRIDE:-default}` in a sourced shell file: the default.
@@ -358,9 +358,7 @@ fn the_nginx_template_is_rendered_the_same_way_by_both_deployments() {
     for volume in strings(&compose["services"]["nginx"]["volumes"]) {
         let host_path = volume.split(':').next().expect("host:container");
         assert!(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(host_path)
-                .exists(),
+            repo().join(host_path).exists(),
             "nginx mounts {host_path}, which exists"
         );
     }

@@ -1,0 +1,189 @@
+//! How settings are parsed and listed. Each value is checked where clap
+//! parses it (a range, a shape), so a bad one stops the binary at boot with
+//! the setting's name and what it accepts, and nothing re-checks it later.
+//! [`documented`] lists every setting of a binary from the same
+//! definitions, for the configuration reference and the deployment checks.
+
+use std::{ops::RangeInclusive, time::Duration};
+
+use axum::http::HeaderValue;
+use clap::{Args, Command, builder::TypedValueParser};
+
+/// Milliseconds within `range`, read as a duration.
+pub fn millis(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = Duration> {
+    clap::value_parser!(u64)
+        .range(range)
+        .map(Duration::from_millis)
+}
+
+/// Seconds within `range`, read as a duration.
+pub fn secs(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = Duration> {
+    clap::value_parser!(u64)
+        .range(range)
+        .map(Duration::from_secs)
+}
+
+/// A count within `range`.
+pub fn count(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = usize> {
+    clap::value_parser!(u64)
+        .range(range)
+        .map(|count| usize::try_from(count).unwrap_or(usize::MAX))
+}
+
+/// A key prefix: braces would break the per-sale hash tag.
+pub fn redis_prefix(prefix: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.');
+    if (1..=64).contains(&prefix.len()) && prefix.chars().all(allowed) {
+        Ok(prefix.to_owned())
+    } else {
+        Err(
+            "must be 1-64 characters of letters, digits, '-', '_', ':' or '.' \
+             (braces would break the per-sale hash tag)"
+                .into(),
+        )
+    }
+}
+
+/// A bare browser origin (scheme, host, optional port): a path or a
+/// wildcard is refused because a browser compares origins exactly.
+pub fn cors_origin(origin: &str) -> Result<HeaderValue, String> {
+    let origin = origin.trim();
+    let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+    let bare = matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '*', '?', '#', ' ']);
+    bare.then(|| HeaderValue::from_str(origin).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!("{origin:?} is not an origin such as https://shop.example.com (no path, no wildcard)")
+        })
+}
+
+/// One setting as the binaries read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The environment variable (also the flag's value name).
+    pub env: String,
+    /// The flag, without its dashes.
+    pub flag: Option<String>,
+    /// The default as text; `None` when the setting has none.
+    pub default: Option<String>,
+    /// The first line of its help.
+    pub help: String,
+}
+
+/// Every setting of `T`, in declaration order.
+pub fn documented<T: Args>() -> Vec<Setting> {
+    settings_of(&T::augment_args(Command::new("settings")))
+}
+
+/// Every setting of a command line (its arguments read from the environment).
+pub fn settings_of(command: &Command) -> Vec<Setting> {
+    command
+        .get_arguments()
+        .filter_map(|argument| {
+            let env = argument.get_env()?.to_str()?.to_owned();
+            let default = argument
+                .get_default_values()
+                .iter()
+                .filter_map(|value| value.to_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let help = argument
+                .get_help()
+                .map(|help| help.to_string())
+                .unwrap_or_default();
+            Some(Setting {
+                env,
+                flag: argument.get_long().map(str::to_owned),
+                default: (!default.is_empty()).then_some(default),
+                help: help.lines().next().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{ApiSettings, HttpSettings};
+
+    #[derive(Parser)]
+    struct Http {
+        #[command(flatten)]
+        http: HttpSettings,
+    }
+
+    #[test]
+    fn values_out_of_range_stop_the_parse_with_the_settings_name() {
+        let refused = Http::try_parse_from(["api", "--max-body-bytes", "10"])
+            .err()
+            .expect("10 bytes refused");
+        let message = refused.to_string();
+        assert!(message.contains("FLASHSALE_MAX_BODY_BYTES"), "{message}");
+        assert!(message.contains("256"), "{message}");
+        let parsed = Http::try_parse_from(["api", "--request-timeout-ms", "250"]).unwrap();
+        assert_eq!(parsed.http.request_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn cors_origins_are_bare_origins() {
+        assert!(cors_origin("https://shop.example.com").is_ok());
+        assert!(cors_origin("http://localhost:8080").is_ok());
+        for bad in [
+            "*",
+            "https://shop.example.com/",
+            "shop.example.com",
+            "https://*.x",
+        ] {
+            assert!(cors_origin(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_redis_prefix_with_braces_is_refused() {
+        assert!(redis_prefix("fs{x}").is_err());
+        assert!(redis_prefix("").is_err());
+        assert_eq!(redis_prefix("fs-test.1").unwrap(), "fs-test.1");
+    }
+
+    /// `FLASHSALE_REQUEST_TIMEOUT_MS` is `--request-timeout-ms`: the flag
+    /// stays the variable's name whatever the field is called.
+    pub fn assert_flags_match_variables(settings: &[Setting]) {
+        for setting in settings {
+            let expected = setting
+                .env
+                .trim_start_matches("FLASHSALE_")
+                .to_lowercase()
+                .replace('_', "-");
+            assert_eq!(
+                setting.flag.as_deref(),
+                Some(expected.as_str()),
+                "{setting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_flag_is_named_after_its_variable() {
+        assert_flags_match_variables(&documented::<ApiSettings>());
+        assert_flags_match_variables(&documented::<crate::config::LogSettings>());
+    }
+
+    #[test]
+    fn every_api_setting_is_listed_with_its_default() {
+        let settings = documented::<ApiSettings>();
+        let timeout = settings
+            .iter()
+            .find(|setting| setting.env == "FLASHSALE_DEPENDENCY_TIMEOUT_MS")
+            .expect("listed");
+        assert_eq!(timeout.default.as_deref(), Some("1000"));
+        assert!(
+            settings
+                .iter()
+                .any(|setting| setting.env == "FLASHSALE_DATABASE_URL" && setting.default.is_none())
+        );
+    }
+}
