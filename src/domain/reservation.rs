@@ -1,13 +1,14 @@
 //! A reservation: units taken from a sale's stock for one shopper, waiting
 //! to become an order (or to be released).
 
-use std::fmt;
-
 use serde::Serialize;
 
 /// How a reservation stands. `pending` ends exactly once, as `confirmed`
 /// (an order exists) or as one of the release outcomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::Display,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum ReservationStatus {
     Pending,
     Confirmed,
@@ -34,25 +35,11 @@ pub enum PurchaseStatus {
 
 impl ReservationStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Pending => "pending",
-            ReservationStatus::Confirmed => "confirmed",
-            ReservationStatus::Released => "released",
-            ReservationStatus::Expired => "expired",
-            ReservationStatus::Failed => "failed",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [
-            ReservationStatus::Pending,
-            ReservationStatus::Confirmed,
-            ReservationStatus::Released,
-            ReservationStatus::Expired,
-            ReservationStatus::Failed,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == value)
+        value.parse().ok()
     }
 
     pub fn for_shopper(self) -> PurchaseStatus {
@@ -63,12 +50,6 @@ impl ReservationStatus {
             | ReservationStatus::Expired
             | ReservationStatus::Failed => PurchaseStatus::Failed,
         }
-    }
-}
-
-impl fmt::Display for ReservationStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

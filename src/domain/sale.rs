@@ -7,15 +7,26 @@
 //! started or ended. `paused`, `ended` and `cancelled` are admin decisions
 //! the clock does not override.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SaleState {
     Scheduled,
     Active,
@@ -26,25 +37,11 @@ pub enum SaleState {
 
 impl SaleState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            SaleState::Scheduled => "scheduled",
-            SaleState::Active => "active",
-            SaleState::Paused => "paused",
-            SaleState::Ended => "ended",
-            SaleState::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [
-            SaleState::Scheduled,
-            SaleState::Active,
-            SaleState::Paused,
-            SaleState::Ended,
-            SaleState::Cancelled,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == value)
+        value.parse().ok()
     }
 
     /// Ended and cancelled sales never sell again.
@@ -60,31 +57,17 @@ impl TryFrom<String> for SaleState {
     }
 }
 
-impl fmt::Display for SaleState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// What an admin can ask of a sale with `PATCH /api/admin/flash-sales/{id}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum SaleAction {
     Pause,
     Resume,
     Cancel,
     End,
-}
-
-impl fmt::Display for SaleAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SaleAction::Pause => "pause",
-            SaleAction::Resume => "resume",
-            SaleAction::Cancel => "cancel",
-            SaleAction::End => "end",
-        })
-    }
 }
 
 impl SaleAction {

@@ -57,7 +57,18 @@ pub struct Candidate {
 /// Why a reservation can never become an order. The code is what Redis
 /// records and PostgreSQL stores (`purchase_attempts.reason`); the message
 /// is only ever shown, never read back, so rewording it changes nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum FailureReason {
     SaleCancelled,
     UserGone,
@@ -70,29 +81,18 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 6] = [
-        FailureReason::SaleCancelled,
-        FailureReason::UserGone,
-        FailureReason::Banned,
-        FailureReason::LimitReached,
-        FailureReason::NoStock,
-        FailureReason::KeyAlreadyOrdered,
-    ];
+    /// Every reason.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
     /// The stable code: stored, published, labelled in metrics.
     pub fn code(self) -> &'static str {
-        match self {
-            FailureReason::SaleCancelled => "sale_cancelled",
-            FailureReason::UserGone => "user_gone",
-            FailureReason::Banned => "banned",
-            FailureReason::LimitReached => "limit_reached",
-            FailureReason::NoStock => "no_stock",
-            FailureReason::KeyAlreadyOrdered => "key_already_ordered",
-        }
+        self.into()
     }
 
     pub fn from_code(code: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|reason| reason.code() == code)
+        code.parse().ok()
     }
 
     /// What the shopper reads in their purchase status.
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn failure_codes_round_trip_and_only_missing_stock_is_written_off() {
-        for reason in FailureReason::ALL {
+        for reason in FailureReason::all() {
             assert_eq!(FailureReason::from_code(reason.code()), Some(reason));
             assert!(!reason.code().contains('|'));
             assert_eq!(reason.units_exist(), reason != FailureReason::NoStock);
@@ -426,6 +426,19 @@ mod tests {
         assert_eq!(
             FailureReason::from_code(FailureReason::NoStock.message()),
             None
+        );
+        // Stored in PostgreSQL and Redis records: renaming one is a migration.
+        let codes: Vec<&str> = FailureReason::all().map(FailureReason::code).collect();
+        assert_eq!(
+            codes,
+            [
+                "sale_cancelled",
+                "user_gone",
+                "banned",
+                "limit_reached",
+                "no_stock",
+                "key_already_ordered"
+            ]
         );
     }
 }
