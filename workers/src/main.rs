@@ -30,6 +30,9 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The fault suite's fail points, from FAILPOINTS (failpoint builds only).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = WorkerCli::parse();
     telemetry::init_logging(&cli.log)?;
     cli.worker.validate()?;

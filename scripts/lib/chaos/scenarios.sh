@@ -152,7 +152,7 @@ scenario_crash_after_commit() {
   local users=${CHAOS_USERS:-5000} i crashed=false
   scenario_begin crash-after-commit "$users"
   for ((i = 0; i < WORKERS; i++)); do stop_pid "$RUN_DIR/worker-$i.pid" flashsale-worker 30; done
-  FLASHSALE_FAILPOINT_CRASH_AFTER_COMMIT=3 start_worker 0 "$FAILPOINT_WORKER"
+  FAILPOINTS="crash-after-commit=2*off->return" start_worker 0 "$FAILPOINT_WORKER"
   wait_worker 0
   start_crowd "$users" 1000
   if wait_for 60 bash -c "! kill -0 $(pid_of "$RUN_DIR/worker-0.pid")"; then crashed=true; fi
