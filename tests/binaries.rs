@@ -9,6 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{
+    sys::signal::{self, Signal},
+    unistd::Pid,
+};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -34,12 +38,8 @@ fn api_command(pg: &PgPool) -> Command {
 }
 
 fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = Pid::from_raw(child.id().try_into().unwrap());
+    signal::kill(pid, Signal::SIGTERM).expect("SIGTERM sent");
 }
 
 /// Waits for the child to exit, killing it and failing after `limit`.

@@ -24,7 +24,7 @@ async fn a_worker_killed_mid_drain_loses_and_duplicates_nothing(pg: PgPool) {
         || async { harness.order_count().await >= 500 },
     )
     .await;
-    doomed.signal("KILL");
+    doomed.signal(nix::sys::signal::Signal::SIGKILL);
     doomed.exit_within(Duration::from_secs(5));
     let at_kill = harness.order_count().await;
     assert!(at_kill < 10_000, "the worker finished before it was killed");

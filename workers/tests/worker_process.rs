@@ -61,7 +61,7 @@ async fn sigterm_mid_drain_exits_zero_in_bounded_time_and_loses_nothing(pg: PgPo
         || async { harness.order_count().await >= 200 },
     )
     .await;
-    first.signal("TERM");
+    first.signal(nix::sys::signal::Signal::SIGTERM);
     let status = first.exit_within(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
 

@@ -60,13 +60,9 @@ impl Drop for WorkerProcess {
 }
 
 impl WorkerProcess {
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} failed");
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().try_into().unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|error| panic!("{signal}: {error}"));
     }
 
     /// Waits for the process to exit; panics past `limit`.
