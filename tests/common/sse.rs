@@ -1,13 +1,16 @@
-//! A minimal Server-Sent Events reader for the tests: named events with
-//! JSON data, comments (heartbeats) skipped.
+//! Server-Sent Events for the tests (eventsource-stream does the parsing):
+//! named events with JSON data; comments (heartbeats) never surface.
 
-use std::time::Duration;
+use std::{pin::Pin, time::Duration};
 
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 
+type Events = Pin<Box<dyn Stream<Item = Option<SseEvent>> + Send>>;
+
 pub struct EventReader {
-    response: reqwest::Response,
-    buffer: String,
+    events: Events,
 }
 
 #[derive(Debug, Clone)]
@@ -24,17 +27,24 @@ impl EventReader {
             content_type.starts_with("text/event-stream"),
             "{content_type}"
         );
+        // A broken stream reads as its end (`None`), as the stream ending.
+        let events = response.bytes_stream().eventsource().map(|event| {
+            event.ok().map(|event| SseEvent {
+                name: event.event,
+                data: serde_json::from_str(&event.data).expect("event data is JSON"),
+            })
+        });
         Self {
-            response,
-            buffer: String::new(),
+            events: Box::pin(events),
         }
     }
 
     /// The next event, or `None` when the stream ends; panics after `limit`.
     pub async fn next(&mut self, limit: Duration) -> Option<SseEvent> {
-        tokio::time::timeout(limit, self.read_event())
+        tokio::time::timeout(limit, self.events.next())
             .await
             .unwrap_or_else(|_| panic!("no event within {limit:?}"))
+            .flatten()
     }
 
     /// The next event named `name`, skipping others.
@@ -51,37 +61,4 @@ impl EventReader {
             }
         }
     }
-
-    async fn read_event(&mut self) -> Option<SseEvent> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(event) = parse_block(&block) {
-                    return Some(event);
-                }
-            }
-            let chunk = self.response.chunk().await.ok()??;
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-}
-
-/// One event block; `None` for a comment-only block (a heartbeat).
-fn parse_block(block: &str) -> Option<SseEvent> {
-    let mut name = String::from("message");
-    let mut data = Vec::new();
-    for line in block.lines() {
-        if let Some(value) = line.strip_prefix("event:") {
-            name = value.trim().to_string();
-        } else if let Some(value) = line.strip_prefix("data:") {
-            data.push(value.trim_start().to_string());
-        }
-    }
-    if data.is_empty() {
-        return None;
-    }
-    Some(SseEvent {
-        name,
-        data: serde_json::from_str(&data.join("\n")).expect("event data is JSON"),
-    })
 }
