@@ -3,8 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 /// An amount in the currency's minor unit (e.g. cents). Non-negative.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = i64, minimum = 0)]
 pub struct Money(i64);
 
 impl Money {
@@ -21,8 +24,16 @@ impl Money {
     }
 }
 
+impl From<Money> for i64 {
+    fn from(money: Money) -> Self {
+        money.0
+    }
+}
+
 /// An ISO 4217 code: exactly three upper-case ASCII letters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
 pub struct Currency(String);
 
 impl Currency {
@@ -33,6 +44,20 @@ impl Currency {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = String;
+
+    fn try_from(code: String) -> Result<Self, Self::Error> {
+        Self::parse(&code).ok_or_else(|| format!("{code:?} is not an ISO 4217 code"))
+    }
+}
+
+impl From<Currency> for String {
+    fn from(currency: Currency) -> Self {
+        currency.0
     }
 }
 

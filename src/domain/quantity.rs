@@ -75,6 +75,12 @@ impl From<Quantity> for i64 {
     }
 }
 
+impl From<Quantity> for i32 {
+    fn from(quantity: Quantity) -> Self {
+        quantity.0
+    }
+}
+
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

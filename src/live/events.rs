@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    domain::{FailureReason, PurchaseStatus, ReservationStatus, SaleState},
+    domain::{Currency, FailureReason, Money, PurchaseStatus, ReservationStatus, SaleState},
     snapshot::SaleView,
     store::redis::ReservationRecord,
 };
@@ -24,8 +24,8 @@ pub struct SaleUpdate {
     pub stock: i64,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    pub price: i64,
-    pub currency: String,
+    pub price: Money,
+    pub currency: Currency,
     pub per_user_limit: i32,
 }
 

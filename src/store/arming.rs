@@ -41,7 +41,7 @@ impl From<&SaleRow> for SaleMirror {
             starts_at_ms: sale.starts_at.timestamp_millis(),
             ends_at_ms: sale.ends_at.timestamp_millis(),
             per_user_limit: sale.per_user_limit,
-            price: sale.sale_price,
+            price: sale.sale_price.minor(),
             version: sale.version,
             staged_buyers: None,
         }

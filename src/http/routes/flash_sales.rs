@@ -12,7 +12,7 @@ use validator::{Validate, ValidationError};
 use super::products::MAX_STOCK;
 use crate::{
     app::sales::{SaleChange, SaleReport},
-    domain::{Money, SaleAction, SaleState, SaleWindow},
+    domain::{Currency, Money, SaleAction, SaleState, SaleWindow},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -88,8 +88,8 @@ fn one_change(request: &UpdateFlashSaleRequest) -> Result<(), ValidationError> {
 pub struct FlashSaleResponse {
     pub id: Uuid,
     pub product_id: Uuid,
-    pub price: i64,
-    pub currency: String,
+    pub price: Money,
+    pub currency: Currency,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     /// What shoppers see now: the admin's decision, then the clock.

@@ -73,8 +73,8 @@ pub struct ProductResponse {
     pub sku: String,
     pub name: String,
     pub description: String,
-    pub price: i64,
-    pub currency: String,
+    pub price: Money,
+    pub currency: Currency,
     pub stock: StockResponse,
     pub created_at: DateTime<Utc>,
 }

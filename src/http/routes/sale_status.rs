@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    domain::{SaleState, may_buy},
+    domain::{Currency, Money, SaleState, may_buy},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -34,8 +34,8 @@ pub struct SaleStatusResponse {
     pub state: SaleState,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    pub price: i64,
-    pub currency: String,
+    pub price: Money,
+    pub currency: Currency,
     pub per_user_limit: i32,
     /// Units allotted to the sale.
     pub stock: i64,

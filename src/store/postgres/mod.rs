@@ -27,7 +27,7 @@ pub use users::UserRow;
 use super::{Dependency, StoreError, bounded};
 use crate::{
     config::DatabaseSettings,
-    domain::{DomainError, Quantity},
+    domain::{Currency, DomainError, Money, Quantity},
 };
 
 /// The schema, embedded at compile time from `migrations/`.
@@ -129,26 +129,40 @@ fn on_violation(constraint: &str, domain: DomainError) -> impl FnOnce(sqlx::Erro
     }
 }
 
-/// A quantity is stored as `integer`, written only from a [`Quantity`], so
-/// it reads back as one.
-impl sqlx::Type<sqlx::Postgres> for Quantity {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <i32 as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
+/// A domain value stored as a plain column: written from the value, read
+/// back through its checked constructor (a row that breaks it is an error,
+/// never a silent default).
+macro_rules! stored_as {
+    ($domain:ty, $column:ty, $read:expr) => {
+        impl sqlx::Type<sqlx::Postgres> for $domain {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <$column as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $domain {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                let column: $column = self.clone().into();
+                <$column as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&column, buf)
+            }
+        }
+
+        impl sqlx::Decode<'_, sqlx::Postgres> for $domain {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'_>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let column = <$column as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                let read: fn($column) -> Result<$domain, String> = $read;
+                Ok(read(column)?)
+            }
+        }
+    };
 }
 
-impl sqlx::Encode<'_, sqlx::Postgres> for Quantity {
-    fn encode_by_ref(
-        &self,
-        buf: &mut sqlx::postgres::PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <i32 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.get(), buf)
-    }
-}
-
-impl sqlx::Decode<'_, sqlx::Postgres> for Quantity {
-    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
-        let units = <i32 as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-        Ok(Quantity::try_from(i64::from(units))?)
-    }
-}
+stored_as!(Quantity, i32, |units| Quantity::try_from(i64::from(units)));
+stored_as!(Money, i64, |minor| Money::from_minor(minor)
+    .ok_or_else(|| format!("{minor} is not an amount")));
+stored_as!(Currency, String, Currency::try_from);

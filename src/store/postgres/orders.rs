@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::Db;
 use crate::{
-    domain::{Quantity, ReservationStatus},
+    domain::{Money, Quantity, ReservationStatus},
     store::StoreError,
 };
 
@@ -15,7 +15,7 @@ pub struct OrderRow {
     pub reservation_id: Uuid,
     pub flash_sale_id: Uuid,
     pub quantity: Quantity,
-    pub unit_price: i64,
+    pub unit_price: Money,
     pub status: String,
     pub created_at: DateTime<Utc>,
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Db, audit::AdminAct};
 use crate::{
-    domain::{DomainError, Money, SaleAction, SaleState, SaleWindow},
+    domain::{Currency, DomainError, Money, SaleAction, SaleState, SaleWindow},
     store::StoreError,
 };
 
@@ -32,8 +32,8 @@ pub struct NewSale {
 pub struct SaleRow {
     pub id: Uuid,
     pub product_id: Uuid,
-    pub sale_price: i64,
-    pub currency: String,
+    pub sale_price: Money,
+    pub currency: Currency,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     #[sqlx(try_from = "String")]

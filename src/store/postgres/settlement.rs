@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{Db, sales::lock_product};
 use crate::{
     domain::{
-        Candidate, Decision, DomainError, FailureReason, PriorOutcome, Quantity, ReservationStatus,
-        SaleLedger, SaleState, decide,
+        Candidate, Decision, DomainError, FailureReason, Money, PriorOutcome, Quantity,
+        ReservationStatus, SaleLedger, SaleState, decide,
     },
     store::StoreError,
 };
@@ -46,7 +46,7 @@ struct LedgerRow {
     allotted_quantity: i64,
     confirmed_quantity: i64,
     available_quantity: i64,
-    sale_price: i64,
+    sale_price: Money,
 }
 
 #[derive(sqlx::FromRow)]
