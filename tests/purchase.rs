@@ -85,7 +85,7 @@ async fn two_thousand_shoppers_racing_for_a_hundred_units_get_exactly_a_hundred(
         .collect();
     assert_eq!(reservations.len(), 100, "reservation ids must be distinct");
     assert_eq!(app.redis_stock(&sale).await, Some(0));
-    assert_eq!(zcard(&app, app.sale_key(&sale, "pending")).await, 100);
+    assert_eq!(zcard(&app, app.sale_keys(&sale).pending).await, 100);
     assert_eq!(
         app.queued_jobs().await,
         100,
@@ -124,7 +124,7 @@ async fn one_shopper_with_two_hundred_keys_at_limit_one_gets_one_reservation(pg:
     let held: Option<i64> = app
         .redis
         .clone()
-        .hget(app.sale_key(&sale, "buyers"), user.to_string())
+        .hget(app.sale_keys(&sale).buyers, user.to_string())
         .await
         .unwrap();
     assert_eq!(held, Some(1));
@@ -161,7 +161,7 @@ async fn one_key_repeated_concurrently_always_answers_the_same_reservation(pg: P
         .collect();
     assert_eq!(reservations.len(), 1, "one key, one reservation");
     assert_eq!(app.redis_stock(&sale).await, Some(49), "stock taken once");
-    assert_eq!(zcard(&app, app.sale_key(&sale, "pending")).await, 1);
+    assert_eq!(zcard(&app, app.sale_keys(&sale).pending).await, 1);
     assert_eq!(app.queued_jobs().await, 1);
 }
 
@@ -269,7 +269,7 @@ async fn bad_quantities_keys_and_bodies_are_refused_and_reserve_nothing(pg: PgPo
         .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 
     assert_eq!(app.redis_stock(&sale).await, Some(10));
-    assert_eq!(zcard(&app, app.sale_key(&sale, "pending")).await, 0);
+    assert_eq!(zcard(&app, app.sale_keys(&sale).pending).await, 0);
     assert_eq!(app.queued_jobs().await, 0);
 }
 
@@ -476,7 +476,7 @@ async fn a_failed_queue_push_still_accepts_and_leaves_the_reservation_pending_on
     let pending: Vec<String> = app
         .redis
         .clone()
-        .zrange(app.sale_key(&sale, "pending"), 0, -1)
+        .zrange(app.sale_keys(&sale).pending, 0, -1)
         .await
         .unwrap();
     assert_eq!(

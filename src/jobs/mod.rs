@@ -52,7 +52,7 @@ pub struct PurchaseQueue {
 
 /// Queue name for a deployment prefix. The braces are a Redis Cluster hash
 /// tag: every key apalis derives from the name lands in one slot.
-fn queue_name(prefix: &str) -> String {
+pub fn queue_name(prefix: &str) -> String {
     format!("{prefix}:{{purchases}}")
 }
 

@@ -19,7 +19,10 @@ use flashsale::{
     http::AppState,
     jobs::PurchaseQueue,
     server,
-    store::{postgres::Db, redis::RedisStore},
+    store::{
+        postgres::Db,
+        redis::{RedisStore, SaleKeys},
+    },
 };
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
@@ -423,13 +426,14 @@ impl TestApp {
         RedisStore::connect_lazy(&settings, DEPENDENCY_TIMEOUT).unwrap()
     }
 
-    pub fn sale_key(&self, sale_id: &str, name: &str) -> String {
-        format!("{}:{{sale:{sale_id}}}:{name}", self.prefix)
+    /// The sale's Redis keys, as the store names them.
+    pub fn sale_keys(&self, sale_id: &str) -> SaleKeys {
+        SaleKeys::new(&self.prefix, sale_id.parse().expect("a sale id"))
     }
 
     /// Jobs sitting in the purchase queue.
     pub async fn queued_jobs(&self) -> i64 {
-        let key = format!("{}:{{purchases}}:data", self.prefix);
+        let key = format!("{}:data", flashsale::jobs::queue_name(&self.prefix));
         redis::cmd("HLEN")
             .arg(key)
             .query_async(&mut self.redis.clone())

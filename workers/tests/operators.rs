@@ -257,7 +257,7 @@ async fn dead_jobs_beyond_the_number_kept_are_dropped(pg: PgPool) {
         ("FLASHSALE_DEAD_JOBS_KEPT", "2"),
         ("FLASHSALE_RECONCILE_SCHEDULE", "* * * * * *"),
     ]);
-    let queue = format!("{}:{{purchases}}", harness.prefix);
+    let queue = flashsale::jobs::queue_name(&harness.prefix);
     common::eventually(
         Duration::from_secs(30),
         "two dead jobs kept, with their payloads only",

@@ -257,7 +257,7 @@ impl Harness {
     /// What apalis still keeps of finished jobs: payloads, done-set entries
     /// and metadata keys.
     pub async fn finished_job_leftovers(&self) -> (i64, i64, usize) {
-        let queue = format!("{}:{{purchases}}", self.prefix);
+        let queue = flashsale::jobs::queue_name(&self.prefix);
         let mut raw = self.raw.clone();
         let (payloads, done): (i64, i64) = redis::pipe()
             .hlen(format!("{queue}:data"))
@@ -286,7 +286,10 @@ impl Harness {
     /// Jobs apalis has acked as done (its done set).
     pub async fn jobs_done(&self) -> i64 {
         redis::cmd("SCARD")
-            .arg(format!("{}:{{purchases}}:done", self.prefix))
+            .arg(format!(
+                "{}:done",
+                flashsale::jobs::queue_name(&self.prefix)
+            ))
             .query_async(&mut self.raw.clone())
             .await
             .unwrap()
