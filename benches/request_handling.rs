@@ -4,14 +4,10 @@
 //! the JSON body, and rendering the JSON answer.
 //! Run with `cargo bench --bench request_handling`.
 
-// The test identity provider's keys (the bench uses its signing keys only).
-#[allow(dead_code)]
-#[path = "../tests/common/idp.rs"]
-mod idp;
-
 use std::{hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+// The test identity provider's signing keys.
 use flashsale::{
     auth::LocalTokens,
     config::Secret,
@@ -22,6 +18,7 @@ use flashsale::{
         purchase::{PurchaseAccepted, PurchaseRequest},
     },
 };
+use flashsale_testkit::idp;
 use uuid::Uuid;
 use validator::Validate;
 

@@ -260,13 +260,10 @@ async fn bad_sale_changes_are_refused_and_leave_the_sale_as_it_was(pg: PgPool) {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 10).await;
-    let sale_id = sale["id"].as_str().unwrap();
+    let sale_id = &sale.id.to_string();
     let path = format!("/api/admin/flash-sales/{sale_id}");
     let cancelled = app.create_sale(&admin, product, 10).await;
-    let cancelled_path = format!(
-        "/api/admin/flash-sales/{}",
-        cancelled["id"].as_str().unwrap()
-    );
+    let cancelled_path = format!("/api/admin/flash-sales/{}", cancelled.id);
     assert_eq!(
         app.patch(&cancelled_path, Some(&admin), json!({"action": "cancel"}))
             .await

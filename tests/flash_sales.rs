@@ -5,6 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::spawn_app;
+use flashsale::{
+    domain::SaleState,
+    http::routes::{purchase::PurchaseAccepted, sale_status::SaleStatusResponse},
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
@@ -16,12 +20,12 @@ async fn a_created_sale_is_armed_with_its_allotted_stock(pg: PgPool) {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 500).await;
     let sale = app.create_sale(&admin, product, 120).await;
-    let id = sale["id"].as_str().unwrap();
+    let id = &sale.id.to_string();
 
-    assert_eq!(sale["state"], "active");
-    assert_eq!(sale["stock"], 120);
-    assert_eq!(sale["remaining"], 120);
-    assert_eq!(sale["armed"], true);
+    assert_eq!(sale.state, SaleState::Active);
+    assert_eq!(sale.stock, 120);
+    assert_eq!(sale.remaining, Some(120));
+    assert!(sale.armed);
     assert_eq!(app.redis_stock(id).await, Some(120));
     assert_eq!(app.redis_meta(id, "state").await.as_deref(), Some("active"));
     assert_eq!(
@@ -43,10 +47,10 @@ async fn arming_again_leaves_reserved_stock_alone(pg: PgPool) {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 50).await;
-    let id = sale["id"].as_str().unwrap();
+    let id = &sale.id.to_string();
     // Seven units taken by reservations since arming.
     let _: i64 = redis::cmd("DECRBY")
-        .arg(app.stock_key(id))
+        .arg(app.sale_keys(id).stock)
         .arg(7)
         .query_async(&mut app.redis.clone())
         .await
@@ -82,7 +86,7 @@ async fn arming_after_redis_lost_its_data_rebuilds_from_postgres_without_inventi
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 60).await;
-    let id = sale["id"].as_str().unwrap();
+    let id = &sale.id.to_string();
     // 25 units already committed as orders (what the worker records).
     sqlx::query("update flash_sales set confirmed_quantity = 25 where id = $1::uuid")
         .bind(id)
@@ -115,7 +119,7 @@ async fn pause_resume_cancel_and_end_reach_redis(pg: PgPool) {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 10).await;
-    let id = sale["id"].as_str().unwrap();
+    let id = &sale.id.to_string();
     let path = format!("/api/admin/flash-sales/{id}");
 
     for (action, state) in [
@@ -147,7 +151,7 @@ async fn added_stock_reaches_redis_exactly_once_even_when_redis_missed_it(pg: Pg
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 10).await;
-    let id = sale["id"].as_str().unwrap();
+    let id = &sale.id.to_string();
     let path = format!("/api/admin/flash-sales/{id}");
 
     let added = app
@@ -232,7 +236,7 @@ async fn a_cancelled_sale_gives_its_unsold_allotment_back(pg: PgPool) {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 10).await;
     let sale = app.create_sale(&admin, product, 10).await;
-    let path = format!("/api/admin/flash-sales/{}", sale["id"].as_str().unwrap());
+    let path = format!("/api/admin/flash-sales/{}", sale.id);
     let refused = app
         .post(
             "/api/admin/flash-sales",
@@ -261,7 +265,7 @@ async fn the_public_status_shows_the_current_sale_with_remaining_stock(pg: PgPoo
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, 100).await;
     let sale = app.create_sale(&admin, product, 30).await;
-    let id = sale["id"].as_str().unwrap();
+    let id = &sale.id.to_string();
     // The node's snapshot is at most one refresh behind the stores.
     common::eventually(
         Duration::from_secs(2),
@@ -271,15 +275,17 @@ async fn the_public_status_shows_the_current_sale_with_remaining_stock(pg: PgPoo
     .await;
     let current = app.get("/api/flash-sale/status", None).await;
     assert_eq!(current.status, StatusCode::OK, "{}", current.body);
-    assert_eq!(current.body["sale_id"], id);
-    assert_eq!(current.body["state"], "active");
-    assert_eq!(current.body["remaining"], 30);
-    assert_eq!(current.body["price"], 4_999);
+    let current: SaleStatusResponse = current.json();
+    assert_eq!(current.sale_id, sale.id);
+    assert_eq!(current.state, SaleState::Active);
+    assert_eq!(current.remaining, Some(30));
+    assert_eq!(current.price.minor(), 4_999);
 
-    let by_id = app
+    let by_id: SaleStatusResponse = app
         .get(&format!("/api/flash-sale/status?sale_id={id}"), None)
-        .await;
-    assert_eq!(by_id.body["sale_id"], id);
+        .await
+        .json();
+    assert_eq!(by_id.sale_id, sale.id);
     app.get(
         &format!("/api/flash-sale/status?sale_id={}", uuid::Uuid::now_v7()),
         None,
@@ -459,16 +465,8 @@ async fn an_archived_sale_leaves_redis_and_still_answers_from_postgres(pg: PgPoo
     app.attempt(&refused, "c", json!({"sale_id": sale, "quantity": 9}))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "QUANTITY_ABOVE_LIMIT");
-    let bought_id: Uuid = bought.body["reservation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let failing_id: Uuid = failing.body["reservation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let bought_id = bought.json::<PurchaseAccepted>().reservation_id;
+    let failing_id = failing.json::<PurchaseAccepted>().reservation_id;
 
     // The second shopper is suspended while their reservation waits, so it
     // fails; they are reinstated afterwards and may look at it.

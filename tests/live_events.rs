@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{
     RedisConnection, spawn_app, spawn_app_behind_redis_proxy, spawn_app_with, spawn_second_node,
 };
+use flashsale::http::routes::purchase::PurchaseAccepted;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
@@ -81,17 +82,9 @@ async fn outcomes_reach_their_shopper_only_and_reconnects_start_from_the_present
 
     let alices = app.attempt(&alice, "a-1", json!({ "sale_id": sale })).await;
     assert_eq!(alices.status, StatusCode::ACCEPTED, "{}", alices.body);
-    let alices: Uuid = alices.body["reservation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let alices = alices.json::<PurchaseAccepted>().reservation_id;
     let bobs = app.attempt(&bob, "b-1", json!({ "sale_id": sale })).await;
-    let bobs: Uuid = bobs.body["reservation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let bobs = bobs.json::<PurchaseAccepted>().reservation_id;
 
     // What the worker does once PostgreSQL committed the order.
     let store = app.redis_store();

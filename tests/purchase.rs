@@ -9,7 +9,10 @@ use std::{
 };
 
 use common::{Reply, Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_with};
-use flashsale::domain::{FailureReason, ReservationStatus};
+use flashsale::{
+    domain::{FailureReason, ReservationStatus},
+    http::routes::purchase::PurchaseAccepted,
+};
 use futures::{StreamExt, stream};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -496,11 +499,7 @@ async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg
     let (owner, token) = app.shopper();
     let (_, stranger) = app.shopper();
     let reply = app.attempt(&token, "mine", json!({"sale_id": sale})).await;
-    let reservation: Uuid = reply.body["reservation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reservation = reply.json::<PurchaseAccepted>().reservation_id;
 
     for query in [
         format!("reservation_id={reservation}"),

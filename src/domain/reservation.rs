@@ -1,7 +1,7 @@
 //! A reservation: units taken from a sale's stock for one shopper, waiting
 //! to become an order (or to be released).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a reservation stands. `pending` ends exactly once, as `confirmed`
 /// (an order exists) or as one of the release outcomes.
@@ -25,7 +25,7 @@ impl TryFrom<String> for ReservationStatus {
 }
 
 /// What a shopper is told: still waiting, bought, or not bought.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PurchaseStatus {
     Pending,

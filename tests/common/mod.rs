@@ -3,12 +3,9 @@
 //! fresh key prefix per test), plus typed helpers for the HTTP calls.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod idp;
 pub mod proxy;
-mod shared;
-pub mod sse;
 
-pub use shared::*;
+pub use flashsale_testkit::{idp, services::*, sse};
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -16,7 +13,7 @@ use flashsale::{
     auth::{self, LocalTokens},
     config::{ApiSettings, AuthMode, OidcSettings, RedisSettings, Secret},
     domain::{Email, Role},
-    http::AppState,
+    http::{AppState, routes::flash_sales::FlashSaleResponse},
     jobs::PurchaseQueue,
     server,
     store::{
@@ -295,6 +292,13 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The body as the API's own response type (tests of the wire shape
+    /// itself read `body`).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|error| panic!("{error}: {}", self.body))
+    }
+
     /// Asserts the one error shape with this status and code.
     pub fn assert_error(&self, status: StatusCode, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
@@ -500,7 +504,12 @@ impl TestApp {
         })
     }
 
-    pub async fn create_sale(&self, admin: &str, product_id: Uuid, stock: i64) -> Value {
+    pub async fn create_sale(
+        &self,
+        admin: &str,
+        product_id: Uuid,
+        stock: i64,
+    ) -> FlashSaleResponse {
         let reply = self
             .post(
                 "/api/admin/flash-sales",
@@ -509,21 +518,13 @@ impl TestApp {
             )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body
-    }
-
-    pub fn stock_key(&self, sale_id: &str) -> String {
-        format!("{}:{{sale:{sale_id}}}:stock", self.prefix)
-    }
-
-    pub fn meta_key(&self, sale_id: &str) -> String {
-        format!("{}:{{sale:{sale_id}}}:meta", self.prefix)
+        reply.json()
     }
 
     pub async fn redis_stock(&self, sale_id: &str) -> Option<i64> {
         self.redis
             .clone()
-            .get(self.stock_key(sale_id))
+            .get(self.sale_keys(sale_id).stock)
             .await
             .unwrap()
     }
@@ -531,7 +532,7 @@ impl TestApp {
     pub async fn redis_meta(&self, sale_id: &str, field: &str) -> Option<String> {
         self.redis
             .clone()
-            .hget(self.meta_key(sale_id), field)
+            .hget(self.sale_keys(sale_id).meta, field)
             .await
             .unwrap()
     }

@@ -10,12 +10,11 @@
 //!   cargo bench -p flashsale-workers --bench drain
 //! ```
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Harness, drop_database, fresh_database};
+use flashsale_testkit::worker::{Harness, drop_database, fresh_database};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_flashsale-worker");
 
 fn list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -44,7 +43,7 @@ async fn main() {
     for &count in &counts {
         for &batch in &batch_sizes {
             let (pool, name) = fresh_database(&admin_url).await;
-            let harness = Harness::new(pool.clone(), count as i64, 1).await;
+            let harness = Harness::new(WORKER, pool.clone(), count as i64, 1).await;
             let users = harness.users(count).await;
             let jobs = harness.reserve(&users).await;
             assert_eq!(jobs.len(), count);

@@ -11,15 +11,12 @@
 //! Each iteration commits 256 new orders into a fresh database, so later
 //! samples see a few hundred thousand orders at most.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Harness, drop_database, fresh_database};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flashsale::store::postgres::ReservationToSettle;
+use flashsale_testkit::worker::{Harness, drop_database, fresh_database};
 use uuid::Uuid;
 
 const BATCH: usize = 256;
@@ -31,7 +28,12 @@ fn group_commit(c: &mut Criterion) {
     let (pool, name) = runtime.block_on(fresh_database(&admin_url));
     // Stock and the per-user limit far above what the bench commits, so every
     // reservation becomes an order: the bench measures the commit path.
-    let harness = runtime.block_on(Harness::new(pool.clone(), 1_000_000_000, 1_000_000_000));
+    let harness = runtime.block_on(Harness::new(
+        env!("CARGO_BIN_EXE_flashsale-worker"),
+        pool.clone(),
+        1_000_000_000,
+        1_000_000_000,
+    ));
     let users = runtime.block_on(harness.users(BATCH));
     let sale_id = harness.sale.id;
     let batch = || -> Vec<ReservationToSettle> {

@@ -4,14 +4,12 @@
 
 mod common;
 
-#[path = "../../tests/common/sse.rs"]
-mod sse;
-
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Harness, database_url, redis_url};
+use common::{Harness, WORKER, database_url, redis_url};
 use flashsale::{auth::LocalTokens, config::ApiSettings, domain::Role, server};
+use flashsale_testkit::sse;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +24,7 @@ struct ApiArgs {
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_shoppers_stream_says_confirmed_once_the_worker_commits(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let settings = ApiArgs::parse_from([
         "flashsale-api",
         "--bind=127.0.0.1:0",

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::Harness;
+use common::{Harness, WORKER};
 use flashsale::{
     domain::{DomainError, FailureReason, Money, ReservationStatus, SaleAction, SaleWindow},
     store::{
@@ -19,7 +19,17 @@ use flashsale::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
-impl Harness {
+/// What these tests do as an operator, on top of the shared harness.
+trait OperatorSteps {
+    async fn second_sale(
+        &self,
+        stock: i64,
+    ) -> Result<flashsale::store::postgres::SaleRow, StoreError>;
+    async fn act(&self, action: SaleAction);
+    async fn allotment_released(&self) -> bool;
+}
+
+impl OperatorSteps for Harness {
     /// Another sale of the harness's product with `stock` units.
     async fn second_sale(
         &self,
@@ -72,7 +82,7 @@ fn free_stock_refused(result: Result<flashsale::store::postgres::SaleRow, StoreE
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn an_ended_sales_backlog_keeps_its_units_until_it_settles(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(4).await;
     let backlog = harness.reserve(&users).await;
     assert_eq!(backlog.len(), 4);
@@ -112,7 +122,7 @@ async fn an_ended_sales_backlog_keeps_its_units_until_it_settles(pg: PgPool) {
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_cancel_waits_for_the_batch_in_flight(pg: PgPool) {
-    let harness = Harness::new(pg, 3, 1).await;
+    let harness = Harness::new(WORKER, pg, 3, 1).await;
     // A settlement batch in flight holds the product lock until it commits.
     let mut batch = harness.pg.begin().await.unwrap();
     sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
@@ -160,7 +170,7 @@ async fn retry(harness: &Harness, job: &flashsale::jobs::PurchaseJob) -> Reserve
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_key_retried_after_redis_lost_its_data_is_still_one_purchase(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 2).await;
+    let harness = Harness::new(WORKER, pg, 10, 2).await;
     let user = harness.users(1).await[0];
     let first = harness.reserve(&[user]).await.remove(0);
     harness.enqueue(std::slice::from_ref(&first)).await;
@@ -238,7 +248,7 @@ async fn a_key_retried_after_redis_lost_its_data_is_still_one_purchase(pg: PgPoo
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn dead_jobs_beyond_the_number_kept_are_dropped(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     // Jobs of a sale PostgreSQL does not know fail on every attempt.
     let user = harness.users(1).await[0];
     let doomed: Vec<_> = (0..6)
@@ -276,7 +286,7 @@ async fn dead_jobs_beyond_the_number_kept_are_dropped(pg: PgPool) {
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_reservation_stuck_in_a_sale_closed_days_ago_is_still_settled(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(1).await;
     // Accepted, but its job was lost; then the sale ended, days ago.
     let stuck = harness.reserve(&users).await;
@@ -307,7 +317,7 @@ async fn a_reservation_stuck_in_a_sale_closed_days_ago_is_still_settled(pg: PgPo
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_sale_closed_by_its_clock_is_ended_and_a_regressed_closed_sale_armed_again(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     sqlx::query(
         "update flash_sales set starts_at = now() - interval '2 hours', ends_at = now() - interval '1 second'
          where id = $1",
@@ -367,7 +377,7 @@ async fn a_sale_closed_by_its_clock_is_ended_and_a_regressed_closed_sale_armed_a
 async fn a_reservation_settling_after_its_sales_units_were_released_takes_only_free_units(
     pg: PgPool,
 ) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(2).await;
     let late = harness.reserve(&users).await;
     harness.act(SaleAction::End).await;

@@ -5,13 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, eventually};
+use common::{Harness, WORKER, eventually};
 use flashsale::store::arming;
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_worker_killed_mid_drain_loses_and_duplicates_nothing(pg: PgPool) {
-    let harness = Harness::new(pg, 10_000, 1).await;
+    let harness = Harness::new(WORKER, pg, 10_000, 1).await;
     let users = harness.users(10_000).await;
     let jobs = harness.reserve(&users).await;
     harness.enqueue(&jobs).await;
@@ -40,7 +40,7 @@ async fn a_worker_killed_mid_drain_loses_and_duplicates_nothing(pg: PgPool) {
 async fn redis_losing_its_data_mid_sale_rebuilds_stock_from_postgres_without_overselling(
     pg: PgPool,
 ) {
-    let harness = Harness::new(pg, 1_000, 1).await;
+    let harness = Harness::new(WORKER, pg, 1_000, 1).await;
     let buyers = harness.users(300).await;
     let committed = harness.reserve(&buyers).await;
     harness.enqueue(&committed).await;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, eventually};
+use common::{Harness, WORKER, eventually};
 use flashsale::{
     domain::{FailureReason, ReservationStatus},
     store::redis::Counter,
@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool) {
-    let harness = Harness::new(pg, 10_000, 1).await;
+    let harness = Harness::new(WORKER, pg, 10_000, 1).await;
     let users = harness.users(10_000).await;
     let jobs = harness.reserve(&users).await;
     assert_eq!(jobs.len(), 10_000);
@@ -64,7 +64,7 @@ async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool)
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool) {
-    let harness = Harness::new(pg, 1_000, 1).await;
+    let harness = Harness::new(WORKER, pg, 1_000, 1).await;
     let users = harness.users(1_000).await;
     let jobs = harness.reserve(&users).await;
     // Every reservation queued twice, as two distinct jobs.
@@ -106,7 +106,7 @@ async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool)
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_reservation_whose_push_failed_is_enqueued_by_the_reconciler(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(3).await;
     // Reserved, never pushed: what an API node leaves behind when the push fails.
     let jobs = harness.reserve(&users).await;
@@ -124,7 +124,7 @@ async fn a_reservation_whose_push_failed_is_enqueued_by_the_reconciler(pg: PgPoo
 async fn a_job_that_can_never_succeed_is_released_visibly_and_the_shopper_may_buy_again(
     pg: PgPool,
 ) {
-    let harness = Harness::new(pg, 5, 1).await;
+    let harness = Harness::new(WORKER, pg, 5, 1).await;
     let users = harness.users(2).await;
     let (gone, present) = (users[0], users[1]);
     let jobs = harness.reserve(&users).await;
@@ -196,7 +196,7 @@ async fn a_job_that_can_never_succeed_is_released_visibly_and_the_shopper_may_bu
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn reservations_of_a_cancelled_sale_fail_with_the_reason_and_return_their_units(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(4).await;
     let jobs = harness.reserve(&users).await;
     harness
@@ -236,7 +236,7 @@ async fn reservations_of_a_cancelled_sale_fail_with_the_reason_and_return_their_
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_banned_shoppers_pending_reservations_are_released_and_their_units_resold(pg: PgPool) {
-    let harness = Harness::new(pg, 3, 1).await;
+    let harness = Harness::new(WORKER, pg, 3, 1).await;
     let users = harness.users(3).await;
     let banned = users[0];
     let jobs = harness.reserve(&users).await;
@@ -273,7 +273,7 @@ async fn a_banned_shoppers_pending_reservations_are_released_and_their_units_res
 /// after it, and every later batch reads the ban.
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_ban_waits_for_the_batch_in_flight_and_later_batches_see_it(pg: PgPool) {
-    let harness = Harness::new(pg, 3, 1).await;
+    let harness = Harness::new(WORKER, pg, 3, 1).await;
     let user = harness.users(1).await[0];
     let mut batch = harness.pg.begin().await.unwrap();
     sqlx::query("select id from users where id = $1 for key share")
@@ -320,7 +320,7 @@ async fn a_ban_waits_for_the_batch_in_flight_and_later_batches_see_it(pg: PgPool
 /// user's row waits for the ban, then reads it and fails the reservation.
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_batch_waits_for_a_ban_in_flight_and_fails_its_user(pg: PgPool) {
-    let harness = Harness::new(pg, 3, 1).await;
+    let harness = Harness::new(WORKER, pg, 3, 1).await;
     let user = harness.users(1).await[0];
     let job = harness.reserve(&[user]).await.remove(0);
     let mut ban = harness.pg.begin().await.unwrap();
@@ -370,7 +370,7 @@ async fn a_batch_waits_for_a_ban_in_flight_and_fails_its_user(pg: PgPool) {
 /// order that no ledger counted, and a buyer over the limit.
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn the_shared_invariants_catch_an_order_the_ledgers_never_counted(pg: PgPool) {
-    let harness = Harness::new(pg, 10, 1).await;
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(1).await;
     let jobs = harness.reserve(&users).await;
     harness.enqueue(&jobs).await;

@@ -46,7 +46,7 @@ fn a_bad_setting_stops_the_worker_with_the_variable_named() {
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn sigterm_mid_drain_exits_zero_in_bounded_time_and_loses_nothing(pg: PgPool) {
-    let harness = Harness::new(pg, 5_000, 1).await;
+    let harness = Harness::new(WORKER, pg, 5_000, 1).await;
     let users = harness.users(5_000).await;
     let jobs = harness.reserve(&users).await;
     harness.enqueue(&jobs).await;

@@ -84,7 +84,7 @@ fn one_change(request: &UpdateFlashSaleRequest) -> Result<(), ValidationError> {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FlashSaleResponse {
     pub id: Uuid,
     pub product_id: Uuid,

@@ -38,7 +38,7 @@ pub struct PurchaseRequest {
     pub quantity: Option<Quantity>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PurchaseAccepted {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
@@ -98,7 +98,7 @@ pub struct PurchaseStatusQuery {
     pub reservation_id: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PurchaseStatusResponse {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,

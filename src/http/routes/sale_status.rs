@@ -27,7 +27,7 @@ pub struct SaleStatusQuery {
     pub sale_id: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SaleStatusResponse {
     pub sale_id: Uuid,
     pub product_id: Uuid,
@@ -47,7 +47,7 @@ pub struct SaleStatusResponse {
     pub you: Option<CallerStanding>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CallerStanding {
     /// Units the caller holds in this sale (pending and confirmed).
     pub units_held: i64,

@@ -1,5 +1,5 @@
-//! Test support shared by the API's tests and the worker's (which include
-//! this file by path): where the project's services are, and polling.
+//! Where the project's test services are (`scripts/test` starts them), and
+//! polling.
 
 use std::{future::Future, time::Duration};
 
