@@ -10,11 +10,10 @@ mod auth;
 pub mod parse;
 
 pub use auth::{AuthMode, AuthSettings, LocalTokenSettings, OIDC_ALGORITHMS, OidcSettings};
-pub use parse::{Setting, documented};
+pub use parse::{CorsOrigins, Setting, documented};
 
 use std::{fmt, net::SocketAddr, num::NonZeroU32, str::FromStr, time::Duration};
 
-use axum::http::HeaderValue;
 use clap::Args;
 use parse::{count, millis, secs};
 
@@ -189,10 +188,10 @@ pub struct HttpSettings {
         long,
         env = "FLASHSALE_CORS_ORIGINS",
         value_name = "FLASHSALE_CORS_ORIGINS",
-        value_delimiter = ',',
-        value_parser = parse::cors_origin
+        default_value = "",
+        value_parser = parse::cors_origins
     )]
-    pub cors_origins: Vec<HeaderValue>,
+    pub cors_origins: CorsOrigins,
 }
 
 /// The purchase path: per-user limits, the queue, caches.

@@ -44,6 +44,28 @@ pub fn redis_prefix(prefix: &str) -> Result<String, String> {
     }
 }
 
+/// Browser origins allowed to call the API cross-origin; empty, none.
+#[derive(Debug, Clone, Default)]
+pub struct CorsOrigins(pub Vec<HeaderValue>);
+
+impl std::ops::Deref for CorsOrigins {
+    type Target = Vec<HeaderValue>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// Comma-separated origins; blank entries (an empty setting) are none.
+pub fn cors_origins(list: &str) -> Result<CorsOrigins, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(cors_origin)
+        .collect::<Result<_, _>>()
+        .map(CorsOrigins)
+}
+
 /// A bare browser origin (scheme, host, optional port): a path or a
 /// wildcard is refused because a browser compares origins exactly.
 pub fn cors_origin(origin: &str) -> Result<HeaderValue, String> {
@@ -126,6 +148,22 @@ mod tests {
         assert!(message.contains("256"), "{message}");
         let parsed = Http::try_parse_from(["api", "--request-timeout-ms", "250"]).unwrap();
         assert_eq!(parsed.http.request_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn an_empty_cors_setting_means_no_cross_origin_access() {
+        for empty in ["", " ", ","] {
+            let parsed = Http::try_parse_from(["api", "--cors-origins", empty])
+                .unwrap_or_else(|error| panic!("{empty:?} refused: {error}"));
+            assert!(parsed.http.cors_origins.is_empty(), "{empty:?}");
+        }
+        let two = Http::try_parse_from([
+            "api",
+            "--cors-origins",
+            "https://a.example, https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(two.http.cors_origins.len(), 2);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub async fn default_headers(mut response: Response) -> Response {
 /// preflight is answered without touching them; an origin not listed gets
 /// no CORS headers, and the browser refuses the response.
 pub fn cors(settings: &HttpSettings) -> Option<CorsLayer> {
-    let origins = settings.cors_origins.clone();
+    let origins = settings.cors_origins.0.clone();
     if origins.is_empty() {
         return None;
     }
