@@ -218,7 +218,7 @@ pub struct OidcSettings {
         env = "FLASHSALE_OIDC_KEYS_MAX_STALE_SECS",
         value_name = "FLASHSALE_OIDC_KEYS_MAX_STALE_SECS",
         default_value = "43200",
-        value_parser = secs(1..=30 * 86_400)
+        value_parser = secs(1..)
     )]
     pub oidc_keys_max_stale: Duration,
 

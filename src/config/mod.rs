@@ -61,7 +61,7 @@ pub struct DatabaseSettings {
         env = "FLASHSALE_PG_MAX_CONNECTIONS",
         value_name = "FLASHSALE_PG_MAX_CONNECTIONS",
         default_value = "16",
-        value_parser = clap::value_parser!(u32).range(1..=10_000)
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub pg_max_connections: u32,
 }
@@ -156,7 +156,7 @@ pub struct HttpSettings {
         env = "FLASHSALE_REQUEST_TIMEOUT_MS",
         value_name = "FLASHSALE_REQUEST_TIMEOUT_MS",
         default_value = "5000",
-        value_parser = millis(10..=600_000)
+        value_parser = millis(10..)
     )]
     pub request_timeout: Duration,
 
@@ -166,7 +166,7 @@ pub struct HttpSettings {
         env = "FLASHSALE_SHUTDOWN_GRACE_SECS",
         value_name = "FLASHSALE_SHUTDOWN_GRACE_SECS",
         default_value = "10",
-        value_parser = secs(0..=3600)
+        value_parser = secs(..)
     )]
     pub shutdown_grace: Duration,
 
@@ -177,7 +177,7 @@ pub struct HttpSettings {
         env = "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
         value_name = "FLASHSALE_WRITE_STALL_TIMEOUT_MS",
         default_value = "30000",
-        value_parser = millis(100..=3_600_000)
+        value_parser = millis(100..)
     )]
     pub write_stall_timeout: Duration,
 
@@ -231,7 +231,7 @@ pub struct PurchaseSettings {
         env = "FLASHSALE_ORDERS_CACHE_TTL_SECS",
         value_name = "FLASHSALE_ORDERS_CACHE_TTL_SECS",
         default_value = "30",
-        value_parser = clap::value_parser!(u64).range(1..=86_400)
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub orders_cache_ttl_secs: u64,
 
@@ -241,7 +241,7 @@ pub struct PurchaseSettings {
         env = "FLASHSALE_STATS_CACHE_MS",
         value_name = "FLASHSALE_STATS_CACHE_MS",
         default_value = "2000",
-        value_parser = millis(0..=60_000)
+        value_parser = millis(..)
     )]
     pub stats_cache: Duration,
 }
@@ -264,7 +264,7 @@ pub struct QueueSettings {
         env = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
         value_name = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",
         default_value = "3600",
-        value_parser = secs(1..=30 * 86_400)
+        value_parser = secs(1..)
     )]
     pub queue_idempotency_ttl: Duration,
 }

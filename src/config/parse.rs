@@ -4,27 +4,27 @@
 //! [`documented`] lists every setting of a binary from the same
 //! definitions, for the configuration reference and the deployment checks.
 
-use std::{ops::RangeInclusive, time::Duration};
+use std::{ops::RangeBounds, time::Duration};
 
 use axum::http::HeaderValue;
 use clap::{Args, Command, builder::TypedValueParser};
 
 /// Milliseconds within `range`, read as a duration.
-pub fn millis(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = Duration> {
+pub fn millis(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
     clap::value_parser!(u64)
         .range(range)
         .map(Duration::from_millis)
 }
 
 /// Seconds within `range`, read as a duration.
-pub fn secs(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = Duration> {
+pub fn secs(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
     clap::value_parser!(u64)
         .range(range)
         .map(Duration::from_secs)
 }
 
 /// A count within `range`.
-pub fn count(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = usize> {
+pub fn count(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = usize> {
     clap::value_parser!(u64)
         .range(range)
         .map(|count| usize::try_from(count).unwrap_or(usize::MAX))

@@ -49,7 +49,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_CONCURRENCY",
         value_name = "FLASHSALE_WORKER_CONCURRENCY",
         default_value = "4096",
-        value_parser = count(1..=1_000_000)
+        value_parser = count(1..)
     )]
     pub worker_concurrency: usize,
 
@@ -59,7 +59,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_FETCH_BATCH",
         value_name = "FLASHSALE_WORKER_FETCH_BATCH",
         default_value = "1024",
-        value_parser = count(1..=100_000)
+        value_parser = count(1..)
     )]
     pub worker_fetch_batch: usize,
 
@@ -69,7 +69,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_BATCH_SIZE",
         value_name = "FLASHSALE_WORKER_BATCH_SIZE",
         default_value = "1024",
-        value_parser = count(1..=100_000)
+        value_parser = count(1..)
     )]
     pub worker_batch_size: usize,
 
@@ -79,7 +79,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_BATCH_WAIT_MS",
         value_name = "FLASHSALE_WORKER_BATCH_WAIT_MS",
         default_value = "5",
-        value_parser = millis(0..=10_000)
+        value_parser = millis(..)
     )]
     pub worker_batch_wait: Duration,
 
@@ -89,7 +89,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_POLL_MS",
         value_name = "FLASHSALE_WORKER_POLL_MS",
         default_value = "20",
-        value_parser = millis(1..=60_000)
+        value_parser = millis(1..)
     )]
     pub worker_poll: Duration,
 
@@ -100,7 +100,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_MAX_ATTEMPTS",
         value_name = "FLASHSALE_WORKER_MAX_ATTEMPTS",
         default_value = "8",
-        value_parser = count(1..=1000)
+        value_parser = count(1..)
     )]
     pub worker_max_attempts: usize,
 
@@ -110,7 +110,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_HEARTBEAT_SECS",
         value_name = "FLASHSALE_WORKER_HEARTBEAT_SECS",
         default_value = "2",
-        value_parser = secs(1..=3600)
+        value_parser = secs(1..)
     )]
     pub worker_heartbeat: Duration,
 
@@ -120,7 +120,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_MISSED_HEARTBEATS",
         value_name = "FLASHSALE_WORKER_MISSED_HEARTBEATS",
         default_value = "3",
-        value_parser = count(1..=1000)
+        value_parser = count(1..)
     )]
     pub worker_missed_heartbeats: usize,
 
@@ -131,7 +131,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_SHUTDOWN_GRACE_SECS",
         value_name = "FLASHSALE_WORKER_SHUTDOWN_GRACE_SECS",
         default_value = "10",
-        value_parser = secs(0..=3600)
+        value_parser = secs(..)
     )]
     pub worker_shutdown_grace: Duration,
 
@@ -150,7 +150,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_WORKER_REPORT_SECS",
         value_name = "FLASHSALE_WORKER_REPORT_SECS",
         default_value = "10",
-        value_parser = secs(1..=86_400)
+        value_parser = secs(1..)
     )]
     pub worker_report: Duration,
 
@@ -170,7 +170,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_RECONCILE_PENDING_AFTER_SECS",
         value_name = "FLASHSALE_RECONCILE_PENDING_AFTER_SECS",
         default_value = "30",
-        value_parser = secs(1..=86_400)
+        value_parser = secs(1..)
     )]
     pub reconcile_pending_after: Duration,
 
@@ -180,7 +180,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_RECONCILE_BATCH",
         value_name = "FLASHSALE_RECONCILE_BATCH",
         default_value = "5000",
-        value_parser = count(1..=1_000_000)
+        value_parser = count(1..)
     )]
     pub reconcile_batch: usize,
 
@@ -193,7 +193,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_RETENTION_SECS",
         value_name = "FLASHSALE_RETENTION_SECS",
         default_value = "86400",
-        value_parser = secs(0..=365 * 86_400)
+        value_parser = secs(..)
     )]
     pub retention: Duration,
 
@@ -205,7 +205,7 @@ pub struct WorkerSettings {
         env = "FLASHSALE_DEAD_JOBS_KEPT",
         value_name = "FLASHSALE_DEAD_JOBS_KEPT",
         default_value = "10000",
-        value_parser = count(0..=10_000_000)
+        value_parser = count(..)
     )]
     pub dead_jobs_kept: usize,
 }
