@@ -7,7 +7,6 @@
 use std::{hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-// The test identity provider's signing keys.
 use flashsale::{
     auth::LocalTokens,
     config::Secret,
@@ -18,6 +17,7 @@ use flashsale::{
         purchase::{PurchaseAccepted, PurchaseRequest},
     },
 };
+// The test identity provider's signing keys.
 use flashsale_testkit::idp;
 use uuid::Uuid;
 use validator::Validate;

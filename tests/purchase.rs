@@ -250,6 +250,13 @@ async fn bad_quantities_keys_and_bodies_are_refused_and_reserve_nothing(pg: PgPo
         let reply = app.attempt(&token, key, body).await;
         assert_eq!(reply.status, status, "{case}: {}", reply.body);
         reply.assert_error(status, code);
+        if matches!(case, "zero" | "negative" | "huge") {
+            // What the shop page shows the shopper, word for word.
+            assert_eq!(
+                reply.body["error"]["message"], "quantity: must be a whole number from 1 to 1000",
+                "{case}"
+            );
+        }
     }
     let no_key = app
         .post(

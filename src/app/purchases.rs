@@ -275,8 +275,10 @@ impl Purchases {
             per_page,
             total,
         };
-        let body = serde_json::to_string(&page)
-            .map_err(|error| StoreError::unexpected(Dependency::Postgres, error))?;
+        let body = serde_json::to_string(&page).map_err(|error| {
+            tracing::error!(%error, "orders page did not serialise");
+            StoreError::unexpected(Dependency::Postgres, "an orders page did not serialise")
+        })?;
         if let Some(generation) = generation
             && let Err(error) = self
                 .redis

@@ -25,6 +25,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = SaleStatsResponse)]
 pub struct SaleStats {
     pub sale_id: Uuid,
     pub state: SaleState,

@@ -175,8 +175,7 @@ pub struct OidcSettings {
         long,
         env = "FLASHSALE_OIDC_ADMIN_VALUE",
         value_name = "FLASHSALE_OIDC_ADMIN_VALUE",
-        default_value = "flashsale:admin",
-        value_parser = NonEmptyStringValueParser::new()
+        default_value = "flashsale:admin"
     )]
     pub oidc_admin_value: String,
 
@@ -185,8 +184,7 @@ pub struct OidcSettings {
         long,
         env = "FLASHSALE_OIDC_LEEWAY_SECS",
         value_name = "FLASHSALE_OIDC_LEEWAY_SECS",
-        default_value = "30",
-        value_parser = clap::value_parser!(u64).range(0..=300)
+        default_value = "30"
     )]
     pub oidc_leeway_secs: u64,
 
@@ -196,7 +194,7 @@ pub struct OidcSettings {
         env = "FLASHSALE_OIDC_KEYS_REFRESH_SECS",
         value_name = "FLASHSALE_OIDC_KEYS_REFRESH_SECS",
         default_value = "300",
-        value_parser = secs(1..=86_400)
+        value_parser = secs(..)
     )]
     pub oidc_keys_refresh: Duration,
 
@@ -207,7 +205,7 @@ pub struct OidcSettings {
         env = "FLASHSALE_OIDC_KEYS_MIN_REFETCH_SECS",
         value_name = "FLASHSALE_OIDC_KEYS_MIN_REFETCH_SECS",
         default_value = "30",
-        value_parser = secs(1..=86_400)
+        value_parser = secs(..)
     )]
     pub oidc_keys_min_refetch: Duration,
 
@@ -218,7 +216,7 @@ pub struct OidcSettings {
         env = "FLASHSALE_OIDC_KEYS_MAX_STALE_SECS",
         value_name = "FLASHSALE_OIDC_KEYS_MAX_STALE_SECS",
         default_value = "43200",
-        value_parser = secs(1..)
+        value_parser = secs(..)
     )]
     pub oidc_keys_max_stale: Duration,
 
@@ -228,7 +226,7 @@ pub struct OidcSettings {
         env = "FLASHSALE_OIDC_FETCH_TIMEOUT_MS",
         value_name = "FLASHSALE_OIDC_FETCH_TIMEOUT_MS",
         default_value = "5000",
-        value_parser = millis(100..=60_000)
+        value_parser = millis(..)
     )]
     pub oidc_fetch_timeout: Duration,
 }
@@ -308,15 +306,37 @@ impl OidcSettings {
             _ => {}
         }
         self.algorithms()?;
-        if self.oidc_admin_claim.trim().is_empty() {
-            return Err(invalid("FLASHSALE_OIDC_ADMIN_CLAIM", "must not be blank"));
+        // The provider's settings are checked here, in oidc mode only: a
+        // dev-mode node ignores them, whatever they hold.
+        if self.oidc_admin_claim.trim().is_empty() || self.oidc_admin_value.is_empty() {
+            return Err(invalid(
+                "FLASHSALE_OIDC_ADMIN_CLAIM/FLASHSALE_OIDC_ADMIN_VALUE",
+                "must not be empty",
+            ));
         }
-        if self.oidc_keys_min_refetch > self.oidc_keys_refresh
-            || self.oidc_keys_max_stale < self.oidc_keys_refresh
+        if self.oidc_leeway_secs > 300 {
+            return Err(invalid(
+                "FLASHSALE_OIDC_LEEWAY_SECS",
+                "must be at most 300 seconds",
+            ));
+        }
+        let refresh = self.oidc_keys_refresh;
+        let one_day = Duration::from_secs(86_400);
+        if !(Duration::from_secs(1)..=one_day).contains(&refresh)
+            || !(Duration::from_secs(1)..=refresh).contains(&self.oidc_keys_min_refetch)
+            || self.oidc_keys_max_stale < refresh
         {
             return Err(invalid(
                 "FLASHSALE_OIDC_KEYS_*",
-                "need MIN_REFETCH_SECS <= REFRESH_SECS <= MAX_STALE_SECS",
+                "need 1 <= MIN_REFETCH_SECS <= REFRESH_SECS <= 86400 and MAX_STALE_SECS >= REFRESH_SECS",
+            ));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60))
+            .contains(&self.oidc_fetch_timeout)
+        {
+            return Err(invalid(
+                "FLASHSALE_OIDC_FETCH_TIMEOUT_MS",
+                "must be between 100 and 60000 milliseconds",
             ));
         }
         Ok(())
@@ -445,6 +465,46 @@ mod tests {
         assert!(no_secret.validate().is_err());
         assert!(dev_auth(&"k".repeat(32)).validate().is_ok());
         assert!(oidc_auth(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn dev_mode_ignores_the_provider_settings_as_before() {
+        let secret = "k".repeat(32);
+        let odd = [
+            "test",
+            "--auth-mode",
+            "dev",
+            "--jwt-secret",
+            &secret,
+            "--oidc-leeway-secs",
+            "999",
+            "--oidc-fetch-timeout-ms",
+            "5",
+            "--oidc-keys-refresh-secs",
+            "0",
+            "--oidc-keys-min-refetch-secs",
+            "0",
+            "--oidc-keys-max-stale-secs",
+            "0",
+            "--oidc-admin-value",
+            "",
+        ];
+        let settings = TestCli::try_parse_from(odd)
+            .unwrap_or_else(|error| panic!("dev mode refused provider settings: {error}"))
+            .auth;
+        assert!(settings.validate().is_ok());
+        for (flag, value) in [
+            ("--oidc-leeway-secs", "301"),
+            ("--oidc-fetch-timeout-ms", "99"),
+            ("--oidc-keys-refresh-secs", "0"),
+            ("--oidc-admin-value", ""),
+        ] {
+            let error = oidc_auth(&[flag, value]).validate().unwrap_err();
+            assert!(
+                error.to_string().contains("FLASHSALE_OIDC_"),
+                "{flag}: {error}"
+            );
+        }
     }
 
     #[test]

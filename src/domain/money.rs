@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
 )]
-#[serde(transparent)]
+#[serde(try_from = "i64", into = "i64")]
 #[schema(value_type = i64, minimum = 0)]
 pub struct Money(i64);
 
@@ -21,6 +21,14 @@ impl Money {
 
     pub fn minor(self) -> i64 {
         self.0
+    }
+}
+
+impl TryFrom<i64> for Money {
+    type Error = String;
+
+    fn try_from(minor: i64) -> Result<Self, Self::Error> {
+        Self::from_minor(minor).ok_or_else(|| format!("must be 0 to {} minor units", Self::MAX))
     }
 }
 

@@ -29,9 +29,10 @@ impl Quantity {
     pub const ONE: Self = Self(1);
 
     pub fn new(units: i64) -> Option<Self> {
-        (1..=i64::from(Self::MAX))
-            .contains(&units)
-            .then_some(Self(units as i32))
+        i32::try_from(units)
+            .ok()
+            .filter(|units| (1..=Self::MAX).contains(units))
+            .map(Self)
     }
 
     /// As PostgreSQL stores it (`integer`).
@@ -49,12 +50,7 @@ impl TryFrom<i64> for Quantity {
     type Error = String;
 
     fn try_from(units: i64) -> Result<Self, Self::Error> {
-        Self::new(units).ok_or_else(|| {
-            format!(
-                "must be a whole number from 1 to {}, not {units}",
-                Self::MAX
-            )
-        })
+        Self::new(units).ok_or_else(|| format!("must be a whole number from 1 to {}", Self::MAX))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Every code an error response can carry (DESIGN.md §4), with its status
-//! and what it tells the client. The OpenAPI responses of each endpoint and
-//! the code table in docs/api.md are built from this one list.
+//! and what it tells the client. The OpenAPI responses of each endpoint are
+//! built from this one list; the code table in docs/api.md is checked
+//! against it (codes and statuses) by workers/tests/reference_docs.rs.
 
 use std::collections::BTreeMap;
 

@@ -64,10 +64,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(routes::pages::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(|| async {
-            ApiError::new(
-                crate::http::ErrorCode::NotFound,
-                "no such endpoint; see /api/docs",
-            )
+            ApiError::new(ErrorCode::NotFound, "no such endpoint; see /api/docs")
         })
         // Per-route metrics need the matched route, so this layer sits on the
         // routes (inside routing) rather than in the stack above.
@@ -83,7 +80,8 @@ pub fn operator_router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(routes::health::operator_router())
         .merge(routes::metrics::operator_router())
         .fallback(|| async {
-            ApiError::new(crate::http::ErrorCode::NotFound,
+            ApiError::new(
+                ErrorCode::NotFound,
                 "the operator listener serves /metrics, /api/health, /api/health/live and /api/health/ready",
             )
         })

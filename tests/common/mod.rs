@@ -71,9 +71,18 @@ pub fn settings(redis_url: String, prefix: &str) -> ApiSettings {
     ];
     let args = std::iter::once("flashsale-api")
         .chain(flags.iter().flat_map(|(flag, value)| [*flag, *value]));
-    <Node as clap::Parser>::try_parse_from(args)
-        .expect("the test flags parse")
-        .settings
+    parse_without_environment::<Node>(args).settings
+}
+
+/// Parses flags as the binary does, but ignoring the environment: a
+/// `FLASHSALE_*` exported in the developer's shell must not reach the app
+/// under test.
+fn parse_without_environment<'a, T: clap::Parser>(args: impl IntoIterator<Item = &'a str>) -> T {
+    let matches = T::command()
+        .mut_args(|arg| arg.env(None::<&str>))
+        .try_get_matches_from(args)
+        .expect("the test flags parse");
+    T::from_arg_matches(&matches).expect("the test flags parse")
 }
 
 /// The provider settings' defaults (unused in `dev` mode; tests of `oidc`
@@ -84,7 +93,7 @@ pub fn oidc_defaults() -> OidcSettings {
         #[command(flatten)]
         oidc: OidcSettings,
     }
-    <Defaults as clap::Parser>::parse_from(["test"]).oidc
+    parse_without_environment::<Defaults>(["test"]).oidc
 }
 
 /// Where the app under test reaches its dependencies: directly, or through

@@ -403,4 +403,20 @@ async fn the_shared_invariants_catch_an_order_the_ledgers_never_counted(pg: PgPo
         "{invariants:#}"
     );
     assert_eq!(invariants["checks"]["no_oversell"], true, "{invariants:#}");
+
+    // The schema holds the domain's bounds too: no row the API could not
+    // read back as a Quantity.
+    let oversized = sqlx::query(
+        "insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key)
+         values (gen_random_uuid(), gen_random_uuid(), $1, $2, 1001, 100, 'oversized')",
+    )
+    .bind(harness.sale.id)
+    .bind(users[0])
+    .execute(&harness.pg)
+    .await;
+    let refused = oversized.expect_err("an order of 1,001 units was stored");
+    assert!(
+        refused.to_string().contains("orders_quantity_within_bound"),
+        "{refused}"
+    );
 }

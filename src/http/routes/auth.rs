@@ -14,7 +14,7 @@ use crate::{
     config::AuthMode,
     domain::{Email, Role},
     http::error_code::error_responses,
-    http::{ApiError, AppState, extract::ValidJson},
+    http::{ApiError, AppState, ErrorCode, extract::ValidJson},
     store::postgres::UserRow,
 };
 
@@ -112,7 +112,7 @@ async fn login(
     let tokens = state
         .auth
         .local()
-        .ok_or_else(|| ApiError::new(crate::http::ErrorCode::NotFound, "no such endpoint"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such endpoint"))?;
     let email = Email::normalize(&request.email);
     let user = state.db.upsert_local_user(&email, Role::Shopper).await?;
     let issued = tokens.issue(user.id, Role::Shopper, state.auth.login_ttl_secs());

@@ -75,12 +75,12 @@ pub struct UpdateFlashSaleRequest {
     pub add_stock: Option<i64>,
 }
 
+const ONE_CHANGE: &str = "send exactly one of {\"action\": \"pause\"|\"resume\"|\"cancel\"|\"end\"} or {\"add_stock\": n}";
+
 fn one_change(request: &UpdateFlashSaleRequest) -> Result<(), ValidationError> {
     match (&request.action, &request.add_stock) {
         (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(ValidationError::new("body").with_message(
-            "send exactly one of {\"action\": \"pause\"|\"resume\"|\"cancel\"|\"end\"} or {\"add_stock\": n}".into(),
-        )),
+        _ => Err(ValidationError::new("body").with_message(ONE_CHANGE.into())),
     }
 }
 
@@ -199,11 +199,8 @@ async fn update_flash_sale(
     let change = match (request.action, request.add_stock) {
         (Some(action), None) => SaleChange::Action(action),
         (None, Some(units)) => SaleChange::AddStock(units),
-        _ => {
-            return Err(ApiError::validation(
-                "send exactly one of action or add_stock",
-            ));
-        }
+        // `one_change` refused these while validating the body.
+        _ => return Err(ApiError::validation(ONE_CHANGE)),
     };
     let report = state.sales.change(id, change, &admin.act()).await?;
     Ok(Json(report.into()))

@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::error_code::error_responses,
-    http::{ApiError, AppState},
+    http::{ApiError, AppState, ErrorCode},
     store::{Dependency, StoreError},
 };
 
@@ -103,7 +103,7 @@ async fn check_ready(state: &AppState) -> Result<(), ApiError> {
     redis?;
     if !state.auth.is_ready() {
         return Err(ApiError::new(
-            crate::http::ErrorCode::Unavailable,
+            ErrorCode::Unavailable,
             "this node cannot judge tokens yet (revoked accounts not loaded, or the identity \
              provider's keys not fetched); retry in 1 s",
         ));

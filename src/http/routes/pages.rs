@@ -12,7 +12,7 @@ use axum::{
     routing::get,
 };
 
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorCode};
 
 /// Pages load only their own scripts and styles and talk only to their own
 /// origin; no inline script, no framing.
@@ -75,7 +75,7 @@ async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (_, content_type, body) = ASSETS
         .iter()
         .find(|(asset, _, _)| *asset == name)
-        .ok_or_else(|| ApiError::new(crate::http::ErrorCode::NotFound, "no such asset"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such asset"))?;
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -17,7 +17,7 @@ use crate::{
     domain::{PurchaseStatus, Quantity, Role},
     http::error_code::error_responses,
     http::{
-        ApiError, AppState,
+        ApiError, AppState, ErrorCode,
         extract::{Caller, IdempotencyKey, PathParams, QueryParams, ValidJson},
     },
 };
@@ -35,7 +35,8 @@ pub struct PurchaseRequest {
     /// The sale; without it, the current sale.
     pub sale_id: Option<Uuid>,
     /// Units to buy (default 1), at most the sale's per-user limit.
-    pub quantity: Option<Quantity>,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub quantity: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -70,9 +71,14 @@ async fn attempt_purchase(
         .limiter
         .check(caller.user_id)
         .map_err(ApiError::rate_limited)?;
+    let quantity = match request.quantity {
+        None => Quantity::ONE,
+        Some(units) => Quantity::try_from(units)
+            .map_err(|problem| ApiError::validation(format!("quantity: {problem}")))?,
+    };
     let intent = PurchaseIntent {
         sale_id: request.sale_id,
-        quantity: request.quantity.unwrap_or(Quantity::ONE),
+        quantity,
         idempotency_key: &key,
     };
     let accepted = state.purchases.attempt(caller.user_id, intent).await?;
@@ -172,7 +178,7 @@ async fn list_user_orders(
     if caller.user_id != user_id && caller.role != Role::Admin {
         // 404, not 403: whether another user exists is not the caller's business.
         return Err(ApiError::new(
-            crate::http::ErrorCode::NotFound,
+            ErrorCode::NotFound,
             "no orders to show for this user",
         ));
     }

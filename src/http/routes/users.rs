@@ -19,7 +19,7 @@ use crate::{
     domain::DomainError,
     http::error_code::error_responses,
     http::{
-        ApiError, AppState,
+        ApiError, AppState, ErrorCode,
         extract::{Admin, PathParams, QueryParams},
     },
     store::postgres::{AuditRow, OrderRow, UserRow},
@@ -116,7 +116,7 @@ async fn ban_user(
     // account, every script that mints its tokens) is never what they meant.
     if id == admin.caller.user_id {
         return Err(ApiError::new(
-            crate::http::ErrorCode::CannotBanYourself,
+            ErrorCode::CannotBanYourself,
             "an operator cannot suspend their own account; ask another operator",
         ));
     }

@@ -1,0 +1,14 @@
+-- The schema holds the same bounds as the domain types the rows are read
+-- into (domain::Quantity: 1 to 1000 units; domain::Money: 0 to 10^12 minor
+-- units), so a row written outside the API cannot make a read of it fail.
+-- NOT VALID: every new or changed row is checked, without scanning (and
+-- locking) the rows already there, which the API wrote within the bounds.
+alter table orders
+    add constraint orders_quantity_within_bound check (quantity <= 1000) not valid,
+    add constraint orders_unit_price_within_bound check (unit_price <= 1000000000000) not valid;
+alter table purchase_attempts
+    add constraint purchase_attempts_quantity_within_bound check (quantity <= 1000) not valid;
+alter table products
+    add constraint products_price_within_bound check (price <= 1000000000000) not valid;
+alter table flash_sales
+    add constraint flash_sales_price_within_bound check (sale_price <= 1000000000000) not valid;
