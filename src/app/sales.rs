@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::AppError;
 use crate::{
-    domain::{DomainError, SaleAction},
+    domain::{DomainError, SaleAction, may_buy},
     snapshot::{SaleSnapshot, SaleView},
     store::{
         arming::{self, SingleFlight},
@@ -28,6 +28,15 @@ pub struct SaleReport {
     /// Whether Redis holds the sale's current state; when false, the next
     /// readiness probe (or a retry of the change) arms it.
     pub armed: bool,
+}
+
+/// Where one shopper stands in a sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Units the shopper holds (pending and confirmed).
+    pub units_held: i64,
+    /// Whether one more unit would be reserved now ([`may_buy`]).
+    pub may_buy: bool,
 }
 
 /// A change an operator makes to a sale.
@@ -143,6 +152,21 @@ impl Sales {
             sale,
             remaining: live.remaining,
             mirrored_state: live.state,
+        })
+    }
+
+    /// What the shopper holds in the sale and whether they may buy now.
+    pub async fn standing(
+        &self,
+        view: &SaleView,
+        shopper: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Standing, AppError> {
+        let units_held = self.redis.units_held(view.sale.id, shopper).await?;
+        let limit = i64::from(view.sale.per_user_limit);
+        Ok(Standing {
+            units_held,
+            may_buy: may_buy(view.state(now), view.remaining, units_held, limit),
         })
     }
 

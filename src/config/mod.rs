@@ -4,13 +4,15 @@
 //! parsed ([`parse`]): a setting out of range stops the binary at boot with
 //! its name, and the code reads typed values (durations, non-zero counts,
 //! header values) without checking again. Identity settings are in
-//! [`auth`]; the list of every setting is [`documented`].
+//! [`auth`]; the list of every setting is [`documented`] (`listing`).
 
 mod auth;
+mod listing;
 pub mod parse;
 
 pub use auth::{AuthMode, AuthSettings, LocalTokenSettings, OIDC_ALGORITHMS, OidcSettings};
-pub use parse::{CorsOrigins, Setting, documented};
+pub use listing::{Setting, documented, settings_of};
+pub use parse::CorsOrigins;
 
 use std::{fmt, net::SocketAddr, num::NonZeroU32, str::FromStr, time::Duration};
 

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, fs, path::Path};
 
 use clap::CommandFactory;
-use flashsale::config::{ApiSettings, LogSettings, documented, parse::settings_of};
+use flashsale::config::{ApiSettings, LogSettings, documented, settings_of};
 use flashsale_workers::settings::WorkerCli;
 use serde_norway::Value;
 

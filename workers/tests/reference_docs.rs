@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use clap::CommandFactory;
 use flashsale::{
-    config::{ApiSettings, LogSettings, Setting, documented, parse::settings_of},
+    config::{ApiSettings, LogSettings, Setting, documented, settings_of},
     http::ErrorCode,
 };
 use flashsale_workers::settings::WorkerCli;

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Currency, Money, SaleState, may_buy},
+    domain::{Currency, Money, SaleState},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -77,12 +77,10 @@ async fn get_sale_status(
     let sale_state = view.state(now);
     let you = match caller {
         Some(caller) => {
-            let units_held = state.redis.units_held(view.sale.id, caller.user_id).await?;
-            let limit = i64::from(view.sale.per_user_limit);
-            let can_purchase = may_buy(sale_state, view.remaining, units_held, limit);
+            let standing = state.sales.standing(&view, caller.user_id, now).await?;
             Some(CallerStanding {
-                units_held,
-                can_purchase,
+                units_held: standing.units_held,
+                can_purchase: standing.may_buy,
             })
         }
         None => None,
