@@ -1,8 +1,9 @@
 # Builds scripts/bench's result document from wrk's summary ($wrk), what
 # PostgreSQL says about the sale ($outcome: outcome.sql, the shared
 # invariants with their `checks` and `passed`, plus the bench's figures),
-# the CPU used ($cpu) and, with --watchers, what the watching shoppers'
-# streams said ($live, else null).
+# the CPU used ($cpu), with --watchers what the watching shoppers' streams
+# said ($live, else null), and the ceiling probe's rates ($ceiling, else
+# null).
 def per_second($count; $seconds): if $seconds > 0 then ($count / $seconds | round) else null end;
 def between($from; $to): if $from == null or $to == null then null else ($to - $from) * 1000 | round / 1000 end;
 
@@ -21,6 +22,10 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
       duration_s: ($seconds * 1000 | round / 1000),
       attempts: $wrk.responses,
       attempts_per_s: per_second($wrk.responses; $seconds),
+      # The purchase rate over the probe's rate through nginx, measured in
+      # the same minutes on the same machine (issue 19's yardstick).
+      ratio_to_ceiling: (if $ceiling == null then null
+        else (per_second($wrk.responses; $seconds) / $ceiling.nginx_buy_rps * 100 | round / 100) end),
       accepted_per_s: per_second($accepted; $seconds),
       rejected_per_s: per_second($wrk.responses - $accepted; $seconds),
       latency_ms: ($wrk.latency_us | map_values(. / 1000 * 100 | round / 100)),
@@ -34,6 +39,7 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
     },
     outcome: $outcome,
     live: $live,
+    ceiling: $ceiling,
     cpu_seconds: ($cpu | map_values(. * 100 | round / 100)),
     checks: {
       expected_orders: $expected,

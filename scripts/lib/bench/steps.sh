@@ -113,3 +113,25 @@ cpu_seconds() {
     ($after | with_entries(.value = ((.value - $before[.key]) / $tick)))
     + {load_generator: ($wrk | split(" ") | map(tonumber) | add)}'
 }
+
+# run_ceiling_probe RUN_DIR: runs the ceiling probe and prints
+# {"direct_buy_rps", "nginx_buy_rps"}, or null (said in the log) when the
+# probe is not there or fails; its output goes to RUN_DIR/probe.log.
+run_ceiling_probe() {
+  local dir=$1 probe line
+  probe=${FLASHSALE_CEILING_PROBE:-$FLASHSALE_ROOT/../shared/probes/ceiling/run.sh}
+  if [[ ! -x $probe ]]; then
+    log "no ceiling probe at $probe (set FLASHSALE_CEILING_PROBE); no ratio"
+    echo null
+    return
+  fi
+  log "the ceiling probe, in the same minutes: $probe (log: $dir/probe.log)"
+  line=$("$probe" 2>&1 | tee "$dir/probe.log" | grep '^ceiling probe:' || true)
+  if [[ $line =~ direct_buy_rps=([0-9.]+)\ nginx_buy_rps=([0-9.]+) ]]; then
+    jq -n --argjson direct "${BASH_REMATCH[1]}" --argjson nginx "${BASH_REMATCH[2]}" \
+      '{direct_buy_rps: $direct, nginx_buy_rps: $nginx}'
+  else
+    log "the ceiling probe reported no rate (see $dir/probe.log); no ratio"
+    echo null
+  fi
+}

@@ -4,7 +4,7 @@ def opt: if . == null then "n/a" else tostring end;
 
 "",
 "flashsale bench: S=\(.run.stock) N=\(.run.users) concurrency \(.run.concurrency), \(.run.api_nodes) API node(s), \(.run.workers) worker(s)",
-row("attempts/s (through nginx)"; .load.attempts_per_s | opt),
+row("attempts/s (through nginx)"; "\(.load.attempts_per_s | opt)\(if .ceiling == null then "" else "  ratio=\(.load.ratio_to_ceiling) of the probe's \(.ceiling.nginx_buy_rps)/s" end)"),
 row("accepted/s (202)"; .load.accepted_per_s | opt),
 row("rejected/s (4xx/5xx)"; .load.rejected_per_s | opt),
 row("latency p50 / p95 / p99 / max"; "\(.load.latency_ms.p50) / \(.load.latency_ms.p95) / \(.load.latency_ms.p99) / \(.load.latency_ms.max) ms"),
