@@ -58,17 +58,19 @@ pub fn build_state_with(
         burst: purchase.user_burst.get(),
     };
     Ok(AppState {
-        purchases: Purchases::new(
-            db.clone(),
-            redis.clone(),
-            queue.clone(),
+        purchases: Arc::new(Purchases::new(
             sales.clone(),
-            snapshot.clone(),
+            queue.clone(),
             cluster_rate,
             purchase.orders_cache_ttl_secs,
-        ),
-        stats: Stats::new(db.clone(), redis.clone(), queue, purchase.stats_cache),
-        sales,
+        )),
+        stats: Arc::new(Stats::new(
+            db.clone(),
+            redis.clone(),
+            queue,
+            purchase.stats_cache,
+        )),
+        sales: Arc::new(sales),
         auth: Arc::new(Authenticator::new(&settings.auth, db.clone())?),
         readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache)),
         db,

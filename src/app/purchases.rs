@@ -2,8 +2,6 @@
 //! status of one, a page of their orders, and the job that settles a
 //! reservation, built one way for the attempt and the reconciler.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -12,23 +10,21 @@ use super::{AppError, Sales};
 use crate::{
     domain::{DomainError, FailureReason, PurchaseStatus, Quantity, ReservationStatus},
     jobs::{PurchaseJob, PurchaseQueue},
-    snapshot::SaleSnapshot,
     store::{
         Dependency, StoreError,
-        postgres::{Db, OrderRow},
-        redis::{
-            CachedOrders, RedisStore, ReservationRecord, ReserveOutcome, ReserveRequest, UserRate,
-        },
+        postgres::OrderRow,
+        redis::{CachedOrders, ReservationRecord, ReserveOutcome, ReserveRequest, UserRate},
     },
 };
 
 /// What a shopper asks to buy.
 #[derive(Debug, Clone)]
-pub struct PurchaseIntent<'a> {
+pub struct PurchaseIntent {
     /// The sale; `None` for the current one.
     pub sale_id: Option<Uuid>,
     pub quantity: Quantity,
-    pub idempotency_key: &'a str,
+    /// Owned: an accepted attempt moves it into its job.
+    pub idempotency_key: String,
 }
 
 /// An attempt the engine took on (or a replay of one it took before).
@@ -61,13 +57,11 @@ pub struct OrdersPage {
     pub total: i64,
 }
 
-#[derive(Clone)]
+/// Purchases reach the stores through [`Sales`] (the same pools, snapshot
+/// and arming), plus the queue their orders go to.
 pub struct Purchases {
-    db: Db,
-    redis: RedisStore,
-    queue: PurchaseQueue,
     sales: Sales,
-    snapshot: Arc<SaleSnapshot>,
+    queue: PurchaseQueue,
     /// The per-user attempt rate the whole cluster enforces (in Redis).
     rate: UserRate,
     orders_cache_ttl_secs: u64,
@@ -75,20 +69,14 @@ pub struct Purchases {
 
 impl Purchases {
     pub fn new(
-        db: Db,
-        redis: RedisStore,
-        queue: PurchaseQueue,
         sales: Sales,
-        snapshot: Arc<SaleSnapshot>,
+        queue: PurchaseQueue,
         rate: UserRate,
         orders_cache_ttl_secs: u64,
     ) -> Self {
         Self {
-            db,
-            redis,
-            queue,
             sales,
-            snapshot,
+            queue,
             rate,
             orders_cache_ttl_secs,
         }
@@ -99,21 +87,21 @@ impl Purchases {
     pub async fn attempt(
         &self,
         shopper: Uuid,
-        intent: PurchaseIntent<'_>,
+        intent: PurchaseIntent,
     ) -> Result<Accepted, AppError> {
         let sale_id = self.sales.id_or_current(intent.sale_id).await?;
         let reserve = ReserveRequest {
             sale_id,
             user_id: shopper,
             quantity: intent.quantity,
-            idempotency_key: intent.idempotency_key,
+            idempotency_key: &intent.idempotency_key,
             reservation_id: Uuid::now_v7(),
             rate: self.rate,
         };
-        let mut outcome = self.redis.reserve(&reserve).await?;
+        let mut outcome = self.sales.redis.reserve(&reserve).await?;
         if outcome == ReserveOutcome::NotArmed {
             self.sales.arm_if_open(sale_id).await?;
-            outcome = self.redis.reserve(&reserve).await?;
+            outcome = self.sales.redis.reserve(&reserve).await?;
         }
         metrics::counter!("purchase_attempts_total", "outcome" => outcome_label(&outcome))
             .increment(1);
@@ -127,13 +115,13 @@ impl Purchases {
                     reservation_id,
                     sale_id,
                     user_id: shopper,
-                    quantity: reserve.quantity,
+                    quantity: intent.quantity,
                     status: ReservationStatus::Pending,
                     reserved_at_ms,
-                    idempotency_key: intent.idempotency_key.to_owned(),
+                    idempotency_key: intent.idempotency_key,
                     reason: None,
                 };
-                self.enqueue_or_leave_pending(settlement_job(&record)).await;
+                self.enqueue_or_leave_pending(settlement_job(record)).await;
                 (reservation_id, PurchaseStatus::Pending)
             }
             ReserveOutcome::Replayed {
@@ -169,9 +157,11 @@ impl Purchases {
         reservation_id: Option<Uuid>,
     ) -> Result<PurchaseView, AppError> {
         let record = match (reservation_id, sale_id) {
-            (Some(reservation), Some(sale)) => self.redis.reservation(sale, reservation).await?,
+            (Some(reservation), Some(sale)) => {
+                self.sales.redis.reservation(sale, reservation).await?
+            }
             (Some(reservation), None) => self.find_in_open_sales(reservation).await?,
-            (None, Some(sale)) => self.redis.latest_reservation(sale, shopper).await?,
+            (None, Some(sale)) => self.sales.redis.latest_reservation(sale, shopper).await?,
             (None, None) => {
                 return Err(AppError::Invalid(
                     "query: give sale_id, reservation_id or both".into(),
@@ -184,8 +174,8 @@ impl Purchases {
         // Redis no longer holds it (the sale was archived, or Redis lost
         // its data): PostgreSQL has every purchase that settled.
         let settled = match (reservation_id, sale_id) {
-            (Some(reservation), _) => self.db.settled_purchase(reservation).await?,
-            (None, Some(sale)) => self.db.latest_settled_purchase(sale, shopper).await?,
+            (Some(reservation), _) => self.sales.db.settled_purchase(reservation).await?,
+            (None, Some(sale)) => self.sales.db.latest_settled_purchase(sale, shopper).await?,
             (None, None) => None,
         };
         let settled = settled
@@ -210,11 +200,17 @@ impl Purchases {
         &self,
         reservation_id: Uuid,
     ) -> Result<Option<ReservationRecord>, StoreError> {
-        let known = self.snapshot.open_sale_ids();
-        if let Some(record) = self.redis.find_reservation(&known, reservation_id).await? {
+        let known = self.sales.snapshot.open_sale_ids();
+        if let Some(record) = self
+            .sales
+            .redis
+            .find_reservation(&known, reservation_id)
+            .await?
+        {
             return Ok(Some(record));
         }
         let unseen: Vec<Uuid> = self
+            .sales
             .db
             .sales_to_arm()
             .await?
@@ -222,12 +218,16 @@ impl Purchases {
             .map(|sale| sale.id)
             .filter(|id| !known.contains(id))
             .collect();
-        self.redis.find_reservation(&unseen, reservation_id).await
+        self.sales
+            .redis
+            .find_reservation(&unseen, reservation_id)
+            .await
     }
 
     async fn view_of(&self, record: ReservationRecord) -> Result<PurchaseView, AppError> {
         let order_id = if record.status == ReservationStatus::Confirmed {
-            self.db
+            self.sales
+                .db
                 .order_for_reservation(record.reservation_id)
                 .await?
                 .map(|(order, _)| order.id)
@@ -259,13 +259,14 @@ impl Purchases {
             ));
         }
         let cache_field = format!("{page}:{per_page}");
-        let generation = match self.redis.cached_orders(user_id, &cache_field).await {
+        let generation = match self.sales.redis.cached_orders(user_id, &cache_field).await {
             Ok(CachedOrders::Hit(cached)) => return Ok(cached),
             Ok(CachedOrders::Miss { generation }) => Some(generation),
             Err(_) => None,
         };
         let offset = i64::from(page - 1) * i64::from(per_page);
         let (orders, total) = self
+            .sales
             .db
             .user_orders(user_id, per_page.into(), offset)
             .await?;
@@ -281,6 +282,7 @@ impl Purchases {
         })?;
         if let Some(generation) = generation
             && let Err(error) = self
+                .sales
                 .redis
                 .cache_orders(
                     user_id,
@@ -299,13 +301,13 @@ impl Purchases {
 
 /// The job that turns a reservation into an order: the attempt queues it,
 /// the reconciler queues it again for a reservation left pending.
-pub fn settlement_job(record: &ReservationRecord) -> PurchaseJob {
+pub fn settlement_job(record: ReservationRecord) -> PurchaseJob {
     PurchaseJob {
         reservation_id: record.reservation_id,
         sale_id: record.sale_id,
         user_id: record.user_id,
         quantity: record.quantity,
-        idempotency_key: record.idempotency_key.clone(),
+        idempotency_key: record.idempotency_key,
         reserved_at_ms: record.reserved_at_ms,
     }
 }

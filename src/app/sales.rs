@@ -48,9 +48,9 @@ pub enum SaleChange {
 
 #[derive(Clone)]
 pub struct Sales {
-    db: Db,
-    redis: RedisStore,
-    snapshot: Arc<SaleSnapshot>,
+    pub(super) db: Db,
+    pub(super) redis: RedisStore,
+    pub(super) snapshot: Arc<SaleSnapshot>,
     /// One arming per sale at a time on this node.
     arming: SingleFlight,
 }

@@ -15,10 +15,11 @@ use crate::{
 
 #[derive(Clone)]
 pub struct AppState {
-    /// The use cases handlers call.
-    pub purchases: Purchases,
-    pub sales: Sales,
-    pub stats: Stats,
+    /// The use cases handlers call (behind `Arc`s: the state is cloned for
+    /// every request).
+    pub purchases: Arc<Purchases>,
+    pub sales: Arc<Sales>,
+    pub stats: Arc<Stats>,
     /// The stores, for the resources without a use case of their own
     /// (products, users, audit, identity, probes).
     pub db: Db,

@@ -129,16 +129,18 @@ impl Reconciler {
             .await?;
         let bucket =
             chrono::Utc::now().timestamp_millis() / self.pending_after.as_millis().max(1) as i64;
-        for record in &stale {
-            let job = settlement_job(record);
+        let count = stale.len();
+        for record in stale {
             let key = format!("{}:reconcile:{bucket}", record.reservation_id);
-            self.queue.enqueue_keyed(job, key).await?;
+            self.queue
+                .enqueue_keyed(settlement_job(record), key)
+                .await?;
         }
-        if !stale.is_empty() {
-            tracing::info!(sale_id = %sale.id, count = stale.len(), "stale pending reservations re-enqueued");
-            metrics::counter!("reconciler_reenqueued_total").increment(stale.len() as u64);
+        if count > 0 {
+            tracing::info!(sale_id = %sale.id, count, "stale pending reservations re-enqueued");
+            metrics::counter!("reconciler_reenqueued_total").increment(count as u64);
         }
-        Ok(stale.len())
+        Ok(count)
     }
 
     async fn measure_drift(&self, sale: &SaleRow) -> Result<(), StoreError> {

@@ -79,7 +79,7 @@ async fn attempt_purchase(
     let intent = PurchaseIntent {
         sale_id: request.sale_id,
         quantity,
-        idempotency_key: &key,
+        idempotency_key: key,
     };
     let accepted = state.purchases.attempt(caller.user_id, intent).await?;
     let (sale_id, reservation_id) = (accepted.sale_id, accepted.reservation_id);
