@@ -312,10 +312,14 @@ mod tests {
         let batcher = batcher(&recorder, 10);
         let sale = Uuid::now_v7();
         assert!(batcher.submit(job(sale)).await.is_ok());
-        // The lane idles out; its sender stays in the map until it retires.
+        // The lane idles out and retires itself from the map.
         tokio::time::sleep(LANE_IDLE + Duration::from_secs(1)).await;
+        assert!(
+            batcher.lanes.lock().get(&sale).is_none(),
+            "the idle lane retired"
+        );
         assert!(batcher.submit(job(sale)).await.is_ok());
         assert_eq!(recorder.batches.lock().len(), 2);
-        assert_eq!(batcher.lanes.lock().len(), 1, "one open lane, the new one");
+        assert!(!batcher.lanes.lock()[&sale].is_closed(), "a new, open lane");
     }
 }
