@@ -228,6 +228,17 @@ async fn sigterm_ends_open_event_streams_and_the_api_exits_promptly(pg: PgPool) 
         .unwrap_or_else(|| panic!("no address in {line}"));
     let base = format!("http://{address}");
     let client = common::http_client();
+    // "listening" comes before the pools have connected; on a loaded
+    // machine the first PostgreSQL connection can take longer than the
+    // dependency bound, so the node is asked for readiness first.
+    common::eventually(Duration::from_secs(15), "the node is ready", || async {
+        client
+            .get(format!("{base}/api/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|reply| reply.status().is_success())
+    })
+    .await;
     let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
         let mut request = client.post(format!("{base}{path}")).json(&body);
         if let Some(token) = token {
