@@ -15,7 +15,7 @@ use crate::{
     auth::{Authenticator, revocations},
     config::ApiSettings,
     http::{self, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
-    jobs::PurchaseQueue,
+    jobs::{PurchaseQueue, outbox::Outbox},
     listener::{self, StallGuardedListener},
     live::LiveEvents,
     snapshot::SaleSnapshot,
@@ -28,7 +28,8 @@ use crate::{
 };
 
 /// Builds the state from settings. Pools connect lazily: a node starts while
-/// a dependency is down and reports not-ready until it is back.
+/// a dependency is down and reports not-ready until it is back. Starts the
+/// node's settlement outbox, so it runs inside a Tokio runtime.
 pub fn build_state(settings: &ApiSettings) -> anyhow::Result<AppState> {
     let timeout = settings.dependencies.dependency_timeout;
     let queue = PurchaseQueue::from_settings(&settings.queue, &settings.redis, timeout)?;
@@ -60,7 +61,7 @@ pub fn build_state_with(
     Ok(AppState {
         purchases: Arc::new(Purchases::new(
             sales.clone(),
-            queue.clone(),
+            Outbox::start(queue.clone()),
             cluster_rate,
             purchase.orders_cache_ttl_secs,
         )),
@@ -134,6 +135,7 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );
+    let purchases = state.purchases.clone();
     let app = http::router(state, &settings.http);
     tracing::info!(%address, %operator_address, "flashsale-api listening (operator endpoints on the second address)");
     let grace = settings.http.shutdown_grace;
@@ -146,6 +148,9 @@ pub async fn serve(
             tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; exiting");
         }
     }
+    purchases
+        .close_outbox(settings.dependencies.dependency_timeout)
+        .await;
     tracing::info!("flashsale-api stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use flashsale::jobs::{PurchaseJob, PurchaseQueue, upkeep};
+use flashsale::jobs::{PurchaseJob, PurchaseQueue, SettlementJob, upkeep};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
@@ -26,15 +26,15 @@ fn the_upkeep_scripts_match_the_apalis_redis_in_cargo_lock() {
     );
 }
 
-fn job() -> PurchaseJob {
-    PurchaseJob {
+fn job() -> SettlementJob {
+    SettlementJob::single(PurchaseJob {
         reservation_id: Uuid::now_v7(),
         sale_id: Uuid::now_v7(),
         user_id: Uuid::now_v7(),
         quantity: flashsale::domain::Quantity::ONE,
         idempotency_key: "k".into(),
         reserved_at_ms: 0,
-    }
+    })
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! Shoppers' purchases: attempt (reserve, re-arm on a miss, enqueue), the
-//! status of one, a page of their orders, and the job that settles a
-//! reservation, built one way for the attempt and the reconciler.
+//! Shoppers' purchases: attempt (reserve, re-arm on a miss, post to the
+//! outbox), the status of one, a page of their orders, and the job entry
+//! that settles a reservation, built one way for the attempt and the
+//! reconciler.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,7 +10,7 @@ use uuid::Uuid;
 use super::{AppError, Sales};
 use crate::{
     domain::{DomainError, FailureReason, PurchaseStatus, Quantity, ReservationStatus},
-    jobs::{PurchaseJob, PurchaseQueue},
+    jobs::{PurchaseJob, outbox::Outbox},
     store::{
         Dependency, StoreError,
         postgres::OrderRow,
@@ -58,32 +59,27 @@ pub struct OrdersPage {
 }
 
 /// Purchases reach the stores through [`Sales`] (the same pools, snapshot
-/// and arming), plus the queue their orders go to.
+/// and arming), plus the outbox that queues their orders.
 pub struct Purchases {
     sales: Sales,
-    queue: PurchaseQueue,
+    outbox: Outbox,
     /// The per-user attempt rate the whole cluster enforces (in Redis).
     rate: UserRate,
     orders_cache_ttl_secs: u64,
 }
 
 impl Purchases {
-    pub fn new(
-        sales: Sales,
-        queue: PurchaseQueue,
-        rate: UserRate,
-        orders_cache_ttl_secs: u64,
-    ) -> Self {
+    pub fn new(sales: Sales, outbox: Outbox, rate: UserRate, orders_cache_ttl_secs: u64) -> Self {
         Self {
             sales,
-            queue,
+            outbox,
             rate,
             orders_cache_ttl_secs,
         }
     }
 
-    /// Reserves stock and queues the order; the same key answers with the
-    /// first reservation, never a second purchase.
+    /// Reserves stock and posts the order to the outbox; the same key
+    /// answers with the first reservation, never a second purchase.
     pub async fn attempt(
         &self,
         shopper: Uuid,
@@ -121,7 +117,7 @@ impl Purchases {
                     idempotency_key: intent.idempotency_key,
                     reason: None,
                 };
-                self.enqueue_or_leave_pending(settlement_job(record)).await;
+                self.outbox.post(purchase_job(record));
                 (reservation_id, PurchaseStatus::Pending)
             }
             ReserveOutcome::Replayed {
@@ -137,15 +133,10 @@ impl Purchases {
         })
     }
 
-    /// A failed push is not a failed purchase: the reservation is in
-    /// Redis's pending set, and the reconciler enqueues pending
-    /// reservations that have no order (DESIGN.md §5 step 3).
-    async fn enqueue_or_leave_pending(&self, job: PurchaseJob) {
-        let reservation_id = job.reservation_id;
-        if let Err(error) = self.queue.enqueue(job).await {
-            metrics::counter!("purchase_enqueue_failures_total").increment(1);
-            tracing::warn!(%reservation_id, %error, "purchase job not queued; left pending for the reconciler");
-        }
+    /// Pushes the purchases still in the outbox and stops it, waiting at
+    /// most `within` (a stopping node).
+    pub async fn close_outbox(&self, within: std::time::Duration) {
+        self.outbox.close(within).await;
     }
 
     /// The shopper's purchase by reservation (in a sale, or in any open
@@ -299,9 +290,9 @@ impl Purchases {
     }
 }
 
-/// The job that turns a reservation into an order: the attempt queues it,
-/// the reconciler queues it again for a reservation left pending.
-pub fn settlement_job(record: ReservationRecord) -> PurchaseJob {
+/// What settles a reservation into an order: the attempt posts it to the
+/// outbox, the reconciler queues it again for a reservation left pending.
+pub fn purchase_job(record: ReservationRecord) -> PurchaseJob {
     PurchaseJob {
         reservation_id: record.reservation_id,
         sale_id: record.sale_id,

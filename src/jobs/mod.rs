@@ -1,8 +1,9 @@
-//! Purchase jobs: the payload the API pushes after a reservation and the
-//! worker consumes, and the queue both sides open the same way. What the
-//! worker does to apalis's own keys (which apalis has no API for) is in
-//! [`upkeep`].
+//! Settlement jobs: the payload the API's [`outbox`] pushes after
+//! reservations and the worker consumes, and the queue both sides open the
+//! same way. What the worker does to apalis's own keys (which apalis has no
+//! API for) is in [`upkeep`].
 
+pub mod outbox;
 pub mod upkeep;
 
 use std::{sync::Arc, time::Duration};
@@ -30,7 +31,7 @@ pub struct QueueDepth {
     pub dead: u64,
 }
 
-/// Turn one accepted reservation into an order.
+/// One accepted reservation to turn into an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseJob {
     pub reservation_id: Uuid,
@@ -42,10 +43,30 @@ pub struct PurchaseJob {
     pub reserved_at_ms: i64,
 }
 
+/// The queue's job: settle these reservations of one sale. The outbox
+/// pushes a few milliseconds of one node's accepted purchases as one job;
+/// the reconciler pushes a sale's reservations left pending as one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementJob {
+    pub sale_id: Uuid,
+    /// Each of the sale, each reservation once.
+    pub purchases: Vec<PurchaseJob>,
+}
+
+impl SettlementJob {
+    /// A job of one purchase.
+    pub fn single(purchase: PurchaseJob) -> Self {
+        Self {
+            sale_id: purchase.sale_id,
+            purchases: vec![purchase],
+        }
+    }
+}
+
 /// The purchase queue (apalis on Redis).
 #[derive(Clone)]
 pub struct PurchaseQueue {
-    storage: RedisStorage<PurchaseJob>,
+    storage: RedisStorage<SettlementJob>,
     timeout: Duration,
     upkeep: Arc<upkeep::Scripts>,
 }
@@ -115,15 +136,21 @@ impl PurchaseQueue {
         )
     }
 
-    /// Pushes the job, keyed by its reservation so a repeated push is a no-op.
-    pub async fn enqueue(&self, job: PurchaseJob) -> Result<(), StoreError> {
-        let key = job.reservation_id.to_string();
+    /// Pushes the job, keyed by its first reservation (a reservation enters
+    /// one outbox job, once) so a repeated push is a no-op.
+    pub async fn enqueue(&self, job: SettlementJob) -> Result<(), StoreError> {
+        let key = job
+            .purchases
+            .first()
+            .map(|purchase| purchase.reservation_id)
+            .unwrap_or(job.sale_id)
+            .to_string();
         self.enqueue_keyed(job, key).await
     }
 
     /// Pushes the job under an explicit idempotency key: a second push with
     /// the same key within the TTL is a no-op.
-    pub async fn enqueue_keyed(&self, job: PurchaseJob, key: String) -> Result<(), StoreError> {
+    pub async fn enqueue_keyed(&self, job: SettlementJob, key: String) -> Result<(), StoreError> {
         let mut storage = self.storage.clone();
         let task = TaskBuilder::new(job).idempotency_key(key).build();
         bounded(Dependency::Redis, self.timeout, async move {
@@ -169,7 +196,7 @@ impl PurchaseQueue {
         fetch_batch: usize,
         heartbeat: Duration,
         missed_heartbeats: usize,
-    ) -> RedisStorage<PurchaseJob> {
+    ) -> RedisStorage<SettlementJob> {
         let config = self
             .storage
             .get_config()

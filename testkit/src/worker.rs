@@ -14,7 +14,7 @@ use flashsale::{
     domain::{
         Currency, Email, FailureReason, Money, Quantity, ReservationStatus, Role, SaleWindow,
     },
-    jobs::{PurchaseJob, PurchaseQueue},
+    jobs::{PurchaseJob, PurchaseQueue, SettlementJob},
     store::{
         arming,
         postgres::{AdminAct, Db, NewProduct, NewSale, SaleRow},
@@ -214,7 +214,7 @@ impl Harness {
 
     pub async fn enqueue(&self, jobs: &[PurchaseJob]) {
         stream::iter(jobs.iter().cloned())
-            .map(|job| self.queue.enqueue(job))
+            .map(|job| self.queue.enqueue(SettlementJob::single(job)))
             .buffer_unordered(256)
             .for_each(|pushed| async move { pushed.unwrap() })
             .await;

@@ -454,6 +454,39 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The reservations the queued jobs carry, sorted, one entry per time
+    /// queued (the outbox pushes a few milliseconds after the answer).
+    pub async fn queued_reservations(&self) -> Vec<Uuid> {
+        let key = format!("{}:data", flashsale::jobs::queue_name(&self.prefix));
+        let jobs: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(key)
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap();
+        let mut reservations: Vec<Uuid> = jobs
+            .iter()
+            .flat_map(|job| {
+                serde_json::from_slice::<flashsale::jobs::SettlementJob>(job)
+                    .expect("a queued job is a SettlementJob")
+                    .purchases
+            })
+            .map(|purchase| purchase.reservation_id)
+            .collect();
+        reservations.sort_unstable();
+        reservations
+    }
+
+    /// Waits until the queued jobs carry exactly these reservations.
+    pub async fn await_queued(&self, expected: impl IntoIterator<Item = Uuid>) {
+        let mut expected: Vec<Uuid> = expected.into_iter().collect();
+        expected.sort_unstable();
+        let what = format!("the outbox queued the {} purchases", expected.len());
+        eventually(Duration::from_secs(5), &what, || async {
+            self.queued_reservations().await == expected
+        })
+        .await;
+    }
+
     /// A sale open now for an hour with this stock and per-user limit.
     pub async fn open_sale(&self, admin: &str, stock: i64, per_user_limit: i64) -> String {
         let product = self.create_product(admin, stock.max(1)).await;

@@ -1,10 +1,12 @@
 //! The purchase-queue consumer: an apalis worker whose handler hands each
-//! job to the group-commit [`Batcher`] and waits for its batch. apalis acks
-//! a job only when the handler returns, so nothing is acked before its
-//! order is durable. A failed batch fails its jobs back to the queue, where
-//! apalis retries each after `attempt` seconds; past our own attempt cap the
-//! job is dead-lettered (apalis ignores its per-task cap) and its still
-//! pending reservation is left to the reconciler.
+//! purchase of a settlement job (one API node's few milliseconds of one
+//! sale) to the group-commit [`Batcher`] and waits for their batches. apalis
+//! acks a job only when the handler returns, so nothing is acked before its
+//! orders are durable. A failed batch fails the jobs it held back to the
+//! queue, where apalis retries each after `attempt` seconds (the purchases
+//! that did settle are found settled on the retry); past our own attempt cap
+//! the job is dead-lettered (apalis ignores its per-task cap) and its still
+//! pending reservations are left to the reconciler.
 //!
 //! apalis 1.0 pushes every job into its scheduled set and promotes all due
 //! jobs with one Lua `unpack`, which fails past ~8000: [`promote_due_jobs`]
@@ -23,9 +25,10 @@ use apalis_core::{
     worker::builder::WorkerBuilder,
 };
 use flashsale::{
-    jobs::{PurchaseJob, PurchaseQueue},
+    jobs::{PurchaseQueue, SettlementJob},
     store::redis::RedisStore,
 };
+use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
 
@@ -86,7 +89,7 @@ pub async fn run(
             .backend(storage)
             .layer(ConcurrencyLimitLayer::new(settings.worker_concurrency))
             .data(context.clone())
-            .build(handle_purchase);
+            .build(handle_settlement);
         tracing::info!(worker = %name, "purchase consumer started");
         let result = worker
             .run_with_ctx(crate::stop_when_cancelled(shutdown.clone()))
@@ -140,36 +143,50 @@ pub async fn promote_due_jobs(
     }
 }
 
-async fn handle_purchase(
-    job: PurchaseJob,
+async fn handle_settlement(
+    job: SettlementJob,
     context: Data<HandlerContext>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let (reservation_id, sale_id) = (job.reservation_id, job.sale_id);
-    match context.batcher.submit(job).await {
-        Ok(JobOutcome::Confirmed) => {
-            context.tally.record_job(JobEnd::Confirmed);
-            Ok(())
+    let sale_id = job.sale_id;
+    let submitted = job.purchases.into_iter().map(|purchase| {
+        let batcher = &context.batcher;
+        async move {
+            let reservation_id = purchase.reservation_id;
+            (reservation_id, batcher.submit(purchase).await)
         }
-        Ok(JobOutcome::Failed(reason)) => {
-            tracing::info!(%reservation_id, %sale_id, reason = reason.code(), "purchase failed for good; reservation released");
-            context.tally.record_job(JobEnd::Failed);
-            Ok(())
-        }
-        Err(error) if attempt.current() >= context.max_attempts => {
-            tracing::error!(%reservation_id, %sale_id, attempt = attempt.current(), %error,
-                "purchase job dead-lettered; the reconciler re-enqueues its reservation later");
-            context.tally.record_job(JobEnd::DeadLettered);
-            if let Err(count_error) = context.redis.count_dead_letter(sale_id).await {
-                tracing::warn!(%sale_id, error = %count_error, "cannot count the dead letter");
+    });
+    let mut unsettled = 0;
+    let mut last_error = None;
+    for (reservation_id, outcome) in join_all(submitted).await {
+        match outcome {
+            Ok(JobOutcome::Confirmed) => context.tally.record_purchases(JobEnd::Confirmed, 1),
+            Ok(JobOutcome::Failed(reason)) => {
+                tracing::info!(%reservation_id, %sale_id, reason = reason.code(), "purchase failed for good; reservation released");
+                context.tally.record_purchases(JobEnd::Failed, 1);
             }
-            Err(AbortError::new(error.to_string()).into())
-        }
-        Err(error) => {
-            tracing::warn!(%reservation_id, %sale_id, attempt = attempt.current(), %error,
-                "purchase batch failed; the job will be retried");
-            context.tally.record_job(JobEnd::Retried);
-            Err(error.to_string().into())
+            Err(error) => {
+                unsettled += 1;
+                last_error = Some(error);
+            }
         }
     }
+    let Some(error) = last_error else {
+        return Ok(());
+    };
+    if attempt.current() >= context.max_attempts {
+        tracing::error!(%sale_id, unsettled, attempt = attempt.current(), %error,
+            "settlement job dead-lettered; the reconciler re-enqueues its pending reservations later");
+        context
+            .tally
+            .record_purchases(JobEnd::DeadLettered, unsettled);
+        if let Err(count_error) = context.redis.count_dead_letter(sale_id, unsettled).await {
+            tracing::warn!(%sale_id, error = %count_error, "cannot count the dead letter");
+        }
+        return Err(AbortError::new(error.to_string()).into());
+    }
+    tracing::warn!(%sale_id, unsettled, attempt = attempt.current(), %error,
+        "settlement batch failed; the job will be retried");
+    context.tally.record_purchases(JobEnd::Retried, unsettled);
+    Err(error.to_string().into())
 }

@@ -4,11 +4,12 @@
 //!   data): stock = allotted - confirmed - surviving pending, never invented;
 //! - push pending reservations older than a threshold to the queue again
 //!   (their job was lost, its push failed, or it was dead-lettered), when
-//!   no job is waiting in the queue (otherwise they are a backlog). The
-//!   push is keyed by reservation and time bucket, so replicas firing in the
-//!   same bucket push once; the commit path decides each reservation once
-//!   whatever the number of jobs, and a reservation whose order already
-//!   exists is only marked confirmed in Redis;
+//!   no job is waiting in the queue (otherwise they are a backlog), as one
+//!   job per sale. The push is keyed by sale, first reservation and time
+//!   bucket, so replicas firing in the same bucket push once; the commit
+//!   path decides each reservation once whatever the number of jobs, and a
+//!   reservation whose order already exists is only marked confirmed in
+//!   Redis;
 //! - end sales whose window passed, and arm closed sales Redis mirrors an
 //!   older version of;
 //! - give a closed sale's unsold units back to its product once none of its
@@ -26,8 +27,8 @@ use std::time::Duration;
 use apalis_core::{error::BoxDynError, task::data::Data, worker::builder::WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
 use flashsale::{
-    app::purchases::settlement_job,
-    jobs::PurchaseQueue,
+    app::purchases::purchase_job,
+    jobs::{PurchaseQueue, SettlementJob},
     store::{
         StoreError, arming, closing,
         postgres::{Db, SaleRow},
@@ -130,11 +131,13 @@ impl Reconciler {
         let bucket =
             chrono::Utc::now().timestamp_millis() / self.pending_after.as_millis().max(1) as i64;
         let count = stale.len();
-        for record in stale {
-            let key = format!("{}:reconcile:{bucket}", record.reservation_id);
-            self.queue
-                .enqueue_keyed(settlement_job(record), key)
-                .await?;
+        if let Some(first) = stale.first() {
+            let key = format!("{}:{}:reconcile:{bucket}", sale.id, first.reservation_id);
+            let job = SettlementJob {
+                sale_id: sale.id,
+                purchases: stale.into_iter().map(purchase_job).collect(),
+            };
+            self.queue.enqueue_keyed(job, key).await?;
         }
         if count > 0 {
             tracing::info!(sale_id = %sale.id, count, "stale pending reservations re-enqueued");

@@ -42,7 +42,7 @@ impl Totals {
     }
 }
 
-/// One job's end as seen by the consumer.
+/// How a purchase of a job ended, as seen by the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobEnd {
     Confirmed,
@@ -63,15 +63,16 @@ impl JobEnd {
 }
 
 impl Tally {
-    pub fn record_job(&self, end: JobEnd) {
+    /// `purchases` of a job ended this way (a job carries many).
+    pub fn record_purchases(&self, end: JobEnd, purchases: u64) {
         let counter = match end {
             JobEnd::Confirmed => &self.confirmed,
             JobEnd::Failed => &self.failed,
             JobEnd::Retried => &self.retried,
             JobEnd::DeadLettered => &self.dead_lettered,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("worker_jobs_total", "outcome" => end.label()).increment(1);
+        counter.fetch_add(purchases, Ordering::Relaxed);
+        metrics::counter!("worker_purchases_total", "outcome" => end.label()).increment(purchases);
     }
 
     pub fn record_commit(&self, batch_size: usize, orders_inserted: usize, took: Duration) {

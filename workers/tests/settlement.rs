@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{Harness, WORKER, eventually};
 use flashsale::{
     domain::{FailureReason, ReservationStatus},
+    jobs::SettlementJob,
     store::redis::Counter,
 };
 use sqlx::PgPool;
@@ -72,7 +73,10 @@ async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool)
     for job in &jobs {
         harness
             .queue
-            .enqueue_keyed(job.clone(), format!("{}:again", job.reservation_id))
+            .enqueue_keyed(
+                SettlementJob::single(job.clone()),
+                format!("{}:again", job.reservation_id),
+            )
             .await
             .unwrap();
     }

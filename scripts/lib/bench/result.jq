@@ -41,6 +41,9 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
     live: $live,
     ceiling: $ceiling,
     cpu_seconds: ($cpu | map_values(. * 100 | round / 100)),
+    # Redis's CPU (its process and its AOF-rewrite children) from the first
+    # request until nothing was pending, per accepted purchase.
+    redis_cpu_us_per_accepted: (if $accepted > 0 then ($cpu.redis / $accepted * 1e6 | round) else null end),
     checks: {
       expected_orders: $expected,
       orders: $outcome.orders,

@@ -26,5 +26,6 @@ row("stock consistent in PostgreSQL"; .checks.stock_consistent),
      row("streams ended early"; $live.streams_ended_early))
  end),
 row("CPU seconds"; .cpu_seconds | to_entries | map("\(.key) \(.value)") | join(", ")),
+row("Redis CPU per accepted purchase"; "\(.redis_cpu_us_per_accepted | opt) µs"),
 row("checks"; if .checks.passed then "passed" else "FAILED" end),
 ""

@@ -154,12 +154,13 @@ impl RedisStore {
         self.query::<i64>(unlink).await.map(drop)
     }
 
-    /// Counts a job given up on after too many failed attempts.
-    pub async fn count_dead_letter(&self, sale_id: Uuid) -> Result<(), StoreError> {
+    /// Counts the purchases of a job given up on after too many failed
+    /// attempts.
+    pub async fn count_dead_letter(&self, sale_id: Uuid, purchases: u64) -> Result<(), StoreError> {
         self.query(redis::Cmd::hincr(
             self.sale_keys(sale_id).stats,
             Counter::DeadLettered.name(),
-            1,
+            purchases,
         ))
         .await
     }
