@@ -62,7 +62,8 @@ mod tests {
     fn every_flag_is_named_after_its_variable() {
         let api = documented::<ApiSettings>();
         let log = documented::<crate::config::LogSettings>();
-        for setting in api.iter().chain(&log) {
+        let runtime = documented::<crate::config::RuntimeSettings>();
+        for setting in api.iter().chain(&log).chain(&runtime) {
             assert!(setting.flag_is_named_after_its_variable(), "{setting:?}");
         }
     }

@@ -324,6 +324,33 @@ pub struct LogSettings {
     pub log_format: LogFormat,
 }
 
+/// The process's Tokio runtime, shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeSettings {
+    /// Threads running requests or jobs; unset, one per core. Processes
+    /// sharing cores (several API nodes and a worker on one machine) each
+    /// do better with their share: on two shared cores, one thread per
+    /// process cut an API node's CPU per purchase by a third (fewer
+    /// cross-thread wake-ups; BENCHMARKS.md, issue 19).
+    #[arg(
+        long,
+        env = "FLASHSALE_RUNTIME_THREADS",
+        value_name = "FLASHSALE_RUNTIME_THREADS"
+    )]
+    pub runtime_threads: Option<std::num::NonZeroUsize>,
+}
+
+impl RuntimeSettings {
+    /// A multi-threaded runtime with the configured number of threads.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = self.runtime_threads {
+            builder.worker_threads(threads.get());
+        }
+        builder.enable_all().build()
+    }
+}
+
 /// A setting that parsed but makes no sense; startup stops with this message.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {name} {problem}")]

@@ -5,6 +5,12 @@
 //! batches flush) or are handed back, fetched-but-unstarted jobs go back to
 //! the queue, and the process exits 0 — within the shutdown grace at most.
 
+/// mimalloc instead of glibc's malloc: under a purchase stampede a node's
+/// allocations and frees on several threads took a fifth of its CPU in
+/// glibc (BENCHMARKS.md, issue 19).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{sync::Arc, time::Duration};
 
 use anyhow::bail;
@@ -28,12 +34,15 @@ use flashsale_workers::{
 /// How long to keep retrying dependencies at start before giving up.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // The fault suite's fail points, from FAILPOINTS (failpoint builds only).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let cli = WorkerCli::parse();
+    cli.runtime.build()?.block_on(run(cli))
+}
+
+async fn run(cli: WorkerCli) -> anyhow::Result<()> {
     telemetry::init_logging(&cli.log)?;
     cli.worker.validate()?;
     let timeout = cli.dependencies.dependency_timeout;

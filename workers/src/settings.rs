@@ -8,6 +8,7 @@ use anyhow::bail;
 use clap::{Args, Parser};
 use flashsale::config::{
     DatabaseSettings, DependencySettings, LogSettings, QueueSettings, RedisSettings,
+    RuntimeSettings,
     parse::{count, millis, secs},
 };
 
@@ -19,6 +20,8 @@ use flashsale::config::{
 pub struct WorkerCli {
     #[command(flatten)]
     pub log: LogSettings,
+    #[command(flatten)]
+    pub runtime: RuntimeSettings,
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]

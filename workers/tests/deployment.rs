@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, fs, path::Path};
 
 use clap::CommandFactory;
-use flashsale::config::{ApiSettings, LogSettings, documented, settings_of};
+use flashsale::config::{ApiSettings, LogSettings, RuntimeSettings, documented, settings_of};
 use flashsale_workers::settings::WorkerCli;
 use serde_norway::Value;
 
@@ -59,7 +59,8 @@ fn strings(value: &Value) -> Vec<String> {
 fn settings_the_binaries_read() -> BTreeSet<String> {
     let api = documented::<ApiSettings>()
         .into_iter()
-        .chain(documented::<LogSettings>());
+        .chain(documented::<LogSettings>())
+        .chain(documented::<RuntimeSettings>());
     let worker = settings_of(&WorkerCli::command());
     api.chain(worker).map(|setting| setting.env).collect()
 }

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use clap::CommandFactory;
 use flashsale::{
-    config::{ApiSettings, LogSettings, Setting, documented, settings_of},
+    config::{ApiSettings, LogSettings, RuntimeSettings, Setting, documented, settings_of},
     http::ErrorCode,
 };
 use flashsale_workers::settings::WorkerCli;
@@ -59,6 +59,7 @@ fn the_api_node_table_lists_every_setting_of_the_api_with_its_default() {
     let settings: Vec<Setting> = documented::<ApiSettings>()
         .into_iter()
         .chain(documented::<LogSettings>())
+        .chain(documented::<RuntimeSettings>())
         .collect();
     for setting in &settings {
         let row = rows
