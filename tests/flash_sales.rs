@@ -49,9 +49,10 @@ async fn arming_again_leaves_reserved_stock_alone(pg: PgPool) {
     let sale = app.create_sale(&admin, product, 50).await;
     let id = &sale.id.to_string();
     // Seven units taken by reservations since arming.
-    let _: i64 = redis::cmd("DECRBY")
-        .arg(app.sale_keys(id).stock)
-        .arg(7)
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(app.sale_keys(id).meta)
+        .arg("stock")
+        .arg(-7)
         .query_async(&mut app.redis.clone())
         .await
         .unwrap();

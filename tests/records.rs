@@ -68,11 +68,11 @@ impl Sale {
             .zadd(&keys.pending, &id, reserved_at_ms)
             .hincr(&keys.buyers, record.user_id.to_string(), quantity)
             .hset(
-                &keys.idempotency,
+                &keys.shoppers,
                 format!("{}:{}", record.user_id, record.idempotency_key),
                 format!("{id}|{quantity}"),
             )
-            .decr(&keys.stock, quantity)
+            .hincr(&keys.meta, "stock", -quantity)
             .hincr(&keys.stats, "pending_units", quantity)
             .query_async(&mut self.raw)
             .await
@@ -251,7 +251,7 @@ async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
 
     // A rebuild counts the surviving pending units the record names.
     let keys = sale.store.sale_keys(sale.id);
-    let _: () = sale.raw.del(&keys.stock).await.unwrap();
+    let _: () = sale.raw.hdel(&keys.meta, "stock").await.unwrap();
     let nothing_staged = sale.store.sale_keys(sale.id).staging(Uuid::nil());
     let armed = sale
         .store
@@ -276,11 +276,7 @@ async fn arm_sale_lua_never_rebuilds_a_sale_without_its_buyers() {
     // Redis loses the sale between the caller's look (counter present, so
     // it staged no buyers) and the script.
     let keys = sale.store.sale_keys(sale.id);
-    let _: () = sale
-        .raw
-        .del(&[&keys.stock, &keys.buyers, &keys.meta])
-        .await
-        .unwrap();
+    let _: () = sale.raw.del(&[&keys.buyers, &keys.meta]).await.unwrap();
     let armed = sale.store.arm(&active_mirror(sale.id, None)).await.unwrap();
     assert!(armed.needs_restore && !armed.rebuilt, "{armed:?}");
     assert_eq!(

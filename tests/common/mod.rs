@@ -566,7 +566,7 @@ impl TestApp {
     pub async fn redis_stock(&self, sale_id: &str) -> Option<i64> {
         self.redis
             .clone()
-            .get(self.sale_keys(sale_id).stock)
+            .hget(self.sale_keys(sale_id).meta, "stock")
             .await
             .unwrap()
     }

@@ -209,7 +209,8 @@ async fn a_key_retried_after_redis_lost_its_data_is_still_one_purchase(pg: PgPoo
     // holds the key to one order.
     let keys = harness.redis.sale_keys(sale.id);
     let mut raw = harness.raw.clone();
-    let _: () = redis::AsyncCommands::del(&mut raw, &keys.idempotency)
+    let replay_field = format!("{}:{}", first.user_id, first.idempotency_key);
+    let _: () = redis::AsyncCommands::hdel(&mut raw, &keys.shoppers, replay_field)
         .await
         .unwrap();
     let ReserveOutcome::Accepted {

@@ -57,7 +57,6 @@ async fn redis_losing_its_data_mid_sale_rebuilds_stock_from_postgres_without_ove
     let keys = harness.redis.sale_keys(harness.sale.id);
     let mut raw = harness.raw.clone();
     let _: () = redis::cmd("DEL")
-        .arg(&keys.stock)
         .arg(&keys.meta)
         .arg(&keys.buyers)
         .query_async(&mut raw)

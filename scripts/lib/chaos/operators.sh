@@ -146,7 +146,7 @@ scenario_wipe_and_retry() {
   # armed from PostgreSQL (a readiness probe starts it) and the keys retried.
   sleep 3
   curl -fsS -o /dev/null "$BASE/api/health/ready" || true
-  wait_for 30 bash -c "[[ -n \$(redis-cli -p $REDIS_PORT get '$REDIS_PREFIX:{sale:$SALE_ID}:stock') ]]" \
+  wait_for 30 bash -c "[[ -n \$(redis-cli -p $REDIS_PORT hget '$REDIS_PREFIX:{sale:$SALE_ID}:meta' stock) ]]" \
     || die "[$SCENARIO] the sale was not armed again"
   touch "$DIR/retry-now"
   wait_crowd

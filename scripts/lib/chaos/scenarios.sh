@@ -183,7 +183,7 @@ scenario_ban() {
   sleep 2
   emails=$(for ((i = users - 50; i < users; i++)); do printf "'crowd-%s-ban-%s@load.local'," "${CHAOS_RUN_ID,,}" "$i"; done)
   banned_ids=$( {
-    redis_cmd hkeys "$REDIS_PREFIX:{sale:$SALE_ID}:latest" | head -n 50
+    redis_cmd hkeys "$REDIS_PREFIX:{sale:$SALE_ID}:shoppers" | sed -n 's/|latest$//p' | head -n 50
     psql_query "select id from users where issuer = 'local' and subject in (${emails%,})"
   } | sort -u)
   printf '%s\n' "$banned_ids" | jq -R . | jq -s . >"$DIR/banned.json"

@@ -59,7 +59,7 @@ fault() { FAULTS+=("$*"); log "[$SCENARIO] fault: $*"; }
 # units left, in Redis.
 pending_reservations() { redis_cmd zcard "$REDIS_PREFIX:{sale:$SALE_ID}:pending"; }
 pending_units() { redis_cmd hget "$REDIS_PREFIX:{sale:$SALE_ID}:stats" pending_units; }
-redis_stock() { redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock"; }
+redis_stock() { redis_cmd hget "$REDIS_PREFIX:{sale:$SALE_ID}:meta" stock; }
 
 # redis_agrees: I6, Redis remaining + pending units + PostgreSQL confirmed
 # = allotted; or the sale was archived (its keys left Redis by design, once
@@ -67,7 +67,7 @@ redis_stock() { redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock"; }
 redis_agrees() {
   local remaining pending confirmed allotted
   [[ $(psql_query "select archived_at is not null from flash_sales where id = '$SALE_ID'") == t ]] && return 0
-  remaining=$(redis_cmd get "$REDIS_PREFIX:{sale:$SALE_ID}:stock")
+  remaining=$(redis_stock)
   pending=$(pending_units)
   pending=${pending:-0}
   read -r confirmed allotted < <(psql_query \

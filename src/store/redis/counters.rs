@@ -121,6 +121,7 @@ mod tests {
         let mut names = BTreeSet::new();
         let patterns = [
             "count('".to_string(),
+            "refuse('".to_string(),
             format!("redis.call('HINCRBY', {stats_key}, '"),
             format!("redis.call('HSET', {stats_key}, '"),
         ];
@@ -138,10 +139,10 @@ mod tests {
     fn every_counter_a_script_writes_is_a_known_counter_and_each_is_written() {
         let known: BTreeSet<&str> = Counter::ALL.iter().map(|counter| counter.name()).collect();
         let stats_key = |script: &str| match script {
-            "reserve.lua" => "KEYS[7]",
+            "reserve.lua" => "KEYS[6]",
             "confirm.lua" => "KEYS[3]",
             "release.lua" => "KEYS[5]",
-            "arm_sale.lua" => "KEYS[6]",
+            "arm_sale.lua" => "KEYS[5]",
             _ => "KEYS[0]",
         };
         let mut written = BTreeSet::new();

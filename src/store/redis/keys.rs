@@ -8,10 +8,9 @@ use uuid::Uuid;
 /// The keys of one sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleKeys {
-    /// Units left to reserve (an integer counter).
-    pub stock: String,
     /// Hash mirroring the sale from PostgreSQL: state, window (ms), price,
-    /// per-user limit and the allotment Redis stock was built from.
+    /// per-user limit and the allotment Redis stock was built from; and
+    /// `stock`, the units left to reserve (read with the rest in one call).
     pub meta: String,
     /// Hash user id -> units the user holds (pending + confirmed).
     pub buyers: String,
@@ -19,15 +18,14 @@ pub struct SaleKeys {
     pub reservations: String,
     /// Sorted set of pending reservation ids, scored by reservation time (ms).
     pub pending: String,
-    /// Hash `user:key` -> `reservation|quantity`: the first answer per key.
-    pub idempotency: String,
-    /// Hash user id -> that user's latest reservation id in this sale.
-    pub latest: String,
+    /// Hash of what the sale knows per shopper, read and written in one
+    /// call each by `reserve.lua`: `<user>:<key>` -> `reservation|quantity`
+    /// (the first answer per idempotency key), `<user>|next` -> when the
+    /// user's next attempt is due (GCRA, µs: the per-user attempt limit
+    /// across nodes), `<user>|latest` -> the user's latest reservation.
+    pub shoppers: String,
     /// Hash of counters: attempts, accepted, rejected by reason, ...
     pub stats: String,
-    /// Hash user id -> when the user's next attempt is due (GCRA, µs): the
-    /// per-user attempt limit across nodes.
-    pub rate: String,
     /// Pub/sub channel of the sale's events (each settled purchase).
     pub events: String,
     /// `<prefix>:{sale:<id>}`, the front of every key above.
@@ -38,15 +36,12 @@ impl SaleKeys {
     pub fn new(prefix: &str, sale_id: Uuid) -> Self {
         let tag = format!("{prefix}:{{sale:{sale_id}}}");
         Self {
-            stock: format!("{tag}:stock"),
             meta: format!("{tag}:meta"),
             buyers: format!("{tag}:buyers"),
             reservations: format!("{tag}:reservations"),
             pending: format!("{tag}:pending"),
-            idempotency: format!("{tag}:idempotency"),
-            latest: format!("{tag}:latest"),
+            shoppers: format!("{tag}:shoppers"),
             stats: format!("{tag}:stats"),
-            rate: format!("{tag}:rate"),
             events: format!("{tag}:events"),
             tag,
         }
@@ -54,18 +49,20 @@ impl SaleKeys {
 
     /// Every key that stores the sale's data (all but the events channel
     /// and arming's short-lived staging hashes).
-    pub fn stored(&self) -> [&str; 9] {
+    pub fn stored(&self) -> [&str; 6] {
         [
-            &self.stock,
             &self.meta,
             &self.buyers,
             &self.reservations,
             &self.pending,
-            &self.idempotency,
-            &self.latest,
+            &self.shoppers,
             &self.stats,
-            &self.rate,
         ]
+    }
+
+    /// The field of [`Self::shoppers`] holding the user's latest reservation.
+    pub fn latest_field(user_id: Uuid) -> String {
+        format!("{user_id}|latest")
     }
 
     /// A hash arming writes buyers into before swapping it in (one per
@@ -96,6 +93,6 @@ mod tests {
         for key in keys.stored().into_iter().chain(others) {
             assert_eq!(hash_tag(key), expected, "{key}");
         }
-        assert!(keys.stock.starts_with("fs:"));
+        assert!(keys.meta.starts_with("fs:"));
     }
 }

@@ -182,7 +182,7 @@ impl RedisStore {
 
     /// Units left to reserve, or `None` when the sale is not armed.
     pub async fn remaining(&self, sale_id: Uuid) -> Result<Option<i64>, StoreError> {
-        self.query(redis::Cmd::get(self.sale_keys(sale_id).stock))
+        self.query(redis::Cmd::hget(self.sale_keys(sale_id).meta, "stock"))
             .await
     }
 
@@ -196,7 +196,6 @@ impl RedisStore {
         let keys = self.sale_keys(sale.sale_id);
         let mut invocation = self.scripts.arm.prepare_invoke();
         invocation
-            .key(&keys.stock)
             .key(&keys.meta)
             .key(&keys.buyers)
             .key(&keys.reservations)
@@ -208,6 +207,7 @@ impl RedisStore {
                     .clone()
                     .unwrap_or_else(|| keys.staging(Uuid::nil())),
             )
+            .key(&keys.shoppers)
             .arg(sale.allotted)
             .arg(sale.confirmed)
             .arg(sale.state)
@@ -261,10 +261,7 @@ impl RedisStore {
         }
         let keys = self.sale_keys(sale_id);
         let mut invocation = self.scripts.restore_orders.prepare_invoke();
-        invocation
-            .key(&keys.idempotency)
-            .key(&keys.reservations)
-            .key(&keys.latest);
+        invocation.key(&keys.shoppers).key(&keys.reservations);
         for order in orders {
             invocation
                 .arg(order.reservation_id.to_string())

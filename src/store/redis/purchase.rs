@@ -237,15 +237,12 @@ impl RedisStore {
         let keys = self.sale_keys(request.sale_id);
         let mut invocation = self.scripts.reserve.prepare_invoke();
         invocation
-            .key(&keys.stock)
             .key(&keys.meta)
             .key(&keys.buyers)
             .key(&keys.reservations)
             .key(&keys.pending)
-            .key(&keys.idempotency)
+            .key(&keys.shoppers)
             .key(&keys.stats)
-            .key(&keys.latest)
-            .key(&keys.rate)
             .arg(request.user_id.to_string())
             .arg(request.quantity)
             .arg(request.idempotency_key)
@@ -300,8 +297,8 @@ impl RedisStore {
         sale_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<ReservationRecord>, StoreError> {
-        let key = self.sale_keys(sale_id).latest;
-        let latest: Option<String> = self.hget(key, user_id.to_string()).await?;
+        let key = self.sale_keys(sale_id).shoppers;
+        let latest: Option<String> = self.hget(key, SaleKeys::latest_field(user_id)).await?;
         match latest.and_then(|id| id.parse::<Uuid>().ok()) {
             Some(reservation_id) => self.reservation(sale_id, reservation_id).await,
             None => Ok(None),
@@ -323,7 +320,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for sale_id in sale_ids {
             let keys: SaleKeys = self.sale_keys(*sale_id);
-            pipe.get(keys.stock).hget(keys.meta, "state");
+            pipe.hget(&keys.meta, "stock").hget(keys.meta, "state");
         }
         let replies: Vec<(Option<i64>, Option<String>)> = self.query_pipe(pipe).await?;
         Ok(replies
@@ -340,7 +337,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.hgetall(keys.stats)
             .zcard(&keys.pending)
-            .get(keys.stock)
+            .hget(keys.meta, "stock")
             .zrange_withscores(&keys.pending, 0, 0);
         #[allow(clippy::type_complexity)]
         let (counters, pending, remaining, oldest): (

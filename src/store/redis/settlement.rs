@@ -73,7 +73,7 @@ impl RedisStore {
         let keys = self.sale_keys(sale_id);
         let mut invocation = self.scripts.release.prepare_invoke();
         invocation
-            .key(&keys.stock)
+            .key(&keys.meta)
             .key(&keys.buyers)
             .key(&keys.reservations)
             .key(&keys.pending)

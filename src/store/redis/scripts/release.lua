@@ -10,7 +10,7 @@
 -- no more go back than keep Redis's promises (stock + pending units)
 -- within that room: the room belongs first to reservations still pending.
 --
--- KEYS[1]  stock counter
+-- KEYS[1]  meta hash (its `stock` field is the counter)
 -- KEYS[2]  buyers hash (user -> units held)
 -- KEYS[3]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[4]  pending set
@@ -36,15 +36,15 @@ end
 local restock = math.min(math.max(tonumber(ARGV[4]), 0), quantity)
 local room = tonumber(ARGV[7])
 if room >= 0 then
-  local promised = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local promised = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
     + tonumber(redis.call('HGET', KEYS[5], 'pending_units') or '0') - quantity
   restock = math.max(math.min(restock, room - promised), 0)
 end
 local remaining
 if restock > 0 then
-  remaining = redis.call('INCRBY', KEYS[1], restock)
+  remaining = redis.call('HINCRBY', KEYS[1], 'stock', restock)
 else
-  remaining = tonumber(redis.call('GET', KEYS[1]) or '0')
+  remaining = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
 end
 if restock < quantity then
   redis.call('HINCRBY', KEYS[5], 'units_written_off', quantity - restock)

@@ -7,9 +7,9 @@
 -- text sorts by time), whatever order the chunks come in. One chunk of
 -- orders per call keeps each call short.
 --
--- KEYS[1]  idempotency hash ("<user>:<key>" -> replay record, see record.lua)
+-- KEYS[1]  shoppers hash ("<user>:<key>" -> replay record, see record.lua;
+--          "<user>|latest" -> latest reservation; see reserve.lua)
 -- KEYS[2]  reservations hash (reservation -> record, see record.lua)
--- KEYS[3]  latest hash (user -> latest reservation)
 -- ARGV     groups of five: reservation, user, quantity, reserved ms, idempotency key
 --
 -- Returns the number of keys whose replay record was restored.
@@ -19,9 +19,9 @@ for i = 1, #ARGV, 5 do
   local reservation, user, quantity, reserved_ms, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   restored = restored + redis.call('HSETNX', KEYS[1], user .. ':' .. key, encode_replay(reservation, quantity))
   redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key))
-  local latest = redis.call('HGET', KEYS[3], user)
+  local latest = redis.call('HGET', KEYS[1], user .. '|latest')
   if not latest or latest < reservation then
-    redis.call('HSET', KEYS[3], user, reservation)
+    redis.call('HSET', KEYS[1], user .. '|latest', reservation)
   end
 end
 return restored
