@@ -1,8 +1,13 @@
 //! One reservation round trip against a real Redis: the Lua script that
-//! decides a purchase (idempotency, state, window, limit, stock, writes).
-//! Needs the project's Redis: start it with `scripts/up` or `scripts/test`,
-//! then `cargo bench --bench reservation` (`FLASHSALE_BENCH_REDIS_URL`
-//! points elsewhere). Keys go under a fresh prefix, deleted afterwards.
+//! decides a purchase (idempotency, state, window, limit, stock, writes),
+//! accepted and refused (sold out, the common refusal of a stampede).
+//! Criterion times the round trip, which the loopback dominates; after each
+//! bench the Redis time per `reserve.lua` call (`INFO commandstats`, the
+//! script's own execution) is printed, which is what the script's shape
+//! changes. Needs the project's Redis: start it with `scripts/up` or
+//! `scripts/test`, then `cargo bench --bench reservation`
+//! (`FLASHSALE_BENCH_REDIS_URL` points elsewhere). Keys go under a fresh
+//! prefix, deleted afterwards.
 
 use std::time::Duration;
 
@@ -12,6 +17,7 @@ use flashsale::{
     config::{RedisSettings, Secret},
     store::redis::{RedisStore, ReserveOutcome, ReserveRequest, SaleMirror, UserRate},
 };
+use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
 fn reservation_round_trip(c: &mut Criterion) {
@@ -28,48 +34,76 @@ fn reservation_round_trip(c: &mut Criterion) {
         let _runtime = runtime.enter();
         RedisStore::connect_lazy(&settings, Duration::from_secs(2)).expect("Redis connection")
     };
-    let sale_id = Uuid::now_v7();
-    let now = Utc::now().timestamp_millis();
-    runtime
-        .block_on(redis.arm(&SaleMirror {
-            sale_id,
-            allotted: 1_000_000_000,
-            confirmed: 0,
-            state: "active",
-            starts_at_ms: now - 60_000,
-            ends_at_ms: now + 3_600_000,
-            per_user_limit: 1,
-            price: 4_999,
-            version: 1,
-            // A new sale: no buyers to restore (an empty staging hash).
-            staged_buyers: Some(redis.sale_keys(sale_id).staging(Uuid::nil())),
-        }))
-        .expect("Redis must be running (scripts/up or scripts/test)");
+    let mut stats_connection = runtime.block_on(async {
+        redis::Client::open(settings.redis_url.expose())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis must be running (scripts/up or scripts/test)")
+    });
+    let arm = |allotted: i64| {
+        let sale_id = Uuid::now_v7();
+        let now = Utc::now().timestamp_millis();
+        runtime
+            .block_on(redis.arm(&SaleMirror {
+                sale_id,
+                allotted,
+                confirmed: 0,
+                state: "active",
+                starts_at_ms: now - 60_000,
+                ends_at_ms: now + 3_600_000,
+                per_user_limit: 1,
+                price: 4_999,
+                version: 1,
+                // A new sale: no buyers to restore (an empty staging hash).
+                staged_buyers: Some(redis.sale_keys(sale_id).staging(Uuid::nil())),
+            }))
+            .expect("arm");
+        sale_id
+    };
+    let open_sale = arm(1_000_000_000);
+    let sold_out_sale = arm(0);
+    // A new shopper per attempt: never rate-limited, never at the limit.
+    let attempt = |sale_id: Uuid| ReserveRequest {
+        sale_id,
+        user_id: Uuid::now_v7(),
+        quantity: flashsale::domain::Quantity::ONE,
+        idempotency_key: "bench",
+        reservation_id: Uuid::now_v7(),
+        rate: UserRate {
+            per_second: 10_000,
+            burst: 10_000,
+        },
+    };
 
+    let before = runtime.block_on(script_time(&mut stats_connection));
     c.bench_function("reserve_lua_round_trip_accepted", |b| {
         b.to_async(&runtime).iter(|| async {
-            let user_id = Uuid::now_v7();
-            let request = ReserveRequest {
-                sale_id,
-                user_id,
-                quantity: flashsale::domain::Quantity::ONE,
-                idempotency_key: "bench",
-                reservation_id: Uuid::now_v7(),
-                rate: UserRate {
-                    per_second: 10_000,
-                    burst: 10_000,
-                },
-            };
-            let outcome = redis.reserve(&request).await.expect("reserve");
+            let outcome = redis.reserve(&attempt(open_sale)).await.expect("reserve");
             assert!(matches!(outcome, ReserveOutcome::Accepted { .. }));
         })
     });
+    let after = runtime.block_on(script_time(&mut stats_connection));
+    report_script_time("accepted", before, after);
+
+    let before = after;
+    c.bench_function("reserve_lua_round_trip_refused_sold_out", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let outcome = redis
+                .reserve(&attempt(sold_out_sale))
+                .await
+                .expect("reserve");
+            assert!(matches!(outcome, ReserveOutcome::SoldOut { .. }));
+        })
+    });
+    let after = runtime.block_on(script_time(&mut stats_connection));
+    report_script_time("refused (sold out)", before, after);
 
     // The cheapest command over the same connection, for comparison: what a
     // round trip costs before the script does anything.
     c.bench_function("get_round_trip", |b| {
         b.to_async(&runtime)
-            .iter(|| async { redis.remaining(sale_id).await.expect("get") })
+            .iter(|| async { redis.remaining(open_sale).await.expect("get") })
     });
 
     runtime.block_on(async {
@@ -91,6 +125,38 @@ fn reservation_round_trip(c: &mut Criterion) {
                 .expect("del");
         }
     });
+}
+
+/// Script calls Redis has run so far and the microseconds they took
+/// (`cmdstat_evalsha`: every script of this Redis, which the bench has to
+/// itself while it runs).
+async fn script_time(connection: &mut MultiplexedConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .expect("INFO");
+    let field = |line: &str, name: &str| -> u64 {
+        line.split([':', ','])
+            .find_map(|part| part.strip_prefix(name))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_default()
+    };
+    info.lines()
+        .find(|line| line.starts_with("cmdstat_evalsha:"))
+        .map(|line| (field(line, "calls="), field(line, "usec=")))
+        .unwrap_or_default()
+}
+
+fn report_script_time(what: &str, before: (u64, u64), after: (u64, u64)) {
+    let calls = after.0.saturating_sub(before.0);
+    let usec = after.1.saturating_sub(before.1);
+    if calls > 0 {
+        println!(
+            "reserve.lua {what}: {:.1} µs of Redis time per call over {calls} calls (INFO commandstats)",
+            usec as f64 / calls as f64
+        );
+    }
 }
 
 criterion_group!(benches, reservation_round_trip);

@@ -212,6 +212,21 @@ impl Harness {
             .await
     }
 
+    /// Queues the purchases as jobs of `size` purchases each, the way an
+    /// API node's outbox gathers them during a stampede.
+    pub async fn enqueue_in_jobs_of(&self, purchases: &[PurchaseJob], size: usize) {
+        stream::iter(purchases.chunks(size.max(1)))
+            .map(|chunk| {
+                self.queue.enqueue(SettlementJob {
+                    sale_id: self.sale.id,
+                    purchases: chunk.to_vec(),
+                })
+            })
+            .buffer_unordered(256)
+            .for_each(|pushed| async move { pushed.unwrap() })
+            .await;
+    }
+
     pub async fn enqueue(&self, jobs: &[PurchaseJob]) {
         stream::iter(jobs.iter().cloned())
             .map(|job| self.queue.enqueue(SettlementJob::single(job)))
