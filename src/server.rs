@@ -14,7 +14,7 @@ use crate::{
     app::{Purchases, Sales, Stats},
     auth::{Authenticator, revocations},
     config::ApiSettings,
-    http::{self, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
+    http::{self, AppServices, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
     jobs::{PurchaseQueue, outbox::Outbox},
     listener::{self, StallGuardedListener},
     live::LiveEvents,
@@ -58,7 +58,7 @@ pub fn build_state_with(
         per_second: purchase.user_rate_per_sec.get(),
         burst: purchase.user_burst.get(),
     };
-    Ok(AppState {
+    Ok(AppState::new(AppServices {
         purchases: Arc::new(Purchases::new(
             sales.clone(),
             Outbox::start(queue.clone()),
@@ -84,7 +84,7 @@ pub fn build_state_with(
         )),
         snapshot,
         live: Arc::new(LiveEvents::new(subscriber, inbox)),
-    })
+    }))
 }
 
 /// Forgets idle per-user limiter entries once a minute.

@@ -31,7 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use error_code::ErrorCode;
 pub use openapi::ApiDoc;
-pub use state::AppState;
+pub use state::{AppServices, AppState};
 
 use crate::config::{AuthMode, HttpSettings};
 
