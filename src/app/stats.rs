@@ -70,7 +70,8 @@ pub struct SaleStats {
 /// The purchase queue (all sales).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueueCounts {
-    /// Jobs waiting for a worker.
+    /// Jobs waiting for a worker (each carries one node's few milliseconds
+    /// of purchases of one sale; `pending` counts the purchases).
     pub waiting: u64,
     /// Failed attempts waiting for their retry.
     pub scheduled: u64,

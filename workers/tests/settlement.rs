@@ -112,7 +112,8 @@ async fn a_job_delivered_twice_to_two_racing_workers_makes_one_order(pg: PgPool)
 async fn a_reservation_whose_push_failed_is_enqueued_by_the_reconciler(pg: PgPool) {
     let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(3).await;
-    // Reserved, never pushed: what an API node leaves behind when the push fails.
+    // Reserved, never pushed: what an API node leaves behind when its
+    // outbox cannot push, or when it dies with purchases in its outbox.
     let jobs = harness.reserve(&users).await;
     assert_eq!(harness.queue.depth().await.unwrap().waiting, 0);
 

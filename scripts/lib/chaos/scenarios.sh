@@ -117,6 +117,32 @@ scenario_node_kill() {
   scenario_end
 }
 
+# queue-lost: API node 0 runs the whole crowd with its queue unreachable,
+# so its outbox pushes nothing: every purchase it accepts waits in the
+# pending set until the reconciler pushes it. What a node killed with
+# purchases in its outbox leaves behind, at scale (a kill -9 catches 2 ms
+# of them at most).
+scenario_queue_lost() {
+  local users=${CHAOS_USERS:-5000} reenqueued
+  restart_workers_with FLASHSALE_RECONCILE_SCHEDULE='* * * * * *' FLASHSALE_RECONCILE_PENDING_AFTER_SECS=3
+  stop_pid "$RUN_DIR/api-0.pid" flashsale-api 30
+  (export FLASHSALE_QUEUE_REDIS_URL=redis://127.0.0.1:9; start_api_node 0)
+  wait_api_node 0
+  scenario_begin queue-lost "$users"
+  start_crowd "$users" 500
+  fault "API node 0 started with its queue on a closed port: its outbox pushes failed for the whole crowd"
+  wait_crowd
+  stop_pid "$RUN_DIR/api-0.pid" flashsale-api 30
+  start_api_node 0
+  wait_api_node 0
+  wait_for 60 bash -c "(( \$(redis-cli -p $REDIS_PORT zcard '$REDIS_PREFIX:{sale:$SALE_ID}:pending') == 0 ))" || true
+  reenqueued=$(cat "$LOG_DIR"/worker-*.log | grep -F "$SALE_ID" | grep -F 're-enqueued' \
+    | jq -s 'map(.count) | add // 0')
+  scenario_end "{\"figures\": {\"reenqueued_by_the_reconciler\": $reenqueued},
+    \"checks\": {\"the_reconciler_pushed_what_node_0_accepted\": $(json_bool "$((reenqueued > 0))")}}"
+  restart_workers_with FLASHSALE_RECONCILE_SCHEDULE='*/2 * * * * *'
+}
+
 # 6. Redis stalled twice for 3 s, once frozen (SIGSTOP: a stuck disk or
 # fork) and once pausing its clients (CLIENT PAUSE): requests answer 503
 # within the dependency bound instead of hanging; no restart needed.
