@@ -142,17 +142,19 @@ pub async fn serve(
     let stopping = shutdown.clone();
     let listener = StallGuardedListener::new(listener, settings.http.write_stall_timeout);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-    tokio::select! {
-        result = server => result.context("HTTP server failed")?,
+    let served = tokio::select! {
+        result = server => result.context("HTTP server failed"),
         () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; exiting");
+            Ok(())
         }
-    }
+    };
+    // Whatever ended the server, the purchases it accepted are pushed.
     purchases
         .close_outbox(settings.dependencies.dependency_timeout)
         .await;
     tracing::info!("flashsale-api stopped");
-    Ok(())
+    served
 }
 
 /// Keeps this node's view of identities current: revoked accounts (loaded

@@ -260,7 +260,7 @@ pub struct QueueSettings {
     )]
     pub queue_redis_url: Option<Secret>,
 
-    /// How long a second push of the same reservation is ignored by the queue.
+    /// How long a second push of the same job is ignored by the queue.
     #[arg(
         long = "queue-idempotency-ttl-secs",
         env = "FLASHSALE_QUEUE_IDEMPOTENCY_TTL_SECS",

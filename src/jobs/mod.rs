@@ -45,12 +45,40 @@ pub struct PurchaseJob {
 
 /// The queue's job: settle these reservations of one sale. The outbox
 /// pushes a few milliseconds of one node's accepted purchases as one job;
-/// the reconciler pushes a sale's reservations left pending as one.
+/// the reconciler pushes a sale's reservations left pending in jobs of at
+/// most [`MAX_PURCHASES_PER_JOB`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "QueuedJob")]
 pub struct SettlementJob {
     pub sale_id: Uuid,
     /// Each of the sale, each reservation once.
     pub purchases: Vec<PurchaseJob>,
+}
+
+/// Purchases one job carries at most (a settlement batch's worth).
+pub const MAX_PURCHASES_PER_JOB: usize = 512;
+
+/// What a queued job may hold: this build's jobs, or a single purchase as
+/// builds before the outbox queued them (read as a job of one), so that
+/// jobs left in the queue across an upgrade are settled instead of failing
+/// to decode (which would stop the consumer, not dead-letter the job).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum QueuedJob {
+    Settlement {
+        sale_id: Uuid,
+        purchases: Vec<PurchaseJob>,
+    },
+    Purchase(PurchaseJob),
+}
+
+impl From<QueuedJob> for SettlementJob {
+    fn from(queued: QueuedJob) -> Self {
+        match queued {
+            QueuedJob::Settlement { sale_id, purchases } => Self { sale_id, purchases },
+            QueuedJob::Purchase(purchase) => Self::single(purchase),
+        }
+    }
 }
 
 impl SettlementJob {
@@ -209,5 +237,36 @@ impl PurchaseQueue {
             // waiting list once per job: quadratic in the backlog.
             .lock_tasks(false);
         self.storage.clone().with_config(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purchase() -> PurchaseJob {
+        PurchaseJob {
+            reservation_id: Uuid::now_v7(),
+            sale_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            quantity: Quantity::ONE,
+            idempotency_key: "k".into(),
+            reserved_at_ms: 1_764_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_settlement_job_reads_back_as_written() {
+        let job = SettlementJob::single(purchase());
+        let text = serde_json::to_string(&job).unwrap();
+        assert_eq!(serde_json::from_str::<SettlementJob>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn a_single_purchase_queued_by_an_older_build_reads_as_a_job_of_one() {
+        let old = purchase();
+        let text = serde_json::to_string(&old).unwrap();
+        let job: SettlementJob = serde_json::from_str(&text).unwrap();
+        assert_eq!(job, SettlementJob::single(old));
     }
 }

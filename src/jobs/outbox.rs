@@ -20,15 +20,12 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{PurchaseJob, PurchaseQueue, SettlementJob};
+use super::{MAX_PURCHASES_PER_JOB as MAX_PER_JOB, PurchaseJob, PurchaseQueue, SettlementJob};
 
 /// How long the outbox gathers after the first purchase of a job: long
 /// enough to carry tens of purchases per job during a stampede, short
 /// against the worker's own batch wait.
 const GATHER: Duration = Duration::from_millis(2);
-
-/// Purchases one job carries at most (one settlement batch's worth).
-const MAX_PER_JOB: usize = 512;
 
 /// Purchases waiting for a push at most; beyond it they are left to the
 /// reconciler rather than holding the request.

@@ -4,9 +4,10 @@
 //!   data): stock = allotted - confirmed - surviving pending, never invented;
 //! - push pending reservations older than a threshold to the queue again
 //!   (their job was lost, its push failed, or it was dead-lettered), when
-//!   no job is waiting in the queue (otherwise they are a backlog), as one
-//!   job per sale. The push is keyed by sale, first reservation and time
-//!   bucket, so replicas firing in the same bucket push once; the commit
+//!   no job is waiting in the queue (otherwise they are a backlog), in jobs
+//!   of at most `MAX_PURCHASES_PER_JOB`. Each push is keyed by sale, time
+//!   bucket and chunk, so replicas firing in the same bucket push once (and
+//!   a run within the bucket of a job still settling pushes nothing); the commit
 //!   path decides each reservation once whatever the number of jobs, and a
 //!   reservation whose order already exists is only marked confirmed in
 //!   Redis;
@@ -28,7 +29,7 @@ use apalis_core::{error::BoxDynError, task::data::Data, worker::builder::WorkerB
 use apalis_cron::{CronScheduler, Tick};
 use flashsale::{
     app::purchases::purchase_job,
-    jobs::{PurchaseQueue, SettlementJob},
+    jobs::{MAX_PURCHASES_PER_JOB, PurchaseQueue, SettlementJob},
     store::{
         StoreError, arming, closing,
         postgres::{Db, SaleRow},
@@ -131,11 +132,12 @@ impl Reconciler {
         let bucket =
             chrono::Utc::now().timestamp_millis() / self.pending_after.as_millis().max(1) as i64;
         let count = stale.len();
-        if let Some(first) = stale.first() {
-            let key = format!("{}:{}:reconcile:{bucket}", sale.id, first.reservation_id);
+        let purchases: Vec<_> = stale.into_iter().map(purchase_job).collect();
+        for (chunk, purchases) in purchases.chunks(MAX_PURCHASES_PER_JOB).enumerate() {
+            let key = format!("{}:reconcile:{bucket}:{chunk}", sale.id);
             let job = SettlementJob {
                 sale_id: sale.id,
-                purchases: stale.into_iter().map(purchase_job).collect(),
+                purchases: purchases.to_vec(),
             };
             self.queue.enqueue_keyed(job, key).await?;
         }

@@ -60,6 +60,13 @@ impl SaleKeys {
         ]
     }
 
+    /// Keys of the layout before issue 19 (the stock counter, then the
+    /// replay records, latest reservations and rates in hashes of their
+    /// own): archiving a sale armed by an older build unlinks them too.
+    pub fn legacy(&self) -> [String; 4] {
+        ["stock", "idempotency", "latest", "rate"].map(|name| format!("{}:{name}", self.tag))
+    }
+
     /// The field of [`Self::shoppers`] holding the user's latest reservation.
     pub fn latest_field(user_id: Uuid) -> String {
         format!("{user_id}|latest")

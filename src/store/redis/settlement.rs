@@ -150,7 +150,7 @@ impl RedisStore {
     pub async fn purge_sale(&self, sale_id: Uuid) -> Result<(), StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut unlink = redis::cmd("UNLINK");
-        unlink.arg(&keys.stored()[..]);
+        unlink.arg(&keys.stored()[..]).arg(&keys.legacy()[..]);
         self.query::<i64>(unlink).await.map(drop)
     }
 
