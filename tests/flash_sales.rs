@@ -414,7 +414,7 @@ async fn settle(app: &common::TestApp, sale_id: Uuid, reservations: &[Uuid]) {
         match decision {
             Decision::Commit | Decision::AlreadyConfirmed => {
                 redis
-                    .confirm(sale_id, &[reservation.reservation_id])
+                    .confirm(sale_id, &[(reservation.reservation_id, None)])
                     .await
                     .unwrap();
             }

@@ -88,7 +88,7 @@ async fn outcomes_reach_their_shopper_only_and_reconnects_start_from_the_present
 
     // What the worker does once PostgreSQL committed the order.
     let store = app.redis_store();
-    assert_eq!(store.confirm(sale_id, &[alices]).await.unwrap(), 1);
+    assert_eq!(store.confirm(sale_id, &[(alices, None)]).await.unwrap(), 1);
     let outcome = alice_events.next_named("purchase", WAIT).await;
     assert_eq!(outcome.data["reservation_id"], alices.to_string());
     assert_eq!(outcome.data["status"], "confirmed");
@@ -293,7 +293,7 @@ async fn an_outcome_published_while_the_node_was_cut_off_arrives_after_it_reconn
     // The worker's commit, published while this node cannot hear it.
     let store = app.redis_store();
     let confirmed = store
-        .confirm(sale_id, &[reservation.parse().unwrap()])
+        .confirm(sale_id, &[(reservation.parse().unwrap(), None)])
         .await
         .unwrap();
     assert_eq!(confirmed, 1);

@@ -503,6 +503,46 @@ async fn a_failed_queue_push_still_accepts_and_leaves_the_reservation_pending_on
     assert_eq!(app.queued_jobs().await, 0, "the queue was unreachable");
 }
 
+/// The worker writes the order id into the reservation's Redis record, so
+/// the status of a confirmed purchase (what a shop page polls) needs no
+/// PostgreSQL read: it answers with PostgreSQL unreachable.
+#[sqlx::test]
+async fn a_confirmed_purchase_names_its_order_without_asking_postgresql(pg: PgPool) {
+    let pg_proxy = FaultProxy::in_front_of_postgres(&pg).await;
+    let app = common::spawn_app_routed(
+        pg,
+        Route {
+            postgres: Some(pg_proxy.addr),
+            ..Route::default()
+        },
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let sale = app.open_sale(&admin, 5, 1).await;
+    let (_, token) = app.shopper();
+    let reply = app
+        .attempt(&token, "order-in-redis", json!({"sale_id": sale}))
+        .await;
+    let reservation = reply.json::<PurchaseAccepted>().reservation_id;
+    // What the worker does once PostgreSQL committed the order.
+    let order = Uuid::now_v7();
+    app.redis_store()
+        .confirm(sale.parse().unwrap(), &[(reservation, Some(order))])
+        .await
+        .unwrap();
+
+    pg_proxy.cut();
+    let status = app
+        .get(
+            &format!("/api/purchase/status?sale_id={sale}&reservation_id={reservation}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["status"], "confirmed");
+    assert_eq!(status.body["order_id"], order.to_string());
+}
+
 #[sqlx::test]
 async fn purchase_status_is_the_owners_alone_and_shows_failures_with_a_reason(pg: PgPool) {
     let app = spawn_app(pg).await;

@@ -60,6 +60,7 @@ impl Sale {
             reserved_at_ms,
             idempotency_key: format!("key-{}", Uuid::now_v7().simple()),
             reason: None,
+            order_id: None,
         };
         let keys = self.store.sale_keys(self.id);
         let id = record.reservation_id.to_string();
@@ -155,6 +156,7 @@ async fn reserve_lua_writes_the_record_rust_reads() {
             reserved_at_ms,
             idempotency_key: "from-lua".into(),
             reason: None,
+            order_id: None,
         }
     );
     assert_eq!(parsed.encode(), stored, "Rust writes what Lua wrote");
@@ -202,7 +204,7 @@ async fn release_lua_reads_rust_records_and_writes_a_reason_code() {
     assert_eq!(sale.stat("units_written_off").await, 1);
     assert_eq!(sale.stat("pending_units").await, 0);
     let stored = sale.stored(record.reservation_id).await;
-    assert!(stored.ends_with("|no_stock"), "{stored}");
+    assert!(stored.ends_with("|no_stock|"), "{stored}");
     let parsed = parse_record(sale.id, record.reservation_id, &stored).unwrap();
     assert_eq!(
         parsed,
@@ -215,12 +217,13 @@ async fn release_lua_reads_rust_records_and_writes_a_reason_code() {
 }
 
 #[tokio::test]
-async fn confirm_lua_reads_rust_records() {
+async fn confirm_lua_reads_rust_records_and_writes_the_order() {
     let mut sale = Sale::armed().await;
     let record = sale.pending_from_rust(2, 17).await;
+    let order = Uuid::now_v7();
     assert_eq!(
         sale.store
-            .confirm(sale.id, &[record.reservation_id])
+            .confirm(sale.id, &[(record.reservation_id, Some(order))])
             .await
             .unwrap(),
         1
@@ -230,10 +233,42 @@ async fn confirm_lua_reads_rust_records() {
         parse_record(sale.id, record.reservation_id, &stored).unwrap(),
         ReservationRecord {
             status: ReservationStatus::Confirmed,
+            order_id: Some(order),
             ..record
         }
     );
     assert_eq!(sale.stat("units_confirmed").await, 2);
+
+    // A record an older build wrote (six fields, no order) still confirms.
+    let older = sale.pending_from_rust(1, 18).await;
+    let six_fields = older.encode().strip_suffix('|').unwrap().to_string();
+    let _: () = sale
+        .raw
+        .hset(
+            &sale.store.sale_keys(sale.id).reservations,
+            older.reservation_id.to_string(),
+            &six_fields,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        parse_record(sale.id, older.reservation_id, &six_fields).unwrap(),
+        older
+    );
+    assert_eq!(
+        sale.store
+            .confirm(sale.id, &[(older.reservation_id, None)])
+            .await
+            .unwrap(),
+        1
+    );
+    let stored = sale.stored(older.reservation_id).await;
+    assert_eq!(
+        parse_record(sale.id, older.reservation_id, &stored)
+            .unwrap()
+            .status,
+        ReservationStatus::Confirmed
+    );
 }
 
 #[tokio::test]

@@ -116,6 +116,7 @@ impl Purchases {
                     reserved_at_ms,
                     idempotency_key: intent.idempotency_key,
                     reason: None,
+                    order_id: None,
                 };
                 self.outbox.post(purchase_job(record));
                 (reservation_id, PurchaseStatus::Pending)
@@ -215,15 +216,19 @@ impl Purchases {
             .await
     }
 
+    /// The record's view; the order id of a confirmed reservation comes
+    /// from the record itself, or from PostgreSQL for a record written
+    /// before the worker kept it there.
     async fn view_of(&self, record: ReservationRecord) -> Result<PurchaseView, AppError> {
-        let order_id = if record.status == ReservationStatus::Confirmed {
-            self.sales
+        let order_id = match (record.status, record.order_id) {
+            (ReservationStatus::Confirmed, None) => self
+                .sales
                 .db
                 .order_for_reservation(record.reservation_id)
                 .await?
-                .map(|(order, _)| order.id)
-        } else {
-            None
+                .map(|(order, _)| order.id),
+            (ReservationStatus::Confirmed, known) => known,
+            _ => None,
         };
         Ok(PurchaseView {
             reservation_id: record.reservation_id,

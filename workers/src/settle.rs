@@ -67,16 +67,18 @@ impl Settler {
         let mut buyers = Vec::new();
         let mut releases = Vec::new();
         let mut outcomes = vec![JobOutcome::Confirmed; jobs.len()];
-        for (&index, decision) in order.iter().zip(&settled.decisions) {
+        for ((&index, decision), &order_id) in
+            order.iter().zip(&settled.decisions).zip(&settled.order_ids)
+        {
             let job = &jobs[index];
             let (status, reason, restock) = match decision {
                 Decision::Commit => {
-                    confirmed.push(job.reservation_id);
+                    confirmed.push((job.reservation_id, order_id));
                     buyers.push(job.user_id);
                     continue;
                 }
                 Decision::AlreadyConfirmed => {
-                    confirmed.push(job.reservation_id);
+                    confirmed.push((job.reservation_id, order_id));
                     continue;
                 }
                 // Units that did not fit go back only as far as the room

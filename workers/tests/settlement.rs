@@ -60,6 +60,21 @@ async fn ten_thousand_queued_reservations_become_ten_thousand_orders(pg: PgPool)
                 .0,
             ReservationStatus::Confirmed
         );
+        // Redis's record names the order PostgreSQL holds (status reads
+        // answer from it).
+        let order: uuid::Uuid =
+            sqlx::query_scalar("select id from orders where reservation_id = $1")
+                .bind(job.reservation_id)
+                .fetch_one(&harness.pg)
+                .await
+                .unwrap();
+        let record = harness
+            .redis
+            .reservation(harness.sale.id, job.reservation_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.order_id, Some(order));
     }
 }
 

@@ -31,6 +31,9 @@ pub struct ReservationToSettle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettledBatch {
     pub decisions: Vec<Decision>,
+    /// Per reservation, in input order: its order, when it has one
+    /// (committed now or before).
+    pub order_ids: Vec<Option<Uuid>>,
     /// Orders inserted by this transaction.
     pub orders_inserted: usize,
     /// Units PostgreSQL can still commit for the sale after this batch.
@@ -51,7 +54,7 @@ struct LedgerRow {
 
 #[derive(sqlx::FromRow)]
 struct CandidateRow {
-    has_order: bool,
+    order_id: Option<Uuid>,
     outcome: Option<String>,
     reason: Option<String>,
     user_exists: bool,
@@ -78,7 +81,7 @@ impl Db {
             let mut tx = self.pool().begin().await?;
             lock_product(&mut tx, product_id).await?;
             let ledger = read_ledger(&mut tx, sale_id).await?;
-            let candidates = read_candidates(&mut tx, sale_id, batch).await?;
+            let (candidates, existing_orders) = read_candidates(&mut tx, sale_id, batch).await?;
             let ledger_view = SaleLedger {
                 state: ledger.state,
                 per_user_limit: i64::from(ledger.per_user_limit),
@@ -87,6 +90,15 @@ impl Db {
                 available: ledger.available_quantity,
             };
             let decisions = decide(&ledger_view, &candidates);
+            let order_ids: Vec<Option<Uuid>> = decisions
+                .iter()
+                .zip(existing_orders)
+                .map(|(decision, existing)| match decision {
+                    Decision::Commit => Some(Uuid::now_v7()),
+                    Decision::AlreadyConfirmed => existing,
+                    _ => None,
+                })
+                .collect();
             let committed_units: i64 = batch
                 .iter()
                 .zip(&decisions)
@@ -97,10 +109,11 @@ impl Db {
                 .min(ledger_view.available)
                 - committed_units;
             let orders_inserted =
-                write_decisions(&mut tx, sale_id, &ledger, batch, &decisions).await?;
+                write_decisions(&mut tx, sale_id, &ledger, batch, &decisions, &order_ids).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(SettledBatch {
                 decisions,
+                order_ids,
                 orders_inserted,
                 room_left,
             })
@@ -132,12 +145,13 @@ async fn read_ledger(
     Ok(ledger.ok_or(DomainError::SaleNotFound(sale_id))?)
 }
 
-/// Each reservation's facts, in input order, in one round trip.
+/// Each reservation's facts, and its order if it has one, in input order,
+/// in one round trip.
 async fn read_candidates(
     tx: &mut Transaction<'_, Postgres>,
     sale_id: Uuid,
     batch: &[ReservationToSettle],
-) -> Result<Vec<Candidate>, StoreError> {
+) -> Result<(Vec<Candidate>, Vec<Option<Uuid>>), StoreError> {
     let reservation_ids: Vec<Uuid> = batch.iter().map(|r| r.reservation_id).collect();
     let user_ids: Vec<Uuid> = batch.iter().map(|r| r.user_id).collect();
     let keys: Vec<&str> = batch.iter().map(|r| r.idempotency_key.as_str()).collect();
@@ -146,7 +160,7 @@ async fn read_candidates(
     // that comes after the ban reads it. No order of a user is committed
     // after a ban was answered.
     let rows = sqlx::query_as::<_, CandidateRow>(
-        "select o.id is not null as has_order, pa.outcome, pa.reason,
+        "select o.id as order_id, pa.outcome, pa.reason,
                 u.id is not null as user_exists, coalesce(u.banned, false) as user_banned,
                 coalesce(b.units, 0)::bigint as units_bought,
                 k.id is not null as key_ordered
@@ -182,22 +196,25 @@ async fn read_candidates(
     Ok(batch
         .iter()
         .zip(rows)
-        .map(|(reservation, row)| Candidate {
-            reservation_id: reservation.reservation_id,
-            user_id: reservation.user_id,
-            quantity: reservation.quantity,
-            prior: prior_outcome(&row),
-            user_exists: row.user_exists,
-            banned: row.user_banned,
-            units_bought: row.units_bought,
-            idempotency_key: reservation.idempotency_key.clone(),
-            key_ordered: row.key_ordered,
+        .map(|(reservation, row)| {
+            let candidate = Candidate {
+                reservation_id: reservation.reservation_id,
+                user_id: reservation.user_id,
+                quantity: reservation.quantity,
+                prior: prior_outcome(&row),
+                user_exists: row.user_exists,
+                banned: row.user_banned,
+                units_bought: row.units_bought,
+                idempotency_key: reservation.idempotency_key.clone(),
+                key_ordered: row.key_ordered,
+            };
+            (candidate, row.order_id)
         })
-        .collect())
+        .unzip())
 }
 
 fn prior_outcome(row: &CandidateRow) -> PriorOutcome {
-    if row.has_order {
+    if row.order_id.is_some() {
         return PriorOutcome::Confirmed;
     }
     match row.outcome.as_deref().and_then(ReservationStatus::parse) {
@@ -217,12 +234,18 @@ async fn write_decisions(
     ledger: &LedgerRow,
     batch: &[ReservationToSettle],
     decisions: &[Decision],
+    order_ids: &[Option<Uuid>],
 ) -> Result<usize, sqlx::Error> {
-    let committed: Vec<&ReservationToSettle> = batch
+    let committed: Vec<(&ReservationToSettle, Uuid)> = batch
         .iter()
         .zip(decisions)
-        .filter(|(_, decision)| matches!(decision, Decision::Commit))
-        .map(|(reservation, _)| reservation)
+        .zip(order_ids)
+        .filter_map(
+            |((reservation, decision), order_id)| match (decision, order_id) {
+                (Decision::Commit, Some(order_id)) => Some((reservation, *order_id)),
+                _ => None,
+            },
+        )
         .collect();
     let orders_inserted = insert_orders(tx, sale_id, ledger, &committed).await?;
 
@@ -246,18 +269,18 @@ async fn insert_orders(
     tx: &mut Transaction<'_, Postgres>,
     sale_id: Uuid,
     ledger: &LedgerRow,
-    committed: &[&ReservationToSettle],
+    committed: &[(&ReservationToSettle, Uuid)],
 ) -> Result<usize, sqlx::Error> {
     if committed.is_empty() {
         return Ok(0);
     }
-    let order_ids: Vec<Uuid> = committed.iter().map(|_| Uuid::now_v7()).collect();
-    let reservation_ids: Vec<Uuid> = committed.iter().map(|r| r.reservation_id).collect();
-    let user_ids: Vec<Uuid> = committed.iter().map(|r| r.user_id).collect();
-    let quantities: Vec<i32> = committed.iter().map(|r| r.quantity.get()).collect();
+    let order_ids: Vec<Uuid> = committed.iter().map(|(_, order_id)| *order_id).collect();
+    let reservation_ids: Vec<Uuid> = committed.iter().map(|(r, _)| r.reservation_id).collect();
+    let user_ids: Vec<Uuid> = committed.iter().map(|(r, _)| r.user_id).collect();
+    let quantities: Vec<i32> = committed.iter().map(|(r, _)| r.quantity.get()).collect();
     let keys: Vec<&str> = committed
         .iter()
-        .map(|r| r.idempotency_key.as_str())
+        .map(|(r, _)| r.idempotency_key.as_str())
         .collect();
     let (inserted, units): (i64, i64) = sqlx::query_as(
         "with inserted as (

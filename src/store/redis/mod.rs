@@ -268,7 +268,8 @@ impl RedisStore {
                 .arg(order.user_id.to_string())
                 .arg(order.quantity)
                 .arg(order.created_at.timestamp_millis())
-                .arg(&order.idempotency_key);
+                .arg(&order.idempotency_key)
+                .arg(order.id.to_string());
         }
         self.run_script(invocation).await
     }

@@ -83,19 +83,23 @@ pub struct ReservationRecord {
     pub reserved_at_ms: i64,
     pub idempotency_key: String,
     pub reason: Option<FailureReason>,
+    /// The order of a confirmed reservation, once the worker wrote it (a
+    /// status read then needs no PostgreSQL).
+    pub order_id: Option<Uuid>,
 }
 
 impl ReservationRecord {
-    /// `user|quantity|status|reserved_ms|idempotency_key|reason_code`.
+    /// `user|quantity|status|reserved_ms|idempotency_key|reason_code|order_id`.
     pub fn encode(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}",
             self.user_id,
             self.quantity,
             self.status.as_str(),
             self.reserved_at_ms,
             self.idempotency_key,
-            self.reason.map(FailureReason::code).unwrap_or_default()
+            self.reason.map(FailureReason::code).unwrap_or_default(),
+            self.order_id.map(|id| id.to_string()).unwrap_or_default()
         )
     }
 }
@@ -197,15 +201,23 @@ pub fn parse_record(
     reservation_id: Uuid,
     record: &str,
 ) -> Result<ReservationRecord, StoreError> {
-    let parts: Vec<&str> = record.splitn(6, '|').collect();
+    // Records written before the order id have six fields.
+    let mut parts: Vec<&str> = record.splitn(7, '|').collect();
+    if parts.len() == 6 {
+        parts.push("");
+    }
     let bad = || {
         StoreError::unexpected(
             Dependency::Redis,
             format!("malformed reservation {reservation_id}: {record:?}"),
         )
     };
-    let [user, quantity, status, reserved_ms, key, reason] = parts[..] else {
+    let [user, quantity, status, reserved_ms, key, reason, order] = parts[..] else {
         return Err(bad());
+    };
+    let order_id = match order {
+        "" => None,
+        order => Some(order.parse().map_err(|_| bad())?),
     };
     Ok(ReservationRecord {
         reservation_id,
@@ -216,6 +228,7 @@ pub fn parse_record(
         reserved_at_ms: reserved_ms.parse().map_err(|_| bad())?,
         idempotency_key: key.to_string(),
         reason: FailureReason::from_code(reason),
+        order_id,
     })
 }
 
@@ -498,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn reservation_records_round_trip_with_and_without_a_reason() {
+    fn reservation_records_round_trip_with_and_without_a_reason_or_an_order() {
         let (sale, reservation, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let pending =
             parse_record(sale, reservation, &format!("{user}|2|pending|17|k-1|")).unwrap();
@@ -513,7 +526,21 @@ mod tests {
         };
         assert_eq!(
             failed.encode(),
-            format!("{user}|2|failed|17|k-1|sale_cancelled")
+            format!("{user}|2|failed|17|k-1|sale_cancelled|")
+        );
+        let order = Uuid::now_v7();
+        let confirmed = ReservationRecord {
+            status: ReservationStatus::Confirmed,
+            order_id: Some(order),
+            ..pending.clone()
+        };
+        assert_eq!(
+            confirmed.encode(),
+            format!("{user}|2|confirmed|17|k-1||{order}")
+        );
+        assert_eq!(
+            parse_record(sale, reservation, &confirmed.encode()).unwrap(),
+            confirmed
         );
         assert_eq!(
             parse_record(sale, reservation, &failed.encode()).unwrap(),

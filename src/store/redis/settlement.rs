@@ -89,14 +89,15 @@ impl RedisStore {
         parse_release(&reply)
     }
 
-    /// Marks reservations whose orders are committed as confirmed
-    /// (`scripts/confirm.lua`); returns how many changed now.
+    /// Marks reservations whose orders are committed as confirmed, each
+    /// with its order id when known (`scripts/confirm.lua`); returns how
+    /// many changed now.
     pub async fn confirm(
         &self,
         sale_id: Uuid,
-        reservation_ids: &[Uuid],
+        confirmed: &[(Uuid, Option<Uuid>)],
     ) -> Result<usize, StoreError> {
-        if reservation_ids.is_empty() {
+        if confirmed.is_empty() {
             return Ok(0);
         }
         let keys = self.sale_keys(sale_id);
@@ -107,8 +108,10 @@ impl RedisStore {
             .key(&keys.stats)
             .arg(sale_id.to_string())
             .arg(&keys.events);
-        for reservation_id in reservation_ids {
-            invocation.arg(reservation_id.to_string());
+        for (reservation_id, order_id) in confirmed {
+            invocation
+                .arg(reservation_id.to_string())
+                .arg(order_id.map(|id| id.to_string()).unwrap_or_default());
         }
         self.run_script(invocation).await
     }

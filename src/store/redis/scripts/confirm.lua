@@ -10,17 +10,17 @@
 -- KEYS[3]  stats hash
 -- ARGV[1]  sale id, for the events
 -- ARGV[2]  pub/sub channel of the sale's events
--- ARGV[3..] reservation ids
+-- ARGV[3..] pairs: reservation id, its order id ('' when not known)
 --
 -- Returns the number of reservations confirmed by this call.
 
 local confirmed, units = 0, 0
-for i = 3, #ARGV do
-  local reservation = ARGV[i]
+for i = 3, #ARGV, 2 do
+  local reservation, order = ARGV[i], ARGV[i + 1]
   local user, quantity, status, reserved_ms, key = decode_record(redis.call('HGET', KEYS[1], reservation))
   if user then
     if status == 'pending' then
-      redis.call('HSET', KEYS[1], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key))
+      redis.call('HSET', KEYS[1], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order))
       redis.call('ZREM', KEYS[2], reservation)
       confirmed = confirmed + 1
       units = units + quantity

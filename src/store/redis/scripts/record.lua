@@ -3,26 +3,33 @@
 -- records; `ReservationRecord::encode`/`parse` are the Rust side, and
 -- tests/records.rs checks that both agree through every script.
 --
--- "<user>|<quantity>|<status>|<reserved ms>|<idempotency key>|<reason code>"
+-- "<user>|<quantity>|<status>|<reserved ms>|<idempotency key>|<reason code>|<order id>"
 -- status: pending | confirmed | failed | released | expired
 -- reason code: empty, or a FailureReason code (no '|'; never prose)
+-- order id: empty, or the order of a confirmed reservation (so a status
+-- read needs no PostgreSQL). Records written before it have six fields.
 
-local function encode_record(user, quantity, status, reserved_ms, key, reason)
-  return user .. '|' .. quantity .. '|' .. status .. '|' .. reserved_ms .. '|' .. key .. '|' .. (reason or '')
+local function encode_record(user, quantity, status, reserved_ms, key, reason, order)
+  return user .. '|' .. quantity .. '|' .. status .. '|' .. reserved_ms .. '|' .. key .. '|'
+    .. (reason or '') .. '|' .. (order or '')
 end
 
--- Returns user, quantity (number), status, reserved_ms, key, reason; or
--- nothing for a missing or unreadable record.
+-- Returns user, quantity (number), status, reserved_ms, key, reason, order;
+-- or nothing for a missing or unreadable record.
 local function decode_record(record)
   if not record then
     return nil
   end
-  local user, quantity, status, reserved_ms, key, reason =
-    string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local user, quantity, status, reserved_ms, key, reason, order =
+    string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  if not user then
+    user, quantity, status, reserved_ms, key, reason =
+      string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  end
   if not user then
     return nil
   end
-  return user, tonumber(quantity), status, reserved_ms, key, reason
+  return user, tonumber(quantity), status, reserved_ms, key, reason, order
 end
 
 -- The idempotency record of one key: "<reservation>|<quantity>".

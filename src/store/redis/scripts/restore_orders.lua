@@ -10,15 +10,16 @@
 -- KEYS[1]  shoppers hash ("<user>:<key>" -> replay record, see record.lua;
 --          "<user>|latest" -> latest reservation; see reserve.lua)
 -- KEYS[2]  reservations hash (reservation -> record, see record.lua)
--- ARGV     groups of five: reservation, user, quantity, reserved ms, idempotency key
+-- ARGV     groups of six: reservation, user, quantity, reserved ms, idempotency key, order
 --
 -- Returns the number of keys whose replay record was restored.
 
 local restored = 0
-for i = 1, #ARGV, 5 do
-  local reservation, user, quantity, reserved_ms, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 1, #ARGV, 6 do
+  local reservation, user, quantity, reserved_ms, key, order =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   restored = restored + redis.call('HSETNX', KEYS[1], user .. ':' .. key, encode_replay(reservation, quantity))
-  redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key))
+  redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order))
   local latest = redis.call('HGET', KEYS[1], user .. '|latest')
   if not latest or latest < reservation then
     redis.call('HSET', KEYS[1], user .. '|latest', reservation)
