@@ -89,18 +89,24 @@ pub struct ReservationRecord {
 }
 
 impl ReservationRecord {
-    /// `user|quantity|status|reserved_ms|idempotency_key|reason_code|order_id`.
+    /// `user|quantity|status|reserved_ms|idempotency_key|reason_code`, then
+    /// `|order_id` when the order is known (a six-field record is what
+    /// builds before the order id wrote, and still read).
     pub fn encode(&self) -> String {
-        format!(
-            "{}|{}|{}|{}|{}|{}|{}",
+        let mut record = format!(
+            "{}|{}|{}|{}|{}|{}",
             self.user_id,
             self.quantity,
             self.status.as_str(),
             self.reserved_at_ms,
             self.idempotency_key,
             self.reason.map(FailureReason::code).unwrap_or_default(),
-            self.order_id.map(|id| id.to_string()).unwrap_or_default()
-        )
+        );
+        if let Some(order_id) = self.order_id {
+            record.push('|');
+            record.push_str(&order_id.to_string());
+        }
+        record
     }
 }
 
@@ -201,7 +207,7 @@ pub fn parse_record(
     reservation_id: Uuid,
     record: &str,
 ) -> Result<ReservationRecord, StoreError> {
-    // Records written before the order id have six fields.
+    // Records without an order id have six fields.
     let mut parts: Vec<&str> = record.splitn(7, '|').collect();
     if parts.len() == 6 {
         parts.push("");
@@ -215,9 +221,14 @@ pub fn parse_record(
     let [user, quantity, status, reserved_ms, key, reason, order] = parts[..] else {
         return Err(bad());
     };
+    // An unreadable order id reads as unknown: the order is then read
+    // from PostgreSQL instead of failing the whole record.
     let order_id = match order {
         "" => None,
-        order => Some(order.parse().map_err(|_| bad())?),
+        order => order.parse().ok().or_else(|| {
+            tracing::warn!(%reservation_id, order, "unreadable order id in a reservation record");
+            None
+        }),
     };
     Ok(ReservationRecord {
         reservation_id,
@@ -526,7 +537,7 @@ mod tests {
         };
         assert_eq!(
             failed.encode(),
-            format!("{user}|2|failed|17|k-1|sale_cancelled|")
+            format!("{user}|2|failed|17|k-1|sale_cancelled")
         );
         let order = Uuid::now_v7();
         let confirmed = ReservationRecord {

@@ -6,12 +6,13 @@
 -- "<user>|<quantity>|<status>|<reserved ms>|<idempotency key>|<reason code>|<order id>"
 -- status: pending | confirmed | failed | released | expired
 -- reason code: empty, or a FailureReason code (no '|'; never prose)
--- order id: empty, or the order of a confirmed reservation (so a status
--- read needs no PostgreSQL). Records written before it have six fields.
+-- order id: the order of a confirmed reservation (so a status read needs
+-- no PostgreSQL). Without one the record has six fields, as every record
+-- had before: an older build still reads the reason of what this one writes.
 
 local function encode_record(user, quantity, status, reserved_ms, key, reason, order)
   return user .. '|' .. quantity .. '|' .. status .. '|' .. reserved_ms .. '|' .. key .. '|'
-    .. (reason or '') .. '|' .. (order or '')
+    .. (reason or '') .. ((order and order ~= '') and ('|' .. order) or '')
 end
 
 -- Returns user, quantity (number), status, reserved_ms, key, reason, order;
