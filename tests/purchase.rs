@@ -508,15 +508,7 @@ async fn a_failed_queue_push_still_accepts_and_leaves_the_reservation_pending_on
 /// PostgreSQL read: it answers with PostgreSQL unreachable.
 #[sqlx::test]
 async fn a_confirmed_purchase_names_its_order_without_asking_postgresql(pg: PgPool) {
-    let pg_proxy = FaultProxy::in_front_of_postgres(&pg).await;
-    let app = common::spawn_app_routed(
-        pg,
-        Route {
-            postgres: Some(pg_proxy.addr),
-            ..Route::default()
-        },
-    )
-    .await;
+    let (app, pg_proxy) = common::spawn_app_behind_postgres_proxy(pg).await;
     let admin = app.admin_token().await;
     let sale = app.open_sale(&admin, 5, 1).await;
     let (_, token) = app.shopper();

@@ -38,8 +38,8 @@ fn job() -> SettlementJob {
     })
 }
 
-#[tokio::test]
-async fn due_jobs_are_promoted_one_bounded_chunk_per_call() {
+/// A queue under a prefix of its own; returns the prefix too.
+fn fresh_queue() -> (String, PurchaseQueue) {
     flashsale::tls::install_provider();
     let prefix = format!("queue-{}", Uuid::now_v7().simple());
     let queue = PurchaseQueue::connect_lazy(
@@ -49,6 +49,12 @@ async fn due_jobs_are_promoted_one_bounded_chunk_per_call() {
         Duration::from_secs(5),
     )
     .unwrap();
+    (prefix, queue)
+}
+
+#[tokio::test]
+async fn due_jobs_are_promoted_one_bounded_chunk_per_call() {
+    let (prefix, queue) = fresh_queue();
     let backlog = upkeep::CHUNK * 2 + 500;
     for _ in 0..backlog {
         queue.enqueue(job()).await.unwrap();
@@ -81,15 +87,7 @@ async fn due_jobs_are_promoted_one_bounded_chunk_per_call() {
 #[tokio::test]
 async fn the_outbox_queues_each_posted_purchase_once_in_jobs_of_one_sale_even_when_closed_at_once()
 {
-    flashsale::tls::install_provider();
-    let prefix = format!("queue-{}", Uuid::now_v7().simple());
-    let queue = PurchaseQueue::connect_lazy(
-        &common::redis_url(),
-        &prefix,
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (prefix, queue) = fresh_queue();
     let outbox = Outbox::start(queue);
     let sales = [Uuid::now_v7(), Uuid::now_v7()];
     let mut posted: Vec<PurchaseJob> = Vec::new();

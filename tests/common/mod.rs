@@ -149,6 +149,17 @@ pub async fn spawn_app_behind_redis_proxy(
     (spawn_app_routed(pg, route).await, proxy)
 }
 
+/// The app with its PostgreSQL pool behind a fault proxy the test can cut
+/// or stall.
+pub async fn spawn_app_behind_postgres_proxy(pg: PgPool) -> (TestApp, proxy::FaultProxy) {
+    let proxy = proxy::FaultProxy::in_front_of_postgres(&pg).await;
+    let route = Route {
+        postgres: Some(proxy.addr),
+        ..Route::default()
+    };
+    (spawn_app_routed(pg, route).await, proxy)
+}
+
 /// Which of the app's Redis connections a proxy stands in front of.
 pub enum RedisConnection {
     Store,
