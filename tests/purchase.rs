@@ -886,3 +886,26 @@ async fn a_page_read_before_a_commit_is_never_cached_after_it(pg: PgPool) {
         flashsale::store::redis::CachedOrders::Hit(r#"{"orders":[1]}"#.into())
     );
 }
+
+/// The idempotency key is written into the Redis record (`|`-separated)
+/// and names a field of the sale's `shoppers` hash beside `<user>|next`
+/// and `<user>|latest`: a key that could reach into either encoding is
+/// refused before Redis, and takes nothing.
+#[sqlx::test]
+async fn keys_that_could_forge_a_record_or_a_shopper_field_are_refused(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let sale = app.open_sale(&admin, 5, 1).await;
+    let (_, token) = app.shopper();
+    for key in ["a|next", "|latest", "k|1|confirmed", "x y", ""] {
+        let reply = app.attempt(&token, key, json!({"sale_id": sale})).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{key:?}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(app.redis_stock(&sale).await, Some(5), "nothing taken");
+    assert_eq!(zcard(&app, app.sale_keys(&sale).pending).await, 0);
+}
