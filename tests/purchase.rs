@@ -846,44 +846,45 @@ async fn pushing_the_same_reservation_twice_queues_one_job(pg: PgPool) {
 
 #[sqlx::test]
 async fn a_page_read_before_a_commit_is_never_cached_after_it(pg: PgPool) {
+    use flashsale::store::redis::CachedOrders;
     let app = spawn_app(pg).await;
     let store = app.redis_store();
     let user_id = Uuid::now_v7();
     let page = "1:20";
-    // A node misses the cache and reads the page from PostgreSQL...
-    let flashsale::store::redis::CachedOrders::Miss { generation } =
-        store.cached_orders(user_id, page).await.unwrap()
-    else {
-        panic!("nothing was cached yet");
+    let ttl_secs = 30;
+    let miss = async || match store.cached_orders(user_id, page, ttl_secs).await.unwrap() {
+        CachedOrders::Miss { reading } => reading,
+        CachedOrders::Hit(json) => panic!("nothing fresh was cached, found {json}"),
     };
+    // A node misses the cache and reads the page from PostgreSQL...
+    let before_commit = miss().await;
     // ...the worker commits the user's order and drops their cache...
     store.invalidate_orders(user_id).await.unwrap();
-    // ...and the node, late, stores what it read before the commit.
+    // ...another node misses too, after the commit...
+    let after_commit = miss().await;
+    // ...and the first node, late, stores what it read before the commit.
     let cached = store
-        .cache_orders(user_id, page, r#"{"orders":[]}"#, 30, generation)
+        .cache_orders(user_id, page, r#"{"orders":[]}"#, &before_commit)
         .await
         .unwrap();
     assert!(!cached, "a page older than the commit was cached");
     assert!(matches!(
-        store.cached_orders(user_id, page).await.unwrap(),
-        flashsale::store::redis::CachedOrders::Miss { .. }
+        store.cached_orders(user_id, page, ttl_secs).await.unwrap(),
+        CachedOrders::Miss { .. }
     ));
 
     // A page read after the commit is cached as before.
-    let flashsale::store::redis::CachedOrders::Miss { generation } =
-        store.cached_orders(user_id, page).await.unwrap()
-    else {
-        panic!("nothing was cached");
-    };
+    let reading = miss().await;
+    assert_ne!(reading, after_commit, "each miss reads under its own mark");
     assert!(
         store
-            .cache_orders(user_id, page, r#"{"orders":[1]}"#, 30, generation)
+            .cache_orders(user_id, page, r#"{"orders":[1]}"#, &reading)
             .await
             .unwrap()
     );
     assert_eq!(
-        store.cached_orders(user_id, page).await.unwrap(),
-        flashsale::store::redis::CachedOrders::Hit(r#"{"orders":[1]}"#.into())
+        store.cached_orders(user_id, page, ttl_secs).await.unwrap(),
+        CachedOrders::Hit(r#"{"orders":[1]}"#.into())
     );
 }
 

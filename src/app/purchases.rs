@@ -255,9 +255,14 @@ impl Purchases {
             ));
         }
         let cache_field = format!("{page}:{per_page}");
-        let generation = match self.sales.redis.cached_orders(user_id, &cache_field).await {
+        let reading = match self
+            .sales
+            .redis
+            .cached_orders(user_id, &cache_field, self.orders_cache_ttl_secs)
+            .await
+        {
             Ok(CachedOrders::Hit(cached)) => return Ok(cached),
-            Ok(CachedOrders::Miss { generation }) => Some(generation),
+            Ok(CachedOrders::Miss { reading }) => Some(reading),
             Err(_) => None,
         };
         let offset = i64::from(page - 1) * i64::from(per_page);
@@ -276,17 +281,11 @@ impl Purchases {
             tracing::error!(%error, "orders page did not serialise");
             StoreError::unexpected(Dependency::Postgres, "an orders page did not serialise")
         })?;
-        if let Some(generation) = generation
+        if let Some(reading) = reading
             && let Err(error) = self
                 .sales
                 .redis
-                .cache_orders(
-                    user_id,
-                    &cache_field,
-                    &body,
-                    self.orders_cache_ttl_secs,
-                    generation,
-                )
+                .cache_orders(user_id, &cache_field, &body, &reading)
                 .await
         {
             tracing::debug!(%error, "orders page not cached");

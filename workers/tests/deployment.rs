@@ -249,9 +249,11 @@ fn ports_upstreams_and_redis_flags_match_the_scripts() {
     let redis = strings(&compose["services"]["redis"]["command"]).join(" ");
     let appendonly = shell_default("scripts/lib/services.sh", "REDIS_APPENDONLY");
     let appendfsync = shell_default("scripts/lib/services.sh", "REDIS_APPENDFSYNC");
+    let rewrite_size = shell_default("scripts/lib/services.sh", "REDIS_AOF_REWRITE_MIN_SIZE");
     for flag in [
         format!("--appendonly {appendonly}"),
         format!("--appendfsync {appendfsync}"),
+        format!("--auto-aof-rewrite-min-size {rewrite_size}"),
         "--maxmemory-policy noeviction".to_owned(),
     ] {
         assert!(redis.contains(&flag), "redis runs with {flag}: {redis}");

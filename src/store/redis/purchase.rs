@@ -382,49 +382,46 @@ impl RedisStore {
         format!("{}:{{user:{user_id}}}:orders", self.prefix)
     }
 
-    fn orders_generation_key(&self, user_id: Uuid) -> String {
-        format!("{}:{{user:{user_id}}}:orders_generation", self.prefix)
-    }
-
-    /// A cached page of the user's orders (JSON) if fresh, else the
-    /// generation to hand back to [`Self::cache_orders`].
+    /// A cached page of the user's orders (JSON) if fresh; on a miss, the
+    /// mark to hand back to [`Self::cache_orders`] with the page read from
+    /// PostgreSQL (`scripts/cached_orders.lua`). The whole user's cache
+    /// expires `ttl_secs` after its first miss.
     pub async fn cached_orders(
         &self,
         user_id: Uuid,
         page: &str,
+        ttl_secs: u64,
     ) -> Result<CachedOrders, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.hget(self.orders_cache_key(user_id), page)
-            .get(self.orders_generation_key(user_id));
-        let (cached, generation): (Option<String>, Option<i64>) = self.query_pipe(pipe).await?;
+        let reading = Uuid::new_v4().simple().to_string();
+        let mut invocation = self.scripts.cached_orders.prepare_invoke();
+        invocation
+            .key(self.orders_cache_key(user_id))
+            .arg(page)
+            .arg(&reading)
+            .arg(ttl_secs);
+        let cached: Option<String> = self.run_script(invocation).await?;
         Ok(match cached {
             Some(json) => CachedOrders::Hit(json),
-            None => CachedOrders::Miss {
-                generation: generation.unwrap_or_default(),
-            },
+            None => CachedOrders::Miss { reading },
         })
     }
 
-    /// Caches a page read after [`Self::cached_orders`] answered
-    /// `generation`, unless the user's orders changed since
-    /// (`scripts/cache_orders.lua`); the whole user's cache expires
-    /// `ttl_secs` after its first page.
+    /// Caches a page read after [`Self::cached_orders`] missed with the
+    /// mark `reading`, unless the user's orders changed since
+    /// (`scripts/cache_orders.lua`).
     pub async fn cache_orders(
         &self,
         user_id: Uuid,
         page: &str,
         json: &str,
-        ttl_secs: u64,
-        generation: i64,
+        reading: &str,
     ) -> Result<bool, StoreError> {
         let mut invocation = self.scripts.cache_orders.prepare_invoke();
         invocation
             .key(self.orders_cache_key(user_id))
-            .key(self.orders_generation_key(user_id))
-            .arg(generation)
+            .arg(reading)
             .arg(page)
-            .arg(json)
-            .arg(ttl_secs);
+            .arg(json);
         let cached: i64 = self.run_script(invocation).await?;
         Ok(cached == 1)
     }
@@ -434,36 +431,29 @@ impl RedisStore {
         self.invalidate_orders_of(&[user_id]).await
     }
 
-    /// Drops the cached order pages of several users in one round trip, and
-    /// moves their generation on so that a page read before now is never
-    /// cached after.
+    /// Drops the cached order pages of several users, and with them the
+    /// marks of reads in flight, in one round trip: one `DEL` per user,
+    /// which writes nothing for a user who never read their orders.
     pub async fn invalidate_orders_of(&self, user_ids: &[Uuid]) -> Result<(), StoreError> {
         if user_ids.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         for user_id in user_ids {
-            let generation = self.orders_generation_key(*user_id);
-            pipe.del(self.orders_cache_key(*user_id))
-                .ignore()
-                .incr(&generation, 1)
-                .ignore()
-                .expire(&generation, ORDERS_GENERATION_TTL_SECS)
-                .ignore();
+            pipe.del(self.orders_cache_key(*user_id)).ignore();
         }
         self.query_pipe(pipe).await
     }
 }
 
-/// How long a user's orders generation outlives its last change: far
-/// longer than any read of a page could take.
-const ORDERS_GENERATION_TTL_SECS: i64 = 86_400;
-
 /// What the orders cache holds for one page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedOrders {
     Hit(String),
-    Miss { generation: i64 },
+    /// Not cached; `reading` marks this read (see [`RedisStore::cache_orders`]).
+    Miss {
+        reading: String,
+    },
 }
 
 #[cfg(test)]
