@@ -140,6 +140,7 @@ fn purchase_request_without_io(c: &mut Criterion) {
                 status_url: format!(
                     "/api/purchase/status?sale_id={sale_id}&reservation_id={reservation_id}"
                 ),
+                hold: None,
             };
             (claims, serde_json::to_vec(&accepted).unwrap())
         })

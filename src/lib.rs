@@ -27,6 +27,7 @@ pub mod http;
 pub mod jobs;
 pub mod listener;
 pub mod live;
+pub mod payments;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{Purchases, Sales, Stats},
+    app::{Payments, Purchases, Sales, Stats},
     auth::{Authenticator, revocations},
     config::ApiSettings,
     http::{self, AppServices, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
@@ -71,6 +71,7 @@ pub fn build_state_with(
             queue,
             purchase.stats_cache,
         )),
+        payments: Arc::new(Payments::new(db.clone(), redis.clone(), &settings.payments)),
         sales: Arc::new(sales),
         auth: Arc::new(Authenticator::new(&settings.auth, db.clone())?),
         readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache)),

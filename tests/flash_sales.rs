@@ -593,3 +593,64 @@ async fn no_index_on_orders_but_the_key_one_leads_with_the_sale(pg: PgPool) {
     .unwrap();
     assert_eq!(leading_with_the_sale, ["orders_sale_user_key"]);
 }
+
+#[sqlx::test]
+async fn a_checkout_hold_is_bounded_and_shown_with_the_sale(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let with_hold = |hold: serde_json::Value| {
+        let mut body = common::TestApp::sale_body(product, 10);
+        body["hold_seconds"] = hold;
+        body
+    };
+    // Below the deployment's minimum (FLASHSALE_HOLD_MIN_SECS, 60), above
+    // an hour, or not a number: refused, and no sale is created.
+    for hold in [json!(30), json!(0), json!(3_601), json!("5m")] {
+        let reply = app
+            .post(
+                "/api/admin/flash-sales",
+                Some(&admin),
+                with_hold(hold.clone()),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{hold}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("hold_seconds")
+        );
+    }
+    assert_eq!(app.count("flash_sales").await, 0);
+
+    let reply = app
+        .post(
+            "/api/admin/flash-sales",
+            Some(&admin),
+            with_hold(json!(600)),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["hold_seconds"], 600);
+    let plain = app.create_sale(&admin, product, 10).await;
+    assert_eq!(plain.hold_seconds, None, "no hold unless asked for");
+}
+
+#[sqlx::test]
+async fn a_deployment_without_webhook_secrets_takes_no_payment(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let reply = app
+        .post(
+            "/api/payments/webhook",
+            None,
+            json!({"type": "payment.succeeded", "data": {"order_id": Uuid::now_v7(), "amount": 1, "currency": "EUR"}}),
+        )
+        .await;
+    reply.assert_error(StatusCode::NOT_FOUND, "PAYMENTS_NOT_CONFIGURED");
+}

@@ -4,11 +4,13 @@
 //! the snapshot) and answers in domain and store types and one [`AppError`].
 
 mod error;
+pub mod payments;
 pub mod purchases;
 pub mod sales;
 pub mod stats;
 
 pub use error::AppError;
+pub use payments::Payments;
 pub use purchases::Purchases;
 pub use sales::Sales;
 pub use stats::Stats;

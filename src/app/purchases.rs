@@ -3,13 +3,14 @@
 //! that settles a reservation, built one way for the attempt and the
 //! reconciler.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppError, Sales};
 use crate::{
-    domain::{DomainError, FailureReason, PurchaseStatus, Quantity, ReservationStatus},
+    domain::{Currency, DomainError, FailureReason, PurchaseStatus, Quantity, ReservationStatus},
     jobs::{PurchaseJob, outbox::Outbox},
     store::{
         Dependency, StoreError,
@@ -29,12 +30,26 @@ pub struct PurchaseIntent {
 }
 
 /// An attempt the engine took on (or a replay of one it took before).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     /// `pending` on first acceptance; a replay reports the current status.
     pub status: PurchaseStatus,
+    /// In a sale with a checkout hold, on first acceptance: what the
+    /// shopper will owe and by when.
+    pub hold: Option<HoldTerms>,
+}
+
+/// What a shopper must pay, and by when, for a reservation in a sale with a
+/// checkout hold. `pay_by` is the reservation's own time (Redis's clock,
+/// which decided it) plus the sale's hold: the order the worker writes
+/// carries the same deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HoldTerms {
+    pub pay_by: DateTime<Utc>,
+    pub amount: i64,
+    pub currency: Currency,
 }
 
 /// One purchase as its shopper sees it.
@@ -47,6 +62,9 @@ pub struct PurchaseView {
     pub reason: Option<FailureReason>,
     /// The order, once confirmed.
     pub order_id: Option<Uuid>,
+    /// In a sale with a checkout hold, the order as it stands (awaiting
+    /// payment until `pay_by`, then paid, expired or cancelled).
+    pub order: Option<OrderRow>,
 }
 
 /// One page of a user's orders, newest first.
@@ -101,12 +119,13 @@ impl Purchases {
         }
         metrics::counter!("purchase_attempts_total", "outcome" => outcome_label(&outcome))
             .increment(1);
-        let (reservation_id, status) = match outcome {
+        let (reservation_id, status, hold) = match outcome {
             ReserveOutcome::Accepted {
                 reservation_id,
                 reserved_at_ms,
                 ..
             } => {
+                let hold = self.hold_terms(sale_id, intent.quantity, reserved_at_ms);
                 let record = ReservationRecord {
                     reservation_id,
                     sale_id,
@@ -119,18 +138,37 @@ impl Purchases {
                     order_id: None,
                 };
                 self.outbox.post(purchase_job(record));
-                (reservation_id, PurchaseStatus::Pending)
+                (reservation_id, PurchaseStatus::Pending, hold)
             }
             ReserveOutcome::Replayed {
                 reservation_id,
                 status,
-            } => (reservation_id, status.for_shopper()),
+            } => (reservation_id, status.for_shopper(), None),
             refused => return Err(refusal(refused)),
         };
         Ok(Accepted {
             reservation_id,
             sale_id,
             status,
+            hold,
+        })
+    }
+
+    /// The hold's terms of a reservation made at `reserved_at_ms`, if the
+    /// sale (as this node's snapshot knows it) has a checkout hold.
+    fn hold_terms(
+        &self,
+        sale_id: Uuid,
+        quantity: Quantity,
+        reserved_at_ms: i64,
+    ) -> Option<HoldTerms> {
+        let view = self.sales.snapshot.lookup(Some(sale_id))?;
+        let hold_seconds = view.sale.hold_seconds?;
+        let reserved_at = DateTime::from_timestamp_millis(reserved_at_ms)?;
+        Some(HoldTerms {
+            pay_by: reserved_at + chrono::Duration::seconds(i64::from(hold_seconds)),
+            amount: view.sale.sale_price.minor() * i64::from(quantity.get()),
+            currency: view.sale.currency.clone(),
         })
     }
 
@@ -183,6 +221,7 @@ impl Purchases {
             quantity: settled.quantity,
             reason: settled.reason.as_deref().and_then(FailureReason::from_code),
             order_id: settled.order_id,
+            order: None,
         })
     }
 
@@ -218,8 +257,30 @@ impl Purchases {
 
     /// The record's view; the order id of a confirmed reservation comes
     /// from the record itself, or from PostgreSQL for a record written
-    /// before the worker kept it there.
+    /// before the worker kept it there. In a sale with a checkout hold (or
+    /// one this node no longer holds open), the order itself comes from
+    /// PostgreSQL: its payment state lives there.
     async fn view_of(&self, record: ReservationRecord) -> Result<PurchaseView, AppError> {
+        let may_hold = self
+            .sales
+            .snapshot
+            .lookup(Some(record.sale_id))
+            .is_none_or(|view| view.sale.hold_seconds.is_some());
+        if may_hold
+            && let Some(order_id) = record.order_id
+            && let Some((order, _)) = self.sales.db.order(order_id).await?
+            && order.pay_by.is_some()
+        {
+            return Ok(PurchaseView {
+                reservation_id: record.reservation_id,
+                sale_id: record.sale_id,
+                status: PurchaseStatus::Confirmed,
+                quantity: record.quantity,
+                reason: None,
+                order_id: Some(order.id),
+                order: Some(order),
+            });
+        }
         let order_id = match (record.status, record.order_id) {
             (ReservationStatus::Confirmed, None) => self
                 .sales
@@ -237,6 +298,7 @@ impl Purchases {
             quantity: record.quantity,
             reason: record.reason,
             order_id,
+            order: None,
         })
     }
 

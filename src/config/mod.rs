@@ -248,6 +248,46 @@ pub struct PurchaseSettings {
     pub stats_cache: Duration,
 }
 
+/// Checkout holds and the payment webhook.
+#[derive(Debug, Clone, Args)]
+pub struct PaymentSettings {
+    /// Comma-separated payment webhook signing secrets, `whsec_<base64>`
+    /// (Standard Webhooks); two at once while a provider rotates its
+    /// secret. Empty: the webhook answers 404 and no payment is taken.
+    #[arg(
+        long,
+        env = "FLASHSALE_WEBHOOK_SECRETS",
+        value_name = "FLASHSALE_WEBHOOK_SECRETS",
+        default_value = "",
+        value_parser = parse::webhook_secrets
+    )]
+    pub webhook_secrets: WebhookSecrets,
+
+    /// How far a webhook's timestamp may be from this node's clock.
+    #[arg(
+        long = "webhook-tolerance-secs",
+        env = "FLASHSALE_WEBHOOK_TOLERANCE_SECS",
+        value_name = "FLASHSALE_WEBHOOK_TOLERANCE_SECS",
+        default_value = "300",
+        value_parser = secs(1..=3600)
+    )]
+    pub webhook_tolerance: Duration,
+
+    /// Shortest checkout hold (`hold_seconds`) a sale may be created with.
+    #[arg(
+        long,
+        env = "FLASHSALE_HOLD_MIN_SECS",
+        value_name = "FLASHSALE_HOLD_MIN_SECS",
+        default_value = "60",
+        value_parser = clap::value_parser!(i32).range(1..=3600)
+    )]
+    pub hold_min_secs: i32,
+}
+
+/// The accepted webhook secrets (none, one, or two during a rotation).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSecrets(pub Vec<crate::payments::WebhookSecret>);
+
 /// The purchase queue, shared by API nodes (which push) and workers (which
 /// consume).
 #[derive(Debug, Clone, Args)]
@@ -293,6 +333,8 @@ pub struct ApiSettings {
     pub auth: AuthSettings,
     #[command(flatten)]
     pub purchase: PurchaseSettings,
+    #[command(flatten)]
+    pub payments: PaymentSettings,
     #[command(flatten)]
     pub queue: QueueSettings,
     #[command(flatten)]

@@ -64,6 +64,24 @@ pub fn cors_origins(list: &str) -> Result<CorsOrigins, String> {
         .map(CorsOrigins)
 }
 
+/// Comma-separated `whsec_` secrets, at most two; blank entries are none.
+pub fn webhook_secrets(list: &str) -> Result<super::WebhookSecrets, String> {
+    use crate::payments::{WebhookSecret, signature::MAX_SECRETS};
+    let secrets: Vec<WebhookSecret> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .map(WebhookSecret::parse)
+        .collect::<Result<_, _>>()?;
+    if secrets.len() > MAX_SECRETS {
+        return Err(format!(
+            "at most {MAX_SECRETS} webhook secrets (the current and the next), got {}",
+            secrets.len()
+        ));
+    }
+    Ok(super::WebhookSecrets(secrets))
+}
+
 /// A bare browser origin (scheme, host, optional port): a path or a
 /// wildcard is refused because a browser compares origins exactly.
 pub fn cors_origin(origin: &str) -> Result<HeaderValue, String> {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{SaleAction, SaleState};
+use super::{OrderStatus, SaleAction, SaleState};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -52,4 +52,10 @@ pub enum DomainError {
         "no purchase of yours matches: neither an order nor a pending reservation; an accepted purchase missing here was lost before it could be committed, and you may buy again"
     )]
     PurchaseNotFound,
+
+    #[error("no order {0} of yours")]
+    OrderNotFound(Uuid),
+
+    #[error("order {order_id} is {status}, not awaiting payment: nothing was changed")]
+    OrderNotAwaitingPayment { order_id: Uuid, status: OrderStatus },
 }

@@ -5,6 +5,7 @@
 mod error;
 mod identity;
 mod money;
+mod order;
 mod quantity;
 mod reservation;
 mod sale;
@@ -13,6 +14,7 @@ mod settlement;
 pub use error::DomainError;
 pub use identity::{Email, Identity, LOCAL_ISSUER, Role};
 pub use money::{Currency, Money};
+pub use order::{OrderStatus, PayableOrder, Payment, PaymentOutcome, decide_payment};
 pub use quantity::Quantity;
 pub use reservation::{PurchaseStatus, ReservationStatus};
 pub use sale::{SaleAction, SaleState, SaleWindow, may_buy};

@@ -252,6 +252,8 @@ impl From<DomainError> for ApiError {
             DomainError::QuantityAboveLimit { .. } => ErrorCode::QuantityAboveLimit,
             DomainError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             DomainError::PurchaseNotFound => ErrorCode::PurchaseNotFound,
+            DomainError::OrderNotFound(_) => ErrorCode::OrderNotFound,
+            DomainError::OrderNotAwaitingPayment { .. } => ErrorCode::OrderNotAwaitingPayment,
         };
         Self::new(code, error.to_string())
     }

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     ProductNotFound,
     UserNotFound,
     PurchaseNotFound,
+    OrderNotFound,
+    PaymentsNotConfigured,
     MethodNotAllowed,
     SkuTaken,
     InsufficientStock,
@@ -38,10 +40,14 @@ pub enum ErrorCode {
     SaleNotActive,
     AlreadyPurchased,
     CannotBanYourself,
+    OrderNotAwaitingPayment,
     SoldOut,
     PayloadTooLarge,
     UnsupportedMediaType,
     IdempotencyKeyReused,
+    WebhookMalformed,
+    WebhookTimestampStale,
+    WebhookSignatureInvalid,
     RateLimited,
     Internal,
     Unavailable,
@@ -60,20 +66,30 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            ValidationFailed | MalformedJson | BadRequest | QuantityAboveLimit => {
-                StatusCode::BAD_REQUEST
-            }
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            ValidationFailed
+            | MalformedJson
+            | BadRequest
+            | QuantityAboveLimit
+            | WebhookMalformed
+            | WebhookTimestampStale => StatusCode::BAD_REQUEST,
+            Unauthorized | WebhookSignatureInvalid => StatusCode::UNAUTHORIZED,
             Forbidden | AccountSuspended => StatusCode::FORBIDDEN,
-            NotFound | SaleNotFound | NoCurrentSale | ProductNotFound | UserNotFound
-            | PurchaseNotFound => StatusCode::NOT_FOUND,
+            NotFound
+            | SaleNotFound
+            | NoCurrentSale
+            | ProductNotFound
+            | UserNotFound
+            | PurchaseNotFound
+            | OrderNotFound
+            | PaymentsNotConfigured => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SkuTaken
             | InsufficientStock
             | InvalidStateTransition
             | SaleNotActive
             | AlreadyPurchased
-            | CannotBanYourself => StatusCode::CONFLICT,
+            | CannotBanYourself
+            | OrderNotAwaitingPayment => StatusCode::CONFLICT,
             SoldOut => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -101,6 +117,10 @@ impl ErrorCode {
             ProductNotFound => "no product with that id",
             UserNotFound => "no user with that id",
             PurchaseNotFound => "no purchase of the caller's matches",
+            OrderNotFound => "no order of the caller's with that id",
+            PaymentsNotConfigured => {
+                "this deployment takes no payments (FLASHSALE_WEBHOOK_SECRETS is empty)"
+            }
             MethodNotAllowed => "the endpoint does not accept that method",
             SkuTaken => "a product with that sku exists",
             InsufficientStock => "the product has fewer free units than asked for",
@@ -108,10 +128,20 @@ impl ErrorCode {
             SaleNotActive => "the sale is not active (scheduled, paused, ended or cancelled)",
             AlreadyPurchased => "the shopper holds their limit in this sale",
             CannotBanYourself => "an operator cannot suspend their own account",
+            OrderNotAwaitingPayment => {
+                "the order is not awaiting payment (paid, expired or cancelled already)"
+            }
             SoldOut => "no unit left to reserve",
             PayloadTooLarge => "the body is above FLASHSALE_MAX_BODY_BYTES",
             UnsupportedMediaType => "the body is not sent as application/json",
             IdempotencyKeyReused => "the Idempotency-Key was used with another request body",
+            WebhookMalformed => {
+                "a webhook header or the body is missing or unreadable; the message names it"
+            }
+            WebhookTimestampStale => {
+                "webhook-timestamp is further than FLASHSALE_WEBHOOK_TOLERANCE_SECS from now"
+            }
+            WebhookSignatureInvalid => "no webhook-signature matches a configured secret",
             RateLimited => "over the per-user attempt limit; Retry-After says when to retry",
             Internal => "a bug; logged under the request id",
             Unavailable => "a dependency is unavailable or slow; Retry-After is set, retry",

@@ -19,6 +19,7 @@ use utoipa::{
         (name = "auth", description = "Development identity"),
         (name = "sale", description = "What shoppers read"),
         (name = "purchase", description = "Buying: attempt, status, orders"),
+        (name = "payments", description = "The payment provider's signed webhook (checkout holds)"),
         (name = "admin", description = "Products and flash sales (admin role)"),
         (name = "operations", description = "Probes and metrics"),
     )

@@ -8,7 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::{rate_limit::UserRateLimiter, readiness::ReadinessCache};
 use crate::{
-    app::{Purchases, Sales, Stats},
+    app::{Payments, Purchases, Sales, Stats},
     auth::Authenticator,
     live::LiveEvents,
     snapshot::SaleSnapshot,
@@ -38,6 +38,8 @@ pub struct AppServices {
     pub purchases: Arc<Purchases>,
     pub sales: Arc<Sales>,
     pub stats: Arc<Stats>,
+    /// Checkout holds: the payment webhook, a shopper's order and cancel.
+    pub payments: Arc<Payments>,
     /// The stores, for the resources without a use case of their own
     /// (products, users, audit, identity, probes).
     pub db: Db,

@@ -4,6 +4,7 @@
 
 pub mod arming;
 pub mod closing;
+pub mod holds;
 pub mod postgres;
 pub mod redis;
 

@@ -86,6 +86,18 @@ impl Harness {
         stock: i64,
         per_user_limit: i32,
     ) -> Self {
+        Self::with_hold(worker_binary, pg, stock, per_user_limit, None).await
+    }
+
+    /// The same, with a checkout hold of `hold_seconds` (orders await
+    /// payment until the reservation's time plus the hold).
+    pub async fn with_hold(
+        worker_binary: &'static str,
+        pg: PgPool,
+        stock: i64,
+        per_user_limit: i32,
+        hold_seconds: Option<i32>,
+    ) -> Self {
         let prefix = format!("wtest-{}", Uuid::now_v7().simple());
         let db = Db::new(pg.clone(), TIMEOUT);
         let redis_settings = flashsale::config::RedisSettings {
@@ -131,6 +143,7 @@ impl Harness {
                     .unwrap(),
                     per_user_limit,
                     stock,
+                    hold_seconds,
                 },
                 now,
                 &admin,
@@ -332,6 +345,25 @@ impl Harness {
             .query_async(&mut raw)
             .await
             .unwrap();
+    }
+
+    /// Units left to reserve in Redis (0 when the sale is not armed).
+    pub async fn redis_stock(&self) -> i64 {
+        self.redis
+            .remaining(self.sale.id)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    /// Units Redis counts as the shopper's (pending and ordered), if any.
+    pub async fn redis_units_held(&self, user_id: Uuid) -> Option<i64> {
+        redis::cmd("HGET")
+            .arg(self.redis.sale_keys(self.sale.id).buyers)
+            .arg(user_id.to_string())
+            .query_async(&mut self.raw.clone())
+            .await
+            .unwrap()
     }
 
     pub async fn pending_count(&self) -> i64 {

@@ -6,12 +6,14 @@
 //! - [`settle`]: one batch through PostgreSQL, then Redis;
 //! - [`reconciler`]: the apalis cron job that re-arms, re-enqueues and
 //!   measures drift;
+//! - [`holds`]: the expiry sweep of checkout holds;
 //! - [`observe`] and [`tally`]: `/metrics` and the progress log;
 //! - [`settings`]: the configuration.
 
 pub mod batcher;
 pub mod consumer;
 mod failpoint;
+pub mod holds;
 pub mod observe;
 pub mod reconciler;
 pub mod settings;

@@ -24,7 +24,7 @@ use flashsale::{
 
 use flashsale_workers::{
     batcher::{BatchLimits, Batcher},
-    consumer, observe,
+    consumer, holds, observe,
     reconciler::{self, Reconciler},
     settings::WorkerCli,
     settle::Settler,
@@ -63,6 +63,12 @@ async fn run(cli: WorkerCli) -> anyhow::Result<()> {
             max_wait: cli.worker.worker_batch_wait,
         },
     );
+    let sweeping = tokio::spawn(holds::run(
+        db.clone(),
+        redis.clone(),
+        cli.worker.hold_sweep,
+        shutdown.clone(),
+    ));
     let reconciler = Reconciler {
         db,
         redis: redis.clone(),
@@ -109,7 +115,7 @@ async fn run(cli: WorkerCli) -> anyhow::Result<()> {
     tracing::info!("stopping: no new jobs; in-flight batches finish");
     let grace = cli.worker.worker_shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
-        let _ = tokio::join!(consuming, reconciling, progress, promoting);
+        let _ = tokio::join!(consuming, reconciling, progress, promoting, sweeping);
     })
     .await;
     if drained.is_err() {

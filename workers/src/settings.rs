@@ -96,6 +96,16 @@ pub struct WorkerSettings {
     )]
     pub worker_poll: Duration,
 
+    /// How often the worker expires checkout holds past their deadline.
+    #[arg(
+        long = "hold-sweep-ms",
+        env = "FLASHSALE_HOLD_SWEEP_MS",
+        value_name = "FLASHSALE_HOLD_SWEEP_MS",
+        default_value = "1000",
+        value_parser = millis(50..=60_000)
+    )]
+    pub hold_sweep: Duration,
+
     /// Attempts before a job is dead-lettered (apalis retries a failed job
     /// after `attempt` seconds; its own cap is ignored, so this one applies).
     #[arg(

@@ -44,6 +44,7 @@ impl OperatorSteps for Harness {
                     window: SaleWindow::new(now, now + chrono::Duration::hours(1)).unwrap(),
                     per_user_limit: 1,
                     stock,
+                    hold_seconds: None,
                 },
                 now,
                 &self.admin,

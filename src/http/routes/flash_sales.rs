@@ -48,7 +48,17 @@ pub struct CreateFlashSaleRequest {
     /// units not already promised to other open sales.
     #[validate(range(min = 1, max = MAX_STOCK, message = "must be 1 to 1000000000 units"))]
     pub stock: i64,
+    /// Seconds each buyer has to pay for their order (a checkout hold,
+    /// from `FLASHSALE_HOLD_MIN_SECS`, default 60, to 3600). Without it an
+    /// order is sold when it is written; with it the order awaits a
+    /// payment webhook until `pay_by` and its units go back on sale if
+    /// none comes.
+    #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
+    pub hold_seconds: Option<i32>,
 }
+
+/// Longest checkout hold a sale may give.
+const MAX_HOLD_SECONDS: i32 = 3600;
 
 fn window_is_valid(request: &CreateFlashSaleRequest) -> Result<(), ValidationError> {
     if request.ends_at <= request.starts_at {
@@ -97,8 +107,10 @@ pub struct FlashSaleResponse {
     pub per_user_limit: i32,
     /// Units allotted to the sale.
     pub stock: i64,
-    /// Units sold and committed in PostgreSQL.
+    /// Units sold, or held for buyers who have yet to pay, in PostgreSQL.
     pub confirmed: i64,
+    /// Seconds each buyer has to pay; null: orders are sold when written.
+    pub hold_seconds: Option<i32>,
     /// Units left to reserve in Redis; null when the sale is not armed.
     pub remaining: Option<i64>,
     /// Whether Redis holds the sale's current state; when false, the next
@@ -122,6 +134,7 @@ impl From<SaleReport> for FlashSaleResponse {
             per_user_limit: sale.per_user_limit,
             stock: sale.allotted_quantity,
             confirmed: sale.confirmed_quantity,
+            hold_seconds: sale.hold_seconds,
             remaining: report.remaining,
             armed: report.armed,
             created_at: sale.created_at,
@@ -145,6 +158,14 @@ async fn create_flash_sale(
     admin: Admin,
     ValidJson(request): ValidJson<CreateFlashSaleRequest>,
 ) -> Result<(StatusCode, Json<FlashSaleResponse>), ApiError> {
+    let min_hold = state.payments.hold_min_secs();
+    if let Some(hold) = request.hold_seconds
+        && hold < min_hold
+    {
+        return Err(ApiError::validation(format!(
+            "hold_seconds: must be {min_hold} to {MAX_HOLD_SECONDS} seconds"
+        )));
+    }
     let new = NewSale {
         product_id: request.product_id,
         price: Money::from_minor(request.price)
@@ -153,6 +174,7 @@ async fn create_flash_sale(
             .ok_or_else(|| ApiError::validation("ends_at must be after starts_at"))?,
         per_user_limit: request.per_user_limit.unwrap_or(1),
         stock: request.stock,
+        hold_seconds: request.hold_seconds,
     };
     let report = state.sales.create(&new, &admin.act()).await?;
     Ok((StatusCode::CREATED, Json(report.into())))

@@ -6,6 +6,7 @@ pub mod flash_sales;
 pub mod health;
 pub mod metrics;
 pub mod pages;
+pub mod payments;
 pub mod products;
 pub mod purchase;
 pub mod sale_status;

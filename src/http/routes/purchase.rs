@@ -13,13 +13,14 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
-    app::purchases::{OrdersPage, PurchaseIntent},
+    app::purchases::{HoldTerms, OrdersPage, PurchaseIntent},
     domain::{PurchaseStatus, Quantity, Role},
     http::error_code::error_responses,
     http::{
         ApiError, AppState, ErrorCode,
         extract::{Caller, IdempotencyKey, PathParams, QueryParams, ValidJson},
     },
+    store::postgres::OrderRow,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -47,6 +48,12 @@ pub struct PurchaseAccepted {
     pub status: PurchaseStatus,
     /// Where to follow the purchase.
     pub status_url: String,
+    /// In a sale with a checkout hold (on first acceptance, when this node
+    /// knows the sale): the amount and currency to pay and the deadline,
+    /// `pay_by`. The order's id follows in the status and the event
+    /// stream once the worker has written it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldTerms>,
 }
 
 error_responses!(AttemptErrors: [SIGNED_IN, JSON_BODY] QuantityAboveLimit, SaleNotFound, NoCurrentSale, AlreadyPurchased, SaleNotActive, SoldOut, IdempotencyKeyReused, RateLimited);
@@ -89,6 +96,7 @@ async fn attempt_purchase(
             reservation_id,
             sale_id,
             status: accepted.status,
+            hold: accepted.hold,
             status_url: format!(
                 "/api/purchase/status?sale_id={sale_id}&reservation_id={reservation_id}"
             ),
@@ -117,6 +125,11 @@ pub struct PurchaseStatusResponse {
     pub reason_code: Option<String>,
     /// The order, once confirmed.
     pub order_id: Option<Uuid>,
+    /// In a sale with a checkout hold: the order with its payment state
+    /// (`awaiting_payment` until `pay_by`, then `paid`, `expired` or
+    /// `cancelled`), amount and currency. The purchase stays `confirmed`
+    /// (it became an order) whatever happens to the order after.
+    pub order: Option<OrderRow>,
 }
 
 error_responses!(PurchaseStatusErrors: [SIGNED_IN] PurchaseNotFound);
@@ -147,6 +160,7 @@ async fn get_purchase_status(
         reason: view.reason.map(|reason| reason.message().to_string()),
         reason_code: view.reason.map(|reason| reason.code().to_string()),
         order_id: view.order_id,
+        order: view.order,
     }))
 }
 

@@ -3,7 +3,9 @@
 //! adding methods to [`Db`].
 
 mod audit;
+mod holds;
 mod orders;
+mod payments;
 mod products;
 mod sales;
 mod settlement;
@@ -18,7 +20,9 @@ use sqlx::{
 };
 
 pub use audit::{AdminAct, AuditRow};
+pub use holds::{Cancelled, EndedHold};
 pub use orders::{CommittedOrder, OrderRow, SettledPurchase};
+pub use payments::{PaidOrder, PaymentRecorded};
 pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};
 pub use settlement::{ReservationToSettle, SettledBatch};

@@ -5,19 +5,50 @@ use uuid::Uuid;
 
 use super::Db;
 use crate::{
-    domain::{Money, Quantity, ReservationStatus},
+    domain::{Currency, Money, OrderStatus, Quantity, ReservationStatus},
     store::StoreError,
 };
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    sqlx::FromRow,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct OrderRow {
     pub id: Uuid,
     pub reservation_id: Uuid,
     pub flash_sale_id: Uuid,
     pub quantity: Quantity,
     pub unit_price: Money,
-    pub status: String,
+    /// What the shopper pays: the unit price times the quantity.
+    pub amount: i64,
+    pub currency: Currency,
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
+    /// For a sale with a checkout hold: when an unpaid order expires.
+    pub pay_by: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// `select <every OrderRow column and the owner's user_id> from orders o
+/// ...` followed by the given clauses.
+macro_rules! select_orders {
+    ($($clause:literal),*) => {
+        concat!(
+            "select o.id, o.reservation_id, o.flash_sale_id, o.quantity, o.unit_price,
+                    o.unit_price * o.quantity as amount, p.currency, o.status, o.pay_by,
+                    o.created_at, o.user_id
+             from orders o
+             join flash_sales s on s.id = o.flash_sale_id
+             join products p on p.id = s.product_id ",
+            $($clause),*
+        )
+    };
 }
 
 impl Db {
@@ -29,12 +60,11 @@ impl Db {
         offset: i64,
     ) -> Result<(Vec<OrderRow>, i64), StoreError> {
         self.bounded(async {
-            let orders = sqlx::query_as::<_, OrderRow>(
-                "select id, reservation_id, flash_sale_id, quantity, unit_price, status, created_at
-                 from orders where user_id = $1
-                 order by created_at desc, id desc
-                 limit $2 offset $3",
-            )
+            let orders = sqlx::query_as::<_, OrderRow>(select_orders!(
+                "where o.user_id = $1
+                 order by o.created_at desc, o.id desc
+                 limit $2 offset $3"
+            ))
             .bind(user_id)
             .bind(limit)
             .bind(offset)
@@ -54,24 +84,35 @@ impl Db {
         &self,
         reservation_id: Uuid,
     ) -> Result<Option<(OrderRow, Uuid)>, StoreError> {
-        #[derive(sqlx::FromRow)]
-        struct Owned {
-            #[sqlx(flatten)]
-            order: OrderRow,
-            user_id: Uuid,
-        }
         let owned: Option<Owned> = self
             .bounded(
-                sqlx::query_as(
-                    "select id, reservation_id, flash_sale_id, quantity, unit_price, status, created_at, user_id
-                     from orders where reservation_id = $1",
-                )
-                .bind(reservation_id)
-                .fetch_optional(self.pool()),
+                sqlx::query_as(select_orders!("where o.reservation_id = $1"))
+                    .bind(reservation_id)
+                    .fetch_optional(self.pool()),
             )
             .await?;
         Ok(owned.map(|owned| (owned.order, owned.user_id)))
     }
+
+    /// An order by id, with its owner.
+    pub async fn order(&self, order_id: Uuid) -> Result<Option<(OrderRow, Uuid)>, StoreError> {
+        let owned: Option<Owned> = self
+            .bounded(
+                sqlx::query_as(select_orders!("where o.id = $1"))
+                    .bind(order_id)
+                    .fetch_optional(self.pool()),
+            )
+            .await?;
+        Ok(owned.map(|owned| (owned.order, owned.user_id)))
+    }
+}
+
+/// An order with the user who owns it.
+#[derive(sqlx::FromRow)]
+struct Owned {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    user_id: Uuid,
 }
 
 /// An order PostgreSQL committed, as a retry of its key must find it after

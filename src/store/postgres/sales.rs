@@ -26,6 +26,8 @@ pub struct NewSale {
     pub window: SaleWindow,
     pub per_user_limit: i32,
     pub stock: i64,
+    /// Seconds a buyer has to pay; `None`: orders are sold when written.
+    pub hold_seconds: Option<i32>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -40,7 +42,10 @@ pub struct SaleRow {
     pub state: SaleState,
     pub per_user_limit: i32,
     pub allotted_quantity: i64,
+    /// Units sold or held for a buyer who has yet to pay.
     pub confirmed_quantity: i64,
+    /// Seconds a buyer has to pay; `None`: orders are sold when written.
+    pub hold_seconds: Option<i32>,
     /// One more on every admin change; arming never lets an older version
     /// of the sale overwrite a newer one in Redis.
     pub version: i64,
@@ -68,7 +73,7 @@ macro_rules! select_sales {
         concat!(
             "select s.id, s.product_id, s.sale_price, p.currency, s.starts_at, s.ends_at,
                     s.state, s.per_user_limit, s.allotted_quantity, s.confirmed_quantity,
-                    s.version, s.archived_counters, s.created_at, s.updated_at
+                    s.hold_seconds, s.version, s.archived_counters, s.created_at, s.updated_at
              from flash_sales s join products p on p.id = s.product_id ",
             $($clause),*
         )
@@ -101,8 +106,9 @@ impl Db {
             let id = Uuid::now_v7();
             sqlx::query(
                 "insert into flash_sales
-                   (id, product_id, sale_price, starts_at, ends_at, state, per_user_limit, allotted_quantity)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                   (id, product_id, sale_price, starts_at, ends_at, state, per_user_limit,
+                    allotted_quantity, hold_seconds)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(id)
             .bind(new.product_id)
@@ -112,9 +118,12 @@ impl Db {
             .bind(new.window.opening_state(now).as_str())
             .bind(new.per_user_limit)
             .bind(new.stock)
+            .bind(new.hold_seconds)
             .execute(&mut *tx)
             .await?;
-            let sale = select_sale(&mut tx, id, false).await?.ok_or(DomainError::SaleNotFound(id))?;
+            let sale = select_sale(&mut tx, id, false)
+                .await?
+                .ok_or(DomainError::SaleNotFound(id))?;
             let details = json!({
                 "product_id": new.product_id,
                 "price": new.price.minor(),
@@ -122,8 +131,10 @@ impl Db {
                 "ends_at": new.window.ends_at(),
                 "per_user_limit": new.per_user_limit,
                 "stock": new.stock,
+                "hold_seconds": new.hold_seconds,
             });
-            act.record(&mut tx, "sale.create", "sale", id, details).await?;
+            act.record(&mut tx, "sale.create", "sale", id, details)
+                .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(sale)
         })

@@ -50,6 +50,14 @@ struct LedgerRow {
     confirmed_quantity: i64,
     available_quantity: i64,
     sale_price: Money,
+    hold_seconds: Option<i32>,
+}
+
+impl LedgerRow {
+    /// Units PostgreSQL can still commit for the sale.
+    fn room(&self) -> i64 {
+        (self.allotted_quantity - self.confirmed_quantity).min(self.available_quantity)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -105,9 +113,7 @@ impl Db {
                 .filter(|(_, decision)| matches!(decision, Decision::Commit))
                 .map(|(reservation, _)| i64::from(reservation.quantity))
                 .sum();
-            let room_left = (ledger_view.allotted - ledger_view.confirmed)
-                .min(ledger_view.available)
-                - committed_units;
+            let room_left = ledger.room() - committed_units;
             let orders_inserted =
                 write_decisions(&mut tx, sale_id, &ledger, batch, &decisions, &order_ids).await?;
             tx.commit().await?;
@@ -122,13 +128,21 @@ impl Db {
     }
 }
 
+/// Units PostgreSQL can still commit for the sale, read in `tx`.
+pub(super) async fn room_left(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+) -> Result<i64, StoreError> {
+    Ok(read_ledger(tx, sale_id).await?.room())
+}
+
 async fn read_ledger(
     tx: &mut Transaction<'_, Postgres>,
     sale_id: Uuid,
 ) -> Result<LedgerRow, StoreError> {
     let ledger = sqlx::query_as::<_, LedgerRow>(
         "select s.product_id, s.state, s.per_user_limit, s.allotted_quantity,
-                s.confirmed_quantity, s.sale_price,
+                s.confirmed_quantity, s.sale_price, s.hold_seconds,
                 case when s.allotment_released_at is null then st.available_quantity
                      else st.available_quantity - coalesce((
                          select sum(o.allotted_quantity - o.confirmed_quantity)
@@ -282,12 +296,19 @@ async fn insert_orders(
         .iter()
         .map(|(r, _)| r.idempotency_key.as_str())
         .collect();
+    let reserved_at: Vec<DateTime<Utc>> = committed.iter().map(|(r, _)| r.reserved_at).collect();
+    // A sale with a checkout hold writes its orders awaiting payment until
+    // `pay_by`: the reservation's time (Redis's clock decided it) plus the
+    // hold. They count as sold below until the hold ends.
     let (inserted, units): (i64, i64) = sqlx::query_as(
         "with inserted as (
-             insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key)
-             select o.id, o.reservation_id, $1, o.user_id, o.quantity, $2, o.idempotency_key
-             from unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[])
-                  as o(id, reservation_id, user_id, quantity, idempotency_key)
+             insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price,
+                                 idempotency_key, status, pay_by)
+             select o.id, o.reservation_id, $1, o.user_id, o.quantity, $2, o.idempotency_key,
+                    case when $10::int is null then 'confirmed' else 'awaiting_payment' end,
+                    o.reserved_at + make_interval(secs => $10::int)
+             from unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[], $11::timestamptz[])
+                  as o(id, reservation_id, user_id, quantity, idempotency_key, reserved_at)
              on conflict (reservation_id) do nothing
              returning user_id, quantity
          ), per_user as (
@@ -318,6 +339,8 @@ async fn insert_orders(
     .bind(&keys)
     .bind(ledger.per_user_limit)
     .bind(ledger.product_id)
+    .bind(ledger.hold_seconds)
+    .bind(&reserved_at)
     .fetch_one(&mut **tx)
     .await?;
     tracing::debug!(%sale_id, inserted, units, "orders inserted");

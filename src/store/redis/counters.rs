@@ -31,6 +31,11 @@ pub enum Counter {
     Failed,
     UnitsReleased,
     UnitsWrittenOff,
+    /// Checkout holds that ended without a payment, and the units that went
+    /// back on sale (`return_held.lua`; it writes `holds_<how they ended>`).
+    HoldsExpired,
+    HoldsCancelled,
+    UnitsReturned,
     /// Written by the worker and the reconciler from Rust.
     DeadLettered,
     Drift,
@@ -38,7 +43,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 23] = [
         Counter::Accepted,
         Counter::Replayed,
         Counter::RejectedKeyReused,
@@ -56,6 +61,9 @@ impl Counter {
         Counter::Failed,
         Counter::UnitsReleased,
         Counter::UnitsWrittenOff,
+        Counter::HoldsExpired,
+        Counter::HoldsCancelled,
+        Counter::UnitsReturned,
         Counter::DeadLettered,
         Counter::Drift,
         Counter::DriftCheckedAtMs,
@@ -80,6 +88,9 @@ impl Counter {
             Counter::Failed => "failed",
             Counter::UnitsReleased => "units_released",
             Counter::UnitsWrittenOff => "units_written_off",
+            Counter::HoldsExpired => "holds_expired",
+            Counter::HoldsCancelled => "holds_cancelled",
+            Counter::UnitsReturned => "units_returned",
             Counter::DeadLettered => "dead_lettered",
             Counter::Drift => "drift",
             Counter::DriftCheckedAtMs => "drift_checked_at_ms",
@@ -104,11 +115,12 @@ mod tests {
 
     use super::*;
 
-    const SCRIPTS: [(&str, &str); 5] = [
+    const SCRIPTS: [(&str, &str); 6] = [
         ("reserve.lua", include_str!("scripts/reserve.lua")),
         ("confirm.lua", include_str!("scripts/confirm.lua")),
         ("release.lua", include_str!("scripts/release.lua")),
         ("arm_sale.lua", include_str!("scripts/arm_sale.lua")),
+        ("return_held.lua", include_str!("scripts/return_held.lua")),
         (
             "restore_orders.lua",
             include_str!("scripts/restore_orders.lua"),
@@ -143,6 +155,7 @@ mod tests {
             "confirm.lua" => "KEYS[3]",
             "release.lua" => "KEYS[5]",
             "arm_sale.lua" => "KEYS[5]",
+            "return_held.lua" => "KEYS[4]",
             _ => "KEYS[0]",
         };
         let mut written = BTreeSet::new();
@@ -155,8 +168,11 @@ mod tests {
                 written.insert(counter);
             }
         }
-        // release.lua writes the outcome's name; the Rust side writes these.
+        // release.lua writes the outcome's name, return_held.lua
+        // `holds_<how they ended>`; the Rust side writes the rest of these.
         let from_elsewhere = [
+            Counter::HoldsExpired,
+            Counter::HoldsCancelled,
             Counter::Released,
             Counter::Expired,
             Counter::Failed,

@@ -92,6 +92,7 @@ struct Scripts {
     confirm: Script,
     stale_pending: Script,
     restore_orders: Script,
+    return_held: Script,
     cached_orders: Script,
     cache_orders: Script,
 }
@@ -127,6 +128,7 @@ impl RedisStore {
                 confirm: Script::new(with_records!("scripts/confirm.lua")),
                 stale_pending: Script::new(include_str!("scripts/stale_pending.lua")),
                 restore_orders: Script::new(with_records!("scripts/restore_orders.lua")),
+                return_held: Script::new(with_records!("scripts/return_held.lua")),
                 cached_orders: Script::new(include_str!("scripts/cached_orders.lua")),
                 cache_orders: Script::new(include_str!("scripts/cache_orders.lua")),
             }),

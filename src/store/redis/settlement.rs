@@ -12,8 +12,8 @@ use super::{
     purchase::{field, malformed, parse_record},
 };
 use crate::{
-    domain::{FailureReason, ReservationStatus},
-    store::StoreError,
+    domain::{FailureReason, OrderStatus, ReservationStatus},
+    store::{StoreError, postgres::EndedHold},
 };
 
 /// How many of a released reservation's units go back on sale.
@@ -114,6 +114,48 @@ impl RedisStore {
                 .arg(order_id.map(|id| id.to_string()).unwrap_or_default());
         }
         self.run_script(invocation).await
+    }
+
+    /// Gives back the units of holds that ended without a payment, after
+    /// PostgreSQL ended them (`scripts/return_held.lua`): each shopper's
+    /// units, and stock within `room` (what PostgreSQL can still commit for
+    /// the sale). Returns how many holds changed now.
+    pub async fn return_held(
+        &self,
+        sale_id: Uuid,
+        ended: &[EndedHold],
+        room: i64,
+    ) -> Result<usize, StoreError> {
+        let keys = self.sale_keys(sale_id);
+        let mut returned = 0;
+        for status in [OrderStatus::Expired, OrderStatus::Cancelled] {
+            let holds: Vec<&EndedHold> = ended
+                .iter()
+                .filter(|hold| hold.flash_sale_id == sale_id && hold.status == status)
+                .collect();
+            if holds.is_empty() {
+                continue;
+            }
+            let mut invocation = self.scripts.return_held.prepare_invoke();
+            invocation
+                .key(&keys.meta)
+                .key(&keys.buyers)
+                .key(&keys.reservations)
+                .key(&keys.stats)
+                .key(&keys.pending)
+                .arg(sale_id.to_string())
+                .arg(&keys.events)
+                .arg(room)
+                .arg(status.as_str());
+            for hold in holds {
+                invocation
+                    .arg(hold.reservation_id.to_string())
+                    .arg(hold.order_id.to_string());
+            }
+            let (holds, _restocked): (usize, i64) = self.run_script(invocation).await?;
+            returned += holds;
+        }
+        Ok(returned)
     }
 
     /// Pending reservations reserved more than `older_than` ago (Redis

@@ -1,6 +1,6 @@
 //! The worker's tests use the shared test support (flashsale-testkit) with
 //! this package's binary.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 pub use flashsale_testkit::{services::*, worker::*};
 

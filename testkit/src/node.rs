@@ -1,0 +1,85 @@
+//! A real API node, in-process, on a [`Harness`]'s database and Redis
+//! prefix: the worker's tests drive it over HTTP while the worker runs as a
+//! process.
+
+use std::time::Duration;
+
+use clap::Parser;
+use flashsale::{auth::LocalTokens, config::ApiSettings, domain::Role, server};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+use crate::{
+    services::{database_url, eventually, redis_url},
+    worker::Harness,
+};
+
+const JWT_SECRET: &str = "worker-test-secret-at-least-32-bytes-long";
+
+/// An API node's settings, read the way the binary reads them.
+#[derive(Parser)]
+struct ApiArgs {
+    #[command(flatten)]
+    settings: ApiSettings,
+}
+
+/// A serving node; it stops when dropped.
+pub struct ApiNode {
+    pub base: String,
+    pub client: reqwest::Client,
+    tokens: LocalTokens,
+    _stop: DropGuard,
+}
+
+impl ApiNode {
+    /// Starts a node in `dev` mode with `extra` flags (`--name=value`) and
+    /// waits until it is ready.
+    pub async fn start(harness: &Harness, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "flashsale-api".to_owned(),
+            "--bind=127.0.0.1:0".to_owned(),
+            format!("--database-url={}", database_url(&harness.pg)),
+            format!("--redis-url={}", redis_url()),
+            format!("--redis-prefix={}", harness.prefix),
+            "--auth-mode=dev".to_owned(),
+            format!("--jwt-secret={JWT_SECRET}"),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let settings = ApiArgs::parse_from(args).settings;
+        let state = server::build_state(&settings).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let serving = stop.clone();
+        let node_settings = settings.clone();
+        tokio::spawn(async move {
+            server::serve(&node_settings, state, listener, operator_listener, serving).await
+        });
+        let local = &settings.auth.local;
+        let tokens = LocalTokens::new(
+            local.jwt_secret.as_ref().unwrap(),
+            &local.jwt_issuer,
+            &local.jwt_audience,
+        );
+        flashsale::tls::install_provider();
+        let client = reqwest::Client::new();
+        // The node judges tokens once it has loaded the banned accounts.
+        eventually(Duration::from_secs(10), "the node is ready", || async {
+            let ready = client.get(format!("{base}/api/health/ready")).send().await;
+            ready.is_ok_and(|reply| reply.status().is_success())
+        })
+        .await;
+        Self {
+            base,
+            client,
+            tokens,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// A token for `user_id` in `role`, valid for ten minutes.
+    pub fn token(&self, user_id: Uuid, role: Role) -> String {
+        self.tokens.issue(user_id, role, 600).token
+    }
+}

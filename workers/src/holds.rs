@@ -1,0 +1,43 @@
+//! The expiry sweep of checkout holds: every interval, the holds past
+//! their deadline end `expired` (PostgreSQL under the product's lock, then
+//! Redis, `flashsale::store::holds`), and what earlier ends still owe Redis
+//! is returned. Every worker runs one; sweeps of several workers meet at
+//! the product's lock and only change holds still awaiting payment, so a
+//! hold expires once however many sweep it.
+
+use std::time::Duration;
+
+use flashsale::store::{holds, postgres::Db, redis::RedisStore};
+use tokio_util::sync::CancellationToken;
+
+/// Sweeps until `shutdown`; a failed sweep is logged and the next one
+/// retries (nothing a sweep half did is lost: PostgreSQL records what
+/// Redis is still owed).
+pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match holds::sweep(&db, &redis).await {
+            Ok(swept) => {
+                if swept.expired > 0 || swept.returned > 0 {
+                    tracing::info!(
+                        expired = swept.expired,
+                        returned = swept.returned,
+                        "holds swept"
+                    );
+                }
+                metrics::counter!("holds_ended_total", "how" => "expired")
+                    .increment(swept.expired as u64);
+                metrics::counter!("holds_units_returned_total").increment(swept.returned as u64);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "hold sweep failed; the next one retries");
+                metrics::counter!("hold_sweep_failures_total").increment(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! Checkout holds end to end: shoppers buy through a real API node, the
+//! real worker writes their orders awaiting payment and sweeps the unpaid
+//! ones, and a fake payment provider signs and delivers real webhooks.
+//! Holds last 1–3 s here (`--hold-min-secs=1`).
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Harness, WORKER, WorkerProcess, eventually};
+use flashsale::domain::Role;
+use flashsale_testkit::{
+    node::ApiNode,
+    payments::{FOREIGN_SECRET, FakeProvider, NEXT_SECRET, SECRET},
+};
+use futures::{StreamExt, stream};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A sale with a checkout hold, a node that takes payments signed with
+/// either of two secrets, and a worker sweeping every 100 ms.
+struct Shop {
+    harness: Harness,
+    node: ApiNode,
+    provider: FakeProvider,
+    _worker: WorkerProcess,
+}
+
+impl Shop {
+    async fn open(pg: PgPool, stock: i64, hold_seconds: i32) -> Self {
+        let harness = Harness::with_hold(WORKER, pg, stock, 1, Some(hold_seconds)).await;
+        let secrets = format!("--webhook-secrets={SECRET},{NEXT_SECRET}");
+        let node = ApiNode::start(&harness, &[&secrets, "--hold-min-secs=1"]).await;
+        let provider = FakeProvider::new(&node.base, SECRET);
+        let worker = harness.spawn_worker(&[("FLASHSALE_HOLD_SWEEP_MS", "100")]);
+        Self {
+            harness,
+            node,
+            provider,
+            _worker: worker,
+        }
+    }
+
+    async fn shopper(&self) -> (Uuid, String) {
+        let user_id = self.harness.users(1).await[0];
+        (user_id, self.node.token(user_id, Role::Shopper))
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .node
+            .client
+            .request(method, format!("{}{path}", self.node.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.header("idempotency-key", "buy-once").json(&body);
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Buys one unit: the 202's body.
+    async fn buy(&self, token: &str) -> Value {
+        let body = json!({ "sale_id": self.harness.sale.id });
+        let (status, accepted) = self
+            .request(
+                reqwest::Method::POST,
+                "/api/purchase/attempt",
+                token,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        accepted
+    }
+
+    /// The purchase's order once the worker has written it.
+    async fn order_of(&self, token: &str, accepted: &Value) -> Value {
+        let path = format!(
+            "/api/purchase/status?reservation_id={}",
+            accepted["reservation_id"].as_str().unwrap()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, status) = self.request(reqwest::Method::GET, &path, token, None).await;
+            if status["order"].is_object() {
+                return status["order"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the order was not written: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn order(&self, token: &str, order_id: &str) -> (StatusCode, Value) {
+        let path = format!("/api/orders/{order_id}");
+        self.request(reqwest::Method::GET, &path, token, None).await
+    }
+
+    async fn cancel(&self, token: &str, order_id: &str) -> (StatusCode, Value) {
+        let path = format!("/api/orders/{order_id}/cancel");
+        self.request(reqwest::Method::POST, &path, token, None)
+            .await
+    }
+
+    async fn pay(&self, event_id: &str, order: &Value) -> (StatusCode, Value) {
+        let answer = self
+            .provider
+            .pay(
+                event_id,
+                order_id(order),
+                order["amount"].as_i64().unwrap(),
+                order["currency"].as_str().unwrap(),
+            )
+            .await;
+        (answer.status, answer.body)
+    }
+
+    async fn invariants(&self) -> Value {
+        let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
+            .bind(self.harness.sale.id)
+            .fetch_one(&self.harness.pg)
+            .await
+            .unwrap();
+        serde_json::from_str(&invariants).unwrap()
+    }
+
+    async fn payment_events(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from payment_events")
+            .fetch_one(&self.harness.pg)
+            .await
+            .unwrap()
+    }
+}
+
+fn order_id(order: &Value) -> Uuid {
+    order["id"].as_str().unwrap().parse().unwrap()
+}
+
+fn pay_by(order: &Value) -> DateTime<Utc> {
+    order["pay_by"].as_str().unwrap().parse().unwrap()
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_paid_hold_is_sold_and_stays_sold_past_its_deadline(pg: PgPool) {
+    let shop = Shop::open(pg, 5, 2).await;
+    let (_, token) = shop.shopper().await;
+    let accepted = shop.buy(&token).await;
+    // The 202 names what to pay and by when: the sale's price, and the
+    // reservation's own time plus the hold.
+    let hold = &accepted["hold"];
+    assert_eq!(hold["amount"], 4_999, "{accepted}");
+    assert_eq!(hold["currency"], "EUR");
+
+    let order = shop.order_of(&token, &accepted).await;
+    assert_eq!(order["status"], "awaiting_payment", "{order}");
+    assert_eq!(order["pay_by"], hold["pay_by"], "one deadline, one clock");
+    let (status, receipt) = shop.pay("evt_paid", &order).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["outcome"], "paid");
+    assert_eq!(receipt["duplicate"], false);
+
+    // Past the deadline and several sweeps, it is still paid and sold.
+    tokio::time::sleep((pay_by(&order) - Utc::now()).to_std().unwrap_or_default()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, now) = shop.order(&token, order["id"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(now["status"], "paid", "{now}");
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_paid"], 1);
+    assert_eq!(invariants["units_sold"], 1);
+    assert_eq!(shop.harness.redis_stock().await, 4);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_abandoned_hold_expires_its_unit_is_sold_again_and_a_late_payment_is_refunded(
+    pg: PgPool,
+) {
+    let shop = Shop::open(pg, 1, 1).await;
+    let (first, first_token) = shop.shopper().await;
+    let abandoned = shop
+        .order_of(&first_token, &shop.buy(&first_token).await)
+        .await;
+    assert_eq!(abandoned["status"], "awaiting_payment");
+    assert_eq!(shop.harness.redis_stock().await, 0, "held, not for sale");
+
+    // The sweep expires it and the unit goes back on sale.
+    let id = abandoned["id"].as_str().unwrap();
+    eventually(Duration::from_secs(10), "the hold expires", || async {
+        shop.order(&first_token, id).await.1["status"] == "expired"
+    })
+    .await;
+    eventually(Duration::from_secs(5), "the unit is back", || async {
+        shop.harness.redis_stock().await == 1
+    })
+    .await;
+    let held: Option<i64> = shop.harness.redis_units_held(first).await;
+    assert_eq!(held, None, "the shopper's allowance is given back");
+
+    // Someone else buys it and is held for it.
+    let (_, second_token) = shop.shopper().await;
+    let resold = shop
+        .order_of(&second_token, &shop.buy(&second_token).await)
+        .await;
+    assert_eq!(resold["status"], "awaiting_payment");
+
+    // The first shopper pays after all: the money must go back, and the
+    // unit stays the second shopper's.
+    let (status, receipt) = shop.pay("evt_late", &abandoned).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["outcome"], "refund_required");
+    assert_eq!(shop.order(&first_token, id).await.1["status"], "expired");
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["oversold"], 0);
+    assert_eq!(invariants["units_sold"], 1);
+    assert_eq!(invariants["holds_expired"], 1);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_shopper_cancels_their_hold_and_only_theirs(pg: PgPool) {
+    let shop = Shop::open(pg, 1, 60).await;
+    let (_, token) = shop.shopper().await;
+    let (_, stranger) = shop.shopper().await;
+    let order = shop.order_of(&token, &shop.buy(&token).await).await;
+    let id = order["id"].as_str().unwrap();
+
+    // Another shopper neither sees nor cancels it; an admin sees it.
+    let (status, body) = shop.order(&stranger, id).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("ORDER_NOT_FOUND"))
+    );
+    let (status, _) = shop.cancel(&stranger, id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
+    assert_eq!(shop.order(&admin, id).await.0, StatusCode::OK);
+
+    let (status, cancelled) = shop.cancel(&token, id).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(
+        shop.harness.redis_stock().await,
+        1,
+        "the unit is back at once"
+    );
+    let (status, again) = shop.cancel(&token, id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert_eq!(again["error"]["code"], "ORDER_NOT_AWAITING_PAYMENT");
+    // A payment for it now is refunded, not taken.
+    assert_eq!(
+        shop.pay("evt_after_cancel", &order).await.1["outcome"],
+        "refund_required"
+    );
+
+    // The stranger buys the unit.
+    let resold = shop.order_of(&stranger, &shop.buy(&stranger).await).await;
+    assert_eq!(resold["status"], "awaiting_payment");
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_cancelled"], 1);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn one_event_delivered_twenty_times_at_once_pays_once(pg: PgPool) {
+    let shop = Shop::open(pg, 2, 60).await;
+    let (_, token) = shop.shopper().await;
+    let order = shop.order_of(&token, &shop.buy(&token).await).await;
+    let delivery = shop.provider.signed(
+        "evt_twenty",
+        FakeProvider::payment_body(order_id(&order), 4_999, "EUR"),
+    );
+    let answers: Vec<_> = stream::iter(0..20)
+        .map(|_| shop.provider.send(&delivery))
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    assert!(
+        answers.iter().all(|answer| answer.status == StatusCode::OK),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.body["outcome"] == "paid")
+    );
+    let firsts = answers
+        .iter()
+        .filter(|answer| answer.body["duplicate"] == false)
+        .count();
+    assert_eq!(firsts, 1, "exactly one delivery acted: {answers:?}");
+    assert_eq!(shop.payment_events().await, 1);
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_paid"], 1);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn forged_stale_or_oversized_webhooks_change_nothing_and_a_rotated_secret_pays(pg: PgPool) {
+    let shop = Shop::open(pg, 2, 60).await;
+    let (_, token) = shop.shopper().await;
+    let order = shop.order_of(&token, &shop.buy(&token).await).await;
+    let body = FakeProvider::payment_body(order_id(&order), 4_999, "EUR");
+    let refused = |answer: &flashsale_testkit::payments::Answer, status: StatusCode, code: &str| {
+        assert_eq!(answer.status, status, "{}", answer.body);
+        assert_eq!(answer.body["error"]["code"], code, "{}", answer.body);
+        assert!(answer.body["error"]["request_id"].is_string());
+    };
+
+    // The body changed after signing: one cent less, same signature.
+    let mut tampered = shop.provider.signed("evt_tampered", body.clone());
+    tampered.body = tampered.body.replace("4999", "4998");
+    refused(
+        &shop.provider.send(&tampered).await,
+        StatusCode::UNAUTHORIZED,
+        "WEBHOOK_SIGNATURE_INVALID",
+    );
+    // Signed with a secret the shop does not know.
+    let foreign = FakeProvider::new(&shop.node.base, FOREIGN_SECRET);
+    refused(
+        &foreign
+            .send(&foreign.signed("evt_foreign", body.clone()))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "WEBHOOK_SIGNATURE_INVALID",
+    );
+    // A genuine delivery replayed ten minutes later.
+    let stale = shop
+        .provider
+        .signed_at("evt_stale", Utc::now().timestamp() - 600, body.clone());
+    refused(
+        &shop.provider.send(&stale).await,
+        StatusCode::BAD_REQUEST,
+        "WEBHOOK_TIMESTAMP_STALE",
+    );
+    // No signature at all.
+    let mut unsigned = shop.provider.signed("evt_unsigned", body.clone());
+    unsigned.signature = String::new();
+    refused(
+        &shop.provider.send(&unsigned).await,
+        StatusCode::UNAUTHORIZED,
+        "WEBHOOK_SIGNATURE_INVALID",
+    );
+    // A body past the node's bound (16 KiB), correctly signed.
+    let padded = json!({
+        "type": "payment.succeeded",
+        "data": { "order_id": order_id(&order), "amount": 4_999, "currency": "EUR" },
+        "padding": "x".repeat(20_000),
+    });
+    let oversized = shop.provider.signed("evt_oversized", padded.to_string());
+    refused(
+        &shop.provider.send(&oversized).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+    );
+    // Authentic but not an event this engine reads.
+    let garbage = shop.provider.signed("evt_garbage", "{\"type\":".to_owned());
+    refused(
+        &shop.provider.send(&garbage).await,
+        StatusCode::BAD_REQUEST,
+        "WEBHOOK_MALFORMED",
+    );
+
+    assert_eq!(
+        shop.payment_events().await,
+        0,
+        "nothing refused was recorded"
+    );
+    assert_eq!(
+        shop.order(&token, order["id"].as_str().unwrap()).await.1["status"],
+        "awaiting_payment"
+    );
+
+    // The provider rotates to the next secret: the shop accepts both.
+    let rotated = FakeProvider::new(&shop.node.base, NEXT_SECRET);
+    let answer = rotated
+        .pay("evt_rotated", order_id(&order), 4_999, "EUR")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["outcome"], "paid");
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_payment_of_another_amount_or_currency_is_flagged_not_taken(pg: PgPool) {
+    let shop = Shop::open(pg, 2, 60).await;
+    let (_, token) = shop.shopper().await;
+    let order = shop.order_of(&token, &shop.buy(&token).await).await;
+    let id = order_id(&order);
+    for (event, amount, currency) in [("evt_short", 4_998, "EUR"), ("evt_dollars", 4_999, "USD")] {
+        let answer = shop.provider.pay(event, id, amount, currency).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body["outcome"], "amount_mismatch");
+    }
+    let unknown = shop
+        .provider
+        .pay("evt_unknown", Uuid::now_v7(), 4_999, "EUR")
+        .await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::OK,
+        "the provider must stop retrying"
+    );
+    assert_eq!(unknown.body["outcome"], "unknown_order");
+    assert_eq!(
+        shop.order(&token, &id.to_string()).await.1["status"],
+        "awaiting_payment"
+    );
+    assert_eq!(
+        shop.payment_events().await,
+        3,
+        "each flagged for an operator"
+    );
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_thousand_payments_at_their_exact_deadline_each_end_their_hold_once(pg: PgPool) {
+    let holds = 1_000;
+    let harness = Harness::with_hold(WORKER, pg, holds, 1, Some(3)).await;
+    let node = ApiNode::start(
+        &harness,
+        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
+    )
+    .await;
+    let provider = FakeProvider::new(&node.base, SECRET);
+    let users = harness.users(holds as usize).await;
+    let purchases = harness.reserve(&users).await;
+    assert_eq!(purchases.len(), holds as usize);
+    harness.enqueue_in_jobs_of(&purchases, 100).await;
+    let _worker = harness.spawn_worker(&[("FLASHSALE_HOLD_SWEEP_MS", "50")]);
+    harness
+        .wait_for_orders(holds, Duration::from_secs(30))
+        .await;
+
+    // Each payment leaves around its own order's deadline (from 1 s before
+    // to 1 s after, spread evenly): those that reach the node by
+    // the deadline pay, however long they then queue for PostgreSQL; the
+    // others meet the sweep (every 50 ms, expiring what is past its
+    // deadline and the grace) on the same rows.
+    let orders: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("select id, pay_by from orders where flash_sale_id = $1")
+            .bind(harness.sale.id)
+            .fetch_all(&harness.pg)
+            .await
+            .unwrap();
+    let answers: Vec<_> = stream::iter(orders.iter().copied().enumerate())
+        .map(|(index, (order_id, pay_by))| {
+            let provider = &provider;
+            let at = pay_by + chrono::Duration::milliseconds(index as i64 * 2 - 1_000);
+            async move {
+                tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
+                // A provider delivers again, same event, after a 503.
+                let event = format!("evt_{order_id}");
+                let mut answer = provider.pay(&event, order_id, 4_999, "EUR").await;
+                for _ in 0..5 {
+                    if answer.status != StatusCode::SERVICE_UNAVAILABLE {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    answer = provider.pay(&event, order_id, 4_999, "EUR").await;
+                }
+                answer
+            }
+        })
+        .buffer_unordered(holds as usize)
+        .collect()
+        .await;
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|answer| answer.status != StatusCode::OK)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} refused, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+
+    // Each order ended once: paid with the one payment that paid it, or
+    // expired with its payment to be refunded; never both, never neither.
+    eventually(
+        Duration::from_secs(10),
+        "no hold is left awaiting",
+        || async {
+            let awaiting: i64 = sqlx::query_scalar(
+            "select count(*) from orders where flash_sale_id = $1 and status = 'awaiting_payment'",
+        )
+        .bind(harness.sale.id)
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+            awaiting == 0
+        },
+    )
+    .await;
+    let outcomes: Vec<(String, String)> = sqlx::query_as(
+        "select o.status, e.outcome from orders o
+         join payment_events e on e.order_id = o.id
+         where o.flash_sale_id = $1",
+    )
+    .bind(harness.sale.id)
+    .fetch_all(&harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes.len(),
+        holds as usize,
+        "one payment event per order"
+    );
+    let paid = outcomes
+        .iter()
+        .filter(|(status, _)| status == "paid")
+        .count();
+    for (status, outcome) in &outcomes {
+        match (status.as_str(), outcome.as_str()) {
+            ("paid", "paid") | ("expired", "refund_required") => {}
+            other => panic!("an order ended inconsistently: {other:?}"),
+        }
+    }
+    eventually(
+        Duration::from_secs(10),
+        "every expired unit is back in Redis",
+        || async { harness.redis_stock().await == holds - paid as i64 },
+    )
+    .await;
+    let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
+        .bind(harness.sale.id)
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+    let invariants: Value = serde_json::from_str(&invariants).unwrap();
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_paid"], paid as i64);
+    assert_eq!(invariants["holds_expired"], holds - paid as i64);
+    let paid_late: i64 = sqlx::query_scalar(
+        "select count(*) from payment_events e join orders o on o.id = e.order_id
+         where e.outcome = 'paid' and e.received_at > o.pay_by",
+    )
+    .fetch_one(&harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(
+        paid_late, 0,
+        "a payment received after its deadline was taken"
+    );
+    eprintln!(
+        "at the deadline: {paid} paid, {} expired and refunded",
+        holds - paid as i64
+    );
+}
