@@ -165,9 +165,8 @@ impl Payments {
         match self.db.cancel_hold(order_id, shopper).await? {
             Cancelled::Now(hold) => {
                 metrics::counter!("holds_ended_total", "how" => "cancelled").increment(1);
-                if let Err(error) = holds::return_units(&self.db, &self.redis, &[hold]).await {
-                    tracing::warn!(%error, %order_id, "cancelled order's units not yet back in Redis; the worker's sweep returns them");
-                }
+                // A failure is logged there; the worker's sweep returns them.
+                holds::return_units(&self.db, &self.redis, &[hold]).await;
             }
             Cancelled::NotAwaiting(status) => {
                 return Err(DomainError::OrderNotAwaitingPayment { order_id, status }.into());

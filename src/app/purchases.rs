@@ -261,25 +261,35 @@ impl Purchases {
     /// one this node no longer holds open), the order itself comes from
     /// PostgreSQL: its payment state lives there.
     async fn view_of(&self, record: ReservationRecord) -> Result<PurchaseView, AppError> {
-        let may_hold = self
+        // Whether the sale has a checkout hold: known from the snapshot for
+        // open sales; for others (closed, or not seen yet) PostgreSQL is
+        // asked, and answers only if it can.
+        let hold_sale = self
             .sales
             .snapshot
             .lookup(Some(record.sale_id))
-            .is_none_or(|view| view.sale.hold_seconds.is_some());
-        if may_hold
+            .map(|view| view.sale.hold_seconds.is_some());
+        if hold_sale != Some(false)
             && let Some(order_id) = record.order_id
-            && let Some((order, _)) = self.sales.db.order(order_id).await?
-            && order.pay_by.is_some()
         {
-            return Ok(PurchaseView {
-                reservation_id: record.reservation_id,
-                sale_id: record.sale_id,
-                status: PurchaseStatus::Confirmed,
-                quantity: record.quantity,
-                reason: None,
-                order_id: Some(order.id),
-                order: Some(order),
-            });
+            match self.sales.db.order(order_id).await {
+                Ok(Some((order, _))) if order.pay_by.is_some() => {
+                    return Ok(PurchaseView {
+                        reservation_id: record.reservation_id,
+                        sale_id: record.sale_id,
+                        status: PurchaseStatus::Confirmed,
+                        quantity: record.quantity,
+                        reason: None,
+                        order_id: Some(order.id),
+                        order: Some(order),
+                    });
+                }
+                Ok(_) => {}
+                Err(error) if hold_sale.is_none() => {
+                    tracing::debug!(%error, "order not read; the purchase is answered from Redis alone");
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         let order_id = match (record.status, record.order_id) {
             (ReservationStatus::Confirmed, None) => self
@@ -288,13 +298,20 @@ impl Purchases {
                 .order_for_reservation(record.reservation_id)
                 .await?
                 .map(|(order, _)| order.id),
-            (ReservationStatus::Confirmed, known) => known,
-            _ => None,
+            (_, known) => known,
+        };
+        // A reservation that became an order is a confirmed purchase,
+        // whatever became of the order (a hold that expired or was
+        // cancelled says so in `order`): as `reserve.lua` replays it.
+        let status = if order_id.is_some() {
+            PurchaseStatus::Confirmed
+        } else {
+            record.status.for_shopper()
         };
         Ok(PurchaseView {
             reservation_id: record.reservation_id,
             sale_id: record.sale_id,
-            status: record.status.for_shopper(),
+            status,
             quantity: record.quantity,
             reason: record.reason,
             order_id,

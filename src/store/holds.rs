@@ -25,15 +25,23 @@ pub struct Swept {
     pub expired: usize,
     /// Ended holds whose units Redis got back now.
     pub returned: usize,
+    /// Steps that failed (logged); what they left is owed to the next sweep.
+    pub failures: usize,
+}
+
+/// What giving ended holds back to Redis did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Returned {
+    pub holds: usize,
+    /// Sales whose return failed (logged): their holds stay owed.
+    pub failed_sales: usize,
 }
 
 /// Gives Redis the units of holds PostgreSQL has ended, sale by sale,
-/// drops the shoppers' cached order pages, and records the return.
-pub async fn return_units(
-    db: &Db,
-    redis: &RedisStore,
-    ended: &[EndedHold],
-) -> Result<usize, StoreError> {
+/// drops the shoppers' cached order pages, and records the return. A sale
+/// whose return fails is logged and skipped: its holds stay owed, and the
+/// other sales' returns go on.
+pub async fn return_units(db: &Db, redis: &RedisStore, ended: &[EndedHold]) -> Returned {
     let mut by_sale: BTreeMap<Uuid, Vec<EndedHold>> = BTreeMap::new();
     for hold in ended {
         by_sale
@@ -41,48 +49,93 @@ pub async fn return_units(
             .or_default()
             .push(hold.clone());
     }
-    let mut returned = 0;
+    let mut returned = Returned::default();
     for (sale_id, holds) in by_sale {
-        let room = db.sale_room(sale_id).await?;
-        returned += redis.return_held(sale_id, &holds, room).await?;
-        let buyers: Vec<Uuid> = holds.iter().map(|hold| hold.user_id).collect();
-        redis.invalidate_orders_of(&buyers).await?;
-        let orders: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-        db.mark_units_returned(&orders).await?;
+        match return_sale_units(db, redis, sale_id, &holds).await {
+            Ok(count) => returned.holds += count,
+            Err(error) => {
+                tracing::warn!(%error, %sale_id, holds = holds.len(), "ended holds' units not yet back in Redis; the next sweep returns them");
+                returned.failed_sales += 1;
+            }
+        }
     }
+    returned
+}
+
+async fn return_sale_units(
+    db: &Db,
+    redis: &RedisStore,
+    sale_id: Uuid,
+    holds: &[EndedHold],
+) -> Result<usize, StoreError> {
+    let room = db.sale_room(sale_id).await?;
+    let returned = redis.return_held(sale_id, holds, room).await?;
+    let buyers: Vec<Uuid> = holds.iter().map(|hold| hold.user_id).collect();
+    redis.invalidate_orders_of(&buyers).await?;
+    let orders: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
+    db.mark_units_returned(&orders).await?;
     Ok(returned)
 }
 
 /// One sweep: returns what earlier ends still owe Redis, then expires every
-/// hold past its deadline (in batches, under each product's lock) and
-/// returns their units.
-pub async fn sweep(db: &Db, redis: &RedisStore) -> Result<Swept, StoreError> {
-    let mut swept = Swept {
-        returned: return_owed(db, redis).await?,
-        ..Swept::default()
+/// hold past its deadline and the grace (in batches, under each product's
+/// lock) and returns their units. A failing step is logged and counted;
+/// the others go on (Redis down still lets PostgreSQL expire holds, and
+/// their returns wait).
+pub async fn sweep(db: &Db, redis: &RedisStore) -> Swept {
+    let mut swept = Swept::default();
+    let owed = return_owed(db, redis).await;
+    swept.returned += owed.holds;
+    swept.failures += owed.failed_sales;
+    let products = match db.products_with_due_holds().await {
+        Ok(products) => products,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the holds due; the next sweep retries");
+            swept.failures += 1;
+            return swept;
+        }
     };
-    for product_id in db.products_with_due_holds().await? {
+    for product_id in products {
         loop {
-            let ended = db.expire_due_holds(product_id, SWEEP_BATCH).await?;
+            let ended = match db.expire_due_holds(product_id, SWEEP_BATCH).await {
+                Ok(ended) => ended,
+                Err(error) => {
+                    tracing::warn!(%error, %product_id, "holds not expired; the next sweep retries");
+                    swept.failures += 1;
+                    break;
+                }
+            };
             swept.expired += ended.len();
-            swept.returned += return_units(db, redis, &ended).await?;
+            let returned = return_units(db, redis, &ended).await;
+            swept.returned += returned.holds;
+            swept.failures += returned.failed_sales;
             if (ended.len() as i64) < SWEEP_BATCH {
                 break;
             }
         }
     }
-    Ok(swept)
+    swept
 }
 
 /// Returns the units of holds that ended in PostgreSQL but whose return to
-/// Redis did not happen (a crash, Redis down).
-pub async fn return_owed(db: &Db, redis: &RedisStore) -> Result<usize, StoreError> {
-    let mut returned = 0;
+/// Redis did not happen (a crash, Redis down). Stops at the first failure:
+/// the same holds would be found owed again.
+pub async fn return_owed(db: &Db, redis: &RedisStore) -> Returned {
+    let mut total = Returned::default();
     loop {
-        let owed = db.holds_owing_units(SWEEP_BATCH).await?;
-        returned += return_units(db, redis, &owed).await?;
-        if (owed.len() as i64) < SWEEP_BATCH {
-            return Ok(returned);
+        let owed = match db.holds_owing_units(SWEEP_BATCH).await {
+            Ok(owed) => owed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the holds owed to Redis; the next sweep retries");
+                total.failed_sales += 1;
+                return total;
+            }
+        };
+        let returned = return_units(db, redis, &owed).await;
+        total.holds += returned.holds;
+        total.failed_sales += returned.failed_sales;
+        if returned.failed_sales > 0 || (owed.len() as i64) < SWEEP_BATCH {
+            return total;
         }
     }
 }

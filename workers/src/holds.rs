@@ -10,7 +10,7 @@ use std::time::Duration;
 use flashsale::store::{holds, postgres::Db, redis::RedisStore};
 use tokio_util::sync::CancellationToken;
 
-/// Sweeps until `shutdown`; a failed sweep is logged and the next one
+/// Sweeps until `shutdown`; a failed step is logged and the next sweep
 /// retries (nothing a sweep half did is lost: PostgreSQL records what
 /// Redis is still owed).
 pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: CancellationToken) {
@@ -21,23 +21,16 @@ pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: Cancellat
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match holds::sweep(&db, &redis).await {
-            Ok(swept) => {
-                if swept.expired > 0 || swept.returned > 0 {
-                    tracing::info!(
-                        expired = swept.expired,
-                        returned = swept.returned,
-                        "holds swept"
-                    );
-                }
-                metrics::counter!("holds_ended_total", "how" => "expired")
-                    .increment(swept.expired as u64);
-                metrics::counter!("holds_units_returned_total").increment(swept.returned as u64);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "hold sweep failed; the next one retries");
-                metrics::counter!("hold_sweep_failures_total").increment(1);
-            }
+        let swept = holds::sweep(&db, &redis).await;
+        if swept.expired > 0 || swept.returned > 0 {
+            tracing::info!(
+                expired = swept.expired,
+                returned = swept.returned,
+                "holds swept"
+            );
         }
+        metrics::counter!("holds_ended_total", "how" => "expired").increment(swept.expired as u64);
+        metrics::counter!("holds_units_returned_total").increment(swept.returned as u64);
+        metrics::counter!("hold_sweep_failures_total").increment(swept.failures as u64);
     }
 }

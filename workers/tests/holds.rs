@@ -560,3 +560,165 @@ async fn a_thousand_payments_at_their_exact_deadline_each_end_their_hold_once(pg
         holds - paid as i64
     );
 }
+
+/// What the worker hands PostgreSQL for a reserved purchase.
+fn to_settle(
+    job: &flashsale::jobs::PurchaseJob,
+) -> flashsale::store::postgres::ReservationToSettle {
+    flashsale::store::postgres::ReservationToSettle {
+        reservation_id: job.reservation_id,
+        user_id: job.user_id,
+        quantity: job.quantity,
+        idempotency_key: job.idempotency_key.clone(),
+        reserved_at: DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
+    }
+}
+
+/// Units Redis wrote off for the sale.
+async fn written_off(harness: &Harness) -> i64 {
+    redis::cmd("HGET")
+        .arg(harness.redis.sale_keys(harness.sale.id).stats)
+        .arg("units_written_off")
+        .query_async::<Option<i64>>(&mut harness.raw.clone())
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Review of issue 20: the return counted an order PostgreSQL had
+/// committed but Redis not yet confirmed (still pending there) against the
+/// room a second time, and wrote the cancelled hold's unit off: Redis then
+/// said sold out while PostgreSQL had the unit.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_cancelled_holds_unit_goes_back_while_another_order_awaits_its_confirm(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 2, 1, Some(60)).await;
+    let users = harness.users(2).await;
+    let jobs = harness.reserve(&users).await;
+    let (cancelling, committed) = (&jobs[0], &jobs[1]);
+    let settled = harness
+        .db
+        .settle_batch(
+            harness.sale.id,
+            &[to_settle(cancelling), to_settle(committed)],
+        )
+        .await
+        .unwrap();
+    let cancelled_order = settled.order_ids[0].unwrap();
+    // The first is confirmed in Redis; the second's confirm has not run yet.
+    harness
+        .redis
+        .confirm(
+            harness.sale.id,
+            &[(cancelling.reservation_id, Some(cancelled_order))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(harness.pending_count().await, 1);
+
+    let flashsale::store::postgres::Cancelled::Now(hold) = harness
+        .db
+        .cancel_hold(cancelled_order, cancelling.user_id)
+        .await
+        .unwrap()
+    else {
+        panic!("the hold was awaiting payment");
+    };
+    let returned =
+        flashsale::store::holds::return_units(&harness.db, &harness.redis, &[hold]).await;
+    assert_eq!(returned.holds, 1);
+    assert_eq!(
+        harness.redis_stock().await,
+        1,
+        "the cancelled unit is on sale again"
+    );
+    assert_eq!(written_off(&harness).await, 0);
+}
+
+/// Review of issue 20: after Redis lost a sale, arming restored the
+/// record of a hold cancelled in PostgreSQL (its return to Redis still
+/// owed) as `confirmed`; the owed return then took the shopper's units
+/// down a second time, below what they hold, and they could buy past the
+/// per-user limit.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_owed_return_after_redis_lost_the_sale_gives_nothing_back_twice(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 5, 2, Some(60)).await;
+    let shopper = harness.users(1).await[0];
+    let first = harness.reserve(&[shopper]).await.remove(0);
+    let second = harness.reserve(&[shopper]).await.remove(0);
+    let settled = harness
+        .db
+        .settle_batch(harness.sale.id, &[to_settle(&first), to_settle(&second)])
+        .await
+        .unwrap();
+    // The first hold is cancelled in PostgreSQL; Redis goes away before
+    // the units are returned there.
+    let cancelled = harness
+        .db
+        .cancel_hold(settled.order_ids[0].unwrap(), shopper)
+        .await
+        .unwrap();
+    assert!(matches!(
+        cancelled,
+        flashsale::store::postgres::Cancelled::Now(_)
+    ));
+    harness.wipe_redis().await;
+    flashsale::store::arming::arm_sale(&harness.db, &harness.redis, &harness.sale)
+        .await
+        .unwrap();
+    assert_eq!(
+        harness.redis_units_held(shopper).await,
+        Some(1),
+        "rebuilt from PostgreSQL"
+    );
+    assert_eq!(harness.redis_stock().await, 4);
+
+    let owed = flashsale::store::holds::return_owed(&harness.db, &harness.redis).await;
+    assert_eq!(owed.failed_sales, 0);
+    assert_eq!(
+        harness.redis_units_held(shopper).await,
+        Some(1),
+        "still the one unit held"
+    );
+    assert_eq!(harness.redis_stock().await, 4, "nothing offered twice");
+    let (status, _) = harness
+        .reservation_status(first.reservation_id)
+        .await
+        .unwrap();
+    assert_eq!(status.as_str(), "released", "restored as the hold ended");
+}
+
+/// Review of issue 20: a cancelled sale's unpaid holds could still be paid
+/// for up to their whole hold; the cancel now ends them.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
+    let shop = Shop::open(pg, 3, 600).await;
+    let (shopper, token) = shop.shopper().await;
+    let order = shop.order_of(&token, &shop.buy(&token).await).await;
+    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
+    let path = format!("/api/admin/flash-sales/{}", shop.harness.sale.id);
+    let (status, sale) = shop
+        .request(
+            reqwest::Method::PATCH,
+            &path,
+            &admin,
+            Some(json!({"action": "cancel"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sale}");
+
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(shop.order(&token, id).await.1["status"], "cancelled");
+    assert_eq!(
+        shop.pay("evt_after_sale_cancel", &order).await.1["outcome"],
+        "refund_required"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the sweep returns the units to Redis",
+        || async { shop.harness.redis_units_held(shopper).await.is_none() },
+    )
+    .await;
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_cancelled"], 1);
+}

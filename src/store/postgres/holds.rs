@@ -185,6 +185,26 @@ impl Db {
     }
 }
 
+/// Cancels every hold of a sale being cancelled (in the caller's
+/// transaction, under the product's lock): nothing of a cancelled sale is
+/// paid for after the cancel. Their units go back to Redis with the next
+/// sweep (they are owed like any ended hold's).
+pub(super) async fn cancel_sale_holds(
+    tx: &mut Transaction<'_, Postgres>,
+    product_id: Uuid,
+    sale_id: Uuid,
+) -> Result<usize, sqlx::Error> {
+    let awaiting: Vec<Uuid> = sqlx::query_scalar(
+        "select id from orders where flash_sale_id = $1 and status = 'awaiting_payment'",
+    )
+    .bind(sale_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(end_holds(tx, product_id, &awaiting, OrderStatus::Cancelled)
+        .await?
+        .len())
+}
+
 /// Ends those of `order_ids` still awaiting payment as `status`, and in
 /// the same statement gives their units back: the buyer's `sale_buyers`
 /// units (a buyer left with none has no row), the sale's

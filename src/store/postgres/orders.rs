@@ -125,6 +125,23 @@ pub struct CommittedOrder {
     pub quantity: Quantity,
     pub idempotency_key: String,
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
+}
+
+impl CommittedOrder {
+    /// What its reservation's Redis record says: `confirmed` while the
+    /// order's units are the buyer's; for a hold that ended unpaid, how it
+    /// ended (the record `return_held.lua` would have left).
+    pub fn record_status(&self) -> ReservationStatus {
+        match self.status {
+            OrderStatus::Expired => ReservationStatus::Expired,
+            OrderStatus::Cancelled => ReservationStatus::Released,
+            OrderStatus::Confirmed | OrderStatus::AwaitingPayment | OrderStatus::Paid => {
+                ReservationStatus::Confirmed
+            }
+        }
+    }
 }
 
 impl Db {
@@ -138,7 +155,7 @@ impl Db {
     ) -> Result<Vec<CommittedOrder>, StoreError> {
         self.bounded(
             sqlx::query_as::<_, CommittedOrder>(
-                "select id, reservation_id, user_id, quantity, idempotency_key, created_at
+                "select id, reservation_id, user_id, quantity, idempotency_key, created_at, status
                  from orders
                  where flash_sale_id = $1 and ($2::uuid is null or (user_id, idempotency_key) > ($2, $3))
                  order by user_id, idempotency_key limit $4",

@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::{Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
-use super::{Db, audit::AdminAct};
+use super::{Db, audit::AdminAct, holds::cancel_sale_holds};
 use crate::{
     domain::{Currency, DomainError, Money, SaleAction, SaleState, SaleWindow},
     store::StoreError,
@@ -325,7 +325,7 @@ impl Db {
             // The settlement lock: a batch in flight commits before the
             // change, and every later batch reads it. An admin answered
             // "cancelled" never sees an order committed after.
-            lock_sale_product(&mut tx, id).await?;
+            let product_id = lock_sale_product(&mut tx, id).await?;
             let sale = select_sale(&mut tx, id, true)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
@@ -350,6 +350,12 @@ impl Db {
             .bind(next.as_str())
             .execute(&mut *tx)
             .await?;
+            if next == SaleState::Cancelled {
+                let holds = cancel_sale_holds(&mut tx, product_id, id).await?;
+                if holds > 0 {
+                    tracing::info!(sale_id = %id, holds, "the cancelled sale's unpaid holds are cancelled");
+                }
+            }
             let sale = select_sale(&mut tx, id, false)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;

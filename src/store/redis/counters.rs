@@ -32,7 +32,7 @@ pub enum Counter {
     UnitsReleased,
     UnitsWrittenOff,
     /// Checkout holds that ended without a payment, and the units that went
-    /// back on sale (`return_held.lua`; it writes `holds_<how they ended>`).
+    /// back on sale (`return_held.lua`).
     HoldsExpired,
     HoldsCancelled,
     UnitsReturned,
@@ -168,11 +168,8 @@ mod tests {
                 written.insert(counter);
             }
         }
-        // release.lua writes the outcome's name, return_held.lua
-        // `holds_<how they ended>`; the Rust side writes the rest of these.
+        // release.lua writes the outcome's name; the Rust side writes these.
         let from_elsewhere = [
-            Counter::HoldsExpired,
-            Counter::HoldsCancelled,
             Counter::Released,
             Counter::Expired,
             Counter::Failed,

@@ -273,7 +273,8 @@ impl RedisStore {
                 .arg(order.quantity)
                 .arg(order.created_at.timestamp_millis())
                 .arg(&order.idempotency_key)
-                .arg(order.id.to_string());
+                .arg(order.id.to_string())
+                .arg(order.record_status().as_str());
         }
         self.run_script(invocation).await
     }

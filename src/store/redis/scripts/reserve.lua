@@ -55,8 +55,14 @@ if first_reservation then
     count('rejected_key_reused')
     return {'KEY_REUSED'}
   end
-  local _, _, status = decode_record(redis.call('HGET', KEYS[3], first_reservation))
+  local _, _, status, _, _, _, order = decode_record(redis.call('HGET', KEYS[3], first_reservation))
   status = status or 'pending'
+  -- A reservation that became an order replays as confirmed, whatever
+  -- became of the order since (a checkout hold that expired or was
+  -- cancelled): the purchase was decided.
+  if order and order ~= '' then
+    status = 'confirmed'
+  end
   count('replayed')
   return {'REPLAYED', first_reservation, status}
 end

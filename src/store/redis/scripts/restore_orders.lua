@@ -1,6 +1,8 @@
 -- restore_orders.lua: after Redis lost a sale's data, put back what a
 -- retry needs of orders PostgreSQL committed: the key's replay record, the
--- reservation (confirmed) and the user's latest reservation, so that a
+-- reservation (confirmed; or, for an order whose checkout hold ended
+-- unpaid, how it ended, so that its units are not given back a second
+-- time) and the user's latest reservation, so that a
 -- shopper retrying a key gets their original reservation back instead of a
 -- second purchase. Never overwrites what survived (HSETNX); a user's
 -- latest reservation is the greatest id (reservation ids are UUIDv7, whose
@@ -10,16 +12,17 @@
 -- KEYS[1]  shoppers hash ("<user>:<key>" -> replay record, see record.lua;
 --          "<user>|latest" -> latest reservation; see reserve.lua)
 -- KEYS[2]  reservations hash (reservation -> record, see record.lua)
--- ARGV     groups of six: reservation, user, quantity, reserved ms, idempotency key, order
+-- ARGV     groups of seven: reservation, user, quantity, reserved ms,
+--          idempotency key, order, record status (confirmed | expired | released)
 --
 -- Returns the number of keys whose replay record was restored.
 
 local restored = 0
-for i = 1, #ARGV, 6 do
-  local reservation, user, quantity, reserved_ms, key, order =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+for i = 1, #ARGV, 7 do
+  local reservation, user, quantity, reserved_ms, key, order, status =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   restored = restored + redis.call('HSETNX', KEYS[1], user .. ':' .. key, encode_replay(reservation, quantity))
-  redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order))
+  redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, status, reserved_ms, key, '', order))
   local latest = redis.call('HGET', KEYS[1], user .. '|latest')
   if not latest or latest < reservation then
     redis.call('HSET', KEYS[1], user .. '|latest', reservation)

@@ -10,9 +10,11 @@
 -- loss of Redis rebuilt the stock and the buyers from PostgreSQL, which
 -- already had these units back.
 --
--- The shopper's units always go back (they may buy again). Stock goes back
--- within ARGV[3], the room PostgreSQL has left for the sale: never more
--- than keeps Redis's stock plus pending units within it (as release.lua).
+-- The shopper's units always go back (they may buy again), and so does the
+-- stock: PostgreSQL gave exactly these units back. ARGV[3], the room
+-- PostgreSQL has left for the sale, only bounds it (Redis's stock never
+-- above it): pending units are not counted against the room here, since
+-- some of them may be orders PostgreSQL committed and already counts.
 --
 -- KEYS[1]  meta hash (its `stock` field is the counter)
 -- KEYS[2]  buyers hash (user -> units held)
@@ -31,7 +33,6 @@ local ended = ARGV[4]
 local record_status = (ended == 'cancelled') and 'released' or 'expired'
 local room = tonumber(ARGV[3])
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
-local pending = tonumber(redis.call('HGET', KEYS[4], 'pending_units') or '0')
 local returned, restocked = 0, 0
 for i = 5, #ARGV, 2 do
   local reservation, order = ARGV[i], ARGV[i + 1]
@@ -40,9 +41,8 @@ for i = 5, #ARGV, 2 do
     if status == 'pending' then
       redis.call('ZREM', KEYS[5], reservation)
       redis.call('HINCRBY', KEYS[4], 'pending_units', -quantity)
-      pending = pending - quantity
     end
-    local restock = math.max(math.min(quantity, room - stock - pending), 0)
+    local restock = math.max(math.min(quantity, room - stock), 0)
     if restock > 0 then
       stock = redis.call('HINCRBY', KEYS[1], 'stock', restock)
       restocked = restocked + restock
@@ -62,7 +62,11 @@ for i = 5, #ARGV, 2 do
   end
 end
 if returned > 0 then
-  redis.call('HINCRBY', KEYS[4], 'holds_' .. ended, returned)
+  if ended == 'cancelled' then
+    redis.call('HINCRBY', KEYS[4], 'holds_cancelled', returned)
+  else
+    redis.call('HINCRBY', KEYS[4], 'holds_expired', returned)
+  end
   redis.call('HINCRBY', KEYS[4], 'units_returned', restocked)
 end
 return {returned, restocked}
