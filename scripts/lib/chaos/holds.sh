@@ -1,0 +1,139 @@
+# shellcheck shell=bash
+# The checkout-hold storm of scripts/chaos (issue 20): thousands of holds
+# ending at once, by payment and by expiry, with a worker killed mid-sweep.
+# Sourced after lib/chaos/steps.sh.
+
+HOLD_STORM=$CHAOS_LIB/hold_storm.py
+
+# sale_orders [WHERE...]: orders of the sale (matching the condition).
+sale_orders() {
+  psql_query "select count(*) from orders where flash_sale_id = '$SALE_ID' ${1:+and ($1)}"
+}
+all_held_orders_written() { [[ $(sale_orders) == "$1" ]]; }
+# nothing_due: no hold past its deadline and the grace, and no ended hold
+# whose units Redis has not got back.
+nothing_due() {
+  [[ $(sale_orders "(status = 'awaiting_payment' and pay_by < now() - interval '2 seconds')
+                    or (status in ('expired', 'cancelled') and units_returned_at is null)") == 0 ]]
+}
+
+# held_units: units of the sale awaiting payment or paid, in PostgreSQL.
+held_units() {
+  psql_query "select coalesce(sum(quantity), 0) from orders
+              where flash_sale_id = '$SALE_ID' and status in ('awaiting_payment', 'paid')"
+}
+
+# hold-storm: CHAOS_HOLD_USERS (10,000) shoppers each hold the one unit
+# they bought (hold CHAOS_HOLD_SECS, 30 s). Half pay before the deadline:
+# every fifth of those the same event three times at once, every seventh
+# after a delivery signed with a wrong secret. The other half never pay and
+# expire together; as they do, worker-0 is killed -9 mid-sweep and started
+# again, and CHAOS_LATE_BUYERS (2,000) new shoppers try to buy the units
+# coming back. Sampled every 200 ms: paid + awaiting <= allotted.
+scenario_hold_storm() {
+  local holders=${CHAOS_HOLD_USERS:-10000} late=${CHAOS_LATE_BUYERS:-2000} hold=${CHAOS_HOLD_SECS:-30}
+  local product started first_deadline sampler buy paid late_buyers figures killed_at
+  SCENARIO=hold-storm DIR=$CHAOS_RUN_DIR/hold-storm
+  mkdir -p "$DIR"
+  ADMIN_TOKEN=$(admin_token)
+  product=$(create_product "$BASE" "$ADMIN_TOKEN" "$holders" "BENCH-$CHAOS_RUN_ID-hold-storm")
+  SALE_ID=$(curl -fsS "$BASE/api/admin/flash-sales" -H "authorization: Bearer $ADMIN_TOKEN" \
+    -H 'content-type: application/json' \
+    -d "$(sale_request "$product" "$holders" 1 | jq -c --argjson hold "$hold" '. + {hold_seconds: $hold}')" \
+    | json_id)
+  [[ -n $SALE_ID ]] || die "[hold-storm] could not create the sale"
+  FAULTS=()
+  log "[hold-storm] sale $SALE_ID: $holders units, one per shopper, held $hold s for payment"
+
+  python3 "$HOLD_STORM" login "$BASE" "holder-$CHAOS_RUN_ID" "$holders" 32 >"$DIR/holders.tokens"
+  python3 "$HOLD_STORM" login "$BASE" "late-$CHAOS_RUN_ID" "$late" 16 >"$DIR/late.tokens"
+  started=$(now_ms)
+  buy=$(python3 "$HOLD_STORM" buy "$BASE" "$DIR/holders.tokens" "$SALE_ID" 64)
+  log "[hold-storm] bought in $(elapsed_since "$started") s: $buy"
+  wait_for 120 all_held_orders_written "$holders" \
+    || die "[hold-storm] the worker did not write $holders orders"
+
+  : >"$DIR/held.samples"
+  (while :; do held_units >>"$DIR/held.samples"; sleep 0.2; done) &
+  sampler=$!
+
+  # Even rows pay (every tenth three times at once, every fourteenth after
+  # a forged delivery); odd rows never pay.
+  psql_query "select o.id, o.unit_price * o.quantity, p.currency,
+                     case when n % 10 = 0 then 'dup' when n % 14 = 0 then 'forged' else 'pay' end
+              from (select *, row_number() over (order by id) as n from orders
+                    where flash_sale_id = '$SALE_ID') o
+              join flash_sales s on s.id = o.flash_sale_id join products p on p.id = s.product_id
+              where n % 2 = 0" | tr '|' ' ' >"$DIR/payments.txt"
+  paid=$(python3 "$HOLD_STORM" pay "$BASE" "$FLASHSALE_WEBHOOK_SECRETS" "$DIR/payments.txt" 32)
+  log "[hold-storm] payments: $paid"
+
+  # The unpaid half expires 2 s after its deadlines; kill a worker as the
+  # sweep starts on them, while the late buyers arrive.
+  first_deadline=$(psql_query "select (extract(epoch from min(pay_by)) * 1000)::bigint + 2300
+                               from orders where flash_sale_id = '$SALE_ID' and status = 'awaiting_payment'")
+  while (($(now_ms) < first_deadline)); do sleep 0.1; done
+  python3 "$HOLD_STORM" buyers "$BASE" "$DIR/late.tokens" "$SALE_ID" 20 32 >"$DIR/late.json" &
+  late_buyers=$!
+  sleep 0.5
+  kill -9 "$(pid_of "$RUN_DIR/worker-0.pid")" 2>/dev/null || true
+  killed_at=$(now_ms)
+  fault "kill -9 of worker-0 mid-sweep, $((killed_at - first_deadline + 2300)) ms after the first deadline, restarted at once"
+  restart_worker 0 "$FAILPOINT_WORKER"
+  wait "$late_buyers" || die "[hold-storm] the late buyers failed"
+  wait_for 60 nothing_due || log "[hold-storm] holds still due or owed after 60 s"
+  RECOVERY_SECS=$(elapsed_since "$killed_at")
+  local agreed=false
+  if wait_for 30 redis_agrees; then agreed=true; fi
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+
+  figures=$(psql_query "select json_build_object(
+      'holders_paid', count(*) filter (where o.status = 'paid' and o.idempotency_key like 'hold-storm-%'),
+      'holders_expired', count(*) filter (where o.status = 'expired' and o.idempotency_key like 'hold-storm-%'),
+      'holders_awaiting', count(*) filter (where o.status = 'awaiting_payment' and o.idempotency_key like 'hold-storm-%'),
+      'late_buyers_orders', count(*) filter (where o.idempotency_key like 'late-buyer-%'),
+      'units_owed_to_redis', count(*) filter (where o.status in ('expired', 'cancelled') and o.units_returned_at is null),
+      'orders_paid_twice', (select count(*) from (select order_id from payment_events
+                            where outcome = 'paid' and order_id in (select id from orders where flash_sale_id = '$SALE_ID')
+                            group by order_id having count(*) > 1) twice))
+    from orders o where o.flash_sale_id = '$SALE_ID'")
+  psql_query "select flash_sale_invariants('$SALE_ID')" >"$DIR/postgres.json"
+  jq -n --arg sale_id "$SALE_ID" --argjson buy "$buy" --argjson pay "$paid" \
+    --slurpfile late "$DIR/late.json" --argjson figures "$figures" --slurpfile db "$DIR/postgres.json" \
+    --argjson max_held "$(sort -n "$DIR/held.samples" | tail -1)" --argjson samples "$(wc -l <"$DIR/held.samples")" \
+    --argjson holders "$holders" --argjson recovery_secs "$RECOVERY_SECS" --argjson redis_agrees "$agreed" \
+    --argjson faults "$(printf '%s\n' "${FAULTS[@]}" | jq -R . | jq -s .)" \
+    --argjson forged "$(grep -c ' forged$' "$DIR/payments.txt")" --argjson dups "$(grep -c ' dup$' "$DIR/payments.txt")" \
+    '($pay.outcomes) as $o | ($late[0]) as $l | ($db[0]) as $d |
+    { scenario: "hold-storm", sale_id: $sale_id, faults: $faults, recovery_secs: $recovery_secs,
+      holders: $holders, buy: $buy, payments: $pay, late_buyers: $l, figures: $figures,
+      held_samples: $samples, max_held_units: $max_held, invariants: $d,
+      checks: {
+        every_holder_held: ($buy.answers["202"] == $holders),
+        paid_plus_awaiting_within_allotment: ($max_held <= $holders and $samples > 10),
+        paid_is_every_payment_taken: ($figures.holders_paid == ($o.paid // 0)),
+        every_unpaid_hold_expired: ($figures.holders_expired == $holders - $figures.holders_paid
+                                    and $figures.holders_awaiting == 0),
+        no_order_paid_twice: ($figures.orders_paid_twice == 0),
+        forged_deliveries_refused: (($o["401 WEBHOOK_SIGNATURE_INVALID"] // 0) == $forged),
+        duplicates_answered_as_such: (($o["duplicate paid"] // 0) + ($o["duplicate refund_required"] // 0) == 2 * $dups),
+        returned_units_sold_again: ($l.accepted > 0 and $l.accepted <= $figures.holders_expired
+                                    and $figures.late_buyers_orders == $l.accepted),
+        nothing_owed_to_redis: ($figures.units_owed_to_redis == 0),
+        invariants_hold: $d.passed,
+        redis_agrees: $redis_agrees
+      } }
+    | .passed = ([.checks[]] | all)' >"$DIR/result.json"
+  jq -r '[.scenario, (.buy.answers | add | tostring), (.buy.answers["202"] | tostring),
+          ((.figures.holders_paid + .figures.holders_expired + .figures.late_buyers_orders) | tostring),
+          (.invariants.oversold | tostring), (.figures.orders_paid_twice | tostring), "0", "-",
+          (.recovery_secs | tostring), (if .passed then "passed" else "FAILED" end)] | join("\t")' \
+    "$DIR/result.json" >>"$CHAOS_RUN_DIR/table.txt"
+  if jq -e .passed "$DIR/result.json" >/dev/null; then log "[hold-storm] passed"; else
+    log "[hold-storm] FAILED: $(jq -c '.checks | with_entries(select(.value == false)) | keys' "$DIR/result.json")"
+    FAILED_SCENARIOS+=(hold-storm)
+  fi
+  curl -fsS -X PATCH "$BASE/api/admin/flash-sales/$SALE_ID" -H "authorization: Bearer $ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d '{"action":"end"}' >/dev/null 2>&1 || true
+}
