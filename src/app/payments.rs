@@ -133,10 +133,14 @@ impl Payments {
                 }
             }
         }
-        if let Some(paid) = recorded.paid
-            && let Err(error) = self.redis.invalidate_orders(paid.user_id).await
-        {
-            tracing::warn!(%error, order_id = %paid.order_id, "paid order's cached pages not dropped; they expire with their TTL");
+        if let Some(paid) = recorded.paid {
+            // Both are courtesies: PostgreSQL holds the payment.
+            if let Err(error) = self.redis.invalidate_orders(paid.user_id).await {
+                tracing::warn!(%error, order_id = %paid.order_id, "paid order's cached pages not dropped; they expire with their TTL");
+            }
+            if let Err(error) = self.redis.publish_paid(&paid).await {
+                tracing::warn!(%error, order_id = %paid.order_id, "paid order not announced on the event stream");
+            }
         }
         Ok(WebhookReceipt {
             event_id,

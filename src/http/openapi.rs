@@ -14,7 +14,12 @@ use utoipa::{
             `{\"error\": {\"code\", \"message\", \"request_id\"}}`; 503 answers carry Retry-After.",
     ),
     modifiers(&BearerAuth),
-    components(schemas(super::ErrorBody, crate::live::SaleEvent, crate::live::PurchaseEvent)),
+    components(schemas(
+        super::ErrorBody,
+        crate::live::SaleEvent,
+        crate::live::PurchaseEvent,
+        crate::live::OrderEvent
+    )),
     tags(
         (name = "auth", description = "Development identity"),
         (name = "sale", description = "What shoppers read"),

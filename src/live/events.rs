@@ -7,7 +7,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Currency, FailureReason, Money, PurchaseStatus, ReservationStatus, SaleState},
+    domain::{
+        Currency, FailureReason, Money, OrderStatus, PurchaseStatus, ReservationStatus, SaleState,
+    },
     snapshot::SaleView,
     store::redis::ReservationRecord,
 };
@@ -88,11 +90,25 @@ impl PurchaseEvent {
 
 impl From<ReservationRecord> for PurchaseEvent {
     fn from(record: ReservationRecord) -> Self {
-        Self::new(
-            record.reservation_id,
-            record.sale_id,
-            record.status,
-            record.reason,
-        )
+        // A reservation that became an order is a confirmed purchase,
+        // whatever became of the order (a hold that expired or was
+        // cancelled is told by an `order` event).
+        let status = if record.order_id.is_some() {
+            ReservationStatus::Confirmed
+        } else {
+            record.status
+        };
+        Self::new(record.reservation_id, record.sale_id, status, record.reason)
     }
+}
+
+/// The `order` event, for an authenticated shopper only: one of their
+/// checkout holds ended (`paid`, `expired` or `cancelled`). An expired or
+/// cancelled hold's unit is on sale again; the shopper may buy again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct OrderEvent {
+    pub order_id: Uuid,
+    pub reservation_id: Uuid,
+    pub sale_id: Uuid,
+    pub status: OrderStatus,
 }

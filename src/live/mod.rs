@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use events::{PurchaseEvent, SaleEvent, SaleUpdate};
+pub use events::{OrderEvent, PurchaseEvent, SaleEvent, SaleUpdate};
 
 use crate::{
     snapshot::{SaleSnapshot, SaleView},
@@ -52,6 +52,8 @@ const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     Settled(PurchaseEvent),
+    /// One of the shopper's checkout holds ended.
+    OrderEnded(OrderEvent),
     /// The channel was (re)subscribed and may have missed outcomes: read
     /// the shopper's purchase again.
     Resync,
@@ -274,6 +276,21 @@ impl LiveEvents {
             } => {
                 let event = PurchaseEvent::new(reservation_id, sale_id, status, reason);
                 self.send_to_shoppers(sale_id, Some(user_id), Delivery::Settled(event));
+            }
+            Published::OrderEnded {
+                sale_id,
+                reservation_id,
+                order_id,
+                user_id,
+                status,
+            } => {
+                let event = OrderEvent {
+                    order_id,
+                    reservation_id,
+                    sale_id,
+                    status,
+                };
+                self.send_to_shoppers(sale_id, Some(user_id), Delivery::OrderEnded(event));
             }
             Published::Subscribed { sale_id } => {
                 self.send_to_shoppers(sale_id, None, Delivery::Resync);

@@ -722,3 +722,61 @@ async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
     assert_eq!(invariants["passed"], true, "{invariants:#}");
     assert_eq!(invariants["holds_cancelled"], 1);
 }
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
+    let shop = Shop::open(pg, 3, 60).await;
+    let (_, token) = shop.shopper().await;
+    let events = shop
+        .node
+        .client
+        .get(format!(
+            "{}/api/flash-sale/events?sale_id={}",
+            shop.node.base, shop.harness.sale.id
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut events = flashsale_testkit::sse::EventReader::new(events);
+    events.next_named("sale", Duration::from_secs(5)).await;
+
+    let paid = shop.order_of(&token, &shop.buy(&token).await).await;
+    assert_eq!(
+        shop.pay("evt_stream_paid", &paid).await.1["outcome"],
+        "paid"
+    );
+    let event = events.next_named("order", Duration::from_secs(10)).await;
+    assert_eq!(event.data["order_id"], paid["id"]);
+    assert_eq!(event.data["status"], "paid");
+
+    // A second purchase (the limit is one: a fresh shopper's stream).
+    let (_, other) = shop.shopper().await;
+    let stream = shop
+        .node
+        .client
+        .get(format!(
+            "{}/api/flash-sale/events?sale_id={}",
+            shop.node.base, shop.harness.sale.id
+        ))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    let mut other_events = flashsale_testkit::sse::EventReader::new(stream);
+    other_events
+        .next_named("sale", Duration::from_secs(5))
+        .await;
+    let cancelled = shop.order_of(&other, &shop.buy(&other).await).await;
+    assert_eq!(
+        shop.cancel(&other, cancelled["id"].as_str().unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let event = other_events
+        .next_named("order", Duration::from_secs(10))
+        .await;
+    assert_eq!(event.data["order_id"], cancelled["id"]);
+    assert_eq!(event.data["status"], "cancelled");
+}

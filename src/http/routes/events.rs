@@ -4,7 +4,8 @@
 //! their latest purchase in it), so a client that reconnects needs no event
 //! ids to catch up. Then: `sale` when the state or remaining stock changes
 //! (coalesced to at most four a second), `purchase` when the shopper's
-//! purchase is committed or released, and a comment line every 15 s so
+//! purchase is committed or released, `order` when one of the shopper's
+//! checkout holds ends (paid, expired, cancelled), and a comment line every 15 s so
 //! proxies keep an idle stream open. The stream ends when the node shuts
 //! down or when its client stopped reading; browsers reconnect by
 //! themselves.
@@ -63,13 +64,14 @@ error_responses!(SaleEventsErrors: [SIGNED_IN] SaleNotFound, NoCurrentSale);
 /// remaining stock, window, server time) first and on every change, at most
 /// four a second; with a bearer token, `purchase` events (a
 /// `PurchaseEvent`) with the caller's latest purchase first and then each
-/// outcome the moment it is committed or released. Heartbeat comments every
-/// 15 s. Reconnect to get the present again.
+/// outcome the moment it is committed or released, and `order` events (an
+/// `OrderEvent`) when one of the caller's checkout holds ends. Heartbeat
+/// comments every 15 s. Reconnect to get the present again.
 #[utoipa::path(get, path = "/api/flash-sale/events", tag = "sale",
     params(SaleEventsQuery),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "An endless text/event-stream of `sale` and `purchase` events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless text/event-stream of `sale`, `purchase` and `order` events", content_type = "text/event-stream", body = String),
         SaleEventsErrors,
     ))]
 async fn sale_events(
@@ -151,6 +153,7 @@ impl LiveStream {
                     let purchase = match delivery? {
                         Delivery::Settled(purchase) => Some(purchase),
                         Delivery::Resync => self.reread_purchase().await,
+                        Delivery::OrderEnded(order) => return Some(json_event("order", &order)),
                     };
                     if let Some(purchase) = purchase
                         && self.sent_purchase.as_ref() != Some(&purchase)

@@ -13,7 +13,10 @@ use super::{
 };
 use crate::{
     domain::{FailureReason, OrderStatus, ReservationStatus},
-    store::{StoreError, postgres::EndedHold},
+    store::{
+        StoreError,
+        postgres::{EndedHold, PaidOrder},
+    },
 };
 
 /// How many of a released reservation's units go back on sale.
@@ -156,6 +159,23 @@ impl RedisStore {
             returned += holds;
         }
         Ok(returned)
+    }
+
+    /// Tells the sale's subscribers that a shopper's order was paid (the
+    /// same `order` message `return_held.lua` publishes for ended holds).
+    pub async fn publish_paid(&self, paid: &PaidOrder) -> Result<(), StoreError> {
+        let keys = self.sale_keys(paid.flash_sale_id);
+        let message = serde_json::json!({
+            "type": "order",
+            "sale_id": paid.flash_sale_id,
+            "reservation_id": paid.reservation_id,
+            "order_id": paid.order_id,
+            "user_id": paid.user_id,
+            "status": OrderStatus::Paid.as_str(),
+        });
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&keys.events).arg(message.to_string());
+        self.query::<i64>(publish).await.map(drop)
     }
 
     /// Pending reservations reserved more than `older_than` ago (Redis

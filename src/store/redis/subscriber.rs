@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::SaleKeys;
 use crate::{
     config::RedisSettings,
-    domain::{FailureReason, ReservationStatus},
+    domain::{FailureReason, OrderStatus, ReservationStatus},
     store::{Dependency, StoreError, bounded},
 };
 
@@ -41,6 +41,15 @@ pub enum Published {
         status: ReservationStatus,
         reason: Option<FailureReason>,
     },
+    /// A checkout hold ended (`return_held.lua`: expired, cancelled; the
+    /// payment webhook: paid).
+    OrderEnded {
+        sale_id: Uuid,
+        reservation_id: Uuid,
+        order_id: Uuid,
+        user_id: Uuid,
+        status: OrderStatus,
+    },
     /// The channel is (again) subscribed: anything published before may
     /// have been missed.
     Subscribed { sale_id: Uuid },
@@ -59,6 +68,13 @@ enum Message {
         status: String,
         #[serde(default)]
         reason: Option<String>,
+    },
+    Order {
+        sale_id: Uuid,
+        reservation_id: Uuid,
+        order_id: Uuid,
+        user_id: Uuid,
+        status: String,
     },
     #[serde(other)]
     Other,
@@ -198,6 +214,19 @@ fn parse_message(payload: &[u8]) -> Option<Published> {
             user_id,
             status: ReservationStatus::parse(&status)?,
             reason: reason.as_deref().and_then(FailureReason::from_code),
+        }),
+        Ok(Message::Order {
+            sale_id,
+            reservation_id,
+            order_id,
+            user_id,
+            status,
+        }) => Some(Published::OrderEnded {
+            sale_id,
+            reservation_id,
+            order_id,
+            user_id,
+            status: OrderStatus::parse(&status)?,
         }),
         Ok(Message::Other) => None,
         Err(error) => {
