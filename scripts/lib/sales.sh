@@ -21,26 +21,27 @@ create_product() {
   echo "$id"
 }
 
-# sale_request PRODUCT_ID STOCK [PER_USER_LIMIT] [PRICE]: the body of POST
-# /api/admin/flash-sales for a sale of STOCK units of PRODUCT_ID open from
-# a second ago for an hour, PER_USER_LIMIT (1) per shopper, at PRICE (500).
+# sale_request PRODUCT_ID STOCK [PER_USER_LIMIT] [PRICE] [HOLD_SECONDS]: the
+# body of POST /api/admin/flash-sales for a sale of STOCK units of
+# PRODUCT_ID open from a second ago for an hour, PER_USER_LIMIT (1) per
+# shopper, at PRICE (500), with a checkout hold of HOLD_SECONDS if given.
 sale_request() {
   local starts ends
   starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
   ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-  printf '{"product_id":"%s","price":%s,"starts_at":"%s","ends_at":"%s","per_user_limit":%s,"stock":%s}' \
-    "$1" "${4:-500}" "$starts" "$ends" "${3:-1}" "$2"
+  printf '{"product_id":"%s","price":%s,"starts_at":"%s","ends_at":"%s","per_user_limit":%s,"stock":%s%s}' \
+    "$1" "${4:-500}" "$starts" "$ends" "${3:-1}" "$2" "${5:+,\"hold_seconds\":$5}"
 }
 
-# create_sale BASE TOKEN STOCK RUN_ID [PER_USER_LIMIT] [PRODUCT_ID] [PRICE]:
-# a sale (sale_request) of a new product BENCH-RUN_ID with exactly STOCK
-# units, or of PRODUCT_ID; prints its id.
+# create_sale BASE TOKEN STOCK RUN_ID [PER_USER_LIMIT] [PRODUCT_ID] [PRICE]
+# [HOLD_SECONDS]: a sale (sale_request) of a new product BENCH-RUN_ID with
+# exactly STOCK units, or of PRODUCT_ID; prints its id.
 create_sale() {
-  local base=$1 token=$2 stock=$3 run_id=$4 per_user_limit=${5:-1} product_id=${6:-} price=${7:-500} id
+  local base=$1 token=$2 stock=$3 run_id=$4 per_user_limit=${5:-1} product_id=${6:-} price=${7:-500} hold=${8:-} id
   # (exit: die in a command substitution only ends that subshell)
   [[ -n $product_id ]] || product_id=$(create_product "$base" "$token" "$stock" "BENCH-$run_id") || exit 1
   id=$(curl -fsS "$base/api/admin/flash-sales" -H "authorization: Bearer $token" \
-    -H 'content-type: application/json' -d "$(sale_request "$product_id" "$stock" "$per_user_limit" "$price")" \
+    -H 'content-type: application/json' -d "$(sale_request "$product_id" "$stock" "$per_user_limit" "$price" "$hold")" \
     | json_id)
   [[ -n $id ]] || die "could not create a sale of product $product_id"
   echo "$id"

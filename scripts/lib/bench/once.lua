@@ -9,6 +9,10 @@
 --   purchase <tokens_file> <sale_id> <run_id> <result_file>
 --     one POST /api/purchase/attempt per token (quantity 1, a fresh
 --     Idempotency-Key each).
+--   pay <deliveries_file>
+--     one POST /api/payments/webhook per line of <deliveries_file>, signed
+--     beforehand (scripts/lib/bench/sign_payments.py): webhook-id,
+--     webhook-timestamp, webhook-signature and the body, tab-separated.
 -- Both write a JSON summary (duration, status mix, latency percentiles,
 -- socket errors) to <result_file>.
 
@@ -58,6 +62,20 @@ local function prepare_purchases(tokens_file, sale_id, run_id, stride)
   end
 end
 
+local function prepare_payments(deliveries_file, stride)
+  local line_number = 0
+  for line in io.lines(deliveries_file) do
+    line_number = line_number + 1
+    if line_number % stride == thread_index % stride then
+      local id, timestamp, signature, body = string.match(line, "^([^\t]+)\t([^\t]+)\t([^\t]+)\t(.+)$")
+      local headers = json_headers({
+        ["webhook-id"] = id, ["webhook-timestamp"] = timestamp, ["webhook-signature"] = signature,
+      })
+      table.insert(requests, wrk.format("POST", "/api/payments/webhook", headers, body))
+    end
+  end
+end
+
 function init(args)
   mode = args[1]
   -- wrk runs setup() for every thread before any init(), and the threads
@@ -67,8 +85,10 @@ function init(args)
     prepare_logins(args[2], tonumber(args[3]), stride)
   elseif mode == "purchase" then
     prepare_purchases(args[2], args[3], args[4], stride)
+  elseif mode == "pay" then
+    prepare_payments(args[2], stride)
   else
-    error("first script argument must be login or purchase, got " .. tostring(mode))
+    error("first script argument must be login, purchase or pay, got " .. tostring(mode))
   end
 end
 

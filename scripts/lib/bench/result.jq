@@ -2,8 +2,8 @@
 # PostgreSQL says about the sale ($outcome: outcome.sql, the shared
 # invariants with their `checks` and `passed`, plus the bench's figures),
 # the CPU used ($cpu), with --watchers what the watching shoppers' streams
-# said ($live, else null), and the ceiling probe's rates ($ceiling, else
-# null).
+# said ($live, else null), the ceiling probe's rates ($ceiling, else
+# null), and with --pay-ratio how the holds ended ($holds, else null).
 def per_second($count; $seconds): if $seconds > 0 then ($count / $seconds | round) else null end;
 def between($from; $to): if $from == null or $to == null then null else ($to - $from) * 1000 | round / 1000 end;
 
@@ -39,6 +39,7 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
     },
     outcome: $outcome,
     live: $live,
+    holds: $holds,
     ceiling: $ceiling,
     cpu_seconds: ($cpu | map_values(. * 100 | round / 100)),
     # Redis's CPU (its process and its AOF-rewrite children) from the first
@@ -62,4 +63,5 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
 | .checks.passed = (
     $outcome.passed and .checks.lost == 0
     and .checks.orders == .checks.expected_orders
-    and (.live == null or .live.passed))
+    and (.live == null or .live.passed)
+    and (.holds == null or .holds.passed))

@@ -17,6 +17,8 @@ nothing_due() {
                     or (status in ('expired', 'cancelled') and units_returned_at is null)") == 0 ]]
 }
 
+nothing_pending() { (($(pending_reservations) == 0)); }
+
 # held_units: units of the sale awaiting payment or paid, in PostgreSQL.
 held_units() {
   psql_query "select coalesce(sum(quantity), 0) from orders
@@ -37,11 +39,7 @@ scenario_hold_storm() {
   mkdir -p "$DIR"
   ADMIN_TOKEN=$(admin_token)
   product=$(create_product "$BASE" "$ADMIN_TOKEN" "$holders" "BENCH-$CHAOS_RUN_ID-hold-storm")
-  SALE_ID=$(curl -fsS "$BASE/api/admin/flash-sales" -H "authorization: Bearer $ADMIN_TOKEN" \
-    -H 'content-type: application/json' \
-    -d "$(sale_request "$product" "$holders" 1 | jq -c --argjson hold "$hold" '. + {hold_seconds: $hold}')" \
-    | json_id)
-  [[ -n $SALE_ID ]] || die "[hold-storm] could not create the sale"
+  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$holders" "$CHAOS_RUN_ID-hold-storm" 1 "$product" 500 "$hold")
   FAULTS=()
   log "[hold-storm] sale $SALE_ID: $holders units, one per shopper, held $hold s for payment"
 
@@ -82,6 +80,8 @@ scenario_hold_storm() {
   restart_worker 0 "$FAILPOINT_WORKER"
   wait "$late_buyers" || die "[hold-storm] the late buyers failed"
   wait_for 60 nothing_due || log "[hold-storm] holds still due or owed after 60 s"
+  # The late buyers' purchases settle too (a worker was just killed).
+  wait_for 60 nothing_pending || log "[hold-storm] reservations still pending after 60 s"
   RECOVERY_SECS=$(elapsed_since "$killed_at")
   local agreed=false
   if wait_for 30 redis_agrees; then agreed=true; fi
