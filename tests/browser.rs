@@ -76,6 +76,12 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
     sign_in(&browser, &shopper_email).await;
     wait_for_text(&browser, "#remaining", |text| text == STOCK.to_string()).await;
     wait_for_text(&browser, "#link", |text| text == "live").await;
+    // The page names what is for sale.
+    wait_for_text(&browser, "#product", |text| text == "Sneaker").await;
+    wait_for_text(&browser, "#description", |text| {
+        text == "Limited run, one pair each"
+    })
+    .await;
     screenshot("shop-1-signed-in.png").await;
 
     click(&browser, "#buy").await;
@@ -192,7 +198,8 @@ async fn login(api: &reqwest::Client, base: &str, email: &str) -> String {
 async fn open_sale(api: &reqwest::Client, base: &str, admin: &str) -> String {
     let sku = format!("BROWSER-{}", Uuid::now_v7().simple());
     let product = json!({
-        "sku": sku, "name": "Sneaker", "price": 12_999, "currency": "EUR", "stock": STOCK + 10,
+        "sku": sku, "name": "Sneaker", "description": "Limited run, one pair each",
+        "price": 12_999, "currency": "EUR", "stock": STOCK + 10,
     });
     let product = post(
         api,

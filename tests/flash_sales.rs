@@ -281,6 +281,8 @@ async fn the_public_status_shows_the_current_sale_with_remaining_stock(pg: PgPoo
     assert_eq!(current.state, SaleState::Active);
     assert_eq!(current.remaining, Some(30));
     assert_eq!(current.price.minor(), 4_999);
+    assert_eq!(current.product_name, "Sneaker", "it names what is for sale");
+    assert_eq!(current.hold_seconds, None);
 
     let by_id: SaleStatusResponse = app
         .get(&format!("/api/flash-sale/status?sale_id={id}"), None)

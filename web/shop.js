@@ -22,6 +22,8 @@ function showResult(kind, text) {
 }
 
 function renderSale() {
+  $("product").textContent = sale.product_name || "Flash sale";
+  $("description").textContent = sale.product_description ?? "";
   $("state").textContent = sale.state;
   $("state").dataset.state = sale.state;
   $("price").textContent = money(sale.price, sale.currency);

@@ -19,6 +19,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SaleUpdate {
     pub sale_id: Uuid,
+    /// What is for sale.
+    pub product_name: String,
+    pub product_description: String,
     pub state: SaleState,
     /// Units left to reserve; null while the sale is not armed.
     pub remaining: Option<i64>,
@@ -29,6 +32,8 @@ pub struct SaleUpdate {
     pub price: Money,
     pub currency: Currency,
     pub per_user_limit: i32,
+    /// Seconds a buyer has to pay for their order; null: sold when ordered.
+    pub hold_seconds: Option<i32>,
 }
 
 impl SaleUpdate {
@@ -36,6 +41,8 @@ impl SaleUpdate {
         let sale = &view.sale;
         Self {
             sale_id: sale.id,
+            product_name: sale.product_name.clone(),
+            product_description: sale.product_description.clone(),
             state: view.state(now),
             remaining: view.remaining,
             stock: sale.allotted_quantity,
@@ -44,6 +51,7 @@ impl SaleUpdate {
             price: sale.sale_price,
             currency: sale.currency.clone(),
             per_user_limit: sale.per_user_limit,
+            hold_seconds: sale.hold_seconds,
         }
     }
 }

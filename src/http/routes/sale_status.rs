@@ -31,12 +31,17 @@ pub struct SaleStatusQuery {
 pub struct SaleStatusResponse {
     pub sale_id: Uuid,
     pub product_id: Uuid,
+    /// What is for sale.
+    pub product_name: String,
+    pub product_description: String,
     pub state: SaleState,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub price: Money,
     pub currency: Currency,
     pub per_user_limit: i32,
+    /// Seconds a buyer has to pay for their order; null: sold when ordered.
+    pub hold_seconds: Option<i32>,
     /// Units allotted to the sale.
     pub stock: i64,
     /// Units left to reserve; null while the sale is not armed.
@@ -89,6 +94,9 @@ async fn get_sale_status(
     Ok(Json(SaleStatusResponse {
         sale_id: sale.id,
         product_id: sale.product_id,
+        product_name: sale.product_name.clone(),
+        product_description: sale.product_description.clone(),
+        hold_seconds: sale.hold_seconds,
         state: sale_state,
         starts_at: sale.starts_at,
         ends_at: sale.ends_at,

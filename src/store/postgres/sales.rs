@@ -34,6 +34,9 @@ pub struct NewSale {
 pub struct SaleRow {
     pub id: Uuid,
     pub product_id: Uuid,
+    /// What is for sale: the product's name and description.
+    pub product_name: String,
+    pub product_description: String,
     pub sale_price: Money,
     pub currency: Currency,
     pub starts_at: DateTime<Utc>,
@@ -71,7 +74,8 @@ impl SaleRow {
 macro_rules! select_sales {
     ($($clause:literal),*) => {
         concat!(
-            "select s.id, s.product_id, s.sale_price, p.currency, s.starts_at, s.ends_at,
+            "select s.id, s.product_id, p.name as product_name, p.description as product_description,
+                    s.sale_price, p.currency, s.starts_at, s.ends_at,
                     s.state, s.per_user_limit, s.allotted_quantity, s.confirmed_quantity,
                     s.hold_seconds, s.version, s.archived_counters, s.created_at, s.updated_at
              from flash_sales s join products p on p.id = s.product_id ",
