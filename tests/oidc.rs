@@ -98,12 +98,26 @@ async fn the_admin_claim_grants_admin_and_its_absence_does_not(pg: PgPool) {
 }
 
 #[sqlx::test]
-async fn in_oidc_mode_the_development_login_does_not_exist(pg: PgPool) {
+async fn in_oidc_mode_the_development_login_and_payment_do_not_exist(pg: PgPool) {
     let idp = FakeIdp::start().await;
     let app = spawn_oidc_app(pg, &idp, |_| {}).await;
     app.post("/api/auth/login", None, json!({"email": "ann@example.com"}))
         .await
         .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let token = idp.token("rsa-1", "ann");
+    app.post(
+        &format!("/api/dev/orders/{}/pay", uuid::Uuid::now_v7()),
+        Some(&token),
+        json!({}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let documented = app.get("/api/openapi.json", None).await;
+    assert!(
+        documented.body["paths"]
+            .get("/api/dev/orders/{id}/pay")
+            .is_none()
+    );
     let config = app.get("/api/auth/config", None).await;
     assert_eq!(config.body["mode"], "oidc");
     assert_eq!(config.body["issuer"], idp.issuer);

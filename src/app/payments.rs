@@ -149,6 +149,33 @@ impl Payments {
         })
     }
 
+    /// Development only: pays the shopper's own order the way a provider
+    /// would, with a real delivery signed by the first webhook secret and
+    /// received through [`Self::receive`]'s checks.
+    pub async fn pay_as_provider(
+        &self,
+        order_id: Uuid,
+        shopper: Uuid,
+    ) -> Result<WebhookReceipt, WebhookError> {
+        let secret = self.secrets.first().ok_or(WebhookError::NotConfigured)?;
+        let order = self.order(order_id, shopper, false).await?;
+        let body = serde_json::json!({
+            "type": PAYMENT_SUCCEEDED,
+            "data": { "order_id": order.id, "amount": order.amount, "currency": order.currency },
+        })
+        .to_string();
+        let event_id = format!("evt_dev_{}", Uuid::now_v7().simple());
+        let timestamp = Utc::now().timestamp();
+        let stamp = timestamp.to_string();
+        let signature = secret.sign(&event_id, timestamp, body.as_bytes());
+        let delivery = SignedDelivery {
+            id: Some(&event_id),
+            timestamp: Some(&stamp),
+            signature: Some(&signature),
+        };
+        self.receive(delivery, body.as_bytes()).await
+    }
+
     /// One order, for its owner or an admin; anyone else finds nothing.
     pub async fn order(
         &self,

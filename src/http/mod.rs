@@ -45,7 +45,7 @@ fn documented_routes(mode: AuthMode) -> OpenApiRouter<AppState> {
         .merge(routes::sale_status::router())
         .merge(routes::events::router())
         .merge(routes::purchase::router())
-        .merge(routes::payments::router())
+        .merge(routes::payments::router(mode))
         .merge(routes::stats::router())
         .merge(routes::products::router())
         .merge(routes::flash_sales::router())

@@ -780,3 +780,36 @@ async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
     assert_eq!(event.data["order_id"], cancelled["id"]);
     assert_eq!(event.data["status"], "cancelled");
 }
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_development_payment_path_pays_with_a_signed_webhook(pg: PgPool) {
+    let shop = Shop::open(pg, 3, 60).await;
+    let (_, token) = shop.shopper().await;
+    let (_, stranger) = shop.shopper().await;
+    let order = shop.order_of(&token, &shop.buy(&token).await).await;
+    let path = format!("/api/dev/orders/{}/pay", order["id"].as_str().unwrap());
+
+    let (status, _) = shop
+        .request(reqwest::Method::POST, &path, &stranger, Some(json!({})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "only the order's owner pays it here"
+    );
+    let (status, receipt) = shop
+        .request(reqwest::Method::POST, &path, &token, Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["outcome"], "paid");
+    assert_eq!(
+        shop.order(&token, order["id"].as_str().unwrap()).await.1["status"],
+        "paid"
+    );
+    // Paying again is a second payment event: refunded, not a second sale.
+    let (_, again) = shop
+        .request(reqwest::Method::POST, &path, &token, Some(json!({})))
+        .await;
+    assert_eq!(again["outcome"], "refund_required");
+    assert_eq!(shop.payment_events().await, 2);
+}

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     app::payments::{WebhookError, WebhookReceipt},
+    config::AuthMode,
     domain::Role,
     http::error_code::error_responses,
     http::{
@@ -22,11 +23,15 @@ use crate::{
     store::postgres::OrderRow,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub fn router(mode: AuthMode) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
         .routes(routes!(payment_webhook))
         .routes(routes!(get_order))
-        .routes(routes!(cancel_order))
+        .routes(routes!(cancel_order));
+    match mode {
+        AuthMode::Dev => router.routes(routes!(dev_pay_order)),
+        AuthMode::Oidc => router,
+    }
 }
 
 error_responses!(WebhookErrors: [] WebhookMalformed, WebhookTimestampStale, WebhookSignatureInvalid, PaymentsNotConfigured, PayloadTooLarge, Unavailable);
@@ -61,24 +66,30 @@ async fn payment_webhook(
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
     };
-    match state.payments.receive(delivery, &body).await {
-        Ok(receipt) => Ok(Json(receipt)),
-        Err(WebhookError::NotConfigured) => Err(ApiError::new(
+    state
+        .payments
+        .receive(delivery, &body)
+        .await
+        .map(Json)
+        .map_err(webhook_error)
+}
+
+fn webhook_error(error: WebhookError) -> ApiError {
+    match error {
+        WebhookError::NotConfigured => ApiError::new(
             ErrorCode::PaymentsNotConfigured,
             WebhookError::NotConfigured.to_string(),
-        )),
-        Err(WebhookError::Signature(error)) => {
+        ),
+        WebhookError::Signature(error) => {
             let code = match error {
                 SignatureError::Malformed(_) => ErrorCode::WebhookMalformed,
                 SignatureError::Stale { .. } => ErrorCode::WebhookTimestampStale,
                 SignatureError::Mismatch => ErrorCode::WebhookSignatureInvalid,
             };
-            Err(ApiError::new(code, error.to_string()))
+            ApiError::new(code, error.to_string())
         }
-        Err(WebhookError::Body(message)) => {
-            Err(ApiError::new(ErrorCode::WebhookMalformed, message))
-        }
-        Err(WebhookError::App(error)) => Err(error.into()),
+        WebhookError::Body(message) => ApiError::new(ErrorCode::WebhookMalformed, message),
+        WebhookError::App(error) => error.into(),
     }
 }
 
@@ -127,4 +138,31 @@ async fn cancel_order(
 ) -> Result<(StatusCode, Json<OrderRow>), ApiError> {
     let order = state.payments.cancel(id, caller.user_id).await?;
     Ok((StatusCode::OK, Json(order)))
+}
+
+error_responses!(DevPayErrors: [SIGNED_IN] OrderNotFound, PaymentsNotConfigured);
+
+/// Development only (`dev` mode; absent otherwise): pay one of your own
+/// orders as a payment provider would. The node signs a real
+/// `payment.succeeded` webhook for the order's amount and currency with
+/// its first webhook secret and takes it through the same checks as `POST
+/// /api/payments/webhook`, so the shop page's demo runs end to end.
+#[utoipa::path(post, path = "/api/dev/orders/{id}/pay", tag = "payments",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "One of the caller's orders")),
+    responses(
+        (status = 200, description = "The signed delivery was received (see `outcome`)", body = WebhookReceipt),
+        DevPayErrors,
+    ))]
+async fn dev_pay_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<Uuid>,
+) -> Result<Json<WebhookReceipt>, ApiError> {
+    state
+        .payments
+        .pay_as_provider(id, caller.user_id)
+        .await
+        .map(Json)
+        .map_err(webhook_error)
 }
