@@ -54,8 +54,17 @@ function renderPurchase(event) {
   if (settled && event.status === "pending") return;
   purchase = event;
   if (event.status === "pending") showResult("pending", "Reserved: confirming your order…");
-  else if (event.status === "confirmed") showResult("confirmed", "Purchase confirmed. It's yours!");
+  else if (event.status === "confirmed" && sale?.hold_seconds) {
+    showResult("confirmed", "Ordered: it is held for you until you pay.");
+  } else if (event.status === "confirmed") showResult("confirmed", "Purchase confirmed. It's yours!");
   else showResult("failed", `Purchase failed: ${event.reason ?? "the order could not be completed"}. You may try again.`);
+}
+
+/** How one of the shopper's checkout holds ended (the `order` event). */
+function renderOrderEnd(order) {
+  if (order.status === "paid") showResult("confirmed", "Paid. It's yours!");
+  else if (order.status === "expired") showResult("failed", "Your hold expired unpaid; the unit is on sale again.");
+  else if (order.status === "cancelled") showResult("failed", "Your order was cancelled; the unit is on sale again.");
 }
 
 function onSaleEvent(name, data) {
@@ -65,6 +74,8 @@ function onSaleEvent(name, data) {
     renderSale();
   } else if (name === "purchase") {
     renderPurchase(data);
+  } else if (name === "order") {
+    renderOrderEnd(data);
   }
 }
 

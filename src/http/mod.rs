@@ -37,7 +37,7 @@ use crate::config::{AuthMode, HttpSettings};
 
 /// Every public route of a node in this auth mode, documented; `openapi()`
 /// and `router()` both start here so the document cannot miss an endpoint.
-/// The development login exists only in `dev` mode.
+/// The development login and payment exist only in `dev` mode.
 fn documented_routes(mode: AuthMode) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::router())

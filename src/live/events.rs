@@ -120,3 +120,22 @@ pub struct OrderEvent {
     pub sale_id: Uuid,
     pub status: OrderStatus,
 }
+
+impl OrderEvent {
+    /// How the record's hold ended, if it ended unpaid: what a stream that
+    /// (re)connects re-reads, as it re-reads the purchase. (A paid order's
+    /// record still says `confirmed`; `GET /api/orders/{id}` tells it.)
+    pub fn of_ended_hold(record: &ReservationRecord) -> Option<Self> {
+        let status = match record.status {
+            ReservationStatus::Expired => OrderStatus::Expired,
+            ReservationStatus::Released => OrderStatus::Cancelled,
+            _ => return None,
+        };
+        Some(Self {
+            order_id: record.order_id?,
+            reservation_id: record.reservation_id,
+            sale_id: record.sale_id,
+            status,
+        })
+    }
+}

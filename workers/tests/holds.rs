@@ -779,6 +779,36 @@ async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
         .await;
     assert_eq!(event.data["order_id"], cancelled["id"]);
     assert_eq!(event.data["status"], "cancelled");
+    // The first shopper's stream is not told of another shopper's order.
+    let leaked = tokio::time::timeout(
+        Duration::from_secs(1),
+        events.next_named("order", Duration::from_secs(5)),
+    )
+    .await;
+    assert!(leaked.is_err(), "another shopper's order event: {leaked:?}");
+
+    // A stream opened afterwards starts with the present: the purchase,
+    // and how its hold ended.
+    let reconnected = shop
+        .node
+        .client
+        .get(format!(
+            "{}/api/flash-sale/events?sale_id={}",
+            shop.node.base, shop.harness.sale.id
+        ))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    let mut reconnected = flashsale_testkit::sse::EventReader::new(reconnected);
+    let purchase = reconnected
+        .next_named("purchase", Duration::from_secs(5))
+        .await;
+    assert_eq!(purchase.data["status"], "confirmed", "it became an order");
+    let ended = reconnected
+        .next_named("order", Duration::from_secs(5))
+        .await;
+    assert_eq!(ended.data["status"], "cancelled");
 }
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]

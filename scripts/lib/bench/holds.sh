@@ -17,6 +17,7 @@ nothing_awaiting_or_owed() { [[ $(awaiting_or_owed "$1") == 0 ]]; }
 pay_holds() {
   local sale=$1 accepted=$2 dir=$3 deliveries
   deliveries=$(awk -v n="$accepted" -v r="$PAY_RATIO" 'BEGIN { printf "%d", n * r + 0.5 }')
+  ((deliveries >= 1)) || die "--pay-ratio $PAY_RATIO of $accepted accepted purchases pays none; raise it"
   log "signing and sending $deliveries payments (ratio $PAY_RATIO of $accepted held orders) through nginx"
   psql_query "select o.id, o.unit_price * o.quantity, p.currency from orders o
               join flash_sales s on s.id = o.flash_sale_id join products p on p.id = s.product_id
@@ -31,14 +32,15 @@ pay_holds() {
     --argjson deliveries "$deliveries" --argjson accepted "$accepted" \
     --argjson ratio "$PAY_RATIO" --argjson hold "$HOLD" \
     '($pay[0]) as $w | ($pg[0]) as $h | ($w.duration_us / 1e6) as $seconds
-     | ($h.last_expired_at - $h.first_expired_at) as $wave
+     | (if $h.first_expired_at == null then null
+        else $h.last_expired_at - $h.first_expired_at end) as $wave
      | { pay_ratio: $ratio, hold_s: $hold, deliveries: $deliveries,
          webhook: { per_s: (if $seconds > 0 then ($w.responses / $seconds | round) else null end),
                     latency_ms: ($w.latency_us | map_values(. / 1000 * 100 | round / 100)),
                     statuses: $w.statuses, socket_errors: $w.socket_errors },
          paid: $h.paid, expired: $h.expired, awaiting: $h.awaiting,
-         expiry_wave_s: ($wave * 1000 | round / 1000),
-         expired_per_s: (if $wave > 0 then ($h.expired / $wave | round) else null end),
+         expiry_wave_s: (if $wave == null then null else ($wave * 1000 | round / 1000) end),
+         expired_per_s: (if $wave != null and $wave > 0 then ($h.expired / $wave | round) else null end),
          expiry_lag_ms: $h.expiry_lag_ms, units_owed_to_redis: $h.units_owed_to_redis,
          invariants_passed: $h.invariants_passed }
      | .passed = ((.webhook.statuses["200"] // 0) == $deliveries and .paid == $deliveries

@@ -37,8 +37,8 @@ use crate::{
         ApiError, AppState,
         extract::{Caller, QueryParams},
     },
-    live::{Delivery, Following, PurchaseEvent, SaleEvent, SaleUpdate},
-    store::redis::RedisStore,
+    live::{Delivery, Following, OrderEvent, PurchaseEvent, SaleEvent, SaleUpdate},
+    store::redis::{RedisStore, ReservationRecord},
 };
 
 /// Keeps proxies and load balancers from closing a quiet stream.
@@ -86,24 +86,23 @@ async fn sale_events(
     // Read after following, so an outcome settled in between is sent
     // (twice at worst) rather than missed.
     let latest = match shopper {
-        Some(user_id) => state
-            .redis
-            .latest_reservation(sale_id, user_id)
-            .await?
-            .map(PurchaseEvent::from),
+        Some(user_id) => state.redis.latest_reservation(sale_id, user_id).await?,
         None => None,
     };
     let sale = following.updates.borrow_and_update().clone();
-    let mut greeting =
-        VecDeque::from([sale_event(sale).retry(Duration::from_millis(RECONNECT_AFTER_MS))]);
-    greeting.extend(latest.as_ref().map(purchase_event));
-    let stream = LiveStream {
+    let mut stream = LiveStream {
         following,
         redis: state.redis.clone(),
         next_sale_event: Instant::now() + SALE_EVENT_SPACING,
-        sent_purchase: latest,
-        greeting,
+        sent_purchase: None,
+        sent_order: None,
+        greeting: VecDeque::from([
+            sale_event(sale).retry(Duration::from_millis(RECONNECT_AFTER_MS))
+        ]),
     };
+    if let Some(record) = latest {
+        stream.queue_purchase(record);
+    }
     let mut response = Sse::new(stream.into_events())
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response();
@@ -120,9 +119,11 @@ struct LiveStream {
     following: Following,
     redis: RedisStore,
     next_sale_event: Instant,
-    /// The last purchase event sent, so a resync repeats nothing.
+    /// The last purchase and order events sent, so a resync repeats nothing.
     sent_purchase: Option<PurchaseEvent>,
-    /// The present, sent before anything else.
+    sent_order: Option<OrderEvent>,
+    /// Events to send before waiting for more: the present on connect,
+    /// and what a resync re-read.
     greeting: VecDeque<Event>,
 }
 
@@ -150,16 +151,12 @@ impl LiveStream {
                 }
                 delivery = next_delivery(&mut self.following.deliveries) => {
                     // The hub dropped this stream: its client stopped reading.
-                    let purchase = match delivery? {
-                        Delivery::Settled(purchase) => Some(purchase),
+                    match delivery? {
+                        Delivery::Settled(purchase) => self.queue_purchase_event(purchase),
                         Delivery::Resync => self.reread_purchase().await,
-                        Delivery::OrderEnded(order) => return Some(json_event("order", &order)),
-                    };
-                    if let Some(purchase) = purchase
-                        && self.sent_purchase.as_ref() != Some(&purchase)
-                    {
-                        let event = purchase_event(&purchase);
-                        self.sent_purchase = Some(purchase);
+                        Delivery::OrderEnded(order) => self.queue_order_event(order),
+                    }
+                    if let Some(event) = self.greeting.pop_front() {
                         return Some(event);
                     }
                 }
@@ -167,15 +164,41 @@ impl LiveStream {
         }
     }
 
-    async fn reread_purchase(&self) -> Option<PurchaseEvent> {
-        let user_id = self.following.shopper()?;
+    /// Re-reads the shopper's latest purchase (and how its hold ended, if
+    /// it did) after the channel may have missed messages.
+    async fn reread_purchase(&mut self) {
+        let Some(user_id) = self.following.shopper() else {
+            return;
+        };
         let sale_id = self.following.sale_id();
         match self.redis.latest_reservation(sale_id, user_id).await {
-            Ok(record) => record.map(PurchaseEvent::from),
-            Err(error) => {
-                tracing::debug!(%error, "event stream: purchase not re-read");
-                None
-            }
+            Ok(Some(record)) => self.queue_purchase(record),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "event stream: purchase not re-read"),
+        }
+    }
+
+    /// Queues the record's purchase event, and its `order` event if its
+    /// hold ended unpaid.
+    fn queue_purchase(&mut self, record: ReservationRecord) {
+        let ended = OrderEvent::of_ended_hold(&record);
+        self.queue_purchase_event(PurchaseEvent::from(record));
+        if let Some(order) = ended {
+            self.queue_order_event(order);
+        }
+    }
+
+    fn queue_purchase_event(&mut self, purchase: PurchaseEvent) {
+        if self.sent_purchase.as_ref() != Some(&purchase) {
+            self.greeting.push_back(purchase_event(&purchase));
+            self.sent_purchase = Some(purchase);
+        }
+    }
+
+    fn queue_order_event(&mut self, order: OrderEvent) {
+        if self.sent_order.as_ref() != Some(&order) {
+            self.greeting.push_back(json_event("order", &order));
+            self.sent_order = Some(order);
         }
     }
 }

@@ -146,7 +146,8 @@ error_responses!(DevPayErrors: [SIGNED_IN] OrderNotFound, PaymentsNotConfigured)
 /// orders as a payment provider would. The node signs a real
 /// `payment.succeeded` webhook for the order's amount and currency with
 /// its first webhook secret and takes it through the same checks as `POST
-/// /api/payments/webhook`, so the shop page's demo runs end to end.
+/// /api/payments/webhook`, so a demo can pay without a provider. Needs
+/// `FLASHSALE_WEBHOOK_SECRETS` like the webhook.
 #[utoipa::path(post, path = "/api/dev/orders/{id}/pay", tag = "payments",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "One of the caller's orders")),

@@ -31,7 +31,7 @@ pub struct SaleStatusQuery {
 pub struct SaleStatusResponse {
     pub sale_id: Uuid,
     pub product_id: Uuid,
-    /// What is for sale.
+    /// What is for sale: the product's name and description.
     pub product_name: String,
     pub product_description: String,
     pub state: SaleState,
