@@ -29,6 +29,10 @@ use uuid::Uuid;
 
 const STOCK: i64 = 50;
 const OTHER_SHOPPERS: i64 = 20;
+/// The held sale's hold: short, so the test watches one expire (the
+/// cluster runs with FLASHSALE_HOLD_MIN_SECS=1, set by scripts/bench
+/// --pay-ratio in scripts/test).
+const HOLD_SECONDS: i64 = 6;
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Chromedriver(Child);
@@ -124,6 +128,39 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
     wait_for_text(&browser, "#result", |text| text.contains("confirmed")).await;
     screenshot("shop-4-embedded-confirmed.png").await;
 
+    // A sale with a checkout hold: the order waits for a payment, with a
+    // countdown; the development payment path pays it.
+    let held_sale = open_sale_with(&api, &base, &admin, Some(HOLD_SECONDS)).await;
+    browser
+        .goto(&format!("{base}/?sale_id={held_sale}"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#link", |text| text == "live").await;
+    click(&browser, "#buy").await;
+    wait_for_text(&browser, "#result", |text| text.contains("held for you")).await;
+    wait_for_text(&browser, "#pay-by", |text| {
+        text.starts_with("pay within 00:00:")
+    })
+    .await;
+    screenshot("shop-5-awaiting-payment.png").await;
+    click(&browser, "#pay").await;
+    wait_for_text(&browser, "#result", |text| text == "Paid. It's yours!").await;
+    screenshot("shop-6-paid.png").await;
+
+    // Another shopper lets the hold run out: the page says so when the
+    // sweep expires it (the hold, then the 2 s grace, then a sweep).
+    click(&browser, "#logout").await;
+    sign_in(
+        &browser,
+        &format!("late-{}@browser.test", Uuid::now_v7().simple()),
+    )
+    .await;
+    wait_for_text(&browser, "#link", |text| text == "live").await;
+    click(&browser, "#buy").await;
+    wait_for_text(&browser, "#result", |text| text.contains("held for you")).await;
+    wait_for_text(&browser, "#result", |text| text.contains("expired")).await;
+    screenshot("shop-7-expired.png").await;
+
     // The dashboard.
     browser
         .goto(&format!("{base}/admin?sale_id={sale_id}"))
@@ -196,6 +233,16 @@ async fn login(api: &reqwest::Client, base: &str, email: &str) -> String {
 
 /// A sale open now for an hour, one unit per shopper.
 async fn open_sale(api: &reqwest::Client, base: &str, admin: &str) -> String {
+    open_sale_with(api, base, admin, None).await
+}
+
+/// A sale of the page's product, with a checkout hold if given.
+async fn open_sale_with(
+    api: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    hold_seconds: Option<i64>,
+) -> String {
     let sku = format!("BROWSER-{}", Uuid::now_v7().simple());
     let product = json!({
         "sku": sku, "name": "Sneaker", "description": "Limited run, one pair each",
@@ -213,6 +260,7 @@ async fn open_sale(api: &reqwest::Client, base: &str, admin: &str) -> String {
         "product_id": product["id"], "price": 4_999, "per_user_limit": 1, "stock": STOCK,
         "starts_at": now - chrono::Duration::minutes(1),
         "ends_at": now + chrono::Duration::hours(1),
+        "hold_seconds": hold_seconds,
     });
     let sale = post(
         api,

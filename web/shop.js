@@ -13,7 +13,9 @@ const $ = (id) => document.getElementById(id);
 let clockSkewMs = 0;
 let sale = null;
 let purchase = null; // {reservation_id, status, reason?}
+let order = null; // a held order awaiting payment: {id, pay_by, amount, currency}
 let streamAbort = null;
+let devMode = false;
 
 function showResult(kind, text) {
   const result = $("result");
@@ -38,6 +40,11 @@ function renderSale() {
 }
 
 function tick() {
+  if (order) {
+    const left = Date.parse(order.pay_by) - (Date.now() + clockSkewMs);
+    $("pay-by").textContent = left > 0 ? `pay within ${duration(left)}` : "the time to pay is over";
+    $("pay").disabled = left <= 0;
+  }
   if (!sale) return;
   const now = Date.now() + clockSkewMs;
   const starts = Date.parse(sale.starts_at);
@@ -56,15 +63,67 @@ function renderPurchase(event) {
   if (event.status === "pending") showResult("pending", "Reserved: confirming your order…");
   else if (event.status === "confirmed" && sale?.hold_seconds) {
     showResult("confirmed", "Ordered: it is held for you until you pay.");
+    showHold(event.reservation_id);
   } else if (event.status === "confirmed") showResult("confirmed", "Purchase confirmed. It's yours!");
   else showResult("failed", `Purchase failed: ${event.reason ?? "the order could not be completed"}. You may try again.`);
 }
 
 /** How one of the shopper's checkout holds ended (the `order` event). */
-function renderOrderEnd(order) {
-  if (order.status === "paid") showResult("confirmed", "Paid. It's yours!");
-  else if (order.status === "expired") showResult("failed", "Your hold expired unpaid; the unit is on sale again.");
-  else if (order.status === "cancelled") showResult("failed", "Your order was cancelled; the unit is on sale again.");
+function renderOrderEnd(ended) {
+  if (order?.id === ended.order_id) hideHold();
+  if (ended.status === "paid") showResult("confirmed", "Paid. It's yours!");
+  else if (ended.status === "expired") showResult("failed", "Your hold expired unpaid; the unit is on sale again.");
+  else if (ended.status === "cancelled") showResult("failed", "Your order was cancelled; the unit is on sale again.");
+}
+
+/** The held order of a confirmed purchase: what to pay and by when. The
+ *  worker has written it by the time the purchase is confirmed; asked a few
+ *  times in case this node reads PostgreSQL a moment behind. */
+async function showHold(reservationId) {
+  for (let attempt = 0; attempt < 5 && !order; attempt++) {
+    const reply = await call("GET", `/api/purchase/status?reservation_id=${reservationId}`).catch(() => null);
+    const held = reply?.status === 200 ? reply.body.order : null;
+    if (held?.status === "awaiting_payment") {
+      order = held;
+      $("pay-amount").textContent = money(held.amount, held.currency);
+      $("pay").hidden = !devMode;
+      $("hold").hidden = false;
+      tick();
+      return;
+    }
+    if (held) return; // already paid, expired or cancelled
+    await sleep(500);
+  }
+}
+
+function hideHold() {
+  order = null;
+  $("hold").hidden = true;
+}
+
+/** Development only: the node plays the payment provider. */
+async function pay() {
+  if (!order) return;
+  $("pay").disabled = true;
+  const reply = await call("POST", `/api/dev/orders/${order.id}/pay`, { body: {} }).catch(() => null);
+  if (reply?.status === 200 && reply.body.outcome === "paid") {
+    hideHold();
+    showResult("confirmed", "Paid. It's yours!");
+  } else {
+    showResult("error", reply ? messageOf(reply, `The payment was refused (${reply.status}).`) : "The shop is not answering.");
+    $("pay").disabled = false;
+  }
+}
+
+async function cancelOrder() {
+  if (!order) return;
+  const reply = await call("POST", `/api/orders/${order.id}/cancel`).catch(() => null);
+  if (reply?.status === 200) {
+    hideHold();
+    showResult("failed", "Your order was cancelled; the unit is on sale again.");
+  } else if (reply) {
+    showResult("error", messageOf(reply, `The order could not be cancelled (${reply.status}).`));
+  }
 }
 
 function onSaleEvent(name, data) {
@@ -155,6 +214,7 @@ async function watchPending(reservationId, statusUrl) {
 }
 
 async function start() {
+  devMode = (await authConfig()).mode === "dev";
   $("who").hidden = false;
   $("who-email").textContent = session.email;
   $("login").hidden = true;
@@ -181,6 +241,7 @@ function signOut() {
   session.clear();
   sale = null;
   purchase = null;
+  hideHold();
   $("sale").hidden = true;
   $("who").hidden = true;
   showResult("", "");
@@ -209,6 +270,8 @@ $("login").addEventListener("submit", async (event) => {
 });
 $("logout").addEventListener("click", signOut);
 $("buy").addEventListener("click", buy);
+$("pay").addEventListener("click", pay);
+$("cancel-order").addEventListener("click", cancelOrder);
 setInterval(tick, 1000);
 
 adoptTokenFromFragment();

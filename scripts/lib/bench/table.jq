@@ -29,7 +29,7 @@ row("stock consistent in PostgreSQL"; .checks.stock_consistent),
   (.holds as $h
    | row("payments (ratio \($h.pay_ratio))"; "\($h.deliveries) webhooks, \($h.webhook.per_s | opt)/s, p50 / p99 \($h.webhook.latency_ms.p50) / \($h.webhook.latency_ms.p99) ms"),
      row("holds paid / expired (hold \($h.hold_s) s)"; "\($h.paid) / \($h.expired), awaiting \($h.awaiting)"),
-     row("expiry holds/s, lag p50/p99/max"; "\($h.expired_per_s | opt)/s over \($h.expiry_wave_s | opt) s, \($h.expiry_lag_ms.p50 | opt) / \($h.expiry_lag_ms.p99 | opt) / \($h.expiry_lag_ms.max | opt) ms after the grace"))
+     row("expiry holds/s, lag p50/p99/max"; "\(if $h.expired_per_s == null then "in one sweep" else "\($h.expired_per_s)/s over \($h.expiry_wave_s) s" end), \($h.expiry_lag_ms.p50 | opt) / \($h.expiry_lag_ms.p99 | opt) / \($h.expiry_lag_ms.max | opt) ms after the grace"))
  end),
 row("CPU seconds"; .cpu_seconds | to_entries | map("\(.key) \(.value)") | join(", ")),
 row("Redis CPU per accepted purchase"; "\(.redis_cpu_us_per_accepted | opt) µs"),
