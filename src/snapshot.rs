@@ -108,6 +108,13 @@ impl SaleSnapshot {
         views.sales.get(&id).cloned()
     }
 
+    /// `read` of the given open sale, without copying it (the purchase
+    /// path asks this per accepted attempt), if the snapshot is fresh and
+    /// has it.
+    pub fn read<R>(&self, sale_id: Uuid, read: impl FnOnce(&SaleView) -> R) -> Option<R> {
+        self.fresh()?.sales.get(&sale_id).map(read)
+    }
+
     /// The current sale's id, if the snapshot is fresh and there is one.
     pub fn current_sale_id(&self) -> Option<Uuid> {
         self.fresh()?.current

@@ -162,14 +162,15 @@ impl Purchases {
         quantity: Quantity,
         reserved_at_ms: i64,
     ) -> Option<HoldTerms> {
-        let view = self.sales.snapshot.lookup(Some(sale_id))?;
-        let hold_seconds = view.sale.hold_seconds?;
         let reserved_at = DateTime::from_timestamp_millis(reserved_at_ms)?;
-        Some(HoldTerms {
-            pay_by: reserved_at + chrono::Duration::seconds(i64::from(hold_seconds)),
-            amount: view.sale.sale_price.minor() * i64::from(quantity.get()),
-            currency: view.sale.currency.clone(),
-        })
+        self.sales.snapshot.read(sale_id, |view| {
+            let sale = &view.sale;
+            Some(HoldTerms {
+                pay_by: reserved_at + chrono::Duration::seconds(i64::from(sale.hold_seconds?)),
+                amount: sale.sale_price.minor() * i64::from(quantity.get()),
+                currency: sale.currency.clone(),
+            })
+        })?
     }
 
     /// Pushes the purchases still in the outbox and stops it, waiting at
@@ -267,8 +268,7 @@ impl Purchases {
         let hold_sale = self
             .sales
             .snapshot
-            .lookup(Some(record.sale_id))
-            .map(|view| view.sale.hold_seconds.is_some());
+            .read(record.sale_id, |view| view.sale.hold_seconds.is_some());
         if hold_sale != Some(false)
             && let Some(order_id) = record.order_id
         {

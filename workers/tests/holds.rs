@@ -128,6 +128,22 @@ impl Shop {
         (answer.status, answer.body)
     }
 
+    /// The shopper's live event stream of the sale.
+    async fn events(&self, token: &str) -> flashsale_testkit::sse::EventReader {
+        let stream = self
+            .node
+            .client
+            .get(format!(
+                "{}/api/flash-sale/events?sale_id={}",
+                self.node.base, self.harness.sale.id
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        flashsale_testkit::sse::EventReader::new(stream)
+    }
+
     async fn invariants(&self) -> Value {
         let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
             .bind(self.harness.sale.id)
@@ -727,18 +743,7 @@ async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
 async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
     let shop = Shop::open(pg, 3, 60).await;
     let (_, token) = shop.shopper().await;
-    let events = shop
-        .node
-        .client
-        .get(format!(
-            "{}/api/flash-sale/events?sale_id={}",
-            shop.node.base, shop.harness.sale.id
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let mut events = flashsale_testkit::sse::EventReader::new(events);
+    let mut events = shop.events(&token).await;
     events.next_named("sale", Duration::from_secs(5)).await;
 
     let paid = shop.order_of(&token, &shop.buy(&token).await).await;
@@ -752,18 +757,7 @@ async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
 
     // A second purchase (the limit is one: a fresh shopper's stream).
     let (_, other) = shop.shopper().await;
-    let stream = shop
-        .node
-        .client
-        .get(format!(
-            "{}/api/flash-sale/events?sale_id={}",
-            shop.node.base, shop.harness.sale.id
-        ))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
-    let mut other_events = flashsale_testkit::sse::EventReader::new(stream);
+    let mut other_events = shop.events(&other).await;
     other_events
         .next_named("sale", Duration::from_secs(5))
         .await;
@@ -789,18 +783,7 @@ async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
 
     // A stream opened afterwards starts with the present: the purchase,
     // and how its hold ended.
-    let reconnected = shop
-        .node
-        .client
-        .get(format!(
-            "{}/api/flash-sale/events?sale_id={}",
-            shop.node.base, shop.harness.sale.id
-        ))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
-    let mut reconnected = flashsale_testkit::sse::EventReader::new(reconnected);
+    let mut reconnected = shop.events(&other).await;
     let purchase = reconnected
         .next_named("purchase", Duration::from_secs(5))
         .await;
