@@ -149,7 +149,13 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
 
     // Another shopper lets the hold run out: the page says so when the
     // sweep expires it (the hold, then the 2 s grace, then a sweep).
+    // A fresh page, as a second shopper would open it (signing in again
+    // on the same page raced the first shopper's stream, closing).
     click(&browser, "#logout").await;
+    browser
+        .goto(&format!("{base}/?sale_id={held_sale}"))
+        .await
+        .unwrap();
     sign_in(
         &browser,
         &format!("late-{}@browser.test", Uuid::now_v7().simple()),
