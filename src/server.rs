@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{Payments, Purchases, Sales, Stats},
+    app::{Payments, Purchases, Sales, Stats, Waitlist},
     auth::{Authenticator, revocations},
     config::ApiSettings,
     http::{self, AppServices, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
@@ -72,6 +72,7 @@ pub fn build_state_with(
             purchase.stats_cache,
         )),
         payments: Arc::new(Payments::new(db.clone(), redis.clone(), &settings.payments)),
+        waitlist: Arc::new(Waitlist::new(sales.clone())),
         sales: Arc::new(sales),
         auth: Arc::new(Authenticator::new(&settings.auth, db.clone())?),
         readiness: Arc::new(ReadinessCache::new(settings.operator.ready_cache)),

@@ -640,8 +640,54 @@ async fn a_checkout_hold_is_bounded_and_shown_with_the_sale(pg: PgPool) {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(reply.body["hold_seconds"], 600);
+    assert_eq!(
+        reply.body["offer_seconds"], 600,
+        "an offer lasts a hold unless told"
+    );
     let plain = app.create_sale(&admin, product, 10).await;
     assert_eq!(plain.hold_seconds, None, "no hold unless asked for");
+    assert_eq!(plain.offer_seconds, None, "no hold, no waitlist");
+
+    // A waitlist offer's time: the hold's bounds, and only with a hold.
+    let with_offer = |hold: serde_json::Value, offer: serde_json::Value| {
+        let mut body = with_hold(hold);
+        body["offer_seconds"] = offer;
+        body
+    };
+    for (hold, offer) in [
+        (json!(600), json!(30)),
+        (json!(600), json!(3_601)),
+        (json!(null), json!(300)),
+    ] {
+        let reply = app
+            .post(
+                "/api/admin/flash-sales",
+                Some(&admin),
+                with_offer(hold, offer.clone()),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{offer}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("offer_seconds")
+        );
+    }
+    let reply = app
+        .post(
+            "/api/admin/flash-sales",
+            Some(&admin),
+            with_offer(json!(600), json!(120)),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["offer_seconds"], 120);
 }
 
 #[sqlx::test]

@@ -8,9 +8,11 @@ pub mod payments;
 pub mod purchases;
 pub mod sales;
 pub mod stats;
+pub mod waitlist;
 
 pub use error::AppError;
 pub use payments::Payments;
 pub use purchases::Purchases;
 pub use sales::Sales;
 pub use stats::Stats;
+pub use waitlist::Waitlist;

@@ -58,4 +58,20 @@ pub enum DomainError {
 
     #[error("order {order_id} is {status}, not awaiting payment: nothing was changed")]
     OrderNotAwaitingPayment { order_id: Uuid, status: OrderStatus },
+
+    #[error(
+        "this sale keeps no waitlist: without a checkout hold its units never come back on sale"
+    )]
+    NoWaitlist,
+
+    #[error("{remaining} unit(s) are on sale: buy one instead of joining the waitlist")]
+    UnitsOnSale { remaining: i64 },
+
+    #[error(
+        "you hold a unit of this sale awaiting payment: pay for it or cancel it before joining the waitlist"
+    )]
+    HoldingUnits,
+
+    #[error("you are not on this sale's waitlist (never joined, left, or offered a unit already)")]
+    NotOnWaitlist,
 }

@@ -254,6 +254,10 @@ impl From<DomainError> for ApiError {
             DomainError::PurchaseNotFound => ErrorCode::PurchaseNotFound,
             DomainError::OrderNotFound(_) => ErrorCode::OrderNotFound,
             DomainError::OrderNotAwaitingPayment { .. } => ErrorCode::OrderNotAwaitingPayment,
+            DomainError::NoWaitlist => ErrorCode::NoWaitlist,
+            DomainError::UnitsOnSale { .. } => ErrorCode::UnitsOnSale,
+            DomainError::HoldingUnits => ErrorCode::HoldingUnits,
+            DomainError::NotOnWaitlist => ErrorCode::NotOnWaitlist,
         };
         Self::new(code, error.to_string())
     }

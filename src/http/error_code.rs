@@ -41,6 +41,10 @@ pub enum ErrorCode {
     AlreadyPurchased,
     CannotBanYourself,
     OrderNotAwaitingPayment,
+    NoWaitlist,
+    UnitsOnSale,
+    HoldingUnits,
+    NotOnWaitlist,
     SoldOut,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -81,6 +85,7 @@ impl ErrorCode {
             | UserNotFound
             | PurchaseNotFound
             | OrderNotFound
+            | NotOnWaitlist
             | PaymentsNotConfigured => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SkuTaken
@@ -89,7 +94,10 @@ impl ErrorCode {
             | SaleNotActive
             | AlreadyPurchased
             | CannotBanYourself
-            | OrderNotAwaitingPayment => StatusCode::CONFLICT,
+            | OrderNotAwaitingPayment
+            | NoWaitlist
+            | UnitsOnSale
+            | HoldingUnits => StatusCode::CONFLICT,
             SoldOut => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -131,6 +139,12 @@ impl ErrorCode {
             OrderNotAwaitingPayment => {
                 "the order is not awaiting payment (paid, expired or cancelled already)"
             }
+            NoWaitlist => "the sale has no checkout hold, so it keeps no waitlist",
+            UnitsOnSale => "the sale has units on sale: buy instead of joining its waitlist",
+            HoldingUnits => {
+                "the shopper holds a unit awaiting payment: pay or cancel before joining the waitlist"
+            }
+            NotOnWaitlist => "the caller is not on the sale's waitlist",
             SoldOut => "no unit left to reserve",
             PayloadTooLarge => "the body is above FLASHSALE_MAX_BODY_BYTES",
             UnsupportedMediaType => "the body is not sent as application/json",

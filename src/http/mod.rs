@@ -46,6 +46,7 @@ fn documented_routes(mode: AuthMode) -> OpenApiRouter<AppState> {
         .merge(routes::events::router())
         .merge(routes::purchase::router())
         .merge(routes::payments::router(mode))
+        .merge(routes::waitlist::router())
         .merge(routes::stats::router())
         .merge(routes::products::router())
         .merge(routes::flash_sales::router())

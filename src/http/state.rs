@@ -8,7 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::{rate_limit::UserRateLimiter, readiness::ReadinessCache};
 use crate::{
-    app::{Payments, Purchases, Sales, Stats},
+    app::{Payments, Purchases, Sales, Stats, Waitlist},
     auth::Authenticator,
     live::LiveEvents,
     snapshot::SaleSnapshot,
@@ -40,6 +40,8 @@ pub struct AppServices {
     pub stats: Arc<Stats>,
     /// Checkout holds: the payment webhook, a shopper's order and cancel.
     pub payments: Arc<Payments>,
+    /// Sold-out sales' waitlists: join, place, leave.
+    pub waitlist: Arc<Waitlist>,
     /// The stores, for the resources without a use case of their own
     /// (products, users, audit, identity, probes).
     pub db: Db,

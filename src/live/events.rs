@@ -111,8 +111,11 @@ impl From<ReservationRecord> for PurchaseEvent {
 }
 
 /// The `order` event, for an authenticated shopper only: one of their
-/// checkout holds ended (`paid`, `expired` or `cancelled`). An expired or
-/// cancelled hold's unit is on sale again; the shopper may buy again.
+/// checkout holds ended (`paid`, `expired` or `cancelled`), or the waitlist
+/// offered them a unit (`awaiting_payment`: a new order to pay by its
+/// `pay_by`; `GET /api/orders/{id}` has its terms). An expired or
+/// cancelled hold's unit is on sale again (or offered to the waitlist);
+/// the shopper may buy again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct OrderEvent {
     pub order_id: Uuid,

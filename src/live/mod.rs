@@ -53,7 +53,7 @@ const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 pub enum Delivery {
     Settled(PurchaseEvent),
     /// One of the shopper's checkout holds ended.
-    OrderEnded(OrderEvent),
+    OrderChanged(OrderEvent),
     /// The channel was (re)subscribed and may have missed outcomes: read
     /// the shopper's purchase again.
     Resync,
@@ -277,7 +277,7 @@ impl LiveEvents {
                 let event = PurchaseEvent::new(reservation_id, sale_id, status, reason);
                 self.send_to_shoppers(sale_id, Some(user_id), Delivery::Settled(event));
             }
-            Published::OrderEnded {
+            Published::OrderChanged {
                 sale_id,
                 reservation_id,
                 order_id,
@@ -290,7 +290,7 @@ impl LiveEvents {
                     sale_id,
                     status,
                 };
-                self.send_to_shoppers(sale_id, Some(user_id), Delivery::OrderEnded(event));
+                self.send_to_shoppers(sale_id, Some(user_id), Delivery::OrderChanged(event));
             }
             Published::Subscribed { sale_id } => {
                 self.send_to_shoppers(sale_id, None, Delivery::Resync);

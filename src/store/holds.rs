@@ -1,7 +1,9 @@
-//! Ending checkout holds across both stores: PostgreSQL ends the hold and
-//! counts its units back first (`postgres::holds`), then Redis gives the
-//! shopper their allowance and the stock back (`return_held.lua`), then
-//! PostgreSQL records that Redis has them. A crash or a Redis failure in
+//! Ending checkout holds across both stores: PostgreSQL ends the hold,
+//! counts its units back and offers them to the sale's waitlist first
+//! (`postgres::holds`, `postgres::waitlist`), then Redis gives the shopper
+//! their allowance back, the stock what no offer took, and each offered
+//! shopper their unit (`return_held.lua`), then PostgreSQL records that
+//! Redis has them. A crash or a Redis failure in
 //! between leaves the hold owed, and the worker's sweep returns it later
 //! ([`return_owed`]); every step is idempotent.
 
@@ -68,12 +70,14 @@ async fn return_sale_units(
     sale_id: Uuid,
     holds: &[EndedHold],
 ) -> Result<usize, StoreError> {
+    let ended: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
+    let offers = db.offers_from(&ended).await?;
     let room = db.sale_room(sale_id).await?;
-    let returned = redis.return_held(sale_id, holds, room).await?;
-    let buyers: Vec<Uuid> = holds.iter().map(|hold| hold.user_id).collect();
+    let (returned, _granted) = redis.return_held(sale_id, holds, &offers, room).await?;
+    let mut buyers: Vec<Uuid> = holds.iter().map(|hold| hold.user_id).collect();
+    buyers.extend(offers.iter().map(|offer| offer.user_id));
     redis.invalidate_orders_of(&buyers).await?;
-    let orders: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-    db.mark_units_returned(&orders).await?;
+    db.mark_units_returned(&ended).await?;
     Ok(returned)
 }
 

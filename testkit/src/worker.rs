@@ -144,6 +144,7 @@ impl Harness {
                     per_user_limit,
                     stock,
                     hold_seconds,
+                    offer_seconds: None,
                 },
                 now,
                 &admin,

@@ -45,6 +45,7 @@ impl OperatorSteps for Harness {
                     per_user_limit: 1,
                     stock,
                     hold_seconds: None,
+                    offer_seconds: None,
                 },
                 now,
                 &self.admin,

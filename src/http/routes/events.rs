@@ -5,7 +5,8 @@
 //! ids to catch up. Then: `sale` when the state or remaining stock changes
 //! (coalesced to at most four a second), `purchase` when the shopper's
 //! purchase is committed or released, `order` when one of the shopper's
-//! checkout holds ends (paid, expired, cancelled), and a comment line every 15 s so
+//! checkout holds ends (paid, expired, cancelled) or the waitlist offers
+//! them a unit (awaiting payment), and a comment line every 15 s so
 //! proxies keep an idle stream open. The stream ends when the node shuts
 //! down or when its client stopped reading; browsers reconnect by
 //! themselves.
@@ -65,7 +66,8 @@ error_responses!(SaleEventsErrors: [SIGNED_IN] SaleNotFound, NoCurrentSale);
 /// four a second; with a bearer token, `purchase` events (a
 /// `PurchaseEvent`) with the caller's latest purchase first and then each
 /// outcome the moment it is committed or released, and `order` events (an
-/// `OrderEvent`) when one of the caller's checkout holds ends. Heartbeat
+/// `OrderEvent`) when one of the caller's checkout holds ends or the
+/// waitlist offers them a unit (`awaiting_payment`). Heartbeat
 /// comments every 15 s. Reconnect to get the present again.
 #[utoipa::path(get, path = "/api/flash-sale/events", tag = "sale",
     params(SaleEventsQuery),
@@ -154,7 +156,7 @@ impl LiveStream {
                     match delivery? {
                         Delivery::Settled(purchase) => self.queue_purchase_event(purchase),
                         Delivery::Resync => self.reread_purchase().await,
-                        Delivery::OrderEnded(order) => self.queue_order_event(order),
+                        Delivery::OrderChanged(order) => self.queue_order_event(order),
                     }
                     if let Some(event) = self.greeting.pop_front() {
                         return Some(event);

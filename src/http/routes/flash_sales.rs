@@ -55,6 +55,11 @@ pub struct CreateFlashSaleRequest {
     /// none comes.
     #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
     pub hold_seconds: Option<i32>,
+    /// Seconds a waitlist offer gives its shopper to pay (same bounds as
+    /// `hold_seconds`; default: `hold_seconds`). Only with `hold_seconds`:
+    /// a sale without holds keeps no waitlist.
+    #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
+    pub offer_seconds: Option<i32>,
 }
 
 /// Longest checkout hold a sale may give.
@@ -111,6 +116,8 @@ pub struct FlashSaleResponse {
     pub confirmed: i64,
     /// Seconds each buyer has to pay; null: orders are sold when written.
     pub hold_seconds: Option<i32>,
+    /// Seconds a waitlist offer gives its shopper; null: no waitlist.
+    pub offer_seconds: Option<i32>,
     /// Units left to reserve in Redis; null when the sale is not armed.
     pub remaining: Option<i64>,
     /// Whether Redis holds the sale's current state; when false, the next
@@ -125,6 +132,7 @@ impl From<SaleReport> for FlashSaleResponse {
         let sale = report.sale;
         Self {
             state: sale.effective_state(Utc::now()),
+            offer_seconds: sale.offer_window(),
             id: sale.id,
             product_id: sale.product_id,
             price: sale.sale_price,
@@ -159,12 +167,20 @@ async fn create_flash_sale(
     ValidJson(request): ValidJson<CreateFlashSaleRequest>,
 ) -> Result<(StatusCode, Json<FlashSaleResponse>), ApiError> {
     let min_hold = state.payments.hold_min_secs();
-    if let Some(hold) = request.hold_seconds
-        && hold < min_hold
-    {
-        return Err(ApiError::validation(format!(
-            "hold_seconds: must be {min_hold} to {MAX_HOLD_SECONDS} seconds"
-        )));
+    for (field, seconds) in [
+        ("hold_seconds", request.hold_seconds),
+        ("offer_seconds", request.offer_seconds),
+    ] {
+        if seconds.is_some_and(|seconds| seconds < min_hold) {
+            return Err(ApiError::validation(format!(
+                "{field}: must be {min_hold} to {MAX_HOLD_SECONDS} seconds"
+            )));
+        }
+    }
+    if request.offer_seconds.is_some() && request.hold_seconds.is_none() {
+        return Err(ApiError::validation(
+            "offer_seconds: only with hold_seconds (a sale without checkout holds keeps no waitlist)",
+        ));
     }
     let new = NewSale {
         product_id: request.product_id,
@@ -175,6 +191,7 @@ async fn create_flash_sale(
         per_user_limit: request.per_user_limit.unwrap_or(1),
         stock: request.stock,
         hold_seconds: request.hold_seconds,
+        offer_seconds: request.offer_seconds,
     };
     let report = state.sales.create(&new, &admin.act()).await?;
     Ok((StatusCode::CREATED, Json(report.into())))

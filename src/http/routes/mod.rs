@@ -12,3 +12,4 @@ pub mod purchase;
 pub mod sale_status;
 pub mod stats;
 pub mod users;
+pub mod waitlist;

@@ -42,6 +42,9 @@ pub struct SaleStatusResponse {
     pub per_user_limit: i32,
     /// Seconds a buyer has to pay for their order; null: sold when ordered.
     pub hold_seconds: Option<i32>,
+    /// Seconds a waitlist offer gives its shopper to pay; null: the sale
+    /// keeps no waitlist (it has no checkout hold).
+    pub offer_seconds: Option<i32>,
     /// Units allotted to the sale.
     pub stock: i64,
     /// Units left to reserve; null while the sale is not armed.
@@ -97,6 +100,7 @@ async fn get_sale_status(
         product_name: sale.product_name.clone(),
         product_description: sale.product_description.clone(),
         hold_seconds: sale.hold_seconds,
+        offer_seconds: sale.offer_window(),
         state: sale_state,
         starts_at: sale.starts_at,
         ends_at: sale.ends_at,

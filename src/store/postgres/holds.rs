@@ -1,5 +1,7 @@
 //! Checkout holds in PostgreSQL: ending them (the sweep's expiry, the
-//! shopper's cancel) and the Redis work each end leaves owed.
+//! shopper's cancel), offering their units to the sale's waitlist in the
+//! same transaction (`waitlist.rs`), and the Redis work each end leaves
+//! owed.
 //!
 //! An awaiting order counts in its sale's `confirmed_quantity`, its
 //! product's sold units and its buyer's `sale_buyers` units, exactly like
@@ -12,7 +14,7 @@
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Db, sales::lock_product, settlement::room_left};
+use super::{Db, sales::lock_product, settlement::room_left, waitlist::offer_returned_units};
 use crate::{
     domain::{DomainError, OrderStatus},
     store::StoreError,
@@ -89,6 +91,7 @@ impl Db {
             .fetch_all(&mut *tx)
             .await?;
             let ended = end_holds(&mut tx, product_id, &due, OrderStatus::Expired).await?;
+            offer_returned_units(&mut tx, &ended).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(ended)
         })
@@ -117,6 +120,7 @@ impl Db {
             lock_product(&mut tx, product_id).await?;
             let mut ended =
                 end_holds(&mut tx, product_id, &[order_id], OrderStatus::Cancelled).await?;
+            offer_returned_units(&mut tx, &ended).await?;
             let outcome = match ended.pop() {
                 Some(hold) => Cancelled::Now(hold),
                 None => {

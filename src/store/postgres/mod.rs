@@ -10,6 +10,7 @@ mod products;
 mod sales;
 mod settlement;
 mod users;
+mod waitlist;
 
 use std::{future::Future, str::FromStr, time::Duration};
 
@@ -27,6 +28,7 @@ pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};
 pub use settlement::{ReservationToSettle, SettledBatch};
 pub use users::UserRow;
+pub use waitlist::{Offer, WaitlistPlace};
 
 use super::{Dependency, StoreError, bounded};
 use crate::{

@@ -32,6 +32,8 @@ pub struct OrderRow {
     pub status: OrderStatus,
     /// For a sale with a checkout hold: when an unpaid order expires.
     pub pay_by: Option<DateTime<Utc>>,
+    /// The order is a waitlist offer: a unit another buyer's hold gave back.
+    pub from_waitlist: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -42,7 +44,7 @@ macro_rules! select_orders {
         concat!(
             "select o.id, o.reservation_id, o.flash_sale_id, o.quantity, o.unit_price,
                     o.unit_price * o.quantity as amount, p.currency, o.status, o.pay_by,
-                    o.created_at, o.user_id
+                    o.offered_from is not null as from_waitlist, o.created_at, o.user_id
              from orders o
              join flash_sales s on s.id = o.flash_sale_id
              join products p on p.id = s.product_id ",
@@ -92,6 +94,27 @@ impl Db {
             )
             .await?;
         Ok(owned.map(|owned| (owned.order, owned.user_id)))
+    }
+
+    /// The shopper's latest waitlist offer in the sale.
+    pub async fn latest_offer(
+        &self,
+        sale_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<OrderRow>, StoreError> {
+        let owned: Option<Owned> = self
+            .bounded(
+                sqlx::query_as(select_orders!(
+                    "where o.flash_sale_id = $1 and o.user_id = $2 and o.offered_from is not null
+                     order by o.created_at desc, o.id desc
+                     limit 1"
+                ))
+                .bind(sale_id)
+                .bind(user_id)
+                .fetch_optional(self.pool()),
+            )
+            .await?;
+        Ok(owned.map(|owned| owned.order))
     }
 
     /// An order by id, with its owner.

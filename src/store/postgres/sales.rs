@@ -28,6 +28,8 @@ pub struct NewSale {
     pub stock: i64,
     /// Seconds a buyer has to pay; `None`: orders are sold when written.
     pub hold_seconds: Option<i32>,
+    /// Seconds a waitlist offer gives its shopper; `None`: the hold's.
+    pub offer_seconds: Option<i32>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -49,6 +51,8 @@ pub struct SaleRow {
     pub confirmed_quantity: i64,
     /// Seconds a buyer has to pay; `None`: orders are sold when written.
     pub hold_seconds: Option<i32>,
+    /// Seconds a waitlist offer gives its shopper; `None`: the hold's.
+    pub offer_seconds: Option<i32>,
     /// One more on every admin change; arming never lets an older version
     /// of the sale overwrite a newer one in Redis.
     pub version: i64,
@@ -64,6 +68,14 @@ impl SaleRow {
             .expect("flash_sales_window_valid guarantees starts_at < ends_at")
     }
 
+    /// Seconds a waitlist offer gives its shopper: the sale's offer time,
+    /// else its hold; `None` for a sale without holds (it keeps no
+    /// waitlist: its units never come back).
+    pub fn offer_window(&self) -> Option<i32> {
+        self.hold_seconds
+            .map(|hold| self.offer_seconds.unwrap_or(hold))
+    }
+
     pub fn effective_state(&self, now: DateTime<Utc>) -> SaleState {
         self.window().effective_state(self.state, now)
     }
@@ -77,7 +89,7 @@ macro_rules! select_sales {
             "select s.id, s.product_id, p.name as product_name, p.description as product_description,
                     s.sale_price, p.currency, s.starts_at, s.ends_at,
                     s.state, s.per_user_limit, s.allotted_quantity, s.confirmed_quantity,
-                    s.hold_seconds, s.version, s.archived_counters, s.created_at, s.updated_at
+                    s.hold_seconds, s.offer_seconds, s.version, s.archived_counters, s.created_at, s.updated_at
              from flash_sales s join products p on p.id = s.product_id ",
             $($clause),*
         )
@@ -111,8 +123,8 @@ impl Db {
             sqlx::query(
                 "insert into flash_sales
                    (id, product_id, sale_price, starts_at, ends_at, state, per_user_limit,
-                    allotted_quantity, hold_seconds)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    allotted_quantity, hold_seconds, offer_seconds)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(id)
             .bind(new.product_id)
@@ -123,6 +135,7 @@ impl Db {
             .bind(new.per_user_limit)
             .bind(new.stock)
             .bind(new.hold_seconds)
+            .bind(new.offer_seconds)
             .execute(&mut *tx)
             .await?;
             let sale = select_sale(&mut tx, id, false)
@@ -136,6 +149,7 @@ impl Db {
                 "per_user_limit": new.per_user_limit,
                 "stock": new.stock,
                 "hold_seconds": new.hold_seconds,
+                "offer_seconds": new.offer_seconds,
             });
             act.record(&mut tx, "sale.create", "sale", id, details)
                 .await?;

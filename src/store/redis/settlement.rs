@@ -15,7 +15,7 @@ use crate::{
     domain::{FailureReason, OrderStatus, ReservationStatus},
     store::{
         StoreError,
-        postgres::{EndedHold, PaidOrder},
+        postgres::{EndedHold, Offer, PaidOrder},
     },
 };
 
@@ -119,18 +119,19 @@ impl RedisStore {
         self.run_script(invocation).await
     }
 
-    /// Gives back the units of holds that ended without a payment, after
-    /// PostgreSQL ended them (`scripts/return_held.lua`): each shopper's
-    /// units, and stock within `room` (what PostgreSQL can still commit for
-    /// the sale). Returns how many holds changed now.
+    /// Gives Redis the units of the sale's ended holds (`return_held.lua`,
+    /// one call per way they ended) and grants the waitlist offers made
+    /// from them that are still their shoppers'. Returns the holds returned
+    /// and the offers granted.
     pub async fn return_held(
         &self,
         sale_id: Uuid,
         ended: &[EndedHold],
+        offers: &[Offer],
         room: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, usize), StoreError> {
         let keys = self.sale_keys(sale_id);
-        let mut returned = 0;
+        let (mut returned, mut granted) = (0, 0);
         for status in [OrderStatus::Expired, OrderStatus::Cancelled] {
             let holds: Vec<&EndedHold> = ended
                 .iter()
@@ -146,19 +147,38 @@ impl RedisStore {
                 .key(&keys.reservations)
                 .key(&keys.stats)
                 .key(&keys.pending)
+                .key(&keys.shoppers)
                 .arg(sale_id.to_string())
                 .arg(&keys.events)
                 .arg(room)
-                .arg(status.as_str());
-            for hold in holds {
+                .arg(status.as_str())
+                .arg(holds.len());
+            for hold in &holds {
+                let offered = offers
+                    .iter()
+                    .filter(|offer| offer.offered_from == hold.order_id)
+                    .count();
                 invocation
                     .arg(hold.reservation_id.to_string())
-                    .arg(hold.order_id.to_string());
+                    .arg(hold.order_id.to_string())
+                    .arg(offered);
             }
-            let (holds, _restocked): (usize, i64) = self.run_script(invocation).await?;
+            let theirs = offers.iter().filter(|offer| {
+                offer.alive && holds.iter().any(|hold| hold.order_id == offer.offered_from)
+            });
+            for offer in theirs {
+                invocation
+                    .arg(offer.reservation_id.to_string())
+                    .arg(offer.order_id.to_string())
+                    .arg(offer.user_id.to_string())
+                    .arg(&offer.idempotency_key);
+            }
+            let (holds, _restocked, offers_granted): (usize, i64, usize) =
+                self.run_script(invocation).await?;
             returned += holds;
+            granted += offers_granted;
         }
-        Ok(returned)
+        Ok((returned, granted))
     }
 
     /// Tells the sale's subscribers that a shopper's order was paid (the

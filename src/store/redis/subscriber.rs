@@ -41,9 +41,10 @@ pub enum Published {
         status: ReservationStatus,
         reason: Option<FailureReason>,
     },
-    /// A checkout hold ended (`return_held.lua`: expired, cancelled; the
-    /// payment webhook: paid).
-    OrderEnded {
+    /// A checkout hold changed: it ended (`return_held.lua`: expired,
+    /// cancelled; the payment webhook: paid), or a waitlist offer made it
+    /// (`return_held.lua`: awaiting payment).
+    OrderChanged {
         sale_id: Uuid,
         reservation_id: Uuid,
         order_id: Uuid,
@@ -221,7 +222,7 @@ fn parse_message(payload: &[u8]) -> Option<Published> {
             order_id,
             user_id,
             status,
-        }) => Some(Published::OrderEnded {
+        }) => Some(Published::OrderChanged {
             sale_id,
             reservation_id,
             order_id,

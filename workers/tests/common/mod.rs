@@ -2,7 +2,10 @@
 //! this package's binary.
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
+mod shop;
+
 pub use flashsale_testkit::{services::*, worker::*};
+pub use shop::{Shop, order_id, pay_by};
 
 /// The worker binary the harness starts.
 pub const WORKER: &str = env!("CARGO_BIN_EXE_flashsale-worker");

@@ -1,54 +1,67 @@
 -- return_held.lua: give back the units of checkout holds that ended
 -- without a payment (expired, or cancelled by the shopper), once
--- PostgreSQL has ended them and counted the units back there.
+-- PostgreSQL has ended them and counted the units back there; and give
+-- the waitlist offers PostgreSQL made from those units to their shoppers.
 --
 -- Idempotent: only a reservation whose record is still `confirmed` (its
 -- order was written and held) or still `pending` (the worker committed the
 -- order but has not told Redis yet) changes, and its record then says how
 -- the hold ended (`expired`, or `released` for a cancel), so a retry
--- returns nothing twice and a late `confirm.lua` leaves it alone. A record Redis no longer holds is skipped: arming after a
--- loss of Redis rebuilt the stock and the buyers from PostgreSQL, which
--- already had these units back.
+-- returns nothing twice and a late `confirm.lua` leaves it alone. A record
+-- Redis no longer holds is skipped: arming after a loss of Redis rebuilt
+-- the stock and the buyers from PostgreSQL, which already had these units
+-- back. An offer is granted once: only while Redis has no record of it.
 --
--- The shopper's units always go back (they may buy again), and so does the
--- stock: PostgreSQL gave exactly these units back. ARGV[3], the room
--- PostgreSQL has left for the sale, only bounds it (Redis's stock never
--- above it): pending units are not counted against the room here, since
--- some of them may be orders PostgreSQL committed and already counts.
+-- The shopper's units always go back (they may buy again). The stock gets
+-- back what no offer took: PostgreSQL gave exactly these units back and
+-- handed the offered ones on. ARGV[3], the room PostgreSQL has left for
+-- the sale, only bounds it (Redis's stock never above it): pending units
+-- are not counted against the room here, since some of them may be orders
+-- PostgreSQL committed and already counts.
+--
+-- An offer counts its unit against its shopper's limit, becomes their
+-- latest purchase (what the purchase status and the stream show), and is
+-- announced as an `order` event awaiting payment.
 --
 -- KEYS[1]  meta hash (its `stock` field is the counter)
 -- KEYS[2]  buyers hash (user -> units held)
 -- KEYS[3]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[4]  stats hash
 -- KEYS[5]  pending set
+-- KEYS[6]  shoppers hash (`<user>|latest` -> latest reservation)
 -- ARGV[1]  sale id, for the events
 -- ARGV[2]  pub/sub channel of the sale's events
 -- ARGV[3]  room left in PostgreSQL for the sale
 -- ARGV[4]  how the holds ended: expired | cancelled
--- ARGV[5..] pairs: reservation id, its order id
+-- ARGV[5]  H, the number of ended holds
+-- then H triples: reservation id, its order id, units of it offered on
+-- then quadruples, one per offer still its shopper's: reservation id,
+--   order id, user id, idempotency key
 --
--- Returns {returned holds, units back in stock} (numbers).
+-- Returns {returned holds, units back in stock, offers granted} (numbers).
 
 local ended = ARGV[4]
 local record_status = (ended == 'cancelled') and 'released' or 'expired'
 local room = tonumber(ARGV[3])
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
-local returned, restocked = 0, 0
-for i = 5, #ARGV, 2 do
-  local reservation, order = ARGV[i], ARGV[i + 1]
+local holds_end = 5 + 3 * tonumber(ARGV[5])
+local returned, restocked, granted = 0, 0, 0
+for i = 6, holds_end, 3 do
+  local reservation, order, offered = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local user, quantity, status, reserved_ms, key = decode_record(redis.call('HGET', KEYS[3], reservation))
   if user and (status == 'confirmed' or status == 'pending') then
     if status == 'pending' then
       redis.call('ZREM', KEYS[5], reservation)
       redis.call('HINCRBY', KEYS[4], 'pending_units', -quantity)
     end
-    local restock = math.max(math.min(quantity, room - stock), 0)
+    local freed = math.max(quantity - offered, 0)
+    local restock = math.max(math.min(freed, room - stock), 0)
     if restock > 0 then
       stock = redis.call('HINCRBY', KEYS[1], 'stock', restock)
       restocked = restocked + restock
     end
-    if restock < quantity then
-      redis.call('HINCRBY', KEYS[4], 'units_written_off', quantity - restock)
+    if restock < freed then
+      redis.call('HINCRBY', KEYS[4], 'units_written_off', freed - restock)
     end
     if redis.call('HINCRBY', KEYS[2], user, -quantity) <= 0 then
       redis.call('HDEL', KEYS[2], user)
@@ -61,6 +74,24 @@ for i = 5, #ARGV, 2 do
     }))
   end
 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = holds_end + 1, #ARGV, 4 do
+  local reservation, order, user, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('HEXISTS', KEYS[3], reservation) == 0 then
+    redis.call('HSET', KEYS[3], reservation, encode_record(user, 1, 'confirmed', now_ms, key, '', order))
+    redis.call('HINCRBY', KEYS[2], user, 1)
+    redis.call('HSET', KEYS[6], user .. '|latest', reservation)
+    granted = granted + 1
+    redis.call('PUBLISH', ARGV[2], cjson.encode({
+      type = 'order', sale_id = ARGV[1], reservation_id = reservation, order_id = order,
+      user_id = user, status = 'awaiting_payment'
+    }))
+  end
+end
+if granted > 0 then
+  redis.call('HINCRBY', KEYS[4], 'waitlist_offers', granted)
+end
 if returned > 0 then
   if ended == 'cancelled' then
     redis.call('HINCRBY', KEYS[4], 'holds_cancelled', returned)
@@ -69,4 +100,4 @@ if returned > 0 then
   end
   redis.call('HINCRBY', KEYS[4], 'units_returned', restocked)
 end
-return {returned, restocked}
+return {returned, restocked, granted}

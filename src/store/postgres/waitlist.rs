@@ -1,0 +1,342 @@
+//! Waitlists in PostgreSQL: shoppers join a sold-out sale's waitlist, and a
+//! hold that ends unpaid gives its units to the head of it, each as an
+//! offer that is itself a hold.
+//!
+//! Offers are made in the transaction that ends the holds, under the
+//! product's lock (`holds.rs`): the units move from the ended hold to the
+//! offer without ever being free, so nobody buying at that moment can take
+//! them, and the sale's counts move by exactly the units offered.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Db, EndedHold};
+use crate::{domain::DomainError, store::StoreError};
+
+/// Where a shopper stands on a waitlist.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WaitlistPlace {
+    /// 1 for the head of the waitlist.
+    pub position: i64,
+    /// Shoppers waiting in all.
+    pub length: i64,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A unit given to a shopper from the waitlist: the offer's order, and
+/// what Redis needs to give the shopper the unit too.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Offer {
+    pub order_id: Uuid,
+    pub reservation_id: Uuid,
+    pub flash_sale_id: Uuid,
+    pub user_id: Uuid,
+    pub idempotency_key: String,
+    /// The ended hold whose unit this is.
+    pub offered_from: Uuid,
+    /// Still the shopper's (awaiting payment or paid): Redis counts its
+    /// unit against their limit. An offer that ended before Redis heard of
+    /// it is not granted there at all.
+    pub alive: bool,
+}
+
+/// The idempotency key of an offer's order. `#` is outside the characters
+/// a client's `Idempotency-Key` may use, so no purchase can collide with it.
+fn offer_key(entry_id: i64) -> String {
+    format!("waitlist#{entry_id}")
+}
+
+impl Db {
+    /// Puts the shopper on the sale's waitlist (once: joining again keeps
+    /// the place) and says where they stand. Refused for a sale without
+    /// holds, a shopper holding a unit awaiting payment, or one at the
+    /// limit. Whether the sale is active and sold out is the caller's to
+    /// check (Redis knows the stock).
+    pub async fn join_waitlist(
+        &self,
+        sale_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<(WaitlistPlace, bool), StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool().begin().await?;
+            let sale: Option<(Option<i32>, i32)> = sqlx::query_as(
+                "select hold_seconds, per_user_limit from flash_sales where id = $1",
+            )
+            .bind(sale_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (hold_seconds, limit) = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
+            if hold_seconds.is_none() {
+                return Err(DomainError::NoWaitlist.into());
+            }
+            let (holding, held): (bool, i64) = sqlx::query_as(
+                "select exists (select 1 from orders
+                                where flash_sale_id = $1 and user_id = $2
+                                  and status = 'awaiting_payment'),
+                        coalesce((select units from sale_buyers
+                                  where flash_sale_id = $1 and user_id = $2), 0)::bigint",
+            )
+            .bind(sale_id)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if holding {
+                return Err(DomainError::HoldingUnits.into());
+            }
+            if held >= i64::from(limit) {
+                return Err(DomainError::AlreadyPurchased {
+                    held,
+                    limit: i64::from(limit),
+                }
+                .into());
+            }
+            let joined_now = sqlx::query(
+                "insert into waitlist_entries (flash_sale_id, user_id) values ($1, $2)
+                 on conflict (flash_sale_id, user_id) do nothing",
+            )
+            .bind(sale_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let place = place_on(&mut tx, sale_id, user_id)
+                .await?
+                .ok_or(DomainError::NotOnWaitlist)?;
+            tx.commit().await?;
+            Ok::<_, StoreError>((place, joined_now))
+        })
+        .await
+    }
+
+    /// Takes the shopper off the sale's waitlist; false if they were not on it.
+    pub async fn leave_waitlist(&self, sale_id: Uuid, user_id: Uuid) -> Result<bool, StoreError> {
+        self.bounded(
+            sqlx::query("delete from waitlist_entries where flash_sale_id = $1 and user_id = $2")
+                .bind(sale_id)
+                .bind(user_id)
+                .execute(self.pool()),
+        )
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    /// Where the shopper stands on the sale's waitlist, if they are on it.
+    pub async fn waitlist_place(
+        &self,
+        sale_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<WaitlistPlace>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool().begin().await?;
+            let place = place_on(&mut tx, sale_id, user_id).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(place)
+        })
+        .await
+    }
+
+    /// The offers made from these ended holds, oldest first, with whether
+    /// each is still its shopper's.
+    pub async fn offers_from(&self, ended_orders: &[Uuid]) -> Result<Vec<Offer>, StoreError> {
+        if ended_orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bounded(
+            sqlx::query_as::<_, Offer>(
+                "select id as order_id, reservation_id, flash_sale_id, user_id, idempotency_key,
+                        offered_from, status in ('awaiting_payment', 'paid') as alive
+                 from orders where offered_from = any($1)
+                 order by created_at, id",
+            )
+            .bind(ended_orders)
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+}
+
+async fn place_on(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<WaitlistPlace>, sqlx::Error> {
+    sqlx::query_as::<_, WaitlistPlace>(
+        "select (select count(*) from waitlist_entries x
+                 where x.flash_sale_id = $1 and x.id <= w.id) as position,
+                (select count(*) from waitlist_entries x where x.flash_sale_id = $1) as length,
+                w.joined_at
+         from waitlist_entries w where w.flash_sale_id = $1 and w.user_id = $2",
+    )
+    .bind(sale_id)
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// What a sale needs to make offers; only an active sale with holds makes
+/// them.
+#[derive(sqlx::FromRow)]
+struct OfferTerms {
+    product_id: Uuid,
+    offer_seconds: i32,
+    per_user_limit: i32,
+    sale_price: i64,
+}
+
+/// Gives the units of holds that just ended (in the caller's transaction,
+/// under the product's lock) to the heads of their sales' waitlists, one
+/// unit per shopper, in join order. Each offer is an order awaiting payment
+/// until now + the sale's offer time, counted like any hold. Entries that
+/// can no longer be offered (banned shopper, at the limit, holding a unit
+/// bought since they joined) leave the waitlist first. A sale that is not
+/// active (paused, ended, cancelled, or past its window) makes no offers.
+pub(super) async fn offer_returned_units(
+    tx: &mut Transaction<'_, Postgres>,
+    ended: &[EndedHold],
+) -> Result<Vec<Offer>, sqlx::Error> {
+    let mut units_by_sale: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    for hold in ended {
+        let units = units_by_sale.entry(hold.flash_sale_id).or_default();
+        units.extend(std::iter::repeat_n(
+            hold.order_id,
+            hold.quantity.max(0) as usize,
+        ));
+    }
+    let mut offers = Vec::new();
+    for (sale_id, units) in units_by_sale {
+        let Some(terms) = offer_terms(tx, sale_id).await? else {
+            continue;
+        };
+        drop_unofferable(tx, sale_id, terms.per_user_limit).await?;
+        let mut heads: Vec<(i64, Uuid)> = sqlx::query_as(
+            "delete from waitlist_entries where id in (
+                 select id from waitlist_entries where flash_sale_id = $1
+                 order by id limit $2)
+             returning id, user_id",
+        )
+        .bind(sale_id)
+        .bind(units.len() as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+        heads.sort_unstable();
+        offers.extend(insert_offers(tx, sale_id, &terms, &heads, &units).await?);
+    }
+    Ok(offers)
+}
+
+async fn offer_terms(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+) -> Result<Option<OfferTerms>, sqlx::Error> {
+    sqlx::query_as::<_, OfferTerms>(
+        "select product_id, coalesce(offer_seconds, hold_seconds) as offer_seconds,
+                per_user_limit, sale_price
+         from flash_sales
+         where id = $1 and hold_seconds is not null
+           and state in ('scheduled', 'active') and now() >= starts_at and now() < ends_at",
+    )
+    .bind(sale_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+async fn drop_unofferable(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+    per_user_limit: i32,
+) -> Result<(), sqlx::Error> {
+    let dropped = sqlx::query(
+        "delete from waitlist_entries w
+         where w.flash_sale_id = $1
+           and (exists (select 1 from users u where u.id = w.user_id and u.banned_at is not null)
+                or exists (select 1 from sale_buyers b
+                           where b.flash_sale_id = $1 and b.user_id = w.user_id and b.units >= $2)
+                or exists (select 1 from orders o
+                           where o.flash_sale_id = $1 and o.user_id = w.user_id
+                             and o.status = 'awaiting_payment'))",
+    )
+    .bind(sale_id)
+    .bind(per_user_limit)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if dropped > 0 {
+        tracing::info!(%sale_id, dropped, "waitlist entries that can no longer be offered a unit left the waitlist");
+    }
+    Ok(())
+}
+
+/// Writes one offer per head (`heads` in join order, `units` naming the
+/// ended hold each unit came from) and moves the shopper's units, the
+/// sale's confirmed count and the product's stock by what was offered.
+async fn insert_offers(
+    tx: &mut Transaction<'_, Postgres>,
+    sale_id: Uuid,
+    terms: &OfferTerms,
+    heads: &[(i64, Uuid)],
+    units: &[Uuid],
+) -> Result<Vec<Offer>, sqlx::Error> {
+    if heads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let offers: Vec<Offer> = heads
+        .iter()
+        .zip(units)
+        .map(|(&(entry_id, user_id), &offered_from)| Offer {
+            order_id: Uuid::now_v7(),
+            reservation_id: Uuid::now_v7(),
+            flash_sale_id: sale_id,
+            user_id,
+            idempotency_key: offer_key(entry_id),
+            offered_from,
+            alive: true,
+        })
+        .collect();
+    let column = |pick: fn(&Offer) -> Uuid| offers.iter().map(pick).collect::<Vec<Uuid>>();
+    let keys: Vec<&str> = offers.iter().map(|o| o.idempotency_key.as_str()).collect();
+    sqlx::query(
+        "with offered as (
+             insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price,
+                                 idempotency_key, status, pay_by, offered_from)
+             select o.id, o.reservation_id, $1, o.user_id, 1, $2, o.idempotency_key,
+                    'awaiting_payment', now() + make_interval(secs => $3), o.offered_from
+             from unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::uuid[])
+                  as o(id, reservation_id, user_id, idempotency_key, offered_from)
+             returning reservation_id, user_id
+         ), audit as (
+             insert into purchase_attempts
+               (reservation_id, flash_sale_id, user_id, quantity, outcome, reserved_at)
+             select reservation_id, $1, user_id, 1, 'confirmed', now() from offered
+         ), buyers as (
+             insert into sale_buyers (flash_sale_id, user_id, units, per_user_limit)
+             select $1, user_id, 1, $9 from offered
+             on conflict (flash_sale_id, user_id)
+             do update set units = sale_buyers.units + 1, updated_at = now()
+         ), sale as (
+             update flash_sales set confirmed_quantity = confirmed_quantity + (select count(*) from offered),
+                                    updated_at = now()
+             where id = $1
+         )
+         update stocks set available_quantity = available_quantity - (select count(*) from offered),
+                           version = version + 1, updated_at = now()
+         where product_id = $10",
+    )
+    .bind(sale_id)
+    .bind(terms.sale_price)
+    .bind(terms.offer_seconds)
+    .bind(column(|o| o.order_id))
+    .bind(column(|o| o.reservation_id))
+    .bind(column(|o| o.user_id))
+    .bind(&keys)
+    .bind(column(|o| o.offered_from))
+    .bind(terms.per_user_limit)
+    .bind(terms.product_id)
+    .execute(&mut **tx)
+    .await?;
+    metrics::counter!("waitlist_offers_total").increment(offers.len() as u64);
+    Ok(offers)
+}

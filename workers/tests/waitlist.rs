@@ -1,0 +1,305 @@
+//! Waitlists end to end: shoppers join a sold-out sale's waitlist through a
+//! real API node, the real worker's sweep (or a shopper's cancel) ends a
+//! hold and offers its unit to the head of the waitlist, and the offer is a
+//! hold of its own, paid by a signed webhook or expiring to the next.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, Shop, WORKER, eventually};
+use flashsale::domain::Role;
+use flashsale_testkit::node::ApiNode;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn join(shop: &Shop, token: &str) -> (StatusCode, Value) {
+    shop.request(Method::POST, &waitlist_path(shop), token, None)
+        .await
+}
+
+async fn place(shop: &Shop, token: &str) -> (StatusCode, Value) {
+    shop.request(Method::GET, &waitlist_path(shop), token, None)
+        .await
+}
+
+async fn leave(shop: &Shop, token: &str) -> StatusCode {
+    shop.request(Method::DELETE, &waitlist_path(shop), token, None)
+        .await
+        .0
+}
+
+fn waitlist_path(shop: &Shop) -> String {
+    format!("/api/flash-sale/{}/waitlist", shop.harness.sale.id)
+}
+
+/// The shopper's offer, once the waitlist made it.
+async fn offer_of(shop: &Shop, token: &str) -> Value {
+    let mut last = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let (_, view) = place(shop, token).await;
+        if view["state"] == "offered" {
+            return view["offer"].clone();
+        }
+        last = view;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no offer came: {last}");
+}
+
+async fn admin_patch(shop: &Shop, body: Value) {
+    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
+    let path = format!("/api/admin/flash-sales/{}", shop.harness.sale.id);
+    let (status, sale) = shop.request(Method::PATCH, &path, &admin, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{sale}");
+}
+
+async fn assert_invariants(shop: &Shop) -> Value {
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    invariants
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn offers_go_in_join_order_each_is_a_hold_and_an_unpaid_one_goes_to_the_next(pg: PgPool) {
+    let shop = Shop::open(pg, 1, 2).await;
+    let (_, buyer) = shop.shopper().await;
+    let waiters: Vec<(Uuid, String)> = [
+        shop.shopper().await,
+        shop.shopper().await,
+        shop.shopper().await,
+    ]
+    .into();
+
+    // While a unit is on sale, shoppers buy instead of waiting.
+    let (status, refused) = join(&shop, &waiters[0].1).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "UNITS_ON_SALE");
+
+    let held = shop.order_of(&buyer, &shop.buy(&buyer).await).await;
+    let (status, refused) = join(&shop, &buyer).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(
+        refused["error"]["code"], "HOLDING_UNITS",
+        "a holder pays or cancels first"
+    );
+
+    for (position, (_, token)) in waiters.iter().enumerate() {
+        let (status, joined) = join(&shop, token).await;
+        assert_eq!(status, StatusCode::CREATED, "{joined}");
+        assert_eq!(joined["state"], "waiting");
+        assert_eq!(joined["position"], position as i64 + 1, "join order");
+    }
+    let (status, again) = join(&shop, &waiters[0].1).await;
+    assert_eq!(status, StatusCode::OK, "joining again keeps the place");
+    assert_eq!(again["position"], 1);
+    assert_eq!(again["length"], 3);
+
+    // The second waiter leaves; the third moves up.
+    assert_eq!(leave(&shop, &waiters[1].1).await, StatusCode::NO_CONTENT);
+    let (status, gone) = place(&shop, &waiters[1].1).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(gone["error"]["code"], "NOT_ON_WAITLIST");
+    assert_eq!(leave(&shop, &waiters[1].1).await, StatusCode::NOT_FOUND);
+    assert_eq!(place(&shop, &waiters[2].1).await.1["position"], 2);
+
+    // The buyer does not pay: their unit goes to the head of the waitlist
+    // as a hold of its own, and never back on open sale.
+    let first = offer_of(&shop, &waiters[0].1).await;
+    assert_eq!(first["status"], "awaiting_payment", "{first}");
+    assert_eq!(first["from_waitlist"], true);
+    assert_eq!(first["amount"], held["amount"]);
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(
+        shop.order(&buyer, held["id"].as_str().unwrap()).await.1["status"],
+        "expired"
+    );
+    assert_eq!(
+        shop.order(&waiters[0].1, id).await.1["status"],
+        "awaiting_payment"
+    );
+    assert_eq!(place(&shop, &waiters[2].1).await.1["position"], 1);
+    eventually(Duration::from_secs(5), "Redis counts the offer", || async {
+        shop.harness.redis_units_held(waiters[0].0).await == Some(1)
+    })
+    .await;
+    assert_eq!(
+        shop.harness.redis_stock().await,
+        0,
+        "the unit was offered, not put on sale"
+    );
+    let retry = shop
+        .node
+        .client
+        .post(format!("{}/api/purchase/attempt", shop.node.base))
+        .bearer_auth(&buyer)
+        .header("idempotency-key", "buy-after-expiry")
+        .json(&json!({ "sale_id": shop.harness.sale.id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.status(),
+        StatusCode::GONE,
+        "nobody buys an offered unit"
+    );
+    // The offer is the shopper's latest purchase.
+    let (_, status_view) = shop
+        .request(
+            Method::GET,
+            &format!("/api/purchase/status?sale_id={}", shop.harness.sale.id),
+            &waiters[0].1,
+            None,
+        )
+        .await;
+    assert_eq!(status_view["order"]["id"], first["id"], "{status_view}");
+
+    // Unpaid, it expires and goes to the next in line, who pays.
+    let second = offer_of(&shop, &waiters[2].1).await;
+    assert_eq!(shop.order(&waiters[0].1, id).await.1["status"], "expired");
+    let (status, receipt) = shop.pay("evt_offer_paid", &second).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["outcome"], "paid");
+    let (status, view) = place(&shop, &waiters[2].1).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        view["offer"]["status"], "paid",
+        "the offer stays shown: {view}"
+    );
+    let invariants = assert_invariants(&shop).await;
+    assert_eq!(invariants["holds_expired"], 2);
+    assert_eq!(invariants["holds_paid"], 1);
+    assert_eq!(invariants["units_sold"], 1);
+    assert_eq!(invariants["oversold"], 0);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_cancel_offers_at_once_on_the_waiters_stream(pg: PgPool) {
+    let shop = Shop::open(pg, 1, 600).await;
+    let (_, buyer) = shop.shopper().await;
+    let (_, waiter) = shop.shopper().await;
+    let held = shop.order_of(&buyer, &shop.buy(&buyer).await).await;
+    assert_eq!(join(&shop, &waiter).await.0, StatusCode::CREATED);
+    let mut events = shop.events(&waiter).await;
+    events.next_named("sale", Duration::from_secs(5)).await;
+
+    let (status, cancelled) = shop.cancel(&buyer, held["id"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let offered = events.next_named("order", Duration::from_secs(5)).await;
+    let offered = offered.data;
+    assert_eq!(offered["status"], "awaiting_payment", "{offered}");
+    let offer = offer_of(&shop, &waiter).await;
+    assert_eq!(offered["order_id"], offer["id"]);
+    let (status, receipt) = shop.pay("evt_offer", &offer).await;
+    assert_eq!(
+        (status, receipt["outcome"].clone()),
+        (StatusCode::OK, json!("paid"))
+    );
+    let paid = events.next_named("order", Duration::from_secs(5)).await;
+    assert_eq!(paid.data["status"], "paid", "{}", paid.data);
+    let invariants = assert_invariants(&shop).await;
+    assert_eq!(invariants["holds_cancelled"], 1);
+    assert_eq!(invariants["holds_paid"], 1);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_banned_waiter_is_passed_over(pg: PgPool) {
+    let shop = Shop::open(pg, 1, 1).await;
+    let (_, buyer) = shop.shopper().await;
+    let (banned_id, banned) = shop.shopper().await;
+    let (_, next) = shop.shopper().await;
+    shop.order_of(&buyer, &shop.buy(&buyer).await).await;
+    assert_eq!(join(&shop, &banned).await.0, StatusCode::CREATED);
+    assert_eq!(join(&shop, &next).await.0, StatusCode::CREATED);
+    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
+    let (status, body) = shop
+        .request(
+            Method::POST,
+            &format!("/api/admin/users/{banned_id}/ban"),
+            &admin,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let offer = offer_of(&shop, &next).await;
+    assert_eq!(offer["status"], "awaiting_payment");
+    let offered_to_banned: i64 = sqlx::query_scalar(
+        "select count(*) from orders where user_id = $1 and offered_from is not null",
+    )
+    .bind(banned_id)
+    .fetch_one(&shop.harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(offered_to_banned, 0);
+    let still_listed: i64 =
+        sqlx::query_scalar("select count(*) from waitlist_entries where user_id = $1")
+            .bind(banned_id)
+            .fetch_one(&shop.harness.pg)
+            .await
+            .unwrap();
+    assert_eq!(still_listed, 0, "a banned shopper leaves the waitlist");
+    assert_invariants(&shop).await;
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_ended_sale_makes_no_offers(pg: PgPool) {
+    let shop = Shop::open(pg, 1, 1).await;
+    let (buyer_id, buyer) = shop.shopper().await;
+    let (_, waiter) = shop.shopper().await;
+    let held = shop.order_of(&buyer, &shop.buy(&buyer).await).await;
+    assert_eq!(join(&shop, &waiter).await.0, StatusCode::CREATED);
+    admin_patch(&shop, json!({"action": "end"})).await;
+
+    eventually(Duration::from_secs(10), "the hold expires", || async {
+        shop.order(&buyer, held["id"].as_str().unwrap()).await.1["status"] == "expired"
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "its units are back in Redis",
+        || async { shop.harness.redis_units_held(buyer_id).await.is_none() },
+    )
+    .await;
+    let (status, view) = place(&shop, &waiter).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["state"], "waiting", "no offer after the end: {view}");
+    let (status, refused) = join(&shop, &buyer).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(refused["error"]["code"], "SALE_NOT_ACTIVE");
+    let invariants = assert_invariants(&shop).await;
+    assert_eq!(invariants["units_sold"], 0);
+}
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_sale_without_holds_keeps_no_waitlist_and_a_buyer_at_the_limit_cannot_wait(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 1, 1, None).await;
+    let node = ApiNode::start(&harness, &[]).await;
+    let user = harness.users(1).await[0];
+    let token = node.token(user, Role::Shopper);
+    let reply = node
+        .client
+        .post(format!(
+            "{}/api/flash-sale/{}/waitlist",
+            node.base, harness.sale.id
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CONFLICT);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NO_WAITLIST", "{body}");
+
+    // A buyer who paid for their limit has nothing to wait for.
+    let shop = Shop::open(harness.pg.clone(), 1, 60).await;
+    let (_, buyer) = shop.shopper().await;
+    let order = shop.order_of(&buyer, &shop.buy(&buyer).await).await;
+    assert_eq!(shop.pay("evt_limit", &order).await.1["outcome"], "paid");
+    let (status, refused) = join(&shop, &buyer).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "ALREADY_PURCHASED");
+}
