@@ -130,7 +130,7 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
 
     // A sale with a checkout hold: the order waits for a payment, with a
     // countdown; the development payment path pays it.
-    let held_sale = open_sale_with(&api, &base, &admin, Some(HOLD_SECONDS)).await;
+    let held_sale = open_sale_with(&api, &base, &admin, Some(HOLD_SECONDS), STOCK).await;
     browser
         .goto(&format!("{base}/?sale_id={held_sale}"))
         .await
@@ -166,6 +166,50 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
     wait_for_text(&browser, "#result", |text| text.contains("held for you")).await;
     wait_for_text(&browser, "#result", |text| text.contains("expired")).await;
     screenshot("shop-7-expired.png").await;
+
+    // A sale of one unit, held by someone who will not pay: the page offers
+    // the waitlist, and the unit comes back to the shopper waiting for it.
+    let one_unit = open_sale_with(&api, &base, &admin, Some(HOLD_SECONDS), 1).await;
+    let holder = login(
+        &api,
+        &base,
+        &format!("holder-{}@browser.test", Uuid::now_v7().simple()),
+    )
+    .await;
+    let reply = api
+        .post(format!("{base}/api/purchase/attempt"))
+        .bearer_auth(&holder)
+        .header("idempotency-key", "hold-and-walk-away")
+        .json(&json!({ "sale_id": one_unit }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), reqwest::StatusCode::ACCEPTED);
+    click(&browser, "#logout").await;
+    browser
+        .goto(&format!("{base}/?sale_id={one_unit}"))
+        .await
+        .unwrap();
+    sign_in(
+        &browser,
+        &format!("waiter-{}@browser.test", Uuid::now_v7().simple()),
+    )
+    .await;
+    wait_for_text(&browser, "#link", |text| text == "live").await;
+    click(&browser, "#waitlist-join").await;
+    wait_for_text(&browser, "#waitlist-place", |text| {
+        text.starts_with("You are number 1 of 1")
+    })
+    .await;
+    screenshot("shop-8-waitlist.png").await;
+    wait_for_text(&browser, "#result", |text| text.contains("offered to you")).await;
+    wait_for_text(&browser, "#pay-by", |text| {
+        text.starts_with("pay within 00:00:")
+    })
+    .await;
+    screenshot("shop-9-offered.png").await;
+    click(&browser, "#pay").await;
+    wait_for_text(&browser, "#result", |text| text == "Paid. It's yours!").await;
 
     // The dashboard.
     browser
@@ -239,7 +283,7 @@ async fn login(api: &reqwest::Client, base: &str, email: &str) -> String {
 
 /// A sale open now for an hour, one unit per shopper.
 async fn open_sale(api: &reqwest::Client, base: &str, admin: &str) -> String {
-    open_sale_with(api, base, admin, None).await
+    open_sale_with(api, base, admin, None, STOCK).await
 }
 
 /// A sale of the page's product, with a checkout hold if given.
@@ -248,11 +292,12 @@ async fn open_sale_with(
     base: &str,
     admin: &str,
     hold_seconds: Option<i64>,
+    stock: i64,
 ) -> String {
     let sku = format!("BROWSER-{}", Uuid::now_v7().simple());
     let product = json!({
         "sku": sku, "name": "Sneaker", "description": "Limited run, one pair each",
-        "price": 12_999, "currency": "EUR", "stock": STOCK + 10,
+        "price": 12_999, "currency": "EUR", "stock": stock + 10,
     });
     let product = post(
         api,
@@ -263,7 +308,7 @@ async fn open_sale_with(
     .await;
     let now = chrono::Utc::now();
     let sale = json!({
-        "product_id": product["id"], "price": 4_999, "per_user_limit": 1, "stock": STOCK,
+        "product_id": product["id"], "price": 4_999, "per_user_limit": 1, "stock": stock,
         "starts_at": now - chrono::Duration::minutes(1),
         "ends_at": now + chrono::Duration::hours(1),
         "hold_seconds": hold_seconds,

@@ -16,6 +16,7 @@ let purchase = null; // {reservation_id, status, reason?}
 let order = null; // a held order awaiting payment: {id, pay_by, amount, currency}
 let streamAbort = null;
 let devMode = false;
+let waiting = null; // our place on the waitlist: {position, length}
 
 function showResult(kind, text) {
   const result = $("result");
@@ -36,7 +37,61 @@ function renderSale() {
   $("stock-bar").style.width = `${sale.stock ? (100 * remaining) / sale.stock : 0}%`;
   $("buy").disabled = sale.state !== "active" || remaining <= 0;
   $("buy").textContent = remaining <= 0 && sale.state === "active" ? "Sold out" : "Buy now";
+  renderWaitlist();
   tick();
+}
+
+/** The waitlist of a sold-out sale with holds: join, our place, leave. */
+function renderWaitlist() {
+  const open = sale?.state === "active" && sale.hold_seconds && (sale.remaining ?? 0) <= 0;
+  $("waitlist").hidden = !(waiting || (open && !order));
+  $("waitlist-join").hidden = Boolean(waiting);
+  $("waitlist-leave").hidden = !waiting;
+  $("waitlist-place").textContent = waiting
+    ? `You are number ${waiting.position} of ${waiting.length} on the waitlist: a unit that comes back is offered to you in turn.`
+    : "Sold out. Units come back when buyers do not pay: wait for one.";
+}
+
+/** Reads our waitlist standing: waiting (with our place) or offered. */
+async function refreshWaitlist() {
+  if (!sale?.hold_seconds) return;
+  const reply = await call("GET", `/api/flash-sale/${sale.sale_id}/waitlist`).catch(() => null);
+  if (reply?.status === 200 && reply.body.state === "waiting") {
+    waiting = { position: reply.body.position, length: reply.body.length };
+  } else {
+    waiting = null;
+    const offer = reply?.status === 200 ? reply.body.offer : null;
+    if (offer?.status === "awaiting_payment" && order?.id !== offer.id) showOffer(offer);
+  }
+  renderWaitlist();
+}
+
+async function joinWaitlist() {
+  const reply = await call("POST", `/api/flash-sale/${sale.sale_id}/waitlist`).catch(() => null);
+  if (reply?.status === 200 || reply?.status === 201) {
+    waiting = { position: reply.body.position, length: reply.body.length };
+    showResult("pending", "You are on the waitlist.");
+  } else if (reply) {
+    showResult("error", messageOf(reply, `The waitlist refused you (${reply.status}).`));
+  }
+  renderWaitlist();
+}
+
+async function leaveWaitlist() {
+  const reply = await call("DELETE", `/api/flash-sale/${sale.sale_id}/waitlist`).catch(() => null);
+  if (reply?.status === 204 || reply?.status === 404) {
+    waiting = null;
+    showResult("", "");
+  }
+  renderWaitlist();
+}
+
+/** A unit the waitlist gave us: a hold of our own to pay by its pay_by. */
+function showOffer(offer) {
+  waiting = null;
+  showResult("confirmed", "A unit came back and is offered to you: pay for it before the time runs out.");
+  holdOrder(offer);
+  renderWaitlist();
 }
 
 function tick() {
@@ -68,12 +123,18 @@ function renderPurchase(event) {
   else showResult("failed", `Purchase failed: ${event.reason ?? "the order could not be completed"}. You may try again.`);
 }
 
-/** How one of the shopper's checkout holds ended (the `order` event). */
-function renderOrderEnd(ended) {
-  if (order?.id === ended.order_id) hideHold();
-  if (ended.status === "paid") showResult("confirmed", "Paid. It's yours!");
-  else if (ended.status === "expired") showResult("failed", "Your hold expired unpaid; the unit is on sale again.");
-  else if (ended.status === "cancelled") showResult("failed", "Your order was cancelled; the unit is on sale again.");
+/** One of the shopper's checkout holds changed (the `order` event): it
+ *  ended, or the waitlist offered them a unit. */
+async function renderOrderChange(changed) {
+  if (changed.status === "awaiting_payment") {
+    const reply = await call("GET", `/api/orders/${changed.order_id}`).catch(() => null);
+    if (reply?.status === 200 && reply.body.status === "awaiting_payment") showOffer(reply.body);
+    return;
+  }
+  if (order?.id === changed.order_id) hideHold();
+  if (changed.status === "paid") showResult("confirmed", "Paid. It's yours!");
+  else if (changed.status === "expired") showResult("failed", "Your hold expired unpaid; the unit went to the next shopper.");
+  else if (changed.status === "cancelled") showResult("failed", "Your order was cancelled; the unit went to the next shopper.");
 }
 
 /** The held order of a confirmed purchase: what to pay and by when. The
@@ -84,16 +145,21 @@ async function showHold(reservationId) {
     const reply = await call("GET", `/api/purchase/status?reservation_id=${reservationId}`).catch(() => null);
     const held = reply?.status === 200 ? reply.body.order : null;
     if (held?.status === "awaiting_payment") {
-      order = held;
-      $("pay-amount").textContent = money(held.amount, held.currency);
-      $("pay").hidden = !devMode;
-      $("hold").hidden = false;
-      tick();
+      holdOrder(held);
       return;
     }
     if (held) return; // already paid, expired or cancelled
     await sleep(500);
   }
+}
+
+function holdOrder(held) {
+  order = held;
+  $("pay-amount").textContent = money(held.amount, held.currency);
+  $("pay").hidden = !devMode;
+  $("pay").disabled = false;
+  $("hold").hidden = false;
+  tick();
 }
 
 function hideHold() {
@@ -134,7 +200,7 @@ function onSaleEvent(name, data) {
   } else if (name === "purchase") {
     renderPurchase(data);
   } else if (name === "order") {
-    renderOrderEnd(data);
+    renderOrderChange(data);
   }
 }
 
@@ -230,6 +296,7 @@ async function start() {
   }
   onSaleEvent("sale", status.body);
   $("sale").hidden = false;
+  refreshWaitlist();
   streamAbort = new AbortController();
   followEvents(`/api/flash-sale/events?sale_id=${status.body.sale_id}`, {
     onEvent: onSaleEvent, onLink, signal: streamAbort.signal,
@@ -241,6 +308,7 @@ function signOut() {
   session.clear();
   sale = null;
   purchase = null;
+  waiting = null;
   hideHold();
   $("sale").hidden = true;
   $("who").hidden = true;
@@ -272,7 +340,11 @@ $("logout").addEventListener("click", signOut);
 $("buy").addEventListener("click", buy);
 $("pay").addEventListener("click", pay);
 $("cancel-order").addEventListener("click", cancelOrder);
+$("waitlist-join").addEventListener("click", joinWaitlist);
+$("waitlist-leave").addEventListener("click", leaveWaitlist);
 setInterval(tick, 1000);
+// Our place moves up as others are offered units or leave.
+setInterval(() => { if (waiting) refreshWaitlist(); }, 5000);
 
 adoptTokenFromFragment();
 if (session.token) start(); else offerSignIn();

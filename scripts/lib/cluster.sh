@@ -63,6 +63,16 @@ jwt_secret() {
   cat "$file"
 }
 
+# The local cluster's payment webhook secret (whsec_<base64>, what
+# FLASHSALE_WEBHOOK_SECRETS takes): generated once, kept in the state dir.
+webhook_secret() {
+  local file=$STATE_DIR/webhook_secret
+  if [[ ! -s $file ]]; then
+    (umask 077; printf 'whsec_%s' "$(head -c 32 /dev/urandom | base64 -w0)" >"$file")
+  fi
+  cat "$file"
+}
+
 # mint_token ARGS...: `flashsale-api token ARGS` with this cluster's key and
 # database (shell access is what makes an operator; there is no admin login
 # over HTTP). Prints the token; the command's log goes to tokens.log.

@@ -22,6 +22,9 @@ pub enum WaitlistState {
     /// Off the waitlist: a unit was offered (`offer`, an order with its
     /// own status: awaiting payment until `pay_by`, then paid or expired).
     Offered,
+    /// Still listed, but the sale has ended or was cancelled: no unit will
+    /// be offered.
+    Closed,
 }
 
 /// The shopper's place on a sale's waitlist, or the offer it became.
@@ -97,7 +100,12 @@ impl Waitlist {
     /// The shopper's place, or the unit they were last offered.
     pub async fn view(&self, sale_id: Uuid, shopper: Uuid) -> Result<WaitlistView, AppError> {
         if let Some(place) = self.sales.db.waitlist_place(sale_id, shopper).await? {
-            return Ok(WaitlistView::waiting(sale_id, place));
+            let mut view = WaitlistView::waiting(sale_id, place);
+            let sale = self.sales.view(Some(sale_id)).await?;
+            if sale.state(Utc::now()).is_terminal() {
+                view.state = WaitlistState::Closed;
+            }
+            return Ok(view);
         }
         let offer = self
             .sales

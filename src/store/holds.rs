@@ -71,6 +71,16 @@ async fn return_sale_units(
     holds: &[EndedHold],
 ) -> Result<usize, StoreError> {
     let ended: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
+    // An offer whose hold of origin is still owed waits for it (it is
+    // found owed again once that return has granted it).
+    let waiting = db.offers_before_their_origin(&ended).await?;
+    let holds: Vec<EndedHold> = holds
+        .iter()
+        .filter(|hold| !waiting.contains(&hold.order_id))
+        .cloned()
+        .collect();
+    let holds = &holds[..];
+    let ended: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
     let offers = db.offers_from(&ended).await?;
     let room = db.sale_room(sale_id).await?;
     let (returned, _granted) = redis.return_held(sale_id, holds, &offers, room).await?;

@@ -8,7 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, Shop, WORKER, eventually};
-use flashsale::domain::Role;
+use flashsale::{
+    domain::Role,
+    store::{holds, postgres::Cancelled},
+};
 use flashsale_testkit::node::ApiNode;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -266,7 +269,8 @@ async fn an_ended_sale_makes_no_offers(pg: PgPool) {
     .await;
     let (status, view) = place(&shop, &waiter).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(view["state"], "waiting", "no offer after the end: {view}");
+    assert_eq!(view["state"], "closed", "no offer after the end: {view}");
+    assert_eq!(view["offer"], Value::Null);
     let (status, refused) = join(&shop, &buyer).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(refused["error"]["code"], "SALE_NOT_ACTIVE");
@@ -302,4 +306,196 @@ async fn a_sale_without_holds_keeps_no_waitlist_and_a_buyer_at_the_limit_cannot_
     let (status, refused) = join(&shop, &buyer).await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(refused["error"]["code"], "ALREADY_PURCHASED");
+}
+
+/// The sale's invariants, as the function in PostgreSQL checks them.
+async fn sale_invariants(harness: &Harness) -> Value {
+    let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
+        .bind(harness.sale.id)
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+    serde_json::from_str(&invariants).unwrap()
+}
+
+/// Writes the users' holds with a worker that then stops, so each step
+/// after runs alone.
+async fn hold_with_a_stopped_worker(harness: &Harness, users: &[Uuid]) {
+    let jobs = harness.reserve(users).await;
+    assert_eq!(jobs.len(), users.len());
+    harness.enqueue(&jobs).await;
+    let worker = harness.spawn_worker(&[]);
+    harness
+        .wait_for_orders(users.len() as i64, Duration::from_secs(15))
+        .await;
+    drop(worker);
+}
+
+async fn make_holds_due(harness: &Harness) {
+    sqlx::query(
+        "update orders set pay_by = now() - interval '1 minute'
+         where flash_sale_id = $1 and status = 'awaiting_payment'",
+    )
+    .bind(harness.sale.id)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+}
+
+/// Review of the waitlist: an offer that ended before Redis heard of it (its
+/// hold of origin's return to Redis failed, and the offer's shopper
+/// cancelled it meanwhile) was returned first, finding no record; the
+/// origin's return then kept its unit from the stock for the offer and did
+/// not grant it: Redis lost the unit for good.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_offer_that_ends_before_redis_heard_of_it_loses_no_unit(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 1, 1, Some(600)).await;
+    let [buyer, waiter] = harness.users(2).await[..] else {
+        unreachable!()
+    };
+    hold_with_a_stopped_worker(&harness, &[buyer]).await;
+    harness
+        .db
+        .join_waitlist(harness.sale.id, waiter)
+        .await
+        .unwrap();
+
+    // The sweep ends the hold and offers its unit in PostgreSQL, then loses
+    // Redis: nothing is returned there yet.
+    make_holds_due(&harness).await;
+    let ended = harness
+        .db
+        .expire_due_holds(harness.sale.product_id, 512)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    let offer: Uuid = sqlx::query_scalar("select id from orders where offered_from is not null")
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+
+    // The waiter cancels the offer (they saw it in GET .../waitlist), and
+    // its return runs while its origin is still owed.
+    let Cancelled::Now(cancelled) = harness.db.cancel_hold(offer, waiter).await.unwrap() else {
+        panic!("the offer was awaiting payment")
+    };
+    holds::return_units(&harness.db, &harness.redis, &[cancelled]).await;
+    // Redis is back: the sweep pays what is owed.
+    holds::return_owed(&harness.db, &harness.redis).await;
+    holds::return_owed(&harness.db, &harness.redis).await;
+
+    let owed: i64 = sqlx::query_scalar(
+        "select count(*) from orders where pay_by is not null
+           and status in ('expired', 'cancelled') and units_returned_at is null",
+    )
+    .fetch_one(&harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(owed, 0, "every return paid");
+    assert_eq!(
+        harness.redis_stock().await,
+        harness.db.sale_room(harness.sale.id).await.unwrap(),
+        "Redis offers what PostgreSQL can still sell"
+    );
+    assert_eq!(
+        harness.redis_stock().await,
+        1,
+        "nobody waits: the unit is on sale"
+    );
+    assert_eq!(harness.redis_units_held(buyer).await, None);
+    assert_eq!(harness.redis_units_held(waiter).await, None);
+    let invariants = sale_invariants(&harness).await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+}
+
+/// Review of the waitlist: a waiter who bought from stock that came back
+/// (an operator added units) and was offered a unit before that purchase
+/// settled had the purchase refused at their limit: a 202 broken. The
+/// purchase now wins and the offer goes to the next in line.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_purchase_accepted_before_an_offer_to_the_same_shopper_is_kept(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 1, 1, Some(600)).await;
+    let [buyer, waiter, next] = harness.users(3).await[..] else {
+        unreachable!()
+    };
+    hold_with_a_stopped_worker(&harness, &[buyer]).await;
+    for user in [waiter, next] {
+        harness
+            .db
+            .join_waitlist(harness.sale.id, user)
+            .await
+            .unwrap();
+    }
+    // One more unit on sale: the waiter buys it (Redis accepts).
+    sqlx::query(
+        "update stocks set total_quantity = total_quantity + 1,
+                           available_quantity = available_quantity + 1
+         where product_id = $1",
+    )
+    .bind(harness.sale.product_id)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    let node = ApiNode::start(&harness, &["--hold-min-secs=1"]).await;
+    let admin = node.token(harness.admin.actor_id, Role::Admin);
+    let reply = node
+        .client
+        .patch(format!(
+            "{}/api/admin/flash-sales/{}",
+            node.base, harness.sale.id
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({ "add_stock": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status(),
+        StatusCode::OK,
+        "{}",
+        reply.text().await.unwrap()
+    );
+    let purchase = harness.reserve(&[waiter]).await;
+    assert_eq!(purchase.len(), 1, "the waiter's purchase is accepted");
+
+    // Before it settles, the buyer's hold expires and its unit is offered
+    // to the head of the waitlist: the same waiter.
+    make_holds_due(&harness).await;
+    harness
+        .db
+        .expire_due_holds(harness.sale.product_id, 512)
+        .await
+        .unwrap();
+    harness.enqueue(&purchase).await;
+    let _worker = harness.spawn_worker(&[("FLASHSALE_HOLD_SWEEP_MS", "100")]);
+    eventually(Duration::from_secs(15), "the purchase settles", || async {
+        harness.pending_count().await == 0
+    })
+    .await;
+    let (status, reason) = harness
+        .reservation_status(purchase[0].reservation_id)
+        .await
+        .unwrap();
+    assert_eq!(status.as_str(), "confirmed", "the 202 is kept: {reason:?}");
+    let offers: Vec<(Uuid, String)> = sqlx::query_as(
+        "select user_id, status from orders where offered_from is not null order by created_at",
+    )
+    .fetch_all(&harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(
+        offers,
+        [
+            (waiter, "cancelled".to_string()),
+            (next, "awaiting_payment".to_string())
+        ],
+        "the offer yielded to the purchase and went to the next in line"
+    );
+    eventually(Duration::from_secs(10), "Redis agrees", || async {
+        harness.redis_units_held(waiter).await == Some(1)
+            && harness.redis_units_held(next).await == Some(1)
+    })
+    .await;
+    let invariants = sale_invariants(&harness).await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
 }

@@ -142,18 +142,42 @@ impl Db {
 
     /// Ended holds whose units Redis has not been given back yet (a sweep
     /// or a cancel that committed in PostgreSQL and then lost Redis), the
-    /// oldest first.
+    /// oldest first. A waitlist offer is returned only after the hold it
+    /// came from: that return grants the offer in Redis, and the offer's
+    /// own return must undo the grant, never come before it.
     pub async fn holds_owing_units(&self, limit: i64) -> Result<Vec<EndedHold>, StoreError> {
         self.bounded(
             sqlx::query_as::<_, EndedHold>(
-                "select id as order_id, reservation_id, flash_sale_id, user_id, quantity, status
-                 from orders
-                 where status in ('expired', 'cancelled') and pay_by is not null
-                   and units_returned_at is null
-                 order by ended_at
+                "select o.id as order_id, o.reservation_id, o.flash_sale_id, o.user_id,
+                        o.quantity, o.status
+                 from orders o
+                 where o.status in ('expired', 'cancelled') and o.pay_by is not null
+                   and o.units_returned_at is null
+                   and not exists (select 1 from orders parent
+                                   where parent.id = o.offered_from
+                                     and parent.units_returned_at is null)
+                 order by o.ended_at
                  limit $1",
             )
             .bind(limit)
+            .fetch_all(self.pool()),
+        )
+        .await
+    }
+
+    /// Of these ended holds, the waitlist offers whose own hold of origin
+    /// Redis has not been given back yet: they wait for it (see
+    /// [`Self::holds_owing_units`]).
+    pub async fn offers_before_their_origin(
+        &self,
+        order_ids: &[Uuid],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.bounded(
+            sqlx::query_scalar(
+                "select o.id from orders o join orders parent on parent.id = o.offered_from
+                 where o.id = any($1) and parent.units_returned_at is null",
+            )
+            .bind(order_ids)
             .fetch_all(self.pool()),
         )
         .await
@@ -207,6 +231,34 @@ pub(super) async fn cancel_sale_holds(
     Ok(end_holds(tx, product_id, &awaiting, OrderStatus::Cancelled)
         .await?
         .len())
+}
+
+/// Cancels the unpaid waitlist offers of these shoppers in the sale (in the
+/// settlement's transaction, under the product's lock) and offers their
+/// units to the next in line: a purchase of theirs that Redis accepted
+/// needs the room under their limit. Their units are owed to Redis like any
+/// ended hold's (the next sweep returns them). Returns the offers cancelled.
+pub(super) async fn yield_offers_to_purchases(
+    tx: &mut Transaction<'_, Postgres>,
+    product_id: Uuid,
+    sale_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<usize, sqlx::Error> {
+    let offers: Vec<Uuid> = sqlx::query_scalar(
+        "select id from orders
+         where flash_sale_id = $1 and user_id = any($2)
+           and status = 'awaiting_payment' and offered_from is not null",
+    )
+    .bind(sale_id)
+    .bind(user_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let ended = end_holds(tx, product_id, &offers, OrderStatus::Cancelled).await?;
+    if !ended.is_empty() {
+        tracing::info!(%sale_id, offers = ended.len(), "waitlist offers yielded to purchases their shoppers made meanwhile");
+        offer_returned_units(tx, &ended).await?;
+    }
+    Ok(ended.len())
 }
 
 /// Ends those of `order_ids` still awaiting payment as `status`, and in

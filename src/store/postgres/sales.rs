@@ -286,12 +286,20 @@ impl Db {
     }
 
     /// Closed sales settled for longer than `retention` whose keys are
-    /// still in Redis.
+    /// still in Redis, and whose checkout holds have all ended and given
+    /// Redis their units back (a later return would write the sale's keys
+    /// again after the archive removed them).
     pub async fn sales_to_archive(&self, retention: Duration) -> Result<Vec<SaleRow>, StoreError> {
         self.bounded(
             sqlx::query_as::<_, SaleRow>(select_sales!(
                 "where s.state in ('ended', 'cancelled') and s.archived_at is null
-                   and s.allotment_released_at < now() - make_interval(secs => $1)"
+                   and s.allotment_released_at < now() - make_interval(secs => $1)
+                   and not exists (
+                       select 1 from orders o
+                       where o.flash_sale_id = s.id and o.pay_by is not null
+                         and (o.status = 'awaiting_payment'
+                              or (o.status in ('expired', 'cancelled')
+                                  and o.units_returned_at is null)))"
             ))
             .bind(retention.as_secs_f64())
             .fetch_all(self.pool()),

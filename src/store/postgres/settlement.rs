@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Db, sales::lock_product};
+use super::{Db, holds::yield_offers_to_purchases, sales::lock_product};
 use crate::{
     domain::{
         Candidate, Decision, DomainError, FailureReason, Money, PriorOutcome, Quantity,
@@ -88,8 +88,28 @@ impl Db {
                     .ok_or(DomainError::SaleNotFound(sale_id))?;
             let mut tx = self.pool().begin().await?;
             lock_product(&mut tx, product_id).await?;
-            let ledger = read_ledger(&mut tx, sale_id).await?;
-            let (candidates, existing_orders) = read_candidates(&mut tx, sale_id, batch).await?;
+            let mut ledger = read_ledger(&mut tx, sale_id).await?;
+            let (mut candidates, mut existing_orders) =
+                read_candidates(&mut tx, sale_id, batch).await?;
+            // A purchase Redis accepted is a promise; a waitlist offer made
+            // to the same shopper since is not yet one they acted on. Where
+            // both do not fit the limit, the offer yields (and its unit goes
+            // to the next in line), and the batch is read again.
+            let over_limit: Vec<Uuid> = candidates
+                .iter()
+                .filter(|candidate| {
+                    matches!(candidate.prior, PriorOutcome::Undecided)
+                        && candidate.units_bought + i64::from(candidate.quantity.get())
+                            > i64::from(ledger.per_user_limit)
+                })
+                .map(|candidate| candidate.user_id)
+                .collect();
+            if !over_limit.is_empty()
+                && yield_offers_to_purchases(&mut tx, product_id, sale_id, &over_limit).await? > 0
+            {
+                ledger = read_ledger(&mut tx, sale_id).await?;
+                (candidates, existing_orders) = read_candidates(&mut tx, sale_id, batch).await?;
+            }
             let ledger_view = SaleLedger {
                 state: ledger.state,
                 per_user_limit: i64::from(ledger.per_user_limit),

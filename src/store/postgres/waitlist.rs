@@ -37,10 +37,8 @@ pub struct Offer {
     pub idempotency_key: String,
     /// The ended hold whose unit this is.
     pub offered_from: Uuid,
-    /// Still the shopper's (awaiting payment or paid): Redis counts its
-    /// unit against their limit. An offer that ended before Redis heard of
-    /// it is not granted there at all.
-    pub alive: bool,
+    /// Still awaiting payment: announced to the shopper when Redis gets it.
+    pub awaiting: bool,
 }
 
 /// The idempotency key of an offer's order. `#` is outside the characters
@@ -140,7 +138,7 @@ impl Db {
     }
 
     /// The offers made from these ended holds, oldest first, with whether
-    /// each is still its shopper's.
+    /// each still awaits payment.
     pub async fn offers_from(&self, ended_orders: &[Uuid]) -> Result<Vec<Offer>, StoreError> {
         if ended_orders.is_empty() {
             return Ok(Vec::new());
@@ -148,7 +146,7 @@ impl Db {
         self.bounded(
             sqlx::query_as::<_, Offer>(
                 "select id as order_id, reservation_id, flash_sale_id, user_id, idempotency_key,
-                        offered_from, status in ('awaiting_payment', 'paid') as alive
+                        offered_from, status = 'awaiting_payment' as awaiting
                  from orders where offered_from = any($1)
                  order by created_at, id",
             )
@@ -190,10 +188,11 @@ struct OfferTerms {
 /// Gives the units of holds that just ended (in the caller's transaction,
 /// under the product's lock) to the heads of their sales' waitlists, one
 /// unit per shopper, in join order. Each offer is an order awaiting payment
-/// until now + the sale's offer time, counted like any hold. Entries that
-/// can no longer be offered (banned shopper, at the limit, holding a unit
-/// bought since they joined) leave the waitlist first. A sale that is not
-/// active (paused, ended, cancelled, or past its window) makes no offers.
+/// until now + the sale's offer time, counted like any hold. Heads that can
+/// no longer be offered a unit leave the waitlist as they are met (see
+/// [`next_heads`]); only as many entries are read as there are units. A
+/// sale that is not active (paused, ended, cancelled, or past its window)
+/// makes no offers.
 pub(super) async fn offer_returned_units(
     tx: &mut Transaction<'_, Postgres>,
     ended: &[EndedHold],
@@ -211,18 +210,22 @@ pub(super) async fn offer_returned_units(
         let Some(terms) = offer_terms(tx, sale_id).await? else {
             continue;
         };
-        drop_unofferable(tx, sale_id, terms.per_user_limit).await?;
-        let mut heads: Vec<(i64, Uuid)> = sqlx::query_as(
-            "delete from waitlist_entries where id in (
-                 select id from waitlist_entries where flash_sale_id = $1
-                 order by id limit $2)
-             returning id, user_id",
-        )
-        .bind(sale_id)
-        .bind(units.len() as i64)
-        .fetch_all(&mut **tx)
-        .await?;
-        heads.sort_unstable();
+        // Whoever just let a unit go is not handed it back as an offer.
+        let released: Vec<Uuid> = ended
+            .iter()
+            .filter(|hold| hold.flash_sale_id == sale_id)
+            .map(|hold| hold.user_id)
+            .collect();
+        let mut heads = Vec::new();
+        while heads.len() < units.len() {
+            let wanted = units.len() - heads.len();
+            let (offerable, read) =
+                next_heads(tx, sale_id, terms.per_user_limit, &released, wanted).await?;
+            heads.extend(offerable);
+            if read < wanted {
+                break;
+            }
+        }
         offers.extend(insert_offers(tx, sale_id, &terms, &heads, &units).await?);
     }
     Ok(offers)
@@ -244,30 +247,52 @@ async fn offer_terms(
     .await
 }
 
-async fn drop_unofferable(
+/// Takes the next `wanted` entries off the head of the sale's waitlist and
+/// returns those that may be offered a unit (`(entry id, user id)`, in join
+/// order) and how many entries were taken. An entry that may not leaves
+/// all the same: a banned shopper, one at the limit, one holding a unit
+/// awaiting payment (bought since they joined), one who just let a unit go.
+async fn next_heads(
     tx: &mut Transaction<'_, Postgres>,
     sale_id: Uuid,
     per_user_limit: i32,
-) -> Result<(), sqlx::Error> {
-    let dropped = sqlx::query(
-        "delete from waitlist_entries w
-         where w.flash_sale_id = $1
-           and (exists (select 1 from users u where u.id = w.user_id and u.banned_at is not null)
-                or exists (select 1 from sale_buyers b
-                           where b.flash_sale_id = $1 and b.user_id = w.user_id and b.units >= $2)
-                or exists (select 1 from orders o
-                           where o.flash_sale_id = $1 and o.user_id = w.user_id
-                             and o.status = 'awaiting_payment'))",
+    released: &[Uuid],
+    wanted: usize,
+) -> Result<(Vec<(i64, Uuid)>, usize), sqlx::Error> {
+    let mut taken: Vec<(i64, Uuid, bool)> = sqlx::query_as(
+        "with heads as (
+             delete from waitlist_entries where id in (
+                 select id from waitlist_entries where flash_sale_id = $1
+                 order by id limit $2)
+             returning id, user_id
+         )
+         select h.id, h.user_id,
+                not (h.user_id = any($4)
+                     or exists (select 1 from users u where u.id = h.user_id and u.banned_at is not null)
+                     or exists (select 1 from sale_buyers b
+                                where b.flash_sale_id = $1 and b.user_id = h.user_id
+                                  and b.units >= $3)
+                     or exists (select 1 from orders o
+                                where o.flash_sale_id = $1 and o.user_id = h.user_id
+                                  and o.status = 'awaiting_payment')) as offerable
+         from heads h",
     )
     .bind(sale_id)
+    .bind(wanted as i64)
     .bind(per_user_limit)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if dropped > 0 {
-        tracing::info!(%sale_id, dropped, "waitlist entries that can no longer be offered a unit left the waitlist");
+    .bind(released)
+    .fetch_all(&mut **tx)
+    .await?;
+    taken.sort_unstable();
+    let read = taken.len();
+    let offerable: Vec<(i64, Uuid)> = taken
+        .into_iter()
+        .filter_map(|(id, user_id, offerable)| offerable.then_some((id, user_id)))
+        .collect();
+    if offerable.len() < read {
+        tracing::info!(%sale_id, passed_over = read - offerable.len(), "waitlist entries that can no longer be offered a unit left the waitlist");
     }
-    Ok(())
+    Ok((offerable, read))
 }
 
 /// Writes one offer per head (`heads` in join order, `units` naming the
@@ -293,7 +318,7 @@ async fn insert_offers(
             user_id,
             idempotency_key: offer_key(entry_id),
             offered_from,
-            alive: true,
+            awaiting: true,
         })
         .collect();
     let column = |pick: fn(&Offer) -> Uuid| offers.iter().map(pick).collect::<Vec<Uuid>>();
@@ -303,7 +328,7 @@ async fn insert_offers(
              insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price,
                                  idempotency_key, status, pay_by, offered_from)
              select o.id, o.reservation_id, $1, o.user_id, 1, $2, o.idempotency_key,
-                    'awaiting_payment', now() + make_interval(secs => $3), o.offered_from
+                    'awaiting_payment', clock_timestamp() + make_interval(secs => $3), o.offered_from
              from unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::uuid[])
                   as o(id, reservation_id, user_id, idempotency_key, offered_from)
              returning reservation_id, user_id

@@ -121,8 +121,9 @@ impl RedisStore {
 
     /// Gives Redis the units of the sale's ended holds (`return_held.lua`,
     /// one call per way they ended) and grants the waitlist offers made
-    /// from them that are still their shoppers'. Returns the holds returned
-    /// and the offers granted.
+    /// from them (all of them: one that ended since is returned after this,
+    /// see `Db::holds_owing_units`). Returns the holds returned and the
+    /// offers granted.
     pub async fn return_held(
         &self,
         sale_id: Uuid,
@@ -163,15 +164,16 @@ impl RedisStore {
                     .arg(hold.order_id.to_string())
                     .arg(offered);
             }
-            let theirs = offers.iter().filter(|offer| {
-                offer.alive && holds.iter().any(|hold| hold.order_id == offer.offered_from)
-            });
+            let theirs = offers
+                .iter()
+                .filter(|offer| holds.iter().any(|hold| hold.order_id == offer.offered_from));
             for offer in theirs {
                 invocation
                     .arg(offer.reservation_id.to_string())
                     .arg(offer.order_id.to_string())
                     .arg(offer.user_id.to_string())
-                    .arg(&offer.idempotency_key);
+                    .arg(&offer.idempotency_key)
+                    .arg(u8::from(offer.awaiting));
             }
             let (holds, _restocked, offers_granted): (usize, i64, usize) =
                 self.run_script(invocation).await?;

@@ -10,7 +10,10 @@
 -- returns nothing twice and a late `confirm.lua` leaves it alone. A record
 -- Redis no longer holds is skipped: arming after a loss of Redis rebuilt
 -- the stock and the buyers from PostgreSQL, which already had these units
--- back. An offer is granted once: only while Redis has no record of it.
+-- back. An offer is granted once: only while Redis has no record of it,
+-- and whatever became of it since (PostgreSQL returns an ended offer's
+-- units only after the hold it came from was returned here, so the grant
+-- always comes first and the offer's own return undoes it).
 --
 -- The shopper's units always go back (they may buy again). The stock gets
 -- back what no offer took: PostgreSQL gave exactly these units back and
@@ -20,8 +23,9 @@
 -- PostgreSQL committed and already counts.
 --
 -- An offer counts its unit against its shopper's limit, becomes their
--- latest purchase (what the purchase status and the stream show), and is
--- announced as an `order` event awaiting payment.
+-- latest purchase unless they reserved since (reservation ids are UUIDv7:
+-- the greater is the newer, as restore_orders.lua decides), and, if it
+-- still awaits payment, is announced as an `order` event.
 --
 -- KEYS[1]  meta hash (its `stock` field is the counter)
 -- KEYS[2]  buyers hash (user -> units held)
@@ -35,8 +39,8 @@
 -- ARGV[4]  how the holds ended: expired | cancelled
 -- ARGV[5]  H, the number of ended holds
 -- then H triples: reservation id, its order id, units of it offered on
--- then quadruples, one per offer still its shopper's: reservation id,
---   order id, user id, idempotency key
+-- then quintuples, one per offer made from those holds: reservation id,
+--   order id, user id, idempotency key, 1 if it still awaits payment
 --
 -- Returns {returned holds, units back in stock, offers granted} (numbers).
 
@@ -76,17 +80,22 @@ for i = 6, holds_end, 3 do
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-for i = holds_end + 1, #ARGV, 4 do
+for i = holds_end + 1, #ARGV, 5 do
   local reservation, order, user, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HEXISTS', KEYS[3], reservation) == 0 then
     redis.call('HSET', KEYS[3], reservation, encode_record(user, 1, 'confirmed', now_ms, key, '', order))
     redis.call('HINCRBY', KEYS[2], user, 1)
-    redis.call('HSET', KEYS[6], user .. '|latest', reservation)
+    local latest = redis.call('HGET', KEYS[6], user .. '|latest')
+    if not latest or latest < reservation then
+      redis.call('HSET', KEYS[6], user .. '|latest', reservation)
+    end
     granted = granted + 1
-    redis.call('PUBLISH', ARGV[2], cjson.encode({
-      type = 'order', sale_id = ARGV[1], reservation_id = reservation, order_id = order,
-      user_id = user, status = 'awaiting_payment'
-    }))
+    if ARGV[i + 4] == '1' then
+      redis.call('PUBLISH', ARGV[2], cjson.encode({
+        type = 'order', sale_id = ARGV[1], reservation_id = reservation, order_id = order,
+        user_id = user, status = 'awaiting_payment'
+      }))
+    end
   end
 end
 if granted > 0 then
