@@ -11,6 +11,7 @@
 //! - [`store`]: PostgreSQL and Redis access, Lua scripts, arming;
 //! - [`http`]: routes, extractors, the error model and the middleware stack;
 //! - [`jobs`]: the purchase job and queue shared with the worker;
+//! - [`latency`]: the purchase latency histogram every node shares;
 //! - [`snapshot`]: each node's in-memory view of open sales;
 //! - [`live`]: each node's fan-out of sale changes and purchase outcomes
 //!   to event streams;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod latency;
 pub mod listener;
 pub mod live;
 pub mod payments;

@@ -9,6 +9,7 @@ use std::{
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
     app::{Payments, Purchases, Sales, Stats, Waitlist},
@@ -100,6 +101,25 @@ async fn trim_rate_limiter(limiter: Arc<UserRateLimiter>, shutdown: Cancellation
     }
 }
 
+/// Publishes this node's purchase latency counts every 2 s for the
+/// operators' stats (`crate::latency`); a failed publish is retried with the
+/// next.
+async fn publish_latency(redis: RedisStore, shutdown: CancellationToken) {
+    let node = Uuid::now_v7();
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                let counts = crate::latency::PURCHASE_LATENCY.snapshot();
+                if let Err(error) = redis.publish_latency(node, &counts).await {
+                    tracing::debug!(%error, "purchase latency not published; the next tick retries");
+                }
+            }
+        }
+    }
+}
+
 /// Serves the API on `listener` and the operator endpoints on
 /// `operator_listener` until `shutdown` is cancelled, then lets in-flight
 /// requests finish within the grace period.
@@ -131,6 +151,7 @@ pub async fn serve(
             .run(state.snapshot.clone(), shutdown.clone()),
     );
     tokio::spawn(trim_rate_limiter(state.limiter.clone(), shutdown.clone()));
+    tokio::spawn(publish_latency(state.redis.clone(), shutdown.clone()));
     let operator_app = http::operator_router(state.clone(), &settings.http);
     tokio::spawn(
         axum::serve(operator_listener, operator_app)

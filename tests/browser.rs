@@ -265,7 +265,27 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
         text == (STOCK - bought + 10).to_string()
     })
     .await;
+    wait_for_text(&browser, "#latency", |text| text.ends_with(" ms")).await;
     screenshot("admin-2-controls.png").await;
+
+    // The held sale: its holds and payments, and a cancel that asks first.
+    browser
+        .goto(&format!("{base}/admin?sale_id={held_sale}"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#paid", |text| text == "1").await;
+    wait_for_text(&browser, "#expired", |text| text == "1").await;
+    click(&browser, "#cancel").await;
+    wait_for_text(&browser, "#confirm-text", |text| {
+        text.starts_with("Cancel the sale now?")
+    })
+    .await;
+    click(&browser, "#confirm-no").await;
+    click(&browser, "#end").await;
+    screenshot("admin-3-confirm-end.png").await;
+    click(&browser, "#confirm-yes").await;
+    wait_for_text(&browser, "#state", |text| text == "ended").await;
+    screenshot("admin-4-ended.png").await;
 
     browser.close().await.unwrap();
 }

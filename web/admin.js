@@ -23,6 +23,20 @@ let streamAbort = null;
 let pollTimer = null;
 let previous = null; // last stats, for rates
 let rates = []; // [{at, accepted, sold_out, ...}]
+let latencyHistory = []; // [{at, counts}]: the nodes' cumulative histogram
+const LATENCY_WINDOW_MS = 10_000;
+/** End and cancel never reopen: each asks first. */
+const IRREVERSIBLE = {
+  end: {
+    text: "End the sale now? Nobody can buy from then on; orders awaiting payment may still be paid until their deadline. A sale never reopens.",
+    yes: "Yes, end it", done: "Ended.",
+  },
+  cancel: {
+    text: "Cancel the sale now? Nobody can buy from then on, and every order still awaiting payment is cancelled (a payment arriving later is recorded as a refund). A sale never reopens.",
+    yes: "Yes, cancel it", done: "Cancelled.",
+  },
+};
+let confirming = null;
 
 function counters(stats) {
   return { accepted: stats.accepted, ...stats.rejected };
@@ -42,6 +56,8 @@ function renderStats(stats) {
   $("drift").textContent = stats.drift ?? "–";
   $("drift-at").textContent = stats.drift_checked_at
     ? `checked ${new Date(stats.drift_checked_at).toLocaleTimeString()}` : "";
+  renderCheckout(stats.checkout);
+  renderLatency(stats.purchase_latency, Date.parse(stats.computed_at));
 
   const at = Date.parse(stats.computed_at);
   if (previous && at > previous.at) {
@@ -58,6 +74,56 @@ function renderStats(stats) {
     rates.push(Object.fromEntries([["at", at], ...SERIES.map(({ key }) => [key, 0])]));
   }
   if (!previous || at > previous.at) previous = { at, counts: counters(stats) };
+}
+
+function renderCheckout(checkout) {
+  $("checkout").hidden = !checkout;
+  if (!checkout) return;
+  $("awaiting").textContent = checkout.awaiting_payment;
+  $("paid").textContent = checkout.paid;
+  $("expired").textContent = checkout.expired;
+  $("cancelled").textContent = checkout.cancelled;
+  $("refunds").textContent = checkout.refunds_required;
+  $("mismatches").textContent = `${checkout.amount_mismatches} wrong amount`;
+  $("waitlist").textContent = checkout.waitlist;
+  $("offers").textContent = `${checkout.offers} offered so far`;
+}
+
+/** The q quantile of per-bucket counts, interpolated within its bucket
+ *  (as the API computes it, src/latency.rs). */
+function quantile(counts, upper, q) {
+  const total = counts.reduce((a, b) => a + b, 0);
+  if (!total) return null;
+  const rank = q * total;
+  let below = 0;
+  for (let i = 0; i < counts.length; i++) {
+    if (counts[i] > 0 && below + counts[i] >= rank) {
+      const lower = i === 0 ? 0 : upper[i - 1];
+      if (i >= upper.length) return lower;
+      return lower + (upper[i] - lower) * ((rank - below) / counts[i]);
+    }
+    below += counts[i];
+  }
+  return upper.at(-1);
+}
+
+/** Percentiles of the last ~10 s (the difference of the nodes' cumulative
+ *  counts); since the nodes started when there is no such window yet. */
+function renderLatency(latency, at) {
+  if (!latency) return;
+  latencyHistory.push({ at, counts: latency.counts });
+  latencyHistory = latencyHistory.filter((entry) => entry.at >= at - LATENCY_WINDOW_MS);
+  const oldest = latencyHistory[0];
+  const recent = latency.counts.map((count, i) => count - (oldest.counts[i] ?? 0));
+  const windowed = oldest.at < at && recent.every((count) => count >= 0) && recent.some((count) => count > 0);
+  const counts = windowed ? recent : latency.counts;
+  const format = (ms) => (ms === null ? "–" : ms < 10 ? ms.toFixed(1) : ms.toFixed(0));
+  const [p50, p95, p99] = [0.5, 0.95, 0.99].map((q) => quantile(counts, latency.bucket_upper_ms, q));
+  $("latency").textContent = p50 === null ? "–" : `${format(p50)} · ${format(p95)} · ${format(p99)} ms`;
+  const answers = counts.reduce((a, b) => a + b, 0);
+  $("latency-detail").textContent = windowed
+    ? `last ${Math.round((at - oldest.at) / 1000)} s, ${answers} answers, ${latency.nodes} node(s)`
+    : `since the nodes started, ${answers} answers, ${latency.nodes} node(s)`;
 }
 
 function drawChart() {
@@ -106,6 +172,9 @@ async function show(requested) {
   clearInterval(pollTimer);
   previous = null;
   rates = [];
+  latencyHistory = [];
+  confirming = null;
+  $("confirm").hidden = true;
   const query = requested ? `?sale_id=${encodeURIComponent(requested)}` : "";
   const status = await call("GET", `/api/flash-sale/status${query}`).catch(() => null);
   if (status?.status !== 200) {
@@ -172,6 +241,24 @@ $("logout").addEventListener("click", signOut);
 $("pick").addEventListener("submit", (event) => { event.preventDefault(); show($("sale-id").value.trim()); });
 $("pause").addEventListener("click", () => act({ action: "pause" }, "Paused."));
 $("resume").addEventListener("click", () => act({ action: "resume" }, "Resumed."));
+for (const action of Object.keys(IRREVERSIBLE)) {
+  $(action).addEventListener("click", () => {
+    confirming = action;
+    $("confirm-text").textContent = IRREVERSIBLE[action].text;
+    $("confirm-yes").textContent = IRREVERSIBLE[action].yes;
+    $("confirm").hidden = false;
+  });
+}
+$("confirm-yes").addEventListener("click", () => {
+  const action = confirming;
+  confirming = null;
+  $("confirm").hidden = true;
+  if (action) act({ action }, IRREVERSIBLE[action].done);
+});
+$("confirm-no").addEventListener("click", () => {
+  confirming = null;
+  $("confirm").hidden = true;
+});
 $("add-stock").addEventListener("click", () => {
   const amount = Number($("add-amount").value);
   act({ add_stock: amount }, `Added ${amount} units.`);

@@ -18,8 +18,9 @@ use super::AppError;
 use crate::{
     domain::{DomainError, SaleState},
     jobs::PurchaseQueue,
+    latency::ClusterLatency,
     store::{
-        postgres::Db,
+        postgres::{CheckoutCounts, Db},
         redis::{Counter, RedisStore, SaleCounters},
     },
 };
@@ -64,6 +65,12 @@ pub struct SaleStats {
     pub drift: Option<i64>,
     pub drift_checked_at: Option<DateTime<Utc>>,
     pub queue: QueueCounts,
+    /// For a sale with checkout holds: its holds, the payments an operator
+    /// must act on, and its waitlist (null for a sale without holds).
+    pub checkout: Option<CheckoutCounts>,
+    /// `POST /api/purchase/attempt` answers of every API node (all sales),
+    /// from the histograms the nodes publish every 2 s.
+    pub purchase_latency: ClusterLatency,
     pub computed_at: DateTime<Utc>,
 }
 
@@ -154,12 +161,17 @@ impl Stats {
         if let Some(cached) = self.cache.get(sale_id) {
             return Ok(cached);
         }
-        let (sale, counters, queue) = tokio::try_join!(
+        let (sale, counters, queue, latency) = tokio::try_join!(
             self.db.find_sale(sale_id),
             self.redis.sale_counters(sale_id),
-            self.queue.depth()
+            self.queue.depth(),
+            self.redis.cluster_latency()
         )?;
         let sale = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
+        let checkout = match sale.hold_seconds {
+            Some(_) => Some(self.db.checkout_counts(sale_id).await?),
+            None => None,
+        };
         // An archived sale's keys left Redis; its counters were kept first.
         let counters = match &sale.archived_counters {
             Some(archived) if counters.counters.is_empty() => SaleCounters {
@@ -208,6 +220,8 @@ impl Stats {
                 scheduled: queue.scheduled,
                 dead: queue.dead,
             },
+            checkout,
+            purchase_latency: ClusterLatency::of_nodes(&latency),
             computed_at: now,
         };
         self.cache.put(stats.clone());

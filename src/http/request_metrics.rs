@@ -1,4 +1,5 @@
-//! Request counts and latency histograms per route, for `/metrics`.
+//! Request counts and latency histograms per route, for `/metrics`, and
+//! the purchase endpoint's latency for the operators' stats (`crate::latency`).
 
 use std::time::Instant;
 
@@ -7,6 +8,9 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+
+/// The route whose latency the nodes also share for the dashboard.
+const PURCHASE_ROUTE: &str = "/api/purchase/attempt";
 
 pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -19,6 +23,9 @@ pub async fn record(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
+    if route == PURCHASE_ROUTE && method == "POST" {
+        crate::latency::PURCHASE_LATENCY.record(started.elapsed());
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

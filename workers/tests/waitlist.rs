@@ -499,3 +499,61 @@ async fn a_purchase_accepted_before_an_offer_to_the_same_shopper_is_kept(pg: PgP
     let invariants = sale_invariants(&harness).await;
     assert_eq!(invariants["passed"], true, "{invariants:#}");
 }
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_operators_stats_count_holds_payments_to_act_on_and_the_waitlist(pg: PgPool) {
+    let shop = Shop::open(pg, 2, 1).await;
+    let (_, payer) = shop.shopper().await;
+    let (_, walker) = shop.shopper().await;
+    let (_, waiter) = shop.shopper().await;
+    let paid = shop.order_of(&payer, &shop.buy(&payer).await).await;
+    assert_eq!(shop.pay("evt_stats_paid", &paid).await.1["outcome"], "paid");
+    let abandoned = shop.order_of(&walker, &shop.buy(&walker).await).await;
+    assert_eq!(join(&shop, &waiter).await.0, StatusCode::CREATED);
+    let offer = offer_of(&shop, &waiter).await;
+    // A late payment for the expired hold, and a wrong amount for the offer.
+    assert_eq!(
+        shop.pay("evt_stats_late", &abandoned).await.1["outcome"],
+        "refund_required"
+    );
+    let wrong = shop
+        .provider
+        .pay(
+            "evt_stats_wrong",
+            common::order_id(&offer),
+            offer["amount"].as_i64().unwrap() + 1,
+            "EUR",
+        )
+        .await;
+    assert_eq!(wrong.body["outcome"], "amount_mismatch");
+
+    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
+    let path = format!("/api/admin/flash-sales/{}/stats", shop.harness.sale.id);
+    let mut stats = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        stats = shop.request(Method::GET, &path, &admin, None).await.1;
+        if stats["purchase_latency"]["requests"].as_u64() >= Some(2)
+            && stats["checkout"]["amount_mismatches"] == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        stats["checkout"],
+        json!({
+            "awaiting_payment": 1, "paid": 1, "expired": 1, "cancelled": 0,
+            "refunds_required": 1, "amount_mismatches": 1, "waitlist": 0, "offers": 1,
+        }),
+        "{stats:#}"
+    );
+    let latency = &stats["purchase_latency"];
+    assert!(latency["nodes"].as_u64() >= Some(1), "{latency}");
+    assert!(latency["requests"].as_u64() >= Some(2), "{latency}");
+    let (p50, p99) = (
+        latency["p50_ms"].as_f64().unwrap(),
+        latency["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{latency}");
+}

@@ -21,7 +21,7 @@ use sqlx::{
 };
 
 pub use audit::{AdminAct, AuditRow};
-pub use holds::{Cancelled, EndedHold};
+pub use holds::{Cancelled, CheckoutCounts, EndedHold};
 pub use orders::{CommittedOrder, OrderRow, SettledPurchase};
 pub use payments::{PaidOrder, PaymentRecorded};
 pub use products::{NewProduct, ProductRow};

@@ -6,6 +6,7 @@
 mod accounts;
 mod counters;
 mod keys;
+mod latency;
 mod purchase;
 mod settlement;
 mod subscriber;
