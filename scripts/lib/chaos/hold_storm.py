@@ -11,6 +11,8 @@
                                       event three times at once) or `forged` (a
                                       delivery signed with a wrong secret, then
                                       the genuine one); prints what came back
+  join BASE TOKENS SALE THREADS       each token joins the sale's waitlist; prints
+                                      the answers by status
   buyers BASE TOKENS SALE SECONDS THREADS
                                       new shoppers trying to buy for SECONDS
                                       (each retries its one key until it gets a
@@ -107,6 +109,20 @@ def buy(tokens_file, sale_id, threads):
     print(json.dumps({"answers": answers}))
 
 
+def join(tokens_file, sale_id, threads):
+    answers, lock = {}, threading.Lock()
+
+    def one(conn, token):
+        status, answer = request(conn, "POST", f"/api/flash-sale/{sale_id}/waitlist", None, {
+            "Authorization": f"Bearer {token}"})
+        code = str(status) if status < 300 else f"{status} {(answer or {}).get('error', {}).get('code')}"
+        with lock:
+            answers[code] = answers.get(code, 0) + 1
+
+    in_threads(read_lines(tokens_file), threads, one)
+    print(json.dumps({"answers": answers}))
+
+
 def signature(key, event_id, timestamp, body):
     mac = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256)
     return "v1," + base64.b64encode(mac.digest()).decode()
@@ -193,6 +209,8 @@ def main(args):
         buy(args[2], args[3], int(args[4]))
     elif command == "pay":
         pay(args[2], args[3], int(args[4]))
+    elif command == "join":
+        join(args[2], args[3], int(args[4]))
     elif command == "buyers":
         buyers(args[2], args[3], float(args[4]), int(args[5]))
     else:

@@ -25,16 +25,24 @@ held_units() {
               where flash_sale_id = '$SALE_ID' and status in ('awaiting_payment', 'paid')"
 }
 
+# waitlist_offers: offers the sale's waitlist was given.
+waitlist_offers() { sale_orders "offered_from is not null"; }
+every_waiter_offered() { (($(waitlist_offers) >= $1)); }
+
 # hold-storm: CHAOS_HOLD_USERS (10,000) shoppers each hold the one unit
-# they bought (hold CHAOS_HOLD_SECS, 30 s). Half pay before the deadline:
-# every fifth of those the same event three times at once, every seventh
-# after a delivery signed with a wrong secret. The other half never pay and
-# expire together; as they do, worker-0 is killed -9 mid-sweep and started
-# again, and CHAOS_LATE_BUYERS (2,000) new shoppers try to buy the units
-# coming back. Sampled every 200 ms: paid + awaiting <= allotted.
+# they bought (hold CHAOS_HOLD_SECS, 30 s), and CHAOS_WAITERS (1,000) more
+# join the sold-out sale's waitlist. Half the holders pay before the
+# deadline: every fifth of those the same event three times at once, every
+# seventh after a delivery signed with a wrong secret. The other half never
+# pay and expire together; as they do, worker-0 is killed -9 mid-sweep and
+# started again, and CHAOS_LATE_BUYERS (2,000) new shoppers try to buy the
+# units coming back. The returned units go to the waiters first, in join
+# order, each as an offer they then pay. Sampled every 200 ms: paid +
+# awaiting <= allotted.
 scenario_hold_storm() {
   local holders=${CHAOS_HOLD_USERS:-10000} late=${CHAOS_LATE_BUYERS:-2000} hold=${CHAOS_HOLD_SECS:-30}
-  local product started first_deadline sampler buy paid late_buyers figures killed_at
+  local waiters=${CHAOS_WAITERS:-1000}
+  local product started first_deadline sampler buy paid late_buyers figures killed_at joined offers_paid
   SCENARIO=hold-storm DIR=$CHAOS_RUN_DIR/hold-storm
   mkdir -p "$DIR"
   ADMIN_TOKEN=$(admin_token)
@@ -45,11 +53,14 @@ scenario_hold_storm() {
 
   python3 "$HOLD_STORM" login "$BASE" "holder-$CHAOS_RUN_ID" "$holders" 32 >"$DIR/holders.tokens"
   python3 "$HOLD_STORM" login "$BASE" "late-$CHAOS_RUN_ID" "$late" 16 >"$DIR/late.tokens"
+  python3 "$HOLD_STORM" login "$BASE" "waiter-$CHAOS_RUN_ID" "$waiters" 16 >"$DIR/waiters.tokens"
   started=$(now_ms)
   buy=$(python3 "$HOLD_STORM" buy "$BASE" "$DIR/holders.tokens" "$SALE_ID" 64)
   log "[hold-storm] bought in $(elapsed_since "$started") s: $buy"
   wait_for 120 all_held_orders_written "$holders" \
     || die "[hold-storm] the worker did not write $holders orders"
+  joined=$(python3 "$HOLD_STORM" join "$BASE" "$DIR/waiters.tokens" "$SALE_ID" 16)
+  log "[hold-storm] waitlist: $joined"
 
   : >"$DIR/held.samples"
   (while :; do held_units >>"$DIR/held.samples"; sleep 0.2; done) &
@@ -79,6 +90,12 @@ scenario_hold_storm() {
   fault "kill -9 of worker-0 mid-sweep, $((killed_at - first_deadline + 2300)) ms after the first deadline, restarted at once"
   restart_worker 0 "$FAILPOINT_WORKER"
   wait "$late_buyers" || die "[hold-storm] the late buyers failed"
+  wait_for 60 every_waiter_offered "$waiters" || log "[hold-storm] not every waiter was offered a unit after 60 s"
+  psql_query "select o.id, o.unit_price * o.quantity, p.currency, 'pay'
+              from orders o join flash_sales s on s.id = o.flash_sale_id join products p on p.id = s.product_id
+              where o.flash_sale_id = '$SALE_ID' and o.offered_from is not null" | tr '|' ' ' >"$DIR/offers.txt"
+  offers_paid=$(python3 "$HOLD_STORM" pay "$BASE" "$FLASHSALE_WEBHOOK_SECRETS" "$DIR/offers.txt" 16)
+  log "[hold-storm] offers paid: $offers_paid"
   wait_for 60 nothing_due || log "[hold-storm] holds still due or owed after 60 s"
   # The late buyers' purchases settle too (a worker was just killed).
   wait_for 60 nothing_pending || log "[hold-storm] reservations still pending after 60 s"
@@ -93,6 +110,25 @@ scenario_hold_storm() {
       'holders_expired', count(*) filter (where o.status = 'expired' and o.idempotency_key like 'hold-storm-%'),
       'holders_awaiting', count(*) filter (where o.status = 'awaiting_payment' and o.idempotency_key like 'hold-storm-%'),
       'late_buyers_orders', count(*) filter (where o.idempotency_key like 'late-buyer-%'),
+      'waiters_offered', count(*) filter (where o.offered_from is not null),
+      'offers_paid', count(*) filter (where o.offered_from is not null and o.status = 'paid'),
+      'shoppers_offered_twice', (select count(*) from (select user_id from orders
+                                 where flash_sale_id = '$SALE_ID' and offered_from is not null
+                                 group by user_id having count(*) > 1) twice),
+      -- Offers in the order they were made (UUIDv7 ids) against join order
+      -- (the waitlist entry's id, kept in the offer's key).
+      'offers_out_of_join_order', (select count(*) from (
+          select row_number() over (order by id) as made,
+                 row_number() over (order by split_part(idempotency_key, '#', 2)::bigint) as joined
+          from orders where flash_sale_id = '$SALE_ID' and offered_from is not null) x
+          where made <> joined),
+      'still_waiting', (select count(*) from waitlist_entries where flash_sale_id = '$SALE_ID'),
+      -- From the first hold expired to the last expired, and to the last
+      -- offer made: how long the wave took.
+      'expiry_wave_ms', round(extract(epoch from max(o.ended_at) filter (where o.status = 'expired' and o.idempotency_key like 'hold-storm-%')
+                                      - min(o.ended_at) filter (where o.status = 'expired')) * 1000),
+      'offers_made_ms', round(extract(epoch from max(o.created_at) filter (where o.offered_from is not null)
+                                      - min(o.ended_at) filter (where o.status = 'expired')) * 1000),
       'units_owed_to_redis', count(*) filter (where o.status in ('expired', 'cancelled') and o.units_returned_at is null),
       'orders_paid_twice', (select count(*) from (select order_id from payment_events
                             where outcome = 'paid' and order_id in (select id from orders where flash_sale_id = '$SALE_ID')
@@ -100,6 +136,7 @@ scenario_hold_storm() {
     from orders o where o.flash_sale_id = '$SALE_ID'")
   psql_query "select flash_sale_invariants('$SALE_ID')" >"$DIR/postgres.json"
   jq -n --arg sale_id "$SALE_ID" --argjson buy "$buy" --argjson pay "$paid" \
+    --argjson joined "$joined" --argjson offers_pay "$offers_paid" --argjson waiters "$waiters" \
     --slurpfile late "$DIR/late.json" --argjson figures "$figures" --slurpfile db "$DIR/postgres.json" \
     --argjson max_held "$(sort -n "$DIR/held.samples" | tail -1)" --argjson samples "$(wc -l <"$DIR/held.samples")" \
     --argjson holders "$holders" --argjson recovery_secs "$RECOVERY_SECS" --argjson redis_agrees "$agreed" \
@@ -108,6 +145,7 @@ scenario_hold_storm() {
     '($pay.outcomes) as $o | ($late[0]) as $l | ($db[0]) as $d |
     { scenario: "hold-storm", sale_id: $sale_id, faults: $faults, recovery_secs: $recovery_secs,
       holders: $holders, buy: $buy, payments: $pay, late_buyers: $l, figures: $figures,
+      waiters: $waiters, waitlist_joins: $joined, offer_payments: $offers_pay,
       held_samples: $samples, max_held_units: $max_held, invariants: $d,
       checks: {
         every_holder_held: ($buy.answers["202"] == $holders),
@@ -118,7 +156,14 @@ scenario_hold_storm() {
         no_order_paid_twice: ($figures.orders_paid_twice == 0),
         forged_deliveries_refused: (($o["401 WEBHOOK_SIGNATURE_INVALID"] // 0) == $forged),
         duplicates_answered_as_such: (($o["duplicate paid"] // 0) + ($o["duplicate refund_required"] // 0) == 2 * $dups),
-        returned_units_sold_again: ($l.accepted > 0 and $l.accepted <= $figures.holders_expired
+        every_waiter_joined: ($joined.answers["201"] == $waiters),
+        returned_units_offered_to_waiters_first: ($figures.waiters_offered == $waiters
+                                                  and $figures.still_waiting == 0
+                                                  and $figures.shoppers_offered_twice == 0),
+        offers_in_join_order: ($figures.offers_out_of_join_order == 0),
+        offers_paid: ($figures.offers_paid == $waiters and ($offers_pay.outcomes.paid // 0) == $waiters),
+        returned_units_sold_again: ($l.accepted > 0
+                                    and $l.accepted <= $figures.holders_expired - $figures.waiters_offered
                                     and $figures.late_buyers_orders == $l.accepted),
         nothing_owed_to_redis: ($figures.units_owed_to_redis == 0),
         invariants_hold: $d.passed,
