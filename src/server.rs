@@ -17,6 +17,7 @@ use crate::{
     config::ApiSettings,
     http::{self, AppServices, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
     jobs::{PurchaseQueue, outbox::Outbox},
+    latency::{self, LatencyHistogram},
     listener::{self, StallGuardedListener},
     live::LiveEvents,
     snapshot::SaleSnapshot,
@@ -87,6 +88,7 @@ pub fn build_state_with(
         )),
         snapshot,
         live: Arc::new(LiveEvents::new(subscriber, inbox)),
+        purchase_latency: Arc::default(),
     }))
 }
 
@@ -101,17 +103,20 @@ async fn trim_rate_limiter(limiter: Arc<UserRateLimiter>, shutdown: Cancellation
     }
 }
 
-/// Publishes this node's purchase latency counts every 2 s for the
-/// operators' stats (`crate::latency`); a failed publish is retried with the
-/// next.
-async fn publish_latency(redis: RedisStore, shutdown: CancellationToken) {
+/// Publishes this node's purchase latency counts for the operators' stats
+/// (`crate::latency`); a failed publish is retried with the next.
+async fn publish_latency(
+    redis: RedisStore,
+    histogram: Arc<LatencyHistogram>,
+    shutdown: CancellationToken,
+) {
     let node = Uuid::now_v7();
-    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut ticker = tokio::time::interval(latency::PUBLISH_EVERY);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {
-                let counts = crate::latency::PURCHASE_LATENCY.snapshot();
+                let counts = histogram.snapshot();
                 if let Err(error) = redis.publish_latency(node, &counts).await {
                     tracing::debug!(%error, "purchase latency not published; the next tick retries");
                 }
@@ -151,7 +156,11 @@ pub async fn serve(
             .run(state.snapshot.clone(), shutdown.clone()),
     );
     tokio::spawn(trim_rate_limiter(state.limiter.clone(), shutdown.clone()));
-    tokio::spawn(publish_latency(state.redis.clone(), shutdown.clone()));
+    tokio::spawn(publish_latency(
+        state.redis.clone(),
+        state.purchase_latency.clone(),
+        shutdown.clone(),
+    ));
     let operator_app = http::operator_router(state.clone(), &settings.http);
     tokio::spawn(
         axum::serve(operator_listener, operator_app)

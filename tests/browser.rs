@@ -170,6 +170,19 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
     // A sale of one unit, held by someone who will not pay: the page offers
     // the waitlist, and the unit comes back to the shopper waiting for it.
     let one_unit = open_sale_with(&api, &base, &admin, Some(HOLD_SECONDS), 1).await;
+    click(&browser, "#logout").await;
+    browser
+        .goto(&format!("{base}/?sale_id={one_unit}"))
+        .await
+        .unwrap();
+    sign_in(
+        &browser,
+        &format!("waiter-{}@browser.test", Uuid::now_v7().simple()),
+    )
+    .await;
+    wait_for_text(&browser, "#link", |text| text == "live").await;
+    // The unit goes only once the waiter's page is live: their whole hold
+    // is left to join the waitlist in.
     let holder = login(
         &api,
         &base,
@@ -185,17 +198,7 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(reply.status(), reqwest::StatusCode::ACCEPTED);
-    click(&browser, "#logout").await;
-    browser
-        .goto(&format!("{base}/?sale_id={one_unit}"))
-        .await
-        .unwrap();
-    sign_in(
-        &browser,
-        &format!("waiter-{}@browser.test", Uuid::now_v7().simple()),
-    )
-    .await;
-    wait_for_text(&browser, "#link", |text| text == "live").await;
+    wait_for_text(&browser, "#buy", |text| text == "Sold out").await;
     click(&browser, "#waitlist-join").await;
     wait_for_text(&browser, "#waitlist-place", |text| {
         text.starts_with("You are number 1 of 1")

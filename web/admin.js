@@ -23,8 +23,6 @@ let streamAbort = null;
 let pollTimer = null;
 let previous = null; // last stats, for rates
 let rates = []; // [{at, accepted, sold_out, ...}]
-let latencyHistory = []; // [{at, counts}]: the nodes' cumulative histogram
-const LATENCY_WINDOW_MS = 10_000;
 /** End and cancel never reopen: each asks first. */
 const IRREVERSIBLE = {
   end: {
@@ -57,7 +55,7 @@ function renderStats(stats) {
   $("drift-at").textContent = stats.drift_checked_at
     ? `checked ${new Date(stats.drift_checked_at).toLocaleTimeString()}` : "";
   renderCheckout(stats.checkout);
-  renderLatency(stats.purchase_latency, Date.parse(stats.computed_at));
+  renderLatency(stats.purchase_latency);
 
   const at = Date.parse(stats.computed_at);
   if (previous && at > previous.at) {
@@ -89,41 +87,16 @@ function renderCheckout(checkout) {
   $("offers").textContent = `${checkout.offers} offered so far`;
 }
 
-/** The q quantile of per-bucket counts, interpolated within its bucket
- *  (as the API computes it, src/latency.rs). */
-function quantile(counts, upper, q) {
-  const total = counts.reduce((a, b) => a + b, 0);
-  if (!total) return null;
-  const rank = q * total;
-  let below = 0;
-  for (let i = 0; i < counts.length; i++) {
-    if (counts[i] > 0 && below + counts[i] >= rank) {
-      const lower = i === 0 ? 0 : upper[i - 1];
-      if (i >= upper.length) return lower;
-      return lower + (upper[i] - lower) * ((rank - below) / counts[i]);
-    }
-    below += counts[i];
-  }
-  return upper.at(-1);
-}
-
-/** Percentiles of the last ~10 s (the difference of the nodes' cumulative
- *  counts); since the nodes started when there is no such window yet. */
-function renderLatency(latency, at) {
+/** The cluster's purchase latency as the API read it: the last ~10 s, or
+ *  since the nodes started when it has no earlier read to compare with. */
+function renderLatency(latency) {
   if (!latency) return;
-  latencyHistory.push({ at, counts: latency.counts });
-  latencyHistory = latencyHistory.filter((entry) => entry.at >= at - LATENCY_WINDOW_MS);
-  const oldest = latencyHistory[0];
-  const recent = latency.counts.map((count, i) => count - (oldest.counts[i] ?? 0));
-  const windowed = oldest.at < at && recent.every((count) => count >= 0) && recent.some((count) => count > 0);
-  const counts = windowed ? recent : latency.counts;
   const format = (ms) => (ms === null ? "–" : ms < 10 ? ms.toFixed(1) : ms.toFixed(0));
-  const [p50, p95, p99] = [0.5, 0.95, 0.99].map((q) => quantile(counts, latency.bucket_upper_ms, q));
-  $("latency").textContent = p50 === null ? "–" : `${format(p50)} · ${format(p95)} · ${format(p99)} ms`;
-  const answers = counts.reduce((a, b) => a + b, 0);
-  $("latency-detail").textContent = windowed
-    ? `last ${Math.round((at - oldest.at) / 1000)} s, ${answers} answers, ${latency.nodes} node(s)`
-    : `since the nodes started, ${answers} answers, ${latency.nodes} node(s)`;
+  $("latency").textContent = latency.p50_ms === null ? "–"
+    : `${format(latency.p50_ms)} · ${format(latency.p95_ms)} · ${format(latency.p99_ms)} ms`;
+  const span = latency.window_seconds === null ? "since the nodes started"
+    : `last ${Math.round(latency.window_seconds)} s`;
+  $("latency-detail").textContent = `${span}, ${latency.requests} answers, ${latency.nodes} node(s)`;
 }
 
 function drawChart() {
@@ -172,7 +145,6 @@ async function show(requested) {
   clearInterval(pollTimer);
   previous = null;
   rates = [];
-  latencyHistory = [];
   confirming = null;
   $("confirm").hidden = true;
   const query = requested ? `?sale_id=${encodeURIComponent(requested)}` : "";

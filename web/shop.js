@@ -133,8 +133,8 @@ async function renderOrderChange(changed) {
   }
   if (order?.id === changed.order_id) hideHold();
   if (changed.status === "paid") showResult("confirmed", "Paid. It's yours!");
-  else if (changed.status === "expired") showResult("failed", "Your hold expired unpaid; the unit went to the next shopper.");
-  else if (changed.status === "cancelled") showResult("failed", "Your order was cancelled; the unit went to the next shopper.");
+  else if (changed.status === "expired") showResult("failed", "Your hold expired unpaid; the unit is on sale again (or offered to the waitlist).");
+  else if (changed.status === "cancelled") showResult("failed", "Your order was cancelled; the unit is on sale again (or offered to the waitlist).");
 }
 
 /** The held order of a confirmed purchase: what to pay and by when. The

@@ -18,7 +18,7 @@ use super::AppError;
 use crate::{
     domain::{DomainError, SaleState},
     jobs::PurchaseQueue,
-    latency::ClusterLatency,
+    latency::{ClusterLatency, LatencyWindow},
     store::{
         postgres::{CheckoutCounts, Db},
         redis::{Counter, RedisStore, SaleCounters},
@@ -68,8 +68,9 @@ pub struct SaleStats {
     /// For a sale with checkout holds: its holds, the payments an operator
     /// must act on, and its waitlist (null for a sale without holds).
     pub checkout: Option<CheckoutCounts>,
-    /// `POST /api/purchase/attempt` answers of every API node (all sales),
-    /// from the histograms the nodes publish every 2 s.
+    /// `POST /api/purchase/attempt` answers of every API node (all sales,
+    /// not only this one) over about the last 10 s, from the histograms the
+    /// nodes publish to Redis.
     pub purchase_latency: ClusterLatency,
     pub computed_at: DateTime<Utc>,
 }
@@ -144,6 +145,8 @@ pub struct Stats {
     redis: RedisStore,
     queue: PurchaseQueue,
     cache: Arc<StatsCache>,
+    /// The cluster's purchase latency as read lately, for the last ~10 s.
+    latency: Arc<LatencyWindow>,
 }
 
 impl Stats {
@@ -153,6 +156,7 @@ impl Stats {
             redis,
             queue,
             cache: Arc::new(StatsCache::new(ttl)),
+            latency: Arc::default(),
         }
     }
 
@@ -221,7 +225,7 @@ impl Stats {
                 dead: queue.dead,
             },
             checkout,
-            purchase_latency: ClusterLatency::of_nodes(&latency),
+            purchase_latency: self.latency.observe(&latency),
             computed_at: now,
         };
         self.cache.put(stats.clone());

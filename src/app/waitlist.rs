@@ -10,7 +10,10 @@ use uuid::Uuid;
 use super::{AppError, Sales};
 use crate::{
     domain::{DomainError, SaleState},
-    store::postgres::{OrderRow, WaitlistPlace},
+    store::{
+        StoreError,
+        postgres::{OrderRow, WaitlistPlace},
+    },
 };
 
 /// Where the shopper stands.
@@ -90,11 +93,20 @@ impl Waitlist {
         if let Some(remaining) = remaining.filter(|remaining| *remaining > 0) {
             return Err(DomainError::UnitsOnSale { remaining }.into());
         }
-        let (place, joined_now) = self.sales.db.join_waitlist(sale_id, shopper).await?;
-        if joined_now {
-            metrics::counter!("waitlist_joined_total").increment(1);
+        match self.sales.db.join_waitlist(sale_id, shopper).await {
+            Ok((place, joined_now)) => {
+                if joined_now {
+                    metrics::counter!("waitlist_joined_total").increment(1);
+                }
+                Ok((WaitlistView::waiting(sale_id, place), joined_now))
+            }
+            // Already waiting, and offered a unit between the insert and
+            // the read of the place: the offer is the answer.
+            Err(StoreError::Domain(DomainError::NotOnWaitlist)) => {
+                Ok((self.view(sale_id, shopper).await?, false))
+            }
+            Err(error) => Err(error.into()),
         }
-        Ok((WaitlistView::waiting(sale_id, place), joined_now))
     }
 
     /// The shopper's place, or the unit they were last offered.

@@ -70,7 +70,7 @@ pub enum DomainError {
     #[error(
         "you hold a unit of this sale awaiting payment: pay for it or cancel it before joining the waitlist"
     )]
-    HoldingUnits,
+    HoldAwaitingPayment,
 
     #[error("you are not on this sale's waitlist (never joined, left, or offered a unit already)")]
     NotOnWaitlist,

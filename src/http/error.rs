@@ -256,7 +256,7 @@ impl From<DomainError> for ApiError {
             DomainError::OrderNotAwaitingPayment { .. } => ErrorCode::OrderNotAwaitingPayment,
             DomainError::NoWaitlist => ErrorCode::NoWaitlist,
             DomainError::UnitsOnSale { .. } => ErrorCode::UnitsOnSale,
-            DomainError::HoldingUnits => ErrorCode::HoldingUnits,
+            DomainError::HoldAwaitingPayment => ErrorCode::HoldAwaitingPayment,
             DomainError::NotOnWaitlist => ErrorCode::NotOnWaitlist,
         };
         Self::new(code, error.to_string())

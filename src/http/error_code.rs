@@ -43,7 +43,7 @@ pub enum ErrorCode {
     OrderNotAwaitingPayment,
     NoWaitlist,
     UnitsOnSale,
-    HoldingUnits,
+    HoldAwaitingPayment,
     NotOnWaitlist,
     SoldOut,
     PayloadTooLarge,
@@ -97,7 +97,7 @@ impl ErrorCode {
             | OrderNotAwaitingPayment
             | NoWaitlist
             | UnitsOnSale
-            | HoldingUnits => StatusCode::CONFLICT,
+            | HoldAwaitingPayment => StatusCode::CONFLICT,
             SoldOut => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -141,7 +141,7 @@ impl ErrorCode {
             }
             NoWaitlist => "the sale has no checkout hold, so it keeps no waitlist",
             UnitsOnSale => "the sale has units on sale: buy instead of joining its waitlist",
-            HoldingUnits => {
+            HoldAwaitingPayment => {
                 "the shopper holds a unit awaiting payment: pay or cancel before joining the waitlist"
             }
             NotOnWaitlist => "the caller is not on the sale's waitlist",

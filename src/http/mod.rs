@@ -70,7 +70,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         })
         // Per-route metrics need the matched route, so this layer sits on the
         // routes (inside routing) rather than in the stack above.
-        .route_layer(middleware::from_fn(request_metrics::record))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_metrics::record,
+        ))
         .with_state(state);
     with_middleware(app, settings)
 }

@@ -4,15 +4,17 @@
 use std::time::Instant;
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     middleware::Next,
     response::Response,
 };
 
+use super::AppState;
+
 /// The route whose latency the nodes also share for the dashboard.
 const PURCHASE_ROUTE: &str = "/api/purchase/attempt";
 
-pub async fn record(request: Request, next: Next) -> Response {
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // The route template (`/api/admin/flash-sales/{id}`), never the raw path,
     // so ids do not explode the label cardinality.
@@ -24,7 +26,7 @@ pub async fn record(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
     if route == PURCHASE_ROUTE && method == "POST" {
-        crate::latency::PURCHASE_LATENCY.record(started.elapsed());
+        state.purchase_latency.record(started.elapsed());
     }
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)

@@ -10,6 +10,7 @@ use super::{rate_limit::UserRateLimiter, readiness::ReadinessCache};
 use crate::{
     app::{Payments, Purchases, Sales, Stats, Waitlist},
     auth::Authenticator,
+    latency::LatencyHistogram,
     live::LiveEvents,
     snapshot::SaleSnapshot,
     store::{postgres::Db, redis::RedisStore},
@@ -58,6 +59,8 @@ pub struct AppServices {
     pub limiter: Arc<UserRateLimiter>,
     /// Open sales as last read, for reads that must not touch a store.
     pub snapshot: Arc<SaleSnapshot>,
+    /// This node's purchase answers, published for the operators' stats.
+    pub purchase_latency: Arc<LatencyHistogram>,
     /// Fans sale changes and purchase outcomes out to event streams.
     pub live: Arc<LiveEvents>,
 }

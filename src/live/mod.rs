@@ -52,7 +52,8 @@ const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     Settled(PurchaseEvent),
-    /// One of the shopper's checkout holds ended.
+    /// One of the shopper's checkout holds ended, or the waitlist offered
+    /// them a unit.
     OrderChanged(OrderEvent),
     /// The channel was (re)subscribed and may have missed outcomes: read
     /// the shopper's purchase again.

@@ -70,24 +70,23 @@ async fn return_sale_units(
     sale_id: Uuid,
     holds: &[EndedHold],
 ) -> Result<usize, StoreError> {
-    let ended: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
+    let ended_ids: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
     // An offer whose hold of origin is still owed waits for it (it is
     // found owed again once that return has granted it).
-    let waiting = db.offers_before_their_origin(&ended).await?;
-    let holds: Vec<EndedHold> = holds
+    let deferred_offers = db.offers_before_their_origin(&ended_ids).await?;
+    let ready: Vec<EndedHold> = holds
         .iter()
-        .filter(|hold| !waiting.contains(&hold.order_id))
+        .filter(|hold| !deferred_offers.contains(&hold.order_id))
         .cloned()
         .collect();
-    let holds = &holds[..];
-    let ended: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-    let offers = db.offers_from(&ended).await?;
+    let ready_ids: Vec<Uuid> = ready.iter().map(|hold| hold.order_id).collect();
+    let offers = db.offers_from(&ready_ids).await?;
     let room = db.sale_room(sale_id).await?;
-    let (returned, _granted) = redis.return_held(sale_id, holds, &offers, room).await?;
-    let mut buyers: Vec<Uuid> = holds.iter().map(|hold| hold.user_id).collect();
+    let returned = redis.return_held(sale_id, &ready, &offers, room).await?;
+    let mut buyers: Vec<Uuid> = ready.iter().map(|hold| hold.user_id).collect();
     buyers.extend(offers.iter().map(|offer| offer.user_id));
     redis.invalidate_orders_of(&buyers).await?;
-    db.mark_units_returned(&ended).await?;
+    db.mark_units_returned(&ready_ids).await?;
     Ok(returned)
 }
 

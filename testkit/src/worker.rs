@@ -403,6 +403,17 @@ impl Harness {
             .map(|record| (record.status, record.reason))
     }
 
+    /// The sale's invariants as PostgreSQL's `flash_sale_invariants`
+    /// reports them (figures, checks and `passed`).
+    pub async fn sale_invariants(&self) -> serde_json::Value {
+        let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
+            .bind(self.sale.id)
+            .fetch_one(&self.pg)
+            .await
+            .unwrap();
+        serde_json::from_str(&invariants).unwrap()
+    }
+
     /// Invariants I1-I6 of DESIGN.md once the sale is quiet: `accepted` are
     /// every reservation Redis accepted (and still knows).
     pub async fn assert_invariants(&self, accepted: &[PurchaseJob]) {
@@ -411,12 +422,7 @@ impl Harness {
         // stock, sale_buyers) and the audit agree with the orders: the one
         // definition scripts/bench and scripts/chaos also check
         // (migrations/20261201000007_flash_sale_invariants.sql).
-        let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
-            .bind(sale.id)
-            .fetch_one(&self.pg)
-            .await
-            .unwrap();
-        let invariants: serde_json::Value = serde_json::from_str(&invariants).unwrap();
+        let invariants = self.sale_invariants().await;
         assert_eq!(
             invariants["passed"], true,
             "the sale's invariants do not hold: {invariants:#}"

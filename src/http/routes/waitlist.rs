@@ -15,10 +15,10 @@ use crate::{
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(join_waitlist, waitlist_place, leave_waitlist))
+    OpenApiRouter::new().routes(routes!(join_waitlist, get_waitlist_place, leave_waitlist))
 }
 
-error_responses!(JoinErrors: [SIGNED_IN] SaleNotFound, NoWaitlist, SaleNotActive, UnitsOnSale, HoldingUnits, AlreadyPurchased);
+error_responses!(JoinErrors: [SIGNED_IN] SaleNotFound, NoWaitlist, SaleNotActive, UnitsOnSale, HoldAwaitingPayment, AlreadyPurchased);
 
 /// Join the waitlist of an active, sold-out sale with checkout holds. A
 /// hold that ends unpaid gives its units to the head of the waitlist first,
@@ -62,7 +62,7 @@ error_responses!(PlaceErrors: [SIGNED_IN] NotOnWaitlist);
         (status = 200, description = "Your place or your offer", body = WaitlistView),
         PlaceErrors,
     ))]
-async fn waitlist_place(
+async fn get_waitlist_place(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(id): PathParams<Uuid>,

@@ -14,7 +14,12 @@
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Db, sales::lock_product, settlement::room_left, waitlist::offer_returned_units};
+use super::{
+    Db,
+    sales::lock_product,
+    settlement::room_left,
+    waitlist::{count_offers, offer_returned_units},
+};
 use crate::{
     domain::{DomainError, OrderStatus},
     store::StoreError,
@@ -38,29 +43,6 @@ pub struct EndedHold {
     pub quantity: i32,
     #[sqlx(try_from = "String")]
     pub status: OrderStatus,
-}
-
-/// A sale's checkout holds and waitlist, for the operators' stats.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema,
-)]
-pub struct CheckoutCounts {
-    /// Orders awaiting payment now (waitlist offers included).
-    pub awaiting_payment: i64,
-    pub paid: i64,
-    pub expired: i64,
-    pub cancelled: i64,
-    /// Payments received for orders no longer awaiting payment (expired,
-    /// cancelled, paid by another event) or after their deadline: the money
-    /// must go back.
-    pub refunds_required: i64,
-    /// Payments of another amount or currency than their order's: flagged,
-    /// not taken.
-    pub amount_mismatches: i64,
-    /// Shoppers on the waitlist now.
-    pub waitlist: i64,
-    /// Units offered to the waitlist so far.
-    pub offers: i64,
 }
 
 /// What a shopper's cancel found.
@@ -114,8 +96,9 @@ impl Db {
             .fetch_all(&mut *tx)
             .await?;
             let ended = end_holds(&mut tx, product_id, &due, OrderStatus::Expired).await?;
-            offer_returned_units(&mut tx, &ended).await?;
+            let offers = offer_returned_units(&mut tx, &ended).await?;
             tx.commit().await?;
+            count_offers(offers.len());
             Ok::<_, sqlx::Error>(ended)
         })
         .await
@@ -143,7 +126,7 @@ impl Db {
             lock_product(&mut tx, product_id).await?;
             let mut ended =
                 end_holds(&mut tx, product_id, &[order_id], OrderStatus::Cancelled).await?;
-            offer_returned_units(&mut tx, &ended).await?;
+            let offers = offer_returned_units(&mut tx, &ended).await?;
             let outcome = match ended.pop() {
                 Some(hold) => Cancelled::Now(hold),
                 None => {
@@ -158,6 +141,7 @@ impl Db {
                 }
             };
             tx.commit().await?;
+            count_offers(offers.len());
             Ok::<_, StoreError>(outcome)
         })
         .await
@@ -223,28 +207,6 @@ impl Db {
         .map(drop)
     }
 
-    /// The sale's holds, payments to act on and waitlist, counted now.
-    pub async fn checkout_counts(&self, sale_id: Uuid) -> Result<CheckoutCounts, StoreError> {
-        self.bounded(
-            sqlx::query_as::<_, CheckoutCounts>(
-                "select count(*) filter (where status = 'awaiting_payment') as awaiting_payment,
-                        count(*) filter (where status = 'paid') as paid,
-                        count(*) filter (where status = 'expired') as expired,
-                        count(*) filter (where status = 'cancelled' and pay_by is not null) as cancelled,
-                        (select count(*) from payment_events e join orders o on o.id = e.order_id
-                         where o.flash_sale_id = $1 and e.outcome = 'refund_required') as refunds_required,
-                        (select count(*) from payment_events e join orders o on o.id = e.order_id
-                         where o.flash_sale_id = $1 and e.outcome = 'amount_mismatch') as amount_mismatches,
-                        (select count(*) from waitlist_entries where flash_sale_id = $1) as waitlist,
-                        count(*) filter (where offered_from is not null) as offers
-                 from orders where flash_sale_id = $1",
-            )
-            .bind(sale_id)
-            .fetch_one(self.pool()),
-        )
-        .await
-    }
-
     /// Units PostgreSQL can still commit for the sale (the cap on what
     /// Redis may offer again).
     pub async fn sale_room(&self, sale_id: Uuid) -> Result<i64, StoreError> {
@@ -282,13 +244,14 @@ pub(super) async fn cancel_sale_holds(
 /// settlement's transaction, under the product's lock) and offers their
 /// units to the next in line: a purchase of theirs that Redis accepted
 /// needs the room under their limit. Their units are owed to Redis like any
-/// ended hold's (the next sweep returns them). Returns the offers cancelled.
+/// ended hold's (the next sweep returns them). Returns the offers cancelled
+/// and the offers made in their place.
 pub(super) async fn yield_offers_to_purchases(
     tx: &mut Transaction<'_, Postgres>,
     product_id: Uuid,
     sale_id: Uuid,
     user_ids: &[Uuid],
-) -> Result<usize, sqlx::Error> {
+) -> Result<(usize, usize), sqlx::Error> {
     let offers: Vec<Uuid> = sqlx::query_scalar(
         "select id from orders
          where flash_sale_id = $1 and user_id = any($2)
@@ -299,11 +262,12 @@ pub(super) async fn yield_offers_to_purchases(
     .fetch_all(&mut **tx)
     .await?;
     let ended = end_holds(tx, product_id, &offers, OrderStatus::Cancelled).await?;
-    if !ended.is_empty() {
-        tracing::info!(%sale_id, offers = ended.len(), "waitlist offers yielded to purchases their shoppers made meanwhile");
-        offer_returned_units(tx, &ended).await?;
+    if ended.is_empty() {
+        return Ok((0, 0));
     }
-    Ok(ended.len())
+    tracing::info!(%sale_id, offers = ended.len(), "waitlist offers yielded to purchases their shoppers made meanwhile");
+    let offered = offer_returned_units(tx, &ended).await?.len();
+    Ok((ended.len(), offered))
 }
 
 /// Ends those of `order_ids` still awaiting payment as `status`, and in

@@ -2,6 +2,7 @@
 //! table family (`users`, `products`, `sales`, `orders`, `settlement`), each
 //! adding methods to [`Db`].
 
+mod attempts;
 mod audit;
 mod holds;
 mod orders;
@@ -9,6 +10,7 @@ mod payments;
 mod products;
 mod sales;
 mod settlement;
+mod stats;
 mod users;
 mod waitlist;
 
@@ -21,12 +23,13 @@ use sqlx::{
 };
 
 pub use audit::{AdminAct, AuditRow};
-pub use holds::{Cancelled, CheckoutCounts, EndedHold};
+pub use holds::{Cancelled, EndedHold};
 pub use orders::{CommittedOrder, OrderRow, SettledPurchase};
 pub use payments::{PaidOrder, PaymentRecorded};
 pub use products::{NewProduct, ProductRow};
 pub use sales::{NewSale, SaleRow};
 pub use settlement::{ReservationToSettle, SettledBatch};
+pub use stats::CheckoutCounts;
 pub use users::UserRow;
 pub use waitlist::{Offer, WaitlistPlace};
 

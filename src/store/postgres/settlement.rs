@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Db, holds::yield_offers_to_purchases, sales::lock_product};
+use super::{
+    Db, attempts::AuditRows, holds::yield_offers_to_purchases, sales::lock_product,
+    waitlist::count_offers,
+};
 use crate::{
     domain::{
         Candidate, Decision, DomainError, FailureReason, Money, PriorOutcome, Quantity,
@@ -104,9 +107,12 @@ impl Db {
                 })
                 .map(|candidate| candidate.user_id)
                 .collect();
-            if !over_limit.is_empty()
-                && yield_offers_to_purchases(&mut tx, product_id, sale_id, &over_limit).await? > 0
-            {
+            let (yielded, offered) = if over_limit.is_empty() {
+                (0, 0)
+            } else {
+                yield_offers_to_purchases(&mut tx, product_id, sale_id, &over_limit).await?
+            };
+            if yielded > 0 {
                 ledger = read_ledger(&mut tx, sale_id).await?;
                 (candidates, existing_orders) = read_candidates(&mut tx, sale_id, batch).await?;
             }
@@ -137,6 +143,7 @@ impl Db {
             let orders_inserted =
                 write_decisions(&mut tx, sale_id, &ledger, batch, &decisions, &order_ids).await?;
             tx.commit().await?;
+            count_offers(offered);
             Ok::<_, StoreError>(SettledBatch {
                 decisions,
                 order_ids,
@@ -365,59 +372,4 @@ async fn insert_orders(
     .await?;
     tracing::debug!(%sale_id, inserted, units, "orders inserted");
     Ok(inserted as usize)
-}
-
-/// Audit rows of one batch, as column arrays for one multi-row insert.
-#[derive(Default)]
-struct AuditRows<'a> {
-    reservation_ids: Vec<Uuid>,
-    user_ids: Vec<Uuid>,
-    quantities: Vec<i32>,
-    outcomes: Vec<&'static str>,
-    reasons: Vec<Option<&'a str>>,
-    reserved_at: Vec<DateTime<Utc>>,
-}
-
-impl<'a> AuditRows<'a> {
-    fn push(
-        &mut self,
-        reservation: &ReservationToSettle,
-        outcome: ReservationStatus,
-        reason: Option<&'a str>,
-    ) {
-        self.reservation_ids.push(reservation.reservation_id);
-        self.user_ids.push(reservation.user_id);
-        self.quantities.push(reservation.quantity.get());
-        self.outcomes.push(outcome.as_str());
-        self.reasons.push(reason);
-        self.reserved_at.push(reservation.reserved_at);
-    }
-
-    async fn insert(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        sale_id: Uuid,
-    ) -> Result<(), sqlx::Error> {
-        if self.reservation_ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "insert into purchase_attempts
-               (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
-             select a.reservation_id, $1, a.user_id, a.quantity, a.outcome, a.reason, a.reserved_at
-             from unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[])
-                  as a(reservation_id, user_id, quantity, outcome, reason, reserved_at)
-             on conflict (reservation_id) do nothing",
-        )
-        .bind(sale_id)
-        .bind(&self.reservation_ids)
-        .bind(&self.user_ids)
-        .bind(&self.quantities)
-        .bind(&self.outcomes)
-        .bind(&self.reasons)
-        .bind(&self.reserved_at)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-    }
 }

@@ -32,7 +32,6 @@ pub struct WaitlistPlace {
 pub struct Offer {
     pub order_id: Uuid,
     pub reservation_id: Uuid,
-    pub flash_sale_id: Uuid,
     pub user_id: Uuid,
     pub idempotency_key: String,
     /// The ended hold whose unit this is.
@@ -49,10 +48,10 @@ fn offer_key(entry_id: i64) -> String {
 
 impl Db {
     /// Puts the shopper on the sale's waitlist (once: joining again keeps
-    /// the place) and says where they stand. Refused for a sale without
-    /// holds, a shopper holding a unit awaiting payment, or one at the
-    /// limit. Whether the sale is active and sold out is the caller's to
-    /// check (Redis knows the stock).
+    /// the place) and says where they stand. Refused for a shopper holding
+    /// a unit awaiting payment, or one at the limit. Whether the sale has
+    /// holds, is active and is sold out is the caller's to check (the
+    /// node's snapshot and Redis know).
     pub async fn join_waitlist(
         &self,
         sale_id: Uuid,
@@ -60,16 +59,12 @@ impl Db {
     ) -> Result<(WaitlistPlace, bool), StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
-            let sale: Option<(Option<i32>, i32)> = sqlx::query_as(
-                "select hold_seconds, per_user_limit from flash_sales where id = $1",
-            )
-            .bind(sale_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (hold_seconds, limit) = sale.ok_or(DomainError::SaleNotFound(sale_id))?;
-            if hold_seconds.is_none() {
-                return Err(DomainError::NoWaitlist.into());
-            }
+            let limit: i32 =
+                sqlx::query_scalar("select per_user_limit from flash_sales where id = $1")
+                    .bind(sale_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(DomainError::SaleNotFound(sale_id))?;
             let (holding, held): (bool, i64) = sqlx::query_as(
                 "select exists (select 1 from orders
                                 where flash_sale_id = $1 and user_id = $2
@@ -82,7 +77,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
             if holding {
-                return Err(DomainError::HoldingUnits.into());
+                return Err(DomainError::HoldAwaitingPayment.into());
             }
             if held >= i64::from(limit) {
                 return Err(DomainError::AlreadyPurchased {
@@ -145,7 +140,7 @@ impl Db {
         }
         self.bounded(
             sqlx::query_as::<_, Offer>(
-                "select id as order_id, reservation_id, flash_sale_id, user_id, idempotency_key,
+                "select id as order_id, reservation_id, user_id, idempotency_key,
                         offered_from, status = 'awaiting_payment' as awaiting
                  from orders where offered_from = any($1)
                  order by created_at, id",
@@ -173,6 +168,13 @@ async fn place_on(
     .bind(user_id)
     .fetch_optional(&mut **tx)
     .await
+}
+
+/// Counts offers a transaction made, once it committed.
+pub(super) fn count_offers(made: usize) {
+    if made > 0 {
+        metrics::counter!("waitlist_offers_total").increment(made as u64);
+    }
 }
 
 /// What a sale needs to make offers; only an active sale with holds makes
@@ -314,7 +316,6 @@ async fn insert_offers(
         .map(|(&(entry_id, user_id), &offered_from)| Offer {
             order_id: Uuid::now_v7(),
             reservation_id: Uuid::now_v7(),
-            flash_sale_id: sale_id,
             user_id,
             idempotency_key: offer_key(entry_id),
             offered_from,
@@ -362,6 +363,5 @@ async fn insert_offers(
     .bind(terms.product_id)
     .execute(&mut **tx)
     .await?;
-    metrics::counter!("waitlist_offers_total").increment(offers.len() as u64);
     Ok(offers)
 }

@@ -122,17 +122,16 @@ impl RedisStore {
     /// Gives Redis the units of the sale's ended holds (`return_held.lua`,
     /// one call per way they ended) and grants the waitlist offers made
     /// from them (all of them: one that ended since is returned after this,
-    /// see `Db::holds_owing_units`). Returns the holds returned and the
-    /// offers granted.
+    /// see `Db::holds_owing_units`). Returns the holds returned.
     pub async fn return_held(
         &self,
         sale_id: Uuid,
         ended: &[EndedHold],
         offers: &[Offer],
         room: i64,
-    ) -> Result<(usize, usize), StoreError> {
+    ) -> Result<usize, StoreError> {
         let keys = self.sale_keys(sale_id);
-        let (mut returned, mut granted) = (0, 0);
+        let mut returned = 0;
         for status in [OrderStatus::Expired, OrderStatus::Cancelled] {
             let holds: Vec<&EndedHold> = ended
                 .iter()
@@ -175,12 +174,11 @@ impl RedisStore {
                     .arg(&offer.idempotency_key)
                     .arg(u8::from(offer.awaiting));
             }
-            let (holds, _restocked, offers_granted): (usize, i64, usize) =
+            let (holds, _restocked, _granted): (usize, i64, usize) =
                 self.run_script(invocation).await?;
             returned += holds;
-            granted += offers_granted;
         }
-        Ok((returned, granted))
+        Ok(returned)
     }
 
     /// Tells the sale's subscribers that a shopper's order was paid (the

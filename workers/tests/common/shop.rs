@@ -47,6 +47,8 @@ impl Shop {
         (user_id, self.node.token(user_id, Role::Shopper))
     }
 
+    /// Sends a request as `token`; a body also gets the idempotency key
+    /// `buy-once` (what a purchase needs; other endpoints ignore it).
     pub async fn request(
         &self,
         method: reqwest::Method,
@@ -143,12 +145,7 @@ impl Shop {
     }
 
     pub async fn invariants(&self) -> Value {
-        let invariants: String = sqlx::query_scalar("select flash_sale_invariants($1)::text")
-            .bind(self.harness.sale.id)
-            .fetch_one(&self.harness.pg)
-            .await
-            .unwrap();
-        serde_json::from_str(&invariants).unwrap()
+        self.harness.sale_invariants().await
     }
 
     pub async fn payment_events(&self) -> i64 {

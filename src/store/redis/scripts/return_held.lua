@@ -98,9 +98,6 @@ for i = holds_end + 1, #ARGV, 5 do
     end
   end
 end
-if granted > 0 then
-  redis.call('HINCRBY', KEYS[4], 'waitlist_offers', granted)
-end
 if returned > 0 then
   if ended == 'cancelled' then
     redis.call('HINCRBY', KEYS[4], 'holds_cancelled', returned)
