@@ -166,7 +166,11 @@ checkout_of_pid() {
 # the port (another checkout's service, and how to stop it, or any other
 # program) and the variable that picks another port.
 ensure_port_free() {
-  local port=$1 what=$2 variable=$3 pid name checkout
+  local port=$1 what=$2 variable=$3 pid name checkout waited=0
+  # A process just killed (scripts/chaos kills workers with -9 and starts
+  # them again at once) can leave its listening socket behind for a moment,
+  # owned by no process any more: give it 2 s to go.
+  while pid=$(port_listener "$port") && [[ $pid == "?" ]] && ((waited++ < 20)); do sleep 0.1; done
   pid=$(port_listener "$port") || return 0
   name=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)
   if [[ $pid != "?" ]] && checkout=$(checkout_of_pid "$pid"); then
