@@ -3,14 +3,13 @@
 //! that settles a reservation, built one way for the attempt and the
 //! reconciler.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppError, Sales};
 use crate::{
-    domain::{Currency, DomainError, FailureReason, PurchaseStatus, Quantity, ReservationStatus},
+    domain::{DomainError, FailureReason, HoldTerms, PurchaseStatus, Quantity, ReservationStatus},
     jobs::{PurchaseJob, outbox::Outbox},
     store::{
         Dependency, StoreError,
@@ -39,17 +38,6 @@ pub struct Accepted {
     /// In a sale with a checkout hold, on first acceptance: what the
     /// shopper will owe and by when.
     pub hold: Option<HoldTerms>,
-}
-
-/// What a shopper must pay, and by when, for a reservation in a sale with a
-/// checkout hold. `pay_by` is the reservation's own time (Redis's clock,
-/// which decided it) plus the sale's hold: the order the worker writes
-/// carries the same deadline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct HoldTerms {
-    pub pay_by: DateTime<Utc>,
-    pub amount: i64,
-    pub currency: Currency,
 }
 
 /// One purchase as its shopper sees it.
@@ -162,14 +150,8 @@ impl Purchases {
         quantity: Quantity,
         reserved_at_ms: i64,
     ) -> Option<HoldTerms> {
-        let reserved_at = DateTime::from_timestamp_millis(reserved_at_ms)?;
         self.sales.snapshot.read(sale_id, |view| {
-            let sale = &view.sale;
-            Some(HoldTerms {
-                pay_by: reserved_at + chrono::Duration::seconds(i64::from(sale.hold_seconds?)),
-                amount: sale.sale_price.minor() * i64::from(quantity.get()),
-                currency: sale.currency.clone(),
-            })
+            view.sale.hold_terms(quantity, reserved_at_ms)
         })?
     }
 

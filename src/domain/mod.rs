@@ -14,7 +14,7 @@ mod settlement;
 pub use error::DomainError;
 pub use identity::{Email, Identity, LOCAL_ISSUER, Role};
 pub use money::{Currency, Money};
-pub use order::{OrderStatus, PayableOrder, Payment, PaymentOutcome, decide_payment};
+pub use order::{HoldTerms, OrderStatus, PayableOrder, Payment, PaymentOutcome, decide_payment};
 pub use quantity::Quantity;
 pub use reservation::{PurchaseStatus, ReservationStatus};
 pub use sale::{SaleAction, SaleState, SaleWindow, may_buy};

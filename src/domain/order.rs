@@ -4,7 +4,38 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Currency, Money};
+use super::{Currency, Money, Quantity};
+
+/// What a shopper must pay, and by when, for a reservation in a sale with a
+/// checkout hold. `pay_by` is the reservation's own time (Redis's clock,
+/// which decided it) plus the sale's hold: the order the worker writes
+/// carries the same deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HoldTerms {
+    pub pay_by: DateTime<Utc>,
+    pub amount: i64,
+    pub currency: Currency,
+}
+
+impl HoldTerms {
+    /// The terms of `quantity` units at `unit_price` reserved at
+    /// `reserved_at_ms` (Unix ms) in a sale holding `hold_seconds`; none in
+    /// a sale without a hold.
+    pub fn new(
+        hold_seconds: Option<i32>,
+        unit_price: Money,
+        currency: &Currency,
+        quantity: Quantity,
+        reserved_at_ms: i64,
+    ) -> Option<Self> {
+        let reserved_at = DateTime::from_timestamp_millis(reserved_at_ms)?;
+        Some(Self {
+            pay_by: reserved_at + chrono::Duration::seconds(i64::from(hold_seconds?)),
+            amount: unit_price.minor() * i64::from(quantity.get()),
+            currency: currency.clone(),
+        })
+    }
+}
 
 /// How an order stands. A sale without a hold writes `confirmed` orders
 /// (sold when written). A sale with one writes `awaiting_payment`, which

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        Currency, FailureReason, Money, OrderStatus, PurchaseStatus, ReservationStatus, SaleState,
+        Currency, FailureReason, HoldTerms, Money, OrderStatus, PurchaseStatus, Quantity,
+        ReservationStatus, SaleState,
     },
     snapshot::SaleView,
     store::redis::ReservationRecord,
@@ -37,6 +38,18 @@ pub struct SaleUpdate {
 }
 
 impl SaleUpdate {
+    /// What `quantity` units reserved at `reserved_at_ms` (Unix ms) cost and
+    /// must be paid by; none without a checkout hold.
+    pub fn hold_terms(&self, quantity: Quantity, reserved_at_ms: i64) -> Option<HoldTerms> {
+        HoldTerms::new(
+            self.hold_seconds,
+            self.price,
+            &self.currency,
+            quantity,
+            reserved_at_ms,
+        )
+    }
+
     pub fn of(view: &SaleView, now: DateTime<Utc>) -> Self {
         let sale = &view.sale;
         Self {
@@ -77,6 +90,11 @@ pub struct PurchaseEvent {
     pub reason: Option<String>,
     /// The same as a stable code (see the purchase status).
     pub reason_code: Option<String>,
+    /// The order a confirmed purchase became.
+    pub order_id: Option<Uuid>,
+    /// In a sale with a checkout hold: what to pay for that order, and by
+    /// when (as the 202's `hold`).
+    pub hold: Option<HoldTerms>,
 }
 
 impl PurchaseEvent {
@@ -92,7 +110,17 @@ impl PurchaseEvent {
             status: status.for_shopper(),
             reason: reason.map(|reason| reason.message().to_string()),
             reason_code: reason.map(|reason| reason.code().to_string()),
+            order_id: None,
+            hold: None,
         }
+    }
+
+    /// The same, for a purchase that became `order_id`, with its hold's
+    /// terms if the sale has a hold.
+    pub fn with_order(mut self, order_id: Uuid, hold: Option<HoldTerms>) -> Self {
+        self.order_id = Some(order_id);
+        self.hold = hold;
+        self
     }
 }
 
@@ -106,7 +134,9 @@ impl From<ReservationRecord> for PurchaseEvent {
         } else {
             record.status
         };
-        Self::new(record.reservation_id, record.sale_id, status, record.reason)
+        let mut event = Self::new(record.reservation_id, record.sale_id, status, record.reason);
+        event.order_id = record.order_id;
+        event
     }
 }
 
@@ -122,6 +152,8 @@ pub struct OrderEvent {
     pub reservation_id: Uuid,
     pub sale_id: Uuid,
     pub status: OrderStatus,
+    /// For a waitlist offer (`awaiting_payment`): what to pay, and by when.
+    pub hold: Option<HoldTerms>,
 }
 
 impl OrderEvent {
@@ -139,6 +171,7 @@ impl OrderEvent {
             reservation_id: record.reservation_id,
             sale_id: record.sale_id,
             status,
+            hold: None,
         })
     }
 }

@@ -23,7 +23,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use redis::PushInfo;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use uuid::Uuid;
 pub use events::{OrderEvent, PurchaseEvent, SaleEvent, SaleUpdate};
 
 use crate::{
+    domain::{Currency, HoldTerms, Quantity},
     snapshot::{SaleSnapshot, SaleView},
     store::{
         StoreError,
@@ -274,8 +275,13 @@ impl LiveEvents {
                 user_id,
                 status,
                 reason,
+                order,
             } => {
-                let event = PurchaseEvent::new(reservation_id, sale_id, status, reason);
+                let mut event = PurchaseEvent::new(reservation_id, sale_id, status, reason);
+                if let Some(order) = order {
+                    let hold = self.hold_terms(sale_id, order.quantity, order.reserved_at_ms);
+                    event = event.with_order(order.order_id, hold);
+                }
                 self.send_to_shoppers(sale_id, Some(user_id), Delivery::Settled(event));
             }
             Published::OrderChanged {
@@ -284,12 +290,21 @@ impl LiveEvents {
                 order_id,
                 user_id,
                 status,
+                terms,
             } => {
+                let hold = terms.and_then(|terms| {
+                    Some(HoldTerms {
+                        pay_by: DateTime::from_timestamp_millis(terms.pay_by_ms)?,
+                        amount: terms.amount,
+                        currency: Currency::parse(&terms.currency)?,
+                    })
+                });
                 let event = OrderEvent {
                     order_id,
                     reservation_id,
                     sale_id,
                     status,
+                    hold,
                 };
                 self.send_to_shoppers(sale_id, Some(user_id), Delivery::OrderChanged(event));
             }
@@ -311,6 +326,21 @@ impl LiveEvents {
             self.subscriber.subscribe(*sale_id).await?;
         }
         Ok(())
+    }
+
+    /// The hold terms of `quantity` units reserved at `reserved_at_ms` in a
+    /// followed sale; none without a hold.
+    fn hold_terms(
+        &self,
+        sale_id: Uuid,
+        quantity: Quantity,
+        reserved_at_ms: i64,
+    ) -> Option<HoldTerms> {
+        self.lock()
+            .get(&sale_id)?
+            .view
+            .sale
+            .hold_terms(quantity, reserved_at_ms)
     }
 
     /// Hands `delivery` to one shopper's streams (or all shoppers'),

@@ -598,6 +598,14 @@ async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
     events.next_named("sale", Duration::from_secs(5)).await;
 
     let paid = shop.order_of(&token, &shop.buy(&token).await).await;
+    // The purchase event names the order and what to pay, by when.
+    let confirmed = events.next_named("purchase", Duration::from_secs(10)).await;
+    assert_eq!(confirmed.data["status"], "confirmed");
+    assert_eq!(confirmed.data["order_id"], paid["id"], "{}", confirmed.data);
+    assert_eq!(
+        confirmed.data["hold"],
+        json!({"pay_by": paid["pay_by"], "amount": paid["amount"], "currency": paid["currency"]})
+    );
     assert_eq!(
         shop.pay("evt_stream_paid", &paid).await.1["outcome"],
         "paid"
@@ -639,6 +647,8 @@ async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
         .next_named("purchase", Duration::from_secs(5))
         .await;
     assert_eq!(purchase.data["status"], "confirmed", "it became an order");
+    assert_eq!(purchase.data["order_id"], cancelled["id"]);
+    assert_eq!(purchase.data["hold"]["pay_by"], cancelled["pay_by"]);
     let ended = reconnected
         .next_named("order", Duration::from_secs(5))
         .await;

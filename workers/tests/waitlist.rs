@@ -196,6 +196,11 @@ async fn a_cancel_offers_at_once_on_the_waiters_stream(pg: PgPool) {
     assert_eq!(offered["status"], "awaiting_payment", "{offered}");
     let offer = offer_of(&shop, &waiter).await;
     assert_eq!(offered["order_id"], offer["id"]);
+    assert_eq!(
+        offered["hold"],
+        json!({"pay_by": offer["pay_by"], "amount": offer["amount"], "currency": offer["currency"]}),
+        "the offer's terms come with it"
+    );
     let (status, receipt) = shop.pay("evt_offer", &offer).await;
     assert_eq!(
         (status, receipt["outcome"].clone()),

@@ -184,7 +184,15 @@ impl LiveStream {
     /// hold ended unpaid.
     fn queue_purchase(&mut self, record: ReservationRecord) {
         let ended = OrderEvent::of_ended_hold(&record);
-        self.queue_purchase_event(PurchaseEvent::from(record));
+        let mut purchase = PurchaseEvent::from(record.clone());
+        if purchase.order_id.is_some() {
+            purchase.hold = self
+                .following
+                .updates
+                .borrow()
+                .hold_terms(record.quantity, record.reserved_at_ms);
+        }
+        self.queue_purchase_event(purchase);
         if let Some(order) = ended {
             self.queue_order_event(order);
         }

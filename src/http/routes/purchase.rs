@@ -13,7 +13,8 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
-    app::purchases::{HoldTerms, OrdersPage, PurchaseIntent},
+    app::purchases::{OrdersPage, PurchaseIntent},
+    domain::HoldTerms,
     domain::{PurchaseStatus, Quantity, Role},
     http::error_code::error_responses,
     http::{

@@ -96,9 +96,9 @@ impl Db {
             .fetch_all(&mut *tx)
             .await?;
             let ended = end_holds(&mut tx, product_id, &due, OrderStatus::Expired).await?;
-            let offers = offer_returned_units(&mut tx, &ended).await?;
+            let offered = offer_returned_units(&mut tx, &ended).await?;
             tx.commit().await?;
-            count_offers(offers.len());
+            count_offers(offered);
             Ok::<_, sqlx::Error>(ended)
         })
         .await
@@ -126,7 +126,7 @@ impl Db {
             lock_product(&mut tx, product_id).await?;
             let mut ended =
                 end_holds(&mut tx, product_id, &[order_id], OrderStatus::Cancelled).await?;
-            let offers = offer_returned_units(&mut tx, &ended).await?;
+            let offered = offer_returned_units(&mut tx, &ended).await?;
             let outcome = match ended.pop() {
                 Some(hold) => Cancelled::Now(hold),
                 None => {
@@ -141,7 +141,7 @@ impl Db {
                 }
             };
             tx.commit().await?;
-            count_offers(offers.len());
+            count_offers(offered);
             Ok::<_, StoreError>(outcome)
         })
         .await
@@ -266,7 +266,7 @@ pub(super) async fn yield_offers_to_purchases(
         return Ok((0, 0));
     }
     tracing::info!(%sale_id, offers = ended.len(), "waitlist offers yielded to purchases their shoppers made meanwhile");
-    let offered = offer_returned_units(tx, &ended).await?.len();
+    let offered = offer_returned_units(tx, &ended).await?;
     Ok((ended.len(), offered))
 }
 

@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use super::{Db, audit::AdminAct, holds::cancel_sale_holds};
 use crate::{
-    domain::{Currency, DomainError, Money, SaleAction, SaleState, SaleWindow},
+    domain::{
+        Currency, DomainError, HoldTerms, Money, Quantity, SaleAction, SaleState, SaleWindow,
+    },
     store::StoreError,
 };
 
@@ -66,6 +68,18 @@ impl SaleRow {
     pub fn window(&self) -> SaleWindow {
         SaleWindow::new(self.starts_at, self.ends_at)
             .expect("flash_sales_window_valid guarantees starts_at < ends_at")
+    }
+
+    /// What `quantity` units reserved at `reserved_at_ms` (Unix ms) cost and
+    /// must be paid by; none without a checkout hold.
+    pub fn hold_terms(&self, quantity: Quantity, reserved_at_ms: i64) -> Option<HoldTerms> {
+        HoldTerms::new(
+            self.hold_seconds,
+            self.sale_price,
+            &self.currency,
+            quantity,
+            reserved_at_ms,
+        )
     }
 
     /// Seconds a waitlist offer gives its shopper: the sale's offer time,

@@ -36,8 +36,12 @@ pub struct Offer {
     pub idempotency_key: String,
     /// The ended hold whose unit this is.
     pub offered_from: Uuid,
-    /// Still awaiting payment: announced to the shopper when Redis gets it.
+    /// Still awaiting payment: announced to the shopper when Redis gets it,
+    /// with its terms.
     pub awaiting: bool,
+    pub pay_by: DateTime<Utc>,
+    pub amount: i64,
+    pub currency: String,
 }
 
 /// The idempotency key of an offer's order. `#` is outside the characters
@@ -140,10 +144,14 @@ impl Db {
         }
         self.bounded(
             sqlx::query_as::<_, Offer>(
-                "select id as order_id, reservation_id, user_id, idempotency_key,
-                        offered_from, status = 'awaiting_payment' as awaiting
-                 from orders where offered_from = any($1)
-                 order by created_at, id",
+                "select o.id as order_id, o.reservation_id, o.user_id, o.idempotency_key,
+                        o.offered_from, o.status = 'awaiting_payment' as awaiting,
+                        o.pay_by, o.unit_price * o.quantity as amount, p.currency
+                 from orders o
+                 join flash_sales s on s.id = o.flash_sale_id
+                 join products p on p.id = s.product_id
+                 where o.offered_from = any($1)
+                 order by o.created_at, o.id",
             )
             .bind(ended_orders)
             .fetch_all(self.pool()),
@@ -198,7 +206,7 @@ struct OfferTerms {
 pub(super) async fn offer_returned_units(
     tx: &mut Transaction<'_, Postgres>,
     ended: &[EndedHold],
-) -> Result<Vec<Offer>, sqlx::Error> {
+) -> Result<usize, sqlx::Error> {
     let mut units_by_sale: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
     for hold in ended {
         let units = units_by_sale.entry(hold.flash_sale_id).or_default();
@@ -207,7 +215,7 @@ pub(super) async fn offer_returned_units(
             hold.quantity.max(0) as usize,
         ));
     }
-    let mut offers = Vec::new();
+    let mut offered = 0;
     for (sale_id, units) in units_by_sale {
         let Some(terms) = offer_terms(tx, sale_id).await? else {
             continue;
@@ -228,9 +236,9 @@ pub(super) async fn offer_returned_units(
                 break;
             }
         }
-        offers.extend(insert_offers(tx, sale_id, &terms, &heads, &units).await?);
+        offered += insert_offers(tx, sale_id, &terms, &heads, &units).await?;
     }
-    Ok(offers)
+    Ok(offered)
 }
 
 async fn offer_terms(
@@ -306,30 +314,31 @@ async fn insert_offers(
     terms: &OfferTerms,
     heads: &[(i64, Uuid)],
     units: &[Uuid],
-) -> Result<Vec<Offer>, sqlx::Error> {
+) -> Result<usize, sqlx::Error> {
     if heads.is_empty() {
-        return Ok(Vec::new());
+        return Ok(0);
     }
-    let offers: Vec<Offer> = heads
+    let offers: Vec<NewOffer> = heads
         .iter()
         .zip(units)
-        .map(|(&(entry_id, user_id), &offered_from)| Offer {
+        .map(|(&(entry_id, user_id), &offered_from)| NewOffer {
             order_id: Uuid::now_v7(),
             reservation_id: Uuid::now_v7(),
             user_id,
             idempotency_key: offer_key(entry_id),
             offered_from,
-            awaiting: true,
         })
         .collect();
-    let column = |pick: fn(&Offer) -> Uuid| offers.iter().map(pick).collect::<Vec<Uuid>>();
+    let column = |pick: fn(&NewOffer) -> Uuid| offers.iter().map(pick).collect::<Vec<Uuid>>();
     let keys: Vec<&str> = offers.iter().map(|o| o.idempotency_key.as_str()).collect();
     sqlx::query(
         "with offered as (
              insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price,
                                  idempotency_key, status, pay_by, offered_from)
              select o.id, o.reservation_id, $1, o.user_id, 1, $2, o.idempotency_key,
-                    'awaiting_payment', clock_timestamp() + make_interval(secs => $3), o.offered_from
+                    'awaiting_payment',
+                    date_trunc('milliseconds', clock_timestamp()) + make_interval(secs => $3),
+                    o.offered_from
              from unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::uuid[])
                   as o(id, reservation_id, user_id, idempotency_key, offered_from)
              returning reservation_id, user_id
@@ -363,5 +372,14 @@ async fn insert_offers(
     .bind(terms.product_id)
     .execute(&mut **tx)
     .await?;
-    Ok(offers)
+    Ok(offers.len())
+}
+
+/// An offer's order as [`insert_offers`] writes it.
+struct NewOffer {
+    order_id: Uuid,
+    reservation_id: Uuid,
+    user_id: Uuid,
+    idempotency_key: String,
+    offered_from: Uuid,
 }

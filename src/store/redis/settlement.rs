@@ -172,7 +172,10 @@ impl RedisStore {
                     .arg(offer.order_id.to_string())
                     .arg(offer.user_id.to_string())
                     .arg(&offer.idempotency_key)
-                    .arg(u8::from(offer.awaiting));
+                    .arg(u8::from(offer.awaiting))
+                    .arg(offer.pay_by.timestamp_millis())
+                    .arg(offer.amount)
+                    .arg(&offer.currency);
             }
             let (holds, _restocked, _granted): (usize, i64, usize) =
                 self.run_script(invocation).await?;

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::SaleKeys;
 use crate::{
     config::RedisSettings,
-    domain::{FailureReason, OrderStatus, ReservationStatus},
+    domain::{FailureReason, OrderStatus, Quantity, ReservationStatus},
     store::{Dependency, StoreError, bounded},
 };
 
@@ -40,6 +40,9 @@ pub enum Published {
         user_id: Uuid,
         status: ReservationStatus,
         reason: Option<FailureReason>,
+        /// The order a confirmed reservation became, when `confirm.lua`
+        /// knew it.
+        order: Option<SettledOrder>,
     },
     /// A checkout hold changed: it ended (`return_held.lua`: expired,
     /// cancelled; the payment webhook: paid), or a waitlist offer made it
@@ -50,12 +53,31 @@ pub enum Published {
         order_id: Uuid,
         user_id: Uuid,
         status: OrderStatus,
+        /// A waitlist offer's terms (pay by, amount, currency).
+        terms: Option<OfferedTerms>,
     },
     /// The channel is (again) subscribed: anything published before may
     /// have been missed.
     Subscribed { sale_id: Uuid },
     /// The connection dropped; the manager reconnects and resubscribes.
     Disconnected,
+}
+
+/// A confirmed reservation's order, and what its hold's terms are worked
+/// out from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettledOrder {
+    pub order_id: Uuid,
+    pub quantity: Quantity,
+    pub reserved_at_ms: i64,
+}
+
+/// An order's terms as `return_held.lua` publishes them with an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OfferedTerms {
+    pub pay_by_ms: i64,
+    pub amount: i64,
+    pub currency: String,
 }
 
 /// The JSON the Lua scripts publish.
@@ -69,6 +91,12 @@ enum Message {
         status: String,
         #[serde(default)]
         reason: Option<String>,
+        #[serde(default)]
+        order_id: Option<Uuid>,
+        #[serde(default)]
+        quantity: Option<i64>,
+        #[serde(default)]
+        reserved_ms: Option<i64>,
     },
     Order {
         sale_id: Uuid,
@@ -76,6 +104,8 @@ enum Message {
         order_id: Uuid,
         user_id: Uuid,
         status: String,
+        #[serde(default, flatten)]
+        terms: Option<OfferedTerms>,
     },
     #[serde(other)]
     Other,
@@ -209,12 +239,23 @@ fn parse_message(payload: &[u8]) -> Option<Published> {
             user_id,
             status,
             reason,
+            order_id,
+            quantity,
+            reserved_ms,
         }) => Some(Published::PurchaseSettled {
             sale_id,
             reservation_id,
             user_id,
             status: ReservationStatus::parse(&status)?,
             reason: reason.as_deref().and_then(FailureReason::from_code),
+            order: match (order_id, quantity.and_then(Quantity::new), reserved_ms) {
+                (Some(order_id), Some(quantity), Some(reserved_at_ms)) => Some(SettledOrder {
+                    order_id,
+                    quantity,
+                    reserved_at_ms,
+                }),
+                _ => None,
+            },
         }),
         Ok(Message::Order {
             sale_id,
@@ -222,12 +263,14 @@ fn parse_message(payload: &[u8]) -> Option<Published> {
             order_id,
             user_id,
             status,
+            terms,
         }) => Some(Published::OrderChanged {
             sale_id,
             reservation_id,
             order_id,
             user_id,
             status: OrderStatus::parse(&status)?,
+            terms,
         }),
         Ok(Message::Other) => None,
         Err(error) => {
@@ -270,9 +313,60 @@ mod tests {
                 user_id: user,
                 status: ReservationStatus::Confirmed,
                 reason: None,
+                order: None,
             })
         );
         assert_eq!(parse_message(br#"{"type":"stock","remaining":3}"#), None);
         assert_eq!(parse_message(b"not json"), None);
+    }
+
+    #[test]
+    fn a_confirmed_purchase_brings_its_order_and_an_offer_its_terms() {
+        let (sale, reservation, user, order) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let confirmed = format!(
+            r#"{{"type":"purchase","sale_id":"{sale}","reservation_id":"{reservation}","user_id":"{user}","status":"confirmed","order_id":"{order}","quantity":2,"reserved_ms":1764626400123}}"#
+        );
+        let Some(Published::PurchaseSettled { order: settled, .. }) =
+            parse_message(confirmed.as_bytes())
+        else {
+            panic!("not a settled purchase")
+        };
+        assert_eq!(
+            settled,
+            Some(SettledOrder {
+                order_id: order,
+                quantity: Quantity::new(2).unwrap(),
+                reserved_at_ms: 1_764_626_400_123,
+            })
+        );
+
+        let offered = format!(
+            r#"{{"type":"order","sale_id":"{sale}","reservation_id":"{reservation}","order_id":"{order}","user_id":"{user}","status":"awaiting_payment","pay_by_ms":1764626460123,"amount":4999,"currency":"EUR"}}"#
+        );
+        let Some(Published::OrderChanged { status, terms, .. }) = parse_message(offered.as_bytes())
+        else {
+            panic!("not an order change")
+        };
+        assert_eq!(status, OrderStatus::AwaitingPayment);
+        assert_eq!(
+            terms,
+            Some(OfferedTerms {
+                pay_by_ms: 1_764_626_460_123,
+                amount: 4999,
+                currency: "EUR".into(),
+            })
+        );
+        // An ended hold's message has no terms.
+        let expired = offered.replace(r#""status":"awaiting_payment""#, r#""status":"expired""#);
+        let expired = expired.split(r#","pay_by_ms""#).next().unwrap().to_string() + "}";
+        let Some(Published::OrderChanged { terms, .. }) = parse_message(expired.as_bytes()) else {
+            panic!("not an order change")
+        };
+        assert_eq!(terms, None);
     }
 }

@@ -1,6 +1,7 @@
 -- confirm.lua: mark reservations whose orders PostgreSQL has committed as
 -- confirmed, drop them from the pending set, count them, and tell the
--- sale's subscribers each shopper's outcome (remaining stock does not change
+-- sale's subscribers each shopper's outcome, with the order and what a
+-- shopper needs to work out its hold's terms (remaining stock does not change
 -- here; API nodes read it from Redis every ~100 ms). Idempotent: only
 -- pending reservations change, so a redelivered batch counts nothing twice. Reservations Redis no longer knows
 -- (it lost its data) are skipped: PostgreSQL holds their orders.
@@ -26,7 +27,8 @@ for i = 3, #ARGV, 2 do
       units = units + quantity
       redis.call('PUBLISH', ARGV[2], cjson.encode({
         type = 'purchase', sale_id = ARGV[1], reservation_id = reservation, user_id = user,
-        status = 'confirmed'
+        status = 'confirmed', order_id = (order ~= '') and order or nil,
+        quantity = quantity, reserved_ms = tonumber(reserved_ms)
       }))
     end
   end

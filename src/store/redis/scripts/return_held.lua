@@ -39,8 +39,9 @@
 -- ARGV[4]  how the holds ended: expired | cancelled
 -- ARGV[5]  H, the number of ended holds
 -- then H triples: reservation id, its order id, units of it offered on
--- then quintuples, one per offer made from those holds: reservation id,
---   order id, user id, idempotency key, 1 if it still awaits payment
+-- then groups of 8, one per offer made from those holds: reservation id,
+--   order id, user id, idempotency key, 1 if it still awaits payment, and
+--   its terms for the event: pay by (Unix ms), amount, currency
 --
 -- Returns {returned holds, units back in stock, offers granted} (numbers).
 
@@ -80,7 +81,7 @@ for i = 6, holds_end, 3 do
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-for i = holds_end + 1, #ARGV, 5 do
+for i = holds_end + 1, #ARGV, 8 do
   local reservation, order, user, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HEXISTS', KEYS[3], reservation) == 0 then
     redis.call('HSET', KEYS[3], reservation, encode_record(user, 1, 'confirmed', now_ms, key, '', order))
@@ -93,7 +94,8 @@ for i = holds_end + 1, #ARGV, 5 do
     if ARGV[i + 4] == '1' then
       redis.call('PUBLISH', ARGV[2], cjson.encode({
         type = 'order', sale_id = ARGV[1], reservation_id = reservation, order_id = order,
-        user_id = user, status = 'awaiting_payment'
+        user_id = user, status = 'awaiting_payment', pay_by_ms = tonumber(ARGV[i + 5]),
+        amount = tonumber(ARGV[i + 6]), currency = ARGV[i + 7]
       }))
     end
   end
