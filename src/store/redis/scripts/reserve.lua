@@ -131,6 +131,5 @@ redis.call('ZADD', KEYS[4], now_ms, reservation)
 redis.call('HSET', KEYS[5], replay_field, encode_replay(reservation, quantity),
   next_field, next_due, user .. '|latest', reservation)
 count('accepted')
-redis.call('HINCRBY', KEYS[6], 'units_reserved', quantity)
 redis.call('HINCRBY', KEYS[6], 'pending_units', quantity)
 return {'ACCEPTED', reservation, tostring(remaining), tostring(now_ms)}
