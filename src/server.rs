@@ -144,6 +144,11 @@ pub async fn serve(
             tracing::warn!(%error, "could not arm open sales at start; readiness will retry")
         }
     }
+    // The first requests find the open sales (a 202's hold terms come
+    // from here); the loop below keeps them fresh.
+    if let Err(error) = state.snapshot.load(&state.db, &state.redis).await {
+        tracing::warn!(%error, "open sales not loaded before serving; the snapshot loop retries");
+    }
     tokio::spawn(state.snapshot.clone().run(
         state.db.clone(),
         state.redis.clone(),

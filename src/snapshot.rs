@@ -115,6 +115,19 @@ impl SaleSnapshot {
         self.fresh()?.sales.get(&sale_id).map(read)
     }
 
+    /// `read` of the given open sale as last seen, fresh or not: for what
+    /// never changes once a sale exists (its price, currency and hold).
+    pub fn read_last_seen<R>(&self, sale_id: Uuid, read: impl FnOnce(&SaleView) -> R) -> Option<R> {
+        self.latest().sales.get(&sale_id).map(read)
+    }
+
+    /// Loads the open sales and their live state once (a node about to
+    /// serve, so its first requests find them).
+    pub async fn load(&self, db: &Db, redis: &RedisStore) -> Result<(), StoreError> {
+        self.reload_catalog(db).await?;
+        self.refresh_live(redis).await
+    }
+
     /// The current sale's id, if the snapshot is fresh and there is one.
     pub fn current_sale_id(&self) -> Option<Uuid> {
         self.fresh()?.current

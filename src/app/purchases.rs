@@ -150,7 +150,8 @@ impl Purchases {
         quantity: Quantity,
         reserved_at_ms: i64,
     ) -> Option<HoldTerms> {
-        self.sales.snapshot.read(sale_id, |view| {
+        // A sale's price and hold never change: a stale snapshot knows them.
+        self.sales.snapshot.read_last_seen(sale_id, |view| {
             view.sale.hold_terms(quantity, reserved_at_ms)
         })?
     }

@@ -552,3 +552,60 @@ async fn the_operators_stats_count_holds_payments_to_act_on_and_the_waitlist(pg:
     );
     assert!(0.0 < p50 && p50 <= p99, "{latency}");
 }
+
+/// An operator cancels the sale while a waitlist offer awaits payment and
+/// more shoppers wait: the offer is cancelled with the other holds, nobody
+/// is offered its unit, and the waitlist reads closed.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn cancelling_the_sale_mid_offer_cancels_the_offer_and_offers_nothing_more(pg: PgPool) {
+    let shop = Shop::open(pg, 1, 1).await;
+    let (_, buyer) = shop.shopper().await;
+    let (_, offered) = shop.shopper().await;
+    let (_, next) = shop.shopper().await;
+    shop.order_of(&buyer, &shop.buy(&buyer).await).await;
+    for token in [&offered, &next] {
+        assert_eq!(join(&shop, token).await.0, StatusCode::CREATED);
+    }
+    let offer = offer_of(&shop, &offered).await;
+    // Long enough that the sweep would not end it before the cancel.
+    sqlx::query("update orders set pay_by = now() + interval '10 minutes' where id = $1")
+        .bind(common::order_id(&offer))
+        .execute(&shop.harness.pg)
+        .await
+        .unwrap();
+    admin_patch(&shop, json!({"action": "cancel"})).await;
+
+    let id = offer["id"].as_str().unwrap();
+    assert_eq!(shop.order(&offered, id).await.1["status"], "cancelled");
+    assert_eq!(
+        shop.pay("evt_offer_after_cancel", &offer).await.1["outcome"],
+        "refund_required"
+    );
+    // Sweeps come and go: the cancelled offer's unit goes to nobody.
+    eventually(
+        Duration::from_secs(10),
+        "the cancelled offer's return",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from orders where units_returned_at is null
+               and status in ('expired', 'cancelled')",
+            )
+            .fetch_one(&shop.harness.pg)
+            .await
+            .unwrap()
+                == 0
+        },
+    )
+    .await;
+    let (status, view) = place(&shop, &next).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["state"], "closed", "{view}");
+    let offers: i64 =
+        sqlx::query_scalar("select count(*) from orders where offered_from is not null")
+            .fetch_one(&shop.harness.pg)
+            .await
+            .unwrap();
+    assert_eq!(offers, 1, "no offer after the cancel");
+    let invariants = assert_invariants(&shop).await;
+    assert_eq!(invariants["units_sold"], 0);
+}

@@ -184,14 +184,14 @@ impl LiveStream {
     /// hold ended unpaid.
     fn queue_purchase(&mut self, record: ReservationRecord) {
         let ended = OrderEvent::of_ended_hold(&record);
-        let mut purchase = PurchaseEvent::from(record.clone());
-        if purchase.order_id.is_some() {
-            purchase.hold = self
-                .following
+        let hold = record.order_id.and_then(|_| {
+            self.following
                 .updates
                 .borrow()
-                .hold_terms(record.quantity, record.reserved_at_ms);
-        }
+                .hold_terms(record.quantity, record.reserved_at_ms)
+        });
+        let mut purchase = PurchaseEvent::from(record);
+        purchase.hold = hold;
         self.queue_purchase_event(purchase);
         if let Some(order) = ended {
             self.queue_order_event(order);

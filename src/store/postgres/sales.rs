@@ -495,7 +495,7 @@ async fn free_stock(
     .await
 }
 
-async fn select_sale(
+pub(super) async fn select_sale(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
     for_update: bool,

@@ -13,8 +13,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Db, EndedHold};
-use crate::{domain::DomainError, store::StoreError};
+use super::{Db, EndedHold, SaleRow, sales::select_sale};
+use crate::{
+    domain::{DomainError, SaleState},
+    store::StoreError,
+};
 
 /// Where a shopper stands on a waitlist.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -185,16 +188,6 @@ pub(super) fn count_offers(made: usize) {
     }
 }
 
-/// What a sale needs to make offers; only an active sale with holds makes
-/// them.
-#[derive(sqlx::FromRow)]
-struct OfferTerms {
-    product_id: Uuid,
-    offer_seconds: i32,
-    per_user_limit: i32,
-    sale_price: i64,
-}
-
 /// Gives the units of holds that just ended (in the caller's transaction,
 /// under the product's lock) to the heads of their sales' waitlists, one
 /// unit per shopper, in join order. Each offer is an order awaiting payment
@@ -217,7 +210,7 @@ pub(super) async fn offer_returned_units(
     }
     let mut offered = 0;
     for (sale_id, units) in units_by_sale {
-        let Some(terms) = offer_terms(tx, sale_id).await? else {
+        let Some(sale) = offering_sale(tx, sale_id).await? else {
             continue;
         };
         // Whoever just let a unit go is not handed it back as an offer.
@@ -230,31 +223,27 @@ pub(super) async fn offer_returned_units(
         while heads.len() < units.len() {
             let wanted = units.len() - heads.len();
             let (offerable, read) =
-                next_heads(tx, sale_id, terms.per_user_limit, &released, wanted).await?;
+                next_heads(tx, sale_id, sale.per_user_limit, &released, wanted).await?;
             heads.extend(offerable);
             if read < wanted {
                 break;
             }
         }
-        offered += insert_offers(tx, sale_id, &terms, &heads, &units).await?;
+        offered += insert_offers(tx, &sale, &heads, &units).await?;
     }
     Ok(offered)
 }
 
-async fn offer_terms(
+/// The sale, if it makes offers now: it has holds and is active (by its
+/// stored state and the clock, as shoppers see it).
+async fn offering_sale(
     tx: &mut Transaction<'_, Postgres>,
     sale_id: Uuid,
-) -> Result<Option<OfferTerms>, sqlx::Error> {
-    sqlx::query_as::<_, OfferTerms>(
-        "select product_id, coalesce(offer_seconds, hold_seconds) as offer_seconds,
-                per_user_limit, sale_price
-         from flash_sales
-         where id = $1 and hold_seconds is not null
-           and state in ('scheduled', 'active') and now() >= starts_at and now() < ends_at",
-    )
-    .bind(sale_id)
-    .fetch_optional(&mut **tx)
-    .await
+) -> Result<Option<SaleRow>, sqlx::Error> {
+    let sale = select_sale(tx, sale_id, false).await?;
+    Ok(sale.filter(|sale| {
+        sale.offer_window().is_some() && sale.effective_state(Utc::now()) == SaleState::Active
+    }))
 }
 
 /// Takes the next `wanted` entries off the head of the sale's waitlist and
@@ -310,8 +299,7 @@ async fn next_heads(
 /// sale's confirmed count and the product's stock by what was offered.
 async fn insert_offers(
     tx: &mut Transaction<'_, Postgres>,
-    sale_id: Uuid,
-    terms: &OfferTerms,
+    sale: &SaleRow,
     heads: &[(i64, Uuid)],
     units: &[Uuid],
 ) -> Result<usize, sqlx::Error> {
@@ -360,16 +348,16 @@ async fn insert_offers(
                            version = version + 1, updated_at = now()
          where product_id = $10",
     )
-    .bind(sale_id)
-    .bind(terms.sale_price)
-    .bind(terms.offer_seconds)
+    .bind(sale.id)
+    .bind(sale.sale_price)
+    .bind(sale.offer_window())
     .bind(column(|o| o.order_id))
     .bind(column(|o| o.reservation_id))
     .bind(column(|o| o.user_id))
     .bind(&keys)
     .bind(column(|o| o.offered_from))
-    .bind(terms.per_user_limit)
-    .bind(terms.product_id)
+    .bind(sale.per_user_limit)
+    .bind(sale.product_id)
     .execute(&mut **tx)
     .await?;
     Ok(offers.len())
