@@ -15,7 +15,10 @@ use crate::{
     app::{Payments, Purchases, Sales, Stats, Waitlist},
     auth::{Authenticator, revocations},
     config::ApiSettings,
-    http::{self, AppServices, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache},
+    http::{
+        self, AppServices, AppState, rate_limit::UserRateLimiter, readiness::ReadinessCache,
+        request_metrics::RouteMetrics,
+    },
     jobs::{PurchaseQueue, outbox::Outbox},
     latency::{self, LatencyHistogram},
     listener::{self, StallGuardedListener},
@@ -81,6 +84,7 @@ pub fn build_state_with(
         db,
         redis,
         metrics: telemetry::metrics_handle(),
+        route_metrics: RouteMetrics::default(),
         started_at: Instant::now(),
         limiter: Arc::new(UserRateLimiter::new(
             purchase.user_rate_per_sec,

@@ -8,7 +8,7 @@ pub mod extract;
 mod openapi;
 pub mod rate_limit;
 pub mod readiness;
-mod request_metrics;
+pub mod request_metrics;
 pub mod routes;
 mod security;
 mod state;

@@ -6,7 +6,9 @@ use std::{ops::Deref, sync::Arc, time::Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use super::{rate_limit::UserRateLimiter, readiness::ReadinessCache};
+use super::{
+    rate_limit::UserRateLimiter, readiness::ReadinessCache, request_metrics::RouteMetrics,
+};
 use crate::{
     app::{Payments, Purchases, Sales, Stats, Waitlist},
     auth::Authenticator,
@@ -53,6 +55,8 @@ pub struct AppServices {
     pub readiness: Arc<ReadinessCache>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The per-route request metrics' handles, made once each.
+    pub route_metrics: RouteMetrics,
     /// For the uptime in `/api/health`.
     pub started_at: Instant,
     /// Per-user purchase attempt limit on this node.
