@@ -180,8 +180,36 @@ scenario_abuse() {
 
 # run_fuzz OUT_DIR: schemathesis (from PyPI, into $FUZZ_VENV) over every
 # operation of the OpenAPI document of API node 0, as the admin: no 5xx,
-# and every status, content type, header and body as documented.
+# and every status, content type, header and body as documented. A 503
+# UNAVAILABLE is the documented answer when a dependency misses its time
+# bound, which a loaded machine can make happen once (one login's upsert
+# took over 1 s in one scripts/test run); the fuzzer cannot tell it from a
+# fault. So when every failure of a run is such a 503, the run is kept as
+# schemathesis-first.log and repeated once, and the repeat must be clean.
 run_fuzz() {
+  local out=$1
+  fuzz_once "$out" && return 0
+  fuzz_failed_only_unavailable "$out/schemathesis.log" || return 1
+  mv "$out/schemathesis.log" "$out/schemathesis-first.log"
+  log "schemathesis saw only 503 UNAVAILABLE (a dependency past its time bound); running it once more (first run: $out/schemathesis-first.log)"
+  fuzz_once "$out"
+}
+
+# fuzz_failed_only_unavailable LOG: true when the FAILURES of a schemathesis
+# log are all "Server error" answers 503 with the code UNAVAILABLE.
+fuzz_failed_only_unavailable() {
+  awk '
+    /^=+ FAILURES =+$/ { in_failures = 1; next }
+    in_failures && /^=+ [A-Z ]+ =+$/ { in_failures = 0 }
+    !in_failures { next }
+    /^- / { failures++; if ($0 != "- ST101 Server error") other++ }
+    /^\[[0-9][0-9][0-9]\] / { if ($1 != "[503]") other++ }
+    /"code":"/ { if ($0 !~ /"code":"UNAVAILABLE"/) other++ }
+    END { exit !(failures > 0 && other == 0) }
+  ' "$1"
+}
+
+fuzz_once() {
   local out=$1 token
   mkdir -p "$out"
   if [[ ! -x $FUZZ_VENV/bin/schemathesis ]]; then
