@@ -248,7 +248,7 @@ async fn an_insert_holds_what_it_names_until_it_commits(pg: PgPool) {
     let (sale, shopper) = (harness.sale.id, users[1]);
 
     let mut inserting = harness.pg.begin().await.unwrap();
-    execute(&mut *inserting, ORDER, &[sale, shopper]).await;
+    execute(&mut inserting, ORDER, &[sale, shopper]).await;
     // The check locked the shopper `for key share`: a delete waits for
     // the insert instead of slipping between its check and its commit.
     let deleting = &mut *harness.pg.acquire().await.unwrap();
