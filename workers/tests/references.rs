@@ -1,8 +1,8 @@
 //! The schema keeps its references whole: orders, buyers' rows and audit
 //! rows name a sale and a user that exist, and neither can be deleted,
 //! truncated away or renumbered while named. Since issue 19 the checks run
-//! once per insert statement instead of once per row (migrations
-//! `batch_integrity` and `integrity_hardening`); these are the guarantees
+//! once per insert statement instead of once per row (migration
+//! `batch_integrity`); these are the guarantees
 //! the foreign keys gave, tested against the real schema.
 
 mod common;
