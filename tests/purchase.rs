@@ -497,7 +497,7 @@ async fn a_failed_queue_push_still_accepts_and_leaves_the_reservation_pending_on
     assert_eq!(app.redis_stock(&sale).await, Some(4), "taken once");
     // The outbox pushes after the answer: past its gather and the push's
     // timeout, with the queue reachable again, nothing pushes it later.
-    tokio::time::sleep(common::DEPENDENCY_TIMEOUT + Duration::from_secs(1)).await;
+    tokio::time::sleep(common::FAULT_TIMEOUT + Duration::from_secs(1)).await;
     queue_proxy.restore();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.queued_jobs().await, 0, "the queue was unreachable");

@@ -34,8 +34,16 @@ pub const ADMIN_EMAIL: &str = "admin@flashsale.test";
 /// The one browser origin the test apps allow cross-origin.
 pub const CORS_ORIGIN: &str = "https://shop.example.com";
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
-/// Short, so dependency-failure tests answer quickly.
-pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(500);
+/// The bound on dependency calls of a node (and of the stores tests use
+/// themselves) that reaches PostgreSQL and Redis directly. Generous: such a
+/// node is never meant to answer 503, and the suite's own churn stalls
+/// PostgreSQL's commits on a 2-core machine (every `sqlx::test` creates and
+/// drops a database, each forcing a checkpoint, while other tests run;
+/// commits of 0.5 s and drops of 1.4 s are in its log).
+pub const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bound of a node whose dependencies run through a fault proxy:
+/// short, so a cut or stalled dependency is answered 503 quickly.
+pub const FAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The settings of an API node under test, parsed from flags the way
 /// `flashsale-api serve` parses them (so every default and range is the
@@ -104,6 +112,12 @@ pub struct Route {
     pub redis: Option<SocketAddr>,
     /// The purchase queue's Redis connection, separately.
     pub queue: Option<SocketAddr>,
+}
+
+impl Route {
+    fn through_a_proxy(&self) -> bool {
+        self.postgres.is_some() || self.redis.is_some() || self.queue.is_some()
+    }
 }
 
 pub struct TestApp {
@@ -240,6 +254,9 @@ async fn spawn_node(
         None => redis_url(),
     };
     let mut settings = settings(through(route.redis), &prefix);
+    if route.through_a_proxy() {
+        settings.dependencies.dependency_timeout = FAULT_TIMEOUT;
+    }
     adjust(&mut settings);
     let local = &settings.auth.local;
     let tokens = LocalTokens::new(
