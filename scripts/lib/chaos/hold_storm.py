@@ -10,7 +10,12 @@
                                       mode `pay` (one delivery), `dup` (the same
                                       event three times at once) or `forged` (a
                                       delivery signed with a wrong secret, then
-                                      the genuine one); prints what came back
+                                      the genuine one); a delivery answered 503 is
+                                      redelivered after its Retry-After (up to 20
+                                      times); prints the answers by label, how
+                                      many events' taking answer was lost to a
+                                      503 (answers_lost) and how many events
+                                      were answered wrongly (misanswered)
   join BASE TOKENS SALE THREADS       each token joins the sale's waitlist; prints
                                       the answers by status
   buyers BASE TOKENS SALE SECONDS THREADS
@@ -32,20 +37,30 @@ import time
 import urllib.parse
 
 
+# How many times the provider delivers one event answered 503.
+REDELIVERIES = 20
+
+
 def connect(base):
     parts = urllib.parse.urlsplit(base)
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
 
 
-def request(conn, method, path, body=None, headers=None):
-    """One request on a kept-alive connection; returns (status, json or None)."""
+def exchange(conn, method, path, body=None, headers=None):
+    """One request on a kept-alive connection; returns (status, json or None, reply)."""
     conn.request(method, path, body=body, headers=headers or {})
     reply = conn.getresponse()
     raw = reply.read()
     try:
-        return reply.status, json.loads(raw)
+        return reply.status, json.loads(raw), reply
     except ValueError:
-        return reply.status, None
+        return reply.status, None, reply
+
+
+def request(conn, method, path, body=None, headers=None):
+    """One request on a kept-alive connection; returns (status, json or None)."""
+    status, answer, _ = exchange(conn, method, path, body, headers)
+    return status, answer
 
 
 def in_threads(items, threads, work):
@@ -132,21 +147,50 @@ def pay(secret, orders_file, threads):
     key = base64.b64decode(secret.removeprefix("whsec_"))
     forged_key = hashlib.sha256(b"not the shop's secret").digest()
     outcomes, lock = {}, threading.Lock()
+    events = {"answers_lost": 0, "misanswered": 0}
 
     def tally(name):
         with lock:
             outcomes[name] = outcomes.get(name, 0) + 1
 
     def deliver(conn, event_id, body, signing_key):
-        timestamp = int(time.time())
-        status, answer = request(conn, "POST", "/api/payments/webhook", body, {
-            "Content-Type": "application/json", "webhook-id": event_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature(signing_key, event_id, timestamp, body)})
+        """Delivers one event; returns its last answer's status and label and
+        whether a 503 came first. A provider redelivers what was answered 503 (the
+        node's bound on PostgreSQL passed in the burst) after the Retry-After
+        it was given; each redelivery is counted, not hidden."""
+        answered_503 = False
+        for _ in range(REDELIVERIES):
+            timestamp = int(time.time())
+            status, answer, reply = exchange(conn, "POST", "/api/payments/webhook", body, {
+                "Content-Type": "application/json", "webhook-id": event_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature(signing_key, event_id, timestamp, body)})
+            if status != 503:
+                break
+            answered_503 = True
+            tally("503 redelivered")
+            time.sleep(int(reply.getheader("Retry-After", "1")))
         if status == 200:
-            tally(("duplicate " if answer["duplicate"] else "") + str(answer["outcome"]))
+            label = ("duplicate " if answer["duplicate"] else "") + str(answer["outcome"])
         else:
-            tally(f"{status} {(answer or {}).get('error', {}).get('code')}")
+            label = f"{status} {(answer or {}).get('error', {}).get('code')}"
+        tally(label)
+        return status, label, answered_503
+
+    def judge(answers):
+        """An event is answered right when exactly one genuine delivery took
+        it and the others were told duplicate. The taking delivery's answer
+        can be lost: the node passed its bound after PostgreSQL committed, so
+        that delivery saw a 503 and its redelivery was told duplicate."""
+        taking = [label for status, label, _ in answers
+                  if status == 200 and not label.startswith("duplicate ")]
+        told_duplicate = [label for status, label, _ in answers
+                          if status == 200 and label.startswith("duplicate ")]
+        if len(taking) == 1 and len(taking) + len(told_duplicate) == len(answers):
+            return None
+        if len(told_duplicate) == len(answers) and any(lost for _, _, lost in answers):
+            return "answers_lost"
+        return "misanswered"
 
     def one(conn, line):
         order_id, amount, currency, mode = line.split()
@@ -155,23 +199,28 @@ def pay(secret, orders_file, threads):
             "order_id": order_id, "amount": int(amount), "currency": currency}}).encode()
         if mode == "forged":
             deliver(conn, event_id, body, forged_key)
+        answers = []
         if mode == "dup":
-            extra = [threading.Thread(target=lambda: deliver(connect(BASE), event_id, body, key))
+            extra = [threading.Thread(target=lambda: answers.append(deliver(connect(BASE), event_id, body, key)))
                      for _ in range(2)]
             for thread in extra:
                 thread.start()
-            deliver(conn, event_id, body, key)
+            answers.append(deliver(conn, event_id, body, key))
             for thread in extra:
                 thread.join()
         else:
-            deliver(conn, event_id, body, key)
+            answers.append(deliver(conn, event_id, body, key))
+        verdict = judge(answers)
+        if verdict:
+            with lock:
+                events[verdict] += 1
 
     started = time.monotonic()
     orders = read_lines(orders_file)
     in_threads(orders, threads, one)
     seconds = time.monotonic() - started
-    print(json.dumps({"orders": len(orders), "outcomes": outcomes, "seconds": round(seconds, 2),
-                      "orders_per_sec": round(len(orders) / seconds, 1)}))
+    print(json.dumps({"orders": len(orders), "outcomes": outcomes, **events,
+                      "seconds": round(seconds, 2), "orders_per_sec": round(len(orders) / seconds, 1)}))
 
 
 def buyers(tokens_file, sale_id, seconds, threads):
