@@ -399,6 +399,26 @@ async fn without_a_sale_id_the_current_sale_is_bought(pg: PgPool) {
     assert_eq!(status.body["status"], "pending", "{}", status.body);
 }
 
+/// A restarted or flushed Redis has forgotten the scripts: the purchase
+/// (which calls its script by hash) loads it again and is decided.
+#[sqlx::test]
+async fn a_purchase_after_redis_forgot_its_scripts_is_decided(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let sale = app.open_sale(&admin, 5, 1).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+    let (_, token) = app.shopper();
+    let reply = app
+        .attempt(&token, "after-script-flush", json!({"sale_id": sale}))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(app.redis_stock(&sale).await, Some(4));
+}
+
 #[sqlx::test]
 async fn a_sale_redis_forgot_is_rearmed_from_postgres_on_the_next_purchase(pg: PgPool) {
     let app = spawn_app(pg).await;

@@ -360,7 +360,7 @@ impl Harness {
     /// Units Redis counts as the shopper's (pending and ordered), if any.
     pub async fn redis_units_held(&self, user_id: Uuid) -> Option<i64> {
         redis::cmd("HGET")
-            .arg(self.redis.sale_keys(self.sale.id).buyers)
+            .arg(&self.redis.sale_keys(self.sale.id).buyers)
             .arg(user_id.to_string())
             .query_async(&mut self.raw.clone())
             .await
@@ -471,7 +471,7 @@ impl Harness {
         );
         let buyers: HashMap<String, i64> = redis::AsyncCommands::hgetall(
             &mut self.raw.clone(),
-            self.redis.sale_keys(sale.id).buyers,
+            &self.redis.sale_keys(sale.id).buyers,
         )
         .await
         .unwrap();

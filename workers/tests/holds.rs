@@ -449,7 +449,7 @@ fn to_settle(
 /// Units Redis wrote off for the sale.
 async fn written_off(harness: &Harness) -> i64 {
     redis::cmd("HGET")
-        .arg(harness.redis.sale_keys(harness.sale.id).stats)
+        .arg(&harness.redis.sale_keys(harness.sale.id).stats)
         .arg("units_written_off")
         .query_async::<Option<i64>>(&mut harness.raw.clone())
         .await

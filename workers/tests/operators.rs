@@ -343,7 +343,7 @@ async fn a_sale_closed_by_its_clock_is_ended_and_a_regressed_closed_sale_armed_a
         .unwrap();
     assert_eq!(sale.state, flashsale::domain::SaleState::Ended);
     assert_eq!(sale.version, harness.sale.version + 1);
-    let meta = harness.redis.sale_keys(sale.id).meta;
+    let meta = harness.redis.sale_keys(sale.id).meta.clone();
     let mut raw = harness.raw.clone();
     let state: String = redis::AsyncCommands::hget(&mut raw, &meta, "state")
         .await

@@ -3,6 +3,9 @@
 //! slot; the deployment prefix in front lets deployments and tests share a
 //! Redis.
 
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::RwLock;
 use uuid::Uuid;
 
 /// The keys of one sale.
@@ -30,6 +33,34 @@ pub struct SaleKeys {
     pub events: String,
     /// `<prefix>:{sale:<id>}`, the front of every key above.
     tag: String,
+}
+
+/// Sales whose keys a process keeps built at most: more than any node
+/// serves at once. Sale ids come from requests, so the cache is bounded: it
+/// starts over when full (building keys again is cheap, just not free).
+const CACHED_SALES: usize = 1024;
+
+/// The keys of the sales a process works on, built once per sale: every
+/// purchase names its sale's keys, and building them is eight formatted
+/// strings (a tenth of an API node's allocations per purchase).
+#[derive(Default)]
+pub(super) struct SaleKeysCache {
+    sales: RwLock<HashMap<Uuid, Arc<SaleKeys>>>,
+}
+
+impl SaleKeysCache {
+    pub(super) fn get(&self, prefix: &str, sale_id: Uuid) -> Arc<SaleKeys> {
+        if let Some(keys) = self.sales.read().get(&sale_id) {
+            return Arc::clone(keys);
+        }
+        let keys = Arc::new(SaleKeys::new(prefix, sale_id));
+        let mut sales = self.sales.write();
+        if sales.len() >= CACHED_SALES {
+            sales.clear();
+        }
+        sales.insert(sale_id, Arc::clone(&keys));
+        keys
+    }
 }
 
 impl SaleKeys {
@@ -101,5 +132,19 @@ mod tests {
             assert_eq!(hash_tag(key), expected, "{key}");
         }
         assert!(keys.meta.starts_with("fs:"));
+    }
+
+    #[test]
+    fn the_cache_builds_a_sales_keys_once_and_stays_bounded() {
+        let cache = SaleKeysCache::default();
+        let sale = Uuid::now_v7();
+        let first = cache.get("fs", sale);
+        assert_eq!(*first, SaleKeys::new("fs", sale));
+        assert!(Arc::ptr_eq(&first, &cache.get("fs", sale)), "built again");
+        for _ in 0..CACHED_SALES {
+            cache.get("fs", Uuid::now_v7());
+        }
+        assert!(cache.sales.read().len() <= CACHED_SALES);
+        assert_eq!(*cache.get("fs", sale), SaleKeys::new("fs", sale));
     }
 }

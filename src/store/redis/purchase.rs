@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use uuid::Uuid;
+use uuid::{Uuid, fmt::Hyphenated};
 
-use super::{Counter, RedisStore, SaleKeys};
+use super::{Counter, RedisStore, SaleKeys, script_command};
 use crate::{
     domain::{FailureReason, Quantity, ReservationStatus, SaleState},
     store::{Dependency, StoreError},
@@ -247,7 +247,7 @@ impl RedisStore {
     /// One field of a hash.
     pub(super) async fn hget<T: redis::FromRedisValue>(
         &self,
-        key: String,
+        key: &str,
         field: String,
     ) -> Result<Option<T>, StoreError> {
         self.query(redis::Cmd::hget(key, field)).await
@@ -259,21 +259,40 @@ impl RedisStore {
         request: &ReserveRequest<'_>,
     ) -> Result<ReserveOutcome, StoreError> {
         let keys = self.sale_keys(request.sale_id);
-        let mut invocation = self.scripts.reserve.prepare_invoke();
-        invocation
-            .key(&keys.meta)
-            .key(&keys.buyers)
-            .key(&keys.reservations)
-            .key(&keys.pending)
-            .key(&keys.shoppers)
-            .key(&keys.stats)
-            .arg(request.user_id.to_string())
+        let script = &self.scripts.reserve;
+        let mut command = script_command(
+            script,
+            &[
+                &keys.meta,
+                &keys.buyers,
+                &keys.reservations,
+                &keys.pending,
+                &keys.shoppers,
+                &keys.stats,
+            ],
+        );
+        // Ids as text from buffers on the stack, not as owned strings.
+        let (mut user, mut reservation) = ([0; Hyphenated::LENGTH], [0; Hyphenated::LENGTH]);
+        command
+            .arg(
+                request
+                    .user_id
+                    .hyphenated()
+                    .encode_lower(&mut user)
+                    .as_bytes(),
+            )
             .arg(request.quantity)
             .arg(request.idempotency_key)
-            .arg(request.reservation_id.to_string())
+            .arg(
+                request
+                    .reservation_id
+                    .hyphenated()
+                    .encode_lower(&mut reservation)
+                    .as_bytes(),
+            )
             .arg(request.rate.interval_micros())
             .arg(request.rate.burst.max(1));
-        let reply: Vec<String> = self.run_script(invocation).await?;
+        let reply: Vec<String> = self.run_script_command(script, command).await?;
         parse_reserve(&reply)
     }
 
@@ -282,8 +301,10 @@ impl RedisStore {
         sale_id: Uuid,
         reservation_id: Uuid,
     ) -> Result<Option<ReservationRecord>, StoreError> {
-        let key = self.sale_keys(sale_id).reservations;
-        let record: Option<String> = self.hget(key, reservation_id.to_string()).await?;
+        let keys = self.sale_keys(sale_id);
+        let record: Option<String> = self
+            .hget(&keys.reservations, reservation_id.to_string())
+            .await?;
         record
             .map(|record| parse_record(sale_id, reservation_id, &record))
             .transpose()
@@ -301,7 +322,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for sale_id in sale_ids {
             pipe.hget(
-                self.sale_keys(*sale_id).reservations,
+                &self.sale_keys(*sale_id).reservations,
                 reservation_id.to_string(),
             );
         }
@@ -321,8 +342,10 @@ impl RedisStore {
         sale_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<ReservationRecord>, StoreError> {
-        let key = self.sale_keys(sale_id).shoppers;
-        let latest: Option<String> = self.hget(key, SaleKeys::latest_field(user_id)).await?;
+        let keys = self.sale_keys(sale_id);
+        let latest: Option<String> = self
+            .hget(&keys.shoppers, SaleKeys::latest_field(user_id))
+            .await?;
         match latest.and_then(|id| id.parse::<Uuid>().ok()) {
             Some(reservation_id) => self.reservation(sale_id, reservation_id).await,
             None => Ok(None),
@@ -331,8 +354,8 @@ impl RedisStore {
 
     /// Units the user holds in the sale (pending + confirmed).
     pub async fn units_held(&self, sale_id: Uuid, user_id: Uuid) -> Result<i64, StoreError> {
-        let key = self.sale_keys(sale_id).buyers;
-        let held: Option<i64> = self.hget(key, user_id.to_string()).await?;
+        let keys = self.sale_keys(sale_id);
+        let held: Option<i64> = self.hget(&keys.buyers, user_id.to_string()).await?;
         Ok(held.unwrap_or_default())
     }
 
@@ -343,8 +366,8 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         for sale_id in sale_ids {
-            let keys: SaleKeys = self.sale_keys(*sale_id);
-            pipe.hget(&keys.meta, "stock").hget(keys.meta, "state");
+            let keys = self.sale_keys(*sale_id);
+            pipe.hget(&keys.meta, "stock").hget(&keys.meta, "state");
         }
         let replies: Vec<(Option<i64>, Option<String>)> = self.query_pipe(pipe).await?;
         Ok(replies
@@ -359,9 +382,9 @@ impl RedisStore {
     pub async fn sale_counters(&self, sale_id: Uuid) -> Result<SaleCounters, StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut pipe = redis::pipe();
-        pipe.hgetall(keys.stats)
+        pipe.hgetall(&keys.stats)
             .zcard(&keys.pending)
-            .hget(keys.meta, "stock")
+            .hget(&keys.meta, "stock")
             .zrange_withscores(&keys.pending, 0, 0);
         #[allow(clippy::type_complexity)]
         let (counters, pending, remaining, oldest): (

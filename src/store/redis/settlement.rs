@@ -246,7 +246,7 @@ impl RedisStore {
     /// attempts.
     pub async fn count_dead_letter(&self, sale_id: Uuid, purchases: u64) -> Result<(), StoreError> {
         self.query(redis::Cmd::hincr(
-            self.sale_keys(sale_id).stats,
+            &self.sale_keys(sale_id).stats,
             Counter::DeadLettered.name(),
             purchases,
         ))
@@ -261,7 +261,7 @@ impl RedisStore {
         checked_at_ms: i64,
     ) -> Result<(), StoreError> {
         self.query(redis::Cmd::hset_multiple(
-            self.sale_keys(sale_id).stats,
+            &self.sale_keys(sale_id).stats,
             &[
                 (Counter::Drift.name(), drift),
                 (Counter::DriftCheckedAtMs.name(), checked_at_ms),
