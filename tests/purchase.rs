@@ -400,7 +400,10 @@ async fn without_a_sale_id_the_current_sale_is_bought(pg: PgPool) {
 }
 
 /// A restarted or flushed Redis has forgotten the scripts: the purchase
-/// (which calls its script by hash) loads it again and is decided.
+/// (which calls its script by hash) loads it again and is decided. The
+/// flush reaches the other tests sharing this Redis too; every script call
+/// of the engine recovers the same way, so only one caught between its own
+/// reload and its retry (one round trip, once per run) could notice.
 #[sqlx::test]
 async fn a_purchase_after_redis_forgot_its_scripts_is_decided(pg: PgPool) {
     let app = spawn_app(pg).await;

@@ -114,12 +114,6 @@ pub struct Route {
     pub queue: Option<SocketAddr>,
 }
 
-impl Route {
-    fn through_a_proxy(&self) -> bool {
-        self.postgres.is_some() || self.redis.is_some() || self.queue.is_some()
-    }
-}
-
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -227,8 +221,8 @@ pub fn b64url(bytes: &[u8]) -> String {
 }
 
 /// A second API node of `first`'s deployment: the same settings, database
-/// and Redis prefix (reached directly, never through `first`'s proxies),
-/// its own snapshot, hub and pub/sub connection.
+/// and Redis prefix (reached directly, never through `first`'s proxies, so
+/// with the direct bound), its own snapshot, hub and pub/sub connection.
 pub async fn spawn_second_node(first: &TestApp) -> TestApp {
     spawn_node(
         first.pg.clone(),
@@ -238,6 +232,7 @@ pub async fn spawn_second_node(first: &TestApp) -> TestApp {
             let direct = settings.redis.redis_url.clone();
             *settings = first.settings.clone();
             settings.redis.redis_url = direct;
+            settings.dependencies.dependency_timeout = DEPENDENCY_TIMEOUT;
         },
     )
     .await
@@ -254,10 +249,19 @@ async fn spawn_node(
         None => redis_url(),
     };
     let mut settings = settings(through(route.redis), &prefix);
-    if route.through_a_proxy() {
-        settings.dependencies.dependency_timeout = FAULT_TIMEOUT;
-    }
     adjust(&mut settings);
+    // A dependency behind a fault proxy gets the short bound; the others
+    // keep the node's. The node's own Redis connections (its events
+    // subscriber) go where its store's go.
+    let bound = |proxy: Option<SocketAddr>| {
+        proxy.map_or(settings.dependencies.dependency_timeout, |_| FAULT_TIMEOUT)
+    };
+    let (postgres_bound, redis_bound, queue_bound) = (
+        bound(route.postgres),
+        bound(route.redis),
+        bound(route.queue),
+    );
+    settings.dependencies.dependency_timeout = redis_bound;
     let local = &settings.auth.local;
     let tokens = LocalTokens::new(
         local.jwt_secret.as_ref().expect("tests sign with a key"),
@@ -268,22 +272,21 @@ async fn spawn_node(
     if let Some(proxy) = route.postgres {
         options = options.host(&proxy.ip().to_string()).port(proxy.port());
     }
-    let timeout = settings.dependencies.dependency_timeout;
     let app_pool = PgPoolOptions::new()
         .max_connections(settings.database.pg_max_connections)
-        .acquire_timeout(timeout)
+        .acquire_timeout(postgres_bound)
         .connect_lazy_with(options);
     let queue = PurchaseQueue::connect_lazy(
         &through(route.queue),
         &prefix,
         settings.queue.queue_idempotency_ttl,
-        timeout,
+        queue_bound,
     )
     .unwrap();
     let state = server::build_state_with(
         &settings,
-        Db::new(app_pool, timeout),
-        RedisStore::connect_lazy(&settings.redis, timeout).unwrap(),
+        Db::new(app_pool, postgres_bound),
+        RedisStore::connect_lazy(&settings.redis, redis_bound).unwrap(),
         queue,
     )
     .unwrap();

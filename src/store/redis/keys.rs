@@ -43,17 +43,24 @@ const CACHED_SALES: usize = 1024;
 /// The keys of the sales a process works on, built once per sale: every
 /// purchase names its sale's keys, and building them is eight formatted
 /// strings (a tenth of an API node's allocations per purchase).
-#[derive(Default)]
 pub(super) struct SaleKeysCache {
+    prefix: Arc<str>,
     sales: RwLock<HashMap<Uuid, Arc<SaleKeys>>>,
 }
 
 impl SaleKeysCache {
-    pub(super) fn get(&self, prefix: &str, sale_id: Uuid) -> Arc<SaleKeys> {
+    pub(super) fn new(prefix: Arc<str>) -> Self {
+        Self {
+            prefix,
+            sales: RwLock::default(),
+        }
+    }
+
+    pub(super) fn get(&self, sale_id: Uuid) -> Arc<SaleKeys> {
         if let Some(keys) = self.sales.read().get(&sale_id) {
             return Arc::clone(keys);
         }
-        let keys = Arc::new(SaleKeys::new(prefix, sale_id));
+        let keys = Arc::new(SaleKeys::new(&self.prefix, sale_id));
         let mut sales = self.sales.write();
         if sales.len() >= CACHED_SALES {
             sales.clear();
@@ -135,16 +142,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_builds_a_sales_keys_once_and_stays_bounded() {
-        let cache = SaleKeysCache::default();
+    fn the_cache_builds_the_keys_of_a_sale_once_and_stays_bounded() {
+        let cache = SaleKeysCache::new("fs".into());
         let sale = Uuid::now_v7();
-        let first = cache.get("fs", sale);
+        let first = cache.get(sale);
         assert_eq!(*first, SaleKeys::new("fs", sale));
-        assert!(Arc::ptr_eq(&first, &cache.get("fs", sale)), "built again");
+        assert!(Arc::ptr_eq(&first, &cache.get(sale)), "built again");
         for _ in 0..CACHED_SALES {
-            cache.get("fs", Uuid::now_v7());
+            cache.get(Uuid::now_v7());
         }
         assert!(cache.sales.read().len() <= CACHED_SALES);
-        assert_eq!(*cache.get("fs", sale), SaleKeys::new("fs", sale));
+        assert_eq!(*cache.get(sale), SaleKeys::new("fs", sale));
     }
 }

@@ -87,7 +87,8 @@ pub struct RedisStore {
     sale_keys: Arc<SaleKeysCache>,
 }
 
-/// The Lua scripts, loaded once per process (EVALSHA, EVAL on NOSCRIPT).
+/// The Lua scripts, called by hash (EVALSHA); a Redis that does not know
+/// one (NOSCRIPT) is sent it again.
 struct Scripts {
     arm: Script,
     reserve: Script,
@@ -120,9 +121,10 @@ impl RedisStore {
             .set_number_of_retries(1);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|error| anyhow::anyhow!("cannot open the Redis connection: {error}"))?;
+        let prefix: Arc<str> = settings.redis_prefix.as_str().into();
         Ok(Self {
             connection,
-            prefix: settings.redis_prefix.as_str().into(),
+            prefix: prefix.clone(),
             timeout,
             scripts: Arc::new(Scripts {
                 arm: Script::new(with_records!("scripts/arm_sale.lua")),
@@ -135,12 +137,12 @@ impl RedisStore {
                 cached_orders: Script::new(include_str!("scripts/cached_orders.lua")),
                 cache_orders: Script::new(include_str!("scripts/cache_orders.lua")),
             }),
-            sale_keys: Arc::default(),
+            sale_keys: Arc::new(SaleKeysCache::new(prefix.clone())),
         })
     }
 
     pub fn sale_keys(&self, sale_id: Uuid) -> Arc<SaleKeys> {
-        self.sale_keys.get(&self.prefix, sale_id)
+        self.sale_keys.get(sale_id)
     }
 
     /// Runs one call on the shared connection, bounded as a whole.
@@ -333,8 +335,8 @@ impl redis::ToRedisArgs for crate::domain::Quantity {
 }
 
 /// `EVALSHA` of `script` on `keys`; the caller appends the arguments. Keys
-/// and arguments go straight into the command's one buffer: the hot path's
-/// scripts use it, where a `ScriptInvocation` first copied each key and
+/// and arguments go straight into the command's one buffer: the purchase's
+/// script uses it, where a `ScriptInvocation` first copied each key and
 /// argument into a vector of its own (a tenth of an API node's allocations
 /// per purchase).
 fn script_command(script: &Script, keys: &[&str]) -> redis::Cmd {
