@@ -11,11 +11,13 @@
                                       event three times at once) or `forged` (a
                                       delivery signed with a wrong secret, then
                                       the genuine one); a delivery answered 503 is
-                                      redelivered after its Retry-After (up to 20
-                                      times); prints the answers by label, how
-                                      many events' taking answer was lost to a
-                                      503 (answers_lost) and how many events
-                                      were answered wrongly (misanswered)
+                                      redelivered after its Retry-After, one with
+                                      no answer after 1 s (20 deliveries at most);
+                                      prints the answers by label, the events whose
+                                      taking answer was lost, by the outcome
+                                      their redelivery was told (answers_lost),
+                                      and how many events were answered any
+                                      other wrong way (misanswered)
   join BASE TOKENS SALE THREADS       each token joins the sale's waitlist; prints
                                       the answers by status
   buyers BASE TOKENS SALE SECONDS THREADS
@@ -37,8 +39,8 @@ import time
 import urllib.parse
 
 
-# How many times the provider delivers one event answered 503.
-REDELIVERIES = 20
+# How many times the provider delivers one event that gets no answer or 503.
+DELIVERIES = 20
 
 
 def connect(base):
@@ -147,50 +149,62 @@ def pay(secret, orders_file, threads):
     key = base64.b64decode(secret.removeprefix("whsec_"))
     forged_key = hashlib.sha256(b"not the shop's secret").digest()
     outcomes, lock = {}, threading.Lock()
-    events = {"answers_lost": 0, "misanswered": 0}
+    # Events whose taking answer was lost, by the outcome their redelivery
+    # was told (as a duplicate); events answered any other wrong way.
+    answers_lost, misanswered = {}, [0]
 
     def tally(name):
         with lock:
             outcomes[name] = outcomes.get(name, 0) + 1
 
     def deliver(conn, event_id, body, signing_key):
-        """Delivers one event; returns its last answer's status and label and
-        whether a 503 came first. A provider redelivers what was answered 503 (the
-        node's bound on PostgreSQL passed in the burst) after the Retry-After
-        it was given; each redelivery is counted, not hidden."""
-        answered_503 = False
-        for _ in range(REDELIVERIES):
+        """Delivers one event as a provider does: what was answered 503 (the
+        node's bound on PostgreSQL passed in the burst) is redelivered after
+        the Retry-After it was given, and what got no answer at all (a
+        dropped connection) after a second; each redelivery is counted, not
+        hidden. Returns the last answer's status and label, and whether an
+        earlier delivery's answer was lost."""
+        lost = False
+        for attempt in range(1, DELIVERIES + 1):
             timestamp = int(time.time())
-            status, answer, reply = exchange(conn, "POST", "/api/payments/webhook", body, {
-                "Content-Type": "application/json", "webhook-id": event_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": signature(signing_key, event_id, timestamp, body)})
-            if status != 503:
+            try:
+                status, answer, reply = exchange(conn, "POST", "/api/payments/webhook", body, {
+                    "Content-Type": "application/json", "webhook-id": event_id,
+                    "webhook-timestamp": str(timestamp),
+                    "webhook-signature": signature(signing_key, event_id, timestamp, body)})
+            except (OSError, http.client.HTTPException):
+                conn.close()  # http.client connects again on the next request
+                status, answer, reply = None, None, None
+            if status not in (None, 503) or attempt == DELIVERIES:
                 break
-            answered_503 = True
-            tally("503 redelivered")
-            time.sleep(int(reply.getheader("Retry-After", "1")))
+            lost = True
+            tally("redelivered after no answer" if status is None else "redelivered after 503")
+            time.sleep(int(reply.getheader("Retry-After", "1")) if reply else 1)
         if status == 200:
             label = ("duplicate " if answer["duplicate"] else "") + str(answer["outcome"])
         else:
             label = f"{status} {(answer or {}).get('error', {}).get('code')}"
         tally(label)
-        return status, label, answered_503
+        return status, label, lost
 
     def judge(answers):
         """An event is answered right when exactly one genuine delivery took
         it and the others were told duplicate. The taking delivery's answer
-        can be lost: the node passed its bound after PostgreSQL committed, so
-        that delivery saw a 503 and its redelivery was told duplicate."""
+        can be lost (the node passed its bound after PostgreSQL committed,
+        or the connection dropped): then every delivery was told duplicate,
+        and at least one was redelivered."""
         taking = [label for status, label, _ in answers
                   if status == 200 and not label.startswith("duplicate ")]
         told_duplicate = [label for status, label, _ in answers
                           if status == 200 and label.startswith("duplicate ")]
-        if len(taking) == 1 and len(taking) + len(told_duplicate) == len(answers):
-            return None
-        if len(told_duplicate) == len(answers) and any(lost for _, _, lost in answers):
-            return "answers_lost"
-        return "misanswered"
+        with lock:
+            if len(taking) == 1 and len(taking) + len(told_duplicate) == len(answers):
+                return
+            if len(told_duplicate) == len(answers) and any(lost for _, _, lost in answers):
+                outcome = told_duplicate[0].removeprefix("duplicate ")
+                answers_lost[outcome] = answers_lost.get(outcome, 0) + 1
+                return
+            misanswered[0] += 1
 
     def one(conn, line):
         order_id, amount, currency, mode = line.split()
@@ -210,17 +224,15 @@ def pay(secret, orders_file, threads):
                 thread.join()
         else:
             answers.append(deliver(conn, event_id, body, key))
-        verdict = judge(answers)
-        if verdict:
-            with lock:
-                events[verdict] += 1
+        judge(answers)
 
     started = time.monotonic()
     orders = read_lines(orders_file)
     in_threads(orders, threads, one)
     seconds = time.monotonic() - started
-    print(json.dumps({"orders": len(orders), "outcomes": outcomes, **events,
-                      "seconds": round(seconds, 2), "orders_per_sec": round(len(orders) / seconds, 1)}))
+    print(json.dumps({"orders": len(orders), "outcomes": outcomes, "answers_lost": answers_lost,
+                      "misanswered": misanswered[0], "seconds": round(seconds, 2),
+                      "orders_per_sec": round(len(orders) / seconds, 1)}))
 
 
 def buyers(tokens_file, sale_id, seconds, threads):

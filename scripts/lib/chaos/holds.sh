@@ -150,22 +150,21 @@ scenario_hold_storm() {
       checks: {
         every_holder_held: ($buy.answers["202"] == $holders),
         paid_plus_awaiting_within_allotment: ($max_held <= $holders and $samples > 10),
-        paid_is_every_payment_taken: ($figures.holders_paid == ($o.paid // 0) + $pay.answers_lost
-                                      and $pay.misanswered == 0),
+        paid_is_every_payment_taken: ($figures.holders_paid == ($o.paid // 0) + ($pay.answers_lost.paid // 0)),
+        every_payment_answered_once: ($pay.misanswered == 0 and $offers_pay.misanswered == 0),
         every_unpaid_hold_expired: ($figures.holders_expired == $holders - $figures.holders_paid
                                     and $figures.holders_awaiting == 0),
         no_order_paid_twice: ($figures.orders_paid_twice == 0),
         forged_deliveries_refused: (($o["401 WEBHOOK_SIGNATURE_INVALID"] // 0) == $forged),
         duplicates_answered_as_such: (($o["duplicate paid"] // 0) + ($o["duplicate refund_required"] // 0)
-                                      == 2 * $dups + $pay.answers_lost),
+                                      == 2 * $dups + ([$pay.answers_lost[]] | add // 0)),
         every_waiter_joined: ($joined.answers["201"] == $waiters),
         returned_units_offered_to_waiters_first: ($figures.waiters_offered == $waiters
                                                   and $figures.still_waiting == 0
                                                   and $figures.shoppers_offered_twice == 0),
         offers_in_join_order: ($figures.offers_out_of_join_order == 0),
         offers_paid: ($figures.offers_paid == $waiters
-                      and ($offers_pay.outcomes.paid // 0) + $offers_pay.answers_lost == $waiters
-                      and $offers_pay.misanswered == 0),
+                      and ($offers_pay.outcomes.paid // 0) + ($offers_pay.answers_lost.paid // 0) == $waiters),
         returned_units_sold_again: ($l.accepted > 0
                                     and $l.accepted <= $figures.holders_expired - $figures.waiters_offered
                                     and $figures.late_buyers_orders == $l.accepted),
