@@ -25,6 +25,24 @@ held_units() {
               where flash_sale_id = '$SALE_ID' and status in ('awaiting_payment', 'paid')"
 }
 
+# long_lock_holders: the sessions holding an advisory lock (a product's or a
+# sale's: the sweeps and settlement wait on them) in a transaction older
+# than a second, each with the process at the other end of its connection.
+# A run once saw a product's lock held ~30 s after a worker was killed, by a
+# session no log named.
+long_lock_holders() {
+  local when pid state waiting age port query client
+  psql_query "select now()::time(3), a.pid, a.state, coalesce(a.wait_event_type || ':' || a.wait_event, '-'),
+                     round(extract(epoch from now() - a.xact_start)::numeric, 2), a.client_port,
+                     left(regexp_replace(a.query, '\s+', ' ', 'g'), 100)
+              from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where l.locktype = 'advisory' and l.granted and now() - a.xact_start > interval '1 second'" |
+    while IFS='|' read -r when pid state waiting age port query; do
+      client=$(ss -tnpH "( sport = :$port )" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n1)
+      echo "$when backend=$pid $state $waiting for ${age}s client=${client#users:((} $query"
+    done
+}
+
 # waitlist_offers: offers the sale's waitlist was given.
 waitlist_offers() { sale_orders "offered_from is not null"; }
 every_waiter_offered() { (($(waitlist_offers) >= $1)); }
@@ -42,7 +60,7 @@ every_waiter_offered() { (($(waitlist_offers) >= $1)); }
 scenario_hold_storm() {
   local holders=${CHAOS_HOLD_USERS:-10000} late=${CHAOS_LATE_BUYERS:-2000} hold=${CHAOS_HOLD_SECS:-30}
   local waiters=${CHAOS_WAITERS:-1000}
-  local product started first_deadline sampler buy paid late_buyers figures killed_at joined offers_paid
+  local product started first_deadline sampler lock_sampler buy paid late_buyers figures killed_at joined offers_paid
   SCENARIO=hold-storm DIR=$CHAOS_RUN_DIR/hold-storm
   mkdir -p "$DIR"
   ADMIN_TOKEN=$(admin_token)
@@ -82,6 +100,8 @@ scenario_hold_storm() {
   first_deadline=$(psql_query "select (extract(epoch from min(pay_by)) * 1000)::bigint + 2300
                                from orders where flash_sale_id = '$SALE_ID' and status = 'awaiting_payment'")
   while (($(now_ms) < first_deadline)); do sleep 0.1; done
+  (while :; do long_lock_holders >>"$DIR/long_lock_holders.txt"; sleep 0.5; done) &
+  lock_sampler=$!
   python3 "$HOLD_STORM" buyers "$BASE" "$DIR/late.tokens" "$SALE_ID" 20 32 >"$DIR/late.json" &
   late_buyers=$!
   sleep 0.5
@@ -102,8 +122,12 @@ scenario_hold_storm() {
   RECOVERY_SECS=$(elapsed_since "$killed_at")
   local agreed=false
   if wait_for 30 redis_agrees; then agreed=true; fi
-  kill "$sampler" 2>/dev/null || true
-  wait "$sampler" 2>/dev/null || true
+  kill "$sampler" "$lock_sampler" 2>/dev/null || true
+  wait "$sampler" "$lock_sampler" 2>/dev/null || true
+  if [[ -s $DIR/long_lock_holders.txt ]]; then
+    log "[hold-storm] advisory locks held over 1 s (first and last seen, all in $DIR/long_lock_holders.txt):"
+    sed -n '1p;$p' "$DIR/long_lock_holders.txt" >&2
+  fi
 
   figures=$(psql_query "select json_build_object(
       'holders_paid', count(*) filter (where o.status = 'paid' and o.idempotency_key like 'hold-storm-%'),
