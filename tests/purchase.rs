@@ -399,6 +399,17 @@ async fn without_a_sale_id_the_current_sale_is_bought(pg: PgPool) {
     assert_eq!(status.body["status"], "pending", "{}", status.body);
 }
 
+/// After Redis forgot something, the next purchase of a five-unit sale is
+/// accepted and takes one unit, as if nothing had happened.
+async fn assert_the_next_purchase_takes_a_unit(app: &TestApp, sale: &str) {
+    let (_, token) = app.shopper();
+    let reply = app
+        .attempt(&token, "after-forgetting", json!({"sale_id": sale}))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(app.redis_stock(sale).await, Some(4));
+}
+
 /// A restarted or flushed Redis has forgotten the scripts: the purchase
 /// (which calls its script by hash) loads it again and is decided. The
 /// flush reaches the other tests sharing this Redis too; every script call
@@ -414,12 +425,7 @@ async fn a_purchase_after_redis_forgot_its_scripts_is_decided(pg: PgPool) {
         .query_async(&mut app.redis.clone())
         .await
         .unwrap();
-    let (_, token) = app.shopper();
-    let reply = app
-        .attempt(&token, "after-script-flush", json!({"sale_id": sale}))
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    assert_eq!(app.redis_stock(&sale).await, Some(4));
+    assert_the_next_purchase_takes_a_unit(&app, &sale).await;
 }
 
 #[sqlx::test]
@@ -428,12 +434,7 @@ async fn a_sale_redis_forgot_is_rearmed_from_postgres_on_the_next_purchase(pg: P
     let admin = app.admin_token().await;
     let sale = app.open_sale(&admin, 5, 1).await;
     app.wipe_redis().await;
-    let (_, token) = app.shopper();
-    let reply = app
-        .attempt(&token, "after-flush", json!({"sale_id": sale}))
-        .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    assert_eq!(app.redis_stock(&sale).await, Some(4));
+    assert_the_next_purchase_takes_a_unit(&app, &sale).await;
 }
 
 /// Purchases while Redis misbehaves through `fail`: 503 with Retry-After
