@@ -69,7 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
             dependencies,
         } => {
-            let db = Db::connect_lazy(&database, dependencies.dependency_timeout)?;
+            let db = Db::connect_for_migrations(&database, dependencies.dependency_timeout)?;
             MIGRATOR.run(db.pool()).await.context("migrations failed")?;
             tracing::info!("migrations applied");
             Ok(())

@@ -6,6 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Route, TestApp, proxy::FaultProxy, spawn_app, spawn_app_routed};
+use flashsale::{
+    config::{DatabaseSettings, Secret},
+    store::{StoreError, postgres::Db},
+};
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
@@ -264,4 +268,49 @@ async fn with_postgres_unreachable_the_sale_keeps_selling_from_redis(pg: PgPool)
     pg_proxy.restore();
     app.wait_for_status("/api/health/ready", StatusCode::OK, RECOVERY)
         .await;
+}
+
+/// A client that goes quiet inside a transaction (a stalled process, or a
+/// call cancelled mid-BEGIN that leaves its session in a transaction) kept
+/// its locks for as long as its connection lived: a product's lock, and
+/// with it every purchase settlement and payment of that product. Its
+/// session now ends after twice the bound, the lock goes, and the client's
+/// next call is a dependency failure (503), not an internal error.
+#[sqlx::test]
+async fn postgres_ends_a_session_left_idle_in_a_transaction_and_its_locks_go(pg: PgPool) {
+    let bound = Duration::from_millis(250);
+    let settings = DatabaseSettings {
+        database_url: Secret::new(common::database_url(&pg)),
+        pg_max_connections: 2,
+    };
+    let db = Db::connect_lazy(&settings, bound).unwrap();
+    let mut quiet = db.pool().begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(42)")
+        .execute(&mut *quiet)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let mut waiting = pg.begin().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        sqlx::query("select pg_advisory_xact_lock(42)").execute(&mut *waiting),
+    )
+    .await
+    .expect("the lock is still held 10 s later")
+    .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the lock went only after {waited:?}"
+    );
+
+    let next_call = sqlx::query("select 1")
+        .execute(&mut *quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(StoreError::from(next_call), StoreError::Unavailable { .. }),
+        "the ended session's next call is a dependency failure"
+    );
 }

@@ -7,7 +7,10 @@
 //! between leaves the hold owed, and the worker's sweep returns it later
 //! ([`return_owed`]); every step is idempotent.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use uuid::Uuid;
 
@@ -19,6 +22,38 @@ use super::{
 
 /// Holds expired or owed per sweep step at most.
 pub const SWEEP_BATCH: i64 = 512;
+
+/// How many holds one expiry transaction ends. A batch that failed (most
+/// often: PostgreSQL could not finish it within the bound, and a batch as
+/// large would never finish) halves the next, down to one hold; one that
+/// finished within a quarter of the bound doubles it, up to
+/// [`SWEEP_BATCH`]. A worker keeps one across its sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryBatch {
+    size: i64,
+}
+
+impl Default for ExpiryBatch {
+    fn default() -> Self {
+        Self { size: SWEEP_BATCH }
+    }
+}
+
+impl ExpiryBatch {
+    pub fn size(self) -> i64 {
+        self.size
+    }
+
+    fn failed(&mut self) {
+        self.size = (self.size / 2).max(1);
+    }
+
+    fn finished(&mut self, took: Duration, bound: Duration) {
+        if took < bound / 4 {
+            self.size = (self.size * 2).min(SWEEP_BATCH);
+        }
+    }
+}
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +126,11 @@ async fn return_sale_units(
 }
 
 /// One sweep: returns what earlier ends still owe Redis, then expires every
-/// hold past its deadline and the grace (in batches, under each product's
-/// lock) and returns their units. A failing step is logged and counted;
-/// the others go on (Redis down still lets PostgreSQL expire holds, and
-/// their returns wait).
-pub async fn sweep(db: &Db, redis: &RedisStore) -> Swept {
+/// hold past its deadline and the grace (in batches of `batch`'s size,
+/// under each product's lock) and returns their units. A failing step is
+/// logged and counted; the others go on (Redis down still lets PostgreSQL
+/// expire holds, and their returns wait).
+pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut ExpiryBatch) -> Swept {
     let mut swept = Swept::default();
     let owed = return_owed(db, redis).await;
     swept.returned += owed.holds;
@@ -110,19 +145,23 @@ pub async fn sweep(db: &Db, redis: &RedisStore) -> Swept {
     };
     for product_id in products {
         loop {
-            let ended = match db.expire_due_holds(product_id, SWEEP_BATCH).await {
+            let size = batch.size();
+            let started = Instant::now();
+            let ended = match db.expire_due_holds(product_id, size).await {
                 Ok(ended) => ended,
                 Err(error) => {
-                    tracing::warn!(%error, %product_id, "holds not expired; the next sweep retries");
+                    batch.failed();
+                    tracing::warn!(%error, %product_id, batch = size, next_batch = batch.size(), "holds not expired; the next sweep retries with the next batch");
                     swept.failures += 1;
                     break;
                 }
             };
+            batch.finished(started.elapsed(), db.timeout());
             swept.expired += ended.len();
             let returned = return_units(db, redis, &ended).await;
             swept.returned += returned.holds;
             swept.failures += returned.failed_sales;
-            if (ended.len() as i64) < SWEEP_BATCH {
+            if (ended.len() as i64) < size {
                 break;
             }
         }
@@ -150,5 +189,39 @@ pub async fn return_owed(db: &Db, redis: &RedisStore) -> Returned {
         if returned.failed_sales > 0 || (owed.len() as i64) < SWEEP_BATCH {
             return total;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_failed_batch_halves_the_next_down_to_one_hold() {
+        let mut batch = ExpiryBatch::default();
+        let mut sizes = Vec::new();
+        for _ in 0..11 {
+            batch.failed();
+            sizes.push(batch.size());
+        }
+        assert_eq!(sizes, [256, 128, 64, 32, 16, 8, 4, 2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn only_a_batch_well_within_the_bound_grows_the_next_up_to_the_most() {
+        let mut batch = ExpiryBatch::default();
+        for _ in 0..4 {
+            batch.failed();
+        }
+        batch.finished(BOUND / 2, BOUND);
+        assert_eq!(batch.size(), 32, "half the bound: the same size again");
+        batch.finished(BOUND / 5, BOUND);
+        assert_eq!(batch.size(), 64);
+        for _ in 0..5 {
+            batch.finished(Duration::ZERO, BOUND);
+        }
+        assert_eq!(batch.size(), SWEEP_BATCH);
     }
 }

@@ -7,13 +7,18 @@
 
 use std::time::Duration;
 
-use flashsale::store::{holds, postgres::Db, redis::RedisStore};
+use flashsale::store::{
+    holds::{self, ExpiryBatch},
+    postgres::Db,
+    redis::RedisStore,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Sweeps until `shutdown`; a failed step is logged and the next sweep
 /// retries (nothing a sweep half did is lost: PostgreSQL records what
 /// Redis is still owed).
 pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: CancellationToken) {
+    let mut batch = ExpiryBatch::default();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -21,7 +26,7 @@ pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: Cancellat
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let swept = holds::sweep(&db, &redis).await;
+        let swept = holds::sweep(&db, &redis, &mut batch).await;
         if swept.expired > 0 || swept.returned > 0 {
             tracing::info!(
                 expired = swept.expired,

@@ -5,10 +5,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{Harness, Shop, WORKER, eventually, order_id, pay_by};
+use common::{
+    Harness, Shop, WORKER, eventually, hold_with_a_stopped_worker, make_holds_due, order_id, pay_by,
+};
 use flashsale::domain::Role;
 use flashsale_testkit::{
     node::ApiNode,
@@ -691,4 +693,66 @@ async fn the_development_payment_path_pays_with_a_signed_webhook(pg: PgPool) {
         .await;
     assert_eq!(again["outcome"], "refund_required");
     assert_eq!(shop.payment_events().await, 2);
+}
+
+/// Review of hold-storm (RELIABILITY.md): the units of an expiry wave came
+/// back ~30 s late while every sweep of both workers timed out at its 1 s
+/// bound. An expiry batch that outlasts the bound is given up by the
+/// worker but goes on in PostgreSQL, holding the product's lock, and is
+/// rolled back at its end; the next sweep waits for that lock out of its
+/// own second and gives up in turn, and a batch as large never finishes.
+/// Here each expiry costs 10 ms, so the 300 holds due take 3 s in one
+/// batch against the worker's 1 s bound.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn holds_expire_when_one_batch_outlasts_the_bound_and_postgres_drops_what_the_worker_gave_up(
+    pg: PgPool,
+) {
+    const HOLDS: i64 = 300;
+    let harness = Harness::with_hold(WORKER, pg, HOLDS, 1, Some(600)).await;
+    let users = harness.users(HOLDS as usize).await;
+    hold_with_a_stopped_worker(&harness, &users).await;
+    for statement in [
+        "create function slow_expiry() returns trigger language plpgsql as
+         $$ begin perform pg_sleep(0.01); return new; end $$",
+        "create trigger slow_expiry before update of status on orders for each row
+         when (old.status = 'awaiting_payment' and new.status = 'expired')
+         execute function slow_expiry()",
+    ] {
+        sqlx::query(statement).execute(&harness.pg).await.unwrap();
+    }
+    make_holds_due(&harness).await;
+
+    let _worker = harness.spawn_worker(&[("FLASHSALE_DEPENDENCY_TIMEOUT_MS", "1000")]);
+    let give_up = Instant::now() + Duration::from_secs(40);
+    let mut longest_statement = 0.0_f64;
+    loop {
+        // The longest statement the worker's sessions are running now.
+        let (expired, running): (i64, f64) = sqlx::query_as(
+            "select (select count(*) from orders
+                     where flash_sale_id = $1 and status = 'expired'),
+                    coalesce((select max(extract(epoch from clock_timestamp() - query_start))
+                              from pg_stat_activity
+                              where datname = current_database() and state = 'active'
+                                and pid <> pg_backend_pid()), 0)::float8",
+        )
+        .bind(harness.sale.id)
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+        longest_statement = longest_statement.max(running);
+        if expired == HOLDS {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "{expired} of {HOLDS} holds expired in 40 s; the longest statement ran {longest_statement:.1} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        longest_statement < 1.5,
+        "PostgreSQL ran a statement for {longest_statement:.1} s, past the worker's 1 s bound"
+    );
+    let invariants = harness.sale_invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
 }

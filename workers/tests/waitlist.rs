@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, Shop, WORKER, eventually};
+use common::{Harness, Shop, WORKER, eventually, hold_with_a_stopped_worker, make_holds_due};
 use flashsale::{
     domain::Role,
     store::{holds, postgres::Cancelled},
@@ -311,30 +311,6 @@ async fn a_sale_without_holds_keeps_no_waitlist_and_a_buyer_at_the_limit_cannot_
     let (status, refused) = join(&shop, &buyer).await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(refused["error"]["code"], "ALREADY_PURCHASED");
-}
-
-/// Writes the users' holds with a worker that then stops, so each step
-/// after runs alone.
-async fn hold_with_a_stopped_worker(harness: &Harness, users: &[Uuid]) {
-    let jobs = harness.reserve(users).await;
-    assert_eq!(jobs.len(), users.len());
-    harness.enqueue(&jobs).await;
-    let worker = harness.spawn_worker(&[]);
-    harness
-        .wait_for_orders(users.len() as i64, Duration::from_secs(15))
-        .await;
-    drop(worker);
-}
-
-async fn make_holds_due(harness: &Harness) {
-    sqlx::query(
-        "update orders set pay_by = now() - interval '1 minute'
-         where flash_sale_id = $1 and status = 'awaiting_payment'",
-    )
-    .bind(harness.sale.id)
-    .execute(&harness.pg)
-    .await
-    .unwrap();
 }
 
 /// Review of the waitlist: an offer that ended before Redis heard of it (its

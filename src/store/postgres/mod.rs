@@ -52,17 +52,47 @@ pub struct Db {
 impl Db {
     /// Builds the pool without connecting: the process starts even while
     /// PostgreSQL is down, reports not-ready, and recovers when it returns.
+    ///
+    /// Each session is told the bound too. Dropping a call's future stops
+    /// only the caller: PostgreSQL would finish the statement, holding its
+    /// locks (a product's lock, for the sweep) for nobody, while the next
+    /// caller waits for them out of its own bound. So a statement running
+    /// longer than the bound is cancelled by the server, and a session idle
+    /// in a transaction for twice the bound (its client stuck or gone) is
+    /// ended.
     pub fn connect_lazy(settings: &DatabaseSettings, timeout: Duration) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(settings.database_url.expose())
-            .map_err(|error| {
-                anyhow::anyhow!("invalid configuration: FLASHSALE_DATABASE_URL: {error}")
-            })?
-            .application_name("flashsale");
+        let millis = timeout.as_millis().to_string();
+        let idle_millis = (2 * timeout).as_millis().to_string();
+        let options = connect_options(settings)?.options([
+            ("statement_timeout", millis.as_str()),
+            ("idle_in_transaction_session_timeout", idle_millis.as_str()),
+        ]);
+        Ok(Self::with_options(options, settings, timeout))
+    }
+
+    /// The same without the server-side bounds, for migrations: a schema
+    /// change may rightly run longer than a request.
+    pub fn connect_for_migrations(
+        settings: &DatabaseSettings,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        Ok(Self::with_options(
+            connect_options(settings)?,
+            settings,
+            timeout,
+        ))
+    }
+
+    fn with_options(
+        options: PgConnectOptions,
+        settings: &DatabaseSettings,
+        timeout: Duration,
+    ) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(settings.pg_max_connections)
             .acquire_timeout(timeout)
             .connect_lazy_with(options);
-        Ok(Self::new(pool, timeout))
+        Self::new(pool, timeout)
     }
 
     pub fn new(pool: PgPool, timeout: Duration) -> Self {
@@ -71,6 +101,11 @@ impl Db {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The bound on every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     async fn bounded<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, StoreError>
@@ -120,13 +155,27 @@ impl From<sqlx::Error> for StoreError {
 
 /// SQLSTATEs that mean "try again later": connection exceptions (08),
 /// shutdown/cannot-connect-now (57P0x), too many connections (53300),
-/// serialization failures and deadlocks (40001, 40P01).
+/// serialization failures and deadlocks (40001, 40P01), and the session
+/// bounds of [`Db::connect_lazy`]: a statement cancelled past the bound
+/// (57014) and a session ended idle in a transaction (25P03).
 fn is_transient(code: Option<&str>) -> bool {
     code.is_some_and(|code| {
         code.starts_with("08")
             || code.starts_with("57P0")
-            || matches!(code, "53300" | "40001" | "40P01")
+            || matches!(code, "53300" | "40001" | "40P01" | "57014" | "25P03")
     })
+}
+
+/// The URL's options, with the process named so a session in
+/// `pg_stat_activity` says which process holds it.
+fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+    let process = std::env::current_exe()
+        .ok()
+        .and_then(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "flashsale".to_owned());
+    Ok(PgConnectOptions::from_str(settings.database_url.expose())
+        .map_err(|error| anyhow::anyhow!("invalid configuration: FLASHSALE_DATABASE_URL: {error}"))?
+        .application_name(&format!("{process}[{}]", std::process::id())))
 }
 
 /// Turns a violation of the named constraint into a domain error; any other
