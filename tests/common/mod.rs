@@ -24,7 +24,7 @@ use flashsale::{
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
@@ -272,10 +272,6 @@ async fn spawn_node(
     if let Some(proxy) = route.postgres {
         options = options.host(&proxy.ip().to_string()).port(proxy.port());
     }
-    let app_pool = PgPoolOptions::new()
-        .max_connections(settings.database.pg_max_connections)
-        .acquire_timeout(postgres_bound)
-        .connect_lazy_with(options);
     let queue = PurchaseQueue::connect_lazy(
         &through(route.queue),
         &prefix,
@@ -285,7 +281,11 @@ async fn spawn_node(
     .unwrap();
     let state = server::build_state_with(
         &settings,
-        Db::new(app_pool, postgres_bound),
+        Db::connect_lazy_with(
+            options,
+            settings.database.pg_max_connections,
+            postgres_bound,
+        ),
         RedisStore::connect_lazy(&settings.redis, redis_bound).unwrap(),
         queue,
     )

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use common::{
     Harness, Shop, WORKER, eventually, hold_with_a_stopped_worker, make_holds_due, order_id, pay_by,
 };
-use flashsale::domain::Role;
+use flashsale::{domain::Role, store::holds};
 use flashsale_testkit::{
     node::ApiNode,
     payments::{FOREIGN_SECRET, FakeProvider, NEXT_SECRET, SECRET},
@@ -506,6 +506,56 @@ async fn a_cancelled_holds_unit_goes_back_while_another_order_awaits_its_confirm
         "the cancelled unit is on sale again"
     );
     assert_eq!(written_off(&harness).await, 0);
+}
+
+/// Review of hold-storm (2026-12-02 06:31 UTC: 148 units written off,
+/// Redis short of PostgreSQL by as many for good): a return reads the room
+/// PostgreSQL has left, then gives its units back in Redis. Another worker
+/// that ended its holds after that read and gave them back first made the
+/// room look too small by its own units, and the first return's units were
+/// written off instead of going back on sale.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_return_whose_room_was_read_before_another_return_writes_nothing_off(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 2, 1, Some(60)).await;
+    let (sale, product) = (harness.sale.id, harness.sale.product_id);
+    let users = harness.users(2).await;
+    let jobs = harness.reserve(&users).await;
+    let settled = harness
+        .db
+        .settle_batch(sale, &[to_settle(&jobs[0]), to_settle(&jobs[1])])
+        .await
+        .unwrap();
+    let confirmed: Vec<_> = jobs
+        .iter()
+        .zip(&settled.order_ids)
+        .map(|(job, order)| (job.reservation_id, *order))
+        .collect();
+    harness.redis.confirm(sale, &confirmed).await.unwrap();
+    make_holds_due(&harness).await;
+
+    // The first worker ends one hold and reads the room: one unit.
+    let first = harness.db.expire_due_holds(product, 1).await.unwrap();
+    let room = holds::read_room(&harness.db, &harness.redis, sale)
+        .await
+        .unwrap();
+    // The second ends the other and gives it back before the first's
+    // Redis call.
+    let second = harness.db.expire_due_holds(product, 1).await.unwrap();
+    let returned = holds::return_units(&harness.db, &harness.redis, &second).await;
+    assert_eq!(returned.holds, 1);
+    // The first gives its unit back with the room it read.
+    harness
+        .redis
+        .return_held(sale, &first, &[], room)
+        .await
+        .unwrap();
+
+    assert_eq!(written_off(&harness).await, 0);
+    assert_eq!(
+        harness.redis_stock().await,
+        2,
+        "both units are on sale again"
+    );
 }
 
 /// Review of issue 20: after Redis lost a sale, arming restored the

@@ -28,10 +28,10 @@ held_units() {
 # long_lock_holders: the sessions holding an advisory lock (a product's or a
 # sale's: the sweeps and settlement wait on them) in a transaction older
 # than a second, each with its process (every flashsale session is named
-# "<binary>[<pid>]"). A run once saw a product's lock held ~30 s after a
-# worker was killed; the mechanism reproduced since (workers/tests/holds.rs,
-# docs/decisions.md) is an expiry batch past the bound, finished by
-# PostgreSQL for nobody while the next sweeps wait for its lock.
+# "<binary>@<host>[<pid>]"). A run once saw a product's lock held ~30 s after a
+# worker was killed; a test has since shown how a batch past the bound,
+# finished by PostgreSQL for nobody, keeps every next sweep waiting
+# (workers/tests/holds.rs, with expiries slowed by a trigger).
 long_lock_holders() {
   psql_query "select now()::time(3), a.pid, a.application_name, a.state,
                      coalesce(a.wait_event_type || ':' || a.wait_event, '-'),

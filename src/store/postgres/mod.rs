@@ -61,13 +61,27 @@ impl Db {
     /// in a transaction for twice the bound (its client stuck or gone) is
     /// ended.
     pub fn connect_lazy(settings: &DatabaseSettings, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self::connect_lazy_with(
+            url_options(settings)?,
+            settings.pg_max_connections,
+            timeout,
+        ))
+    }
+
+    /// The same from connect options (the tests' nodes reach their own
+    /// database, some through a fault proxy).
+    pub fn connect_lazy_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Self {
         let millis = timeout.as_millis().to_string();
         let idle_millis = (2 * timeout).as_millis().to_string();
-        let options = connect_options(settings)?.options([
+        let options = named(options).options([
             ("statement_timeout", millis.as_str()),
             ("idle_in_transaction_session_timeout", idle_millis.as_str()),
         ]);
-        Ok(Self::with_options(options, settings, timeout))
+        Self::pool_of(options, max_connections, timeout)
     }
 
     /// The same without the server-side bounds, for migrations: a schema
@@ -76,20 +90,13 @@ impl Db {
         settings: &DatabaseSettings,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        Ok(Self::with_options(
-            connect_options(settings)?,
-            settings,
-            timeout,
-        ))
+        let options = named(url_options(settings)?);
+        Ok(Self::pool_of(options, settings.pg_max_connections, timeout))
     }
 
-    fn with_options(
-        options: PgConnectOptions,
-        settings: &DatabaseSettings,
-        timeout: Duration,
-    ) -> Self {
+    fn pool_of(options: PgConnectOptions, max_connections: u32, timeout: Duration) -> Self {
         let pool = PgPoolOptions::new()
-            .max_connections(settings.pg_max_connections)
+            .max_connections(max_connections)
             .acquire_timeout(timeout)
             .connect_lazy_with(options);
         Self::new(pool, timeout)
@@ -160,22 +167,36 @@ impl From<sqlx::Error> for StoreError {
 /// (57014) and a session ended idle in a transaction (25P03).
 fn is_transient(code: Option<&str>) -> bool {
     code.is_some_and(|code| {
-        code.starts_with("08")
+        // 08P01 (protocol violation: a pooler refusing a startup option)
+        // is a configuration error that no retry mends.
+        (code.starts_with("08") && code != "08P01")
             || code.starts_with("57P0")
             || matches!(code, "53300" | "40001" | "40P01" | "57014" | "25P03")
     })
 }
 
-/// The URL's options, with the process named so a session in
-/// `pg_stat_activity` says which process holds it.
-fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+fn url_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(settings.database_url.expose())
+        .map_err(|error| anyhow::anyhow!("invalid configuration: FLASHSALE_DATABASE_URL: {error}"))
+}
+
+/// Names the sessions `<binary>@<host>[<pid>]` unless the URL names them,
+/// so `pg_stat_activity` says which process holds a session (and its
+/// locks); the host tells apart containers that all run as pid 1.
+fn named(options: PgConnectOptions) -> PgConnectOptions {
+    if options.get_application_name().is_some() {
+        return options;
+    }
     let process = std::env::current_exe()
         .ok()
         .and_then(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "flashsale".to_owned());
-    Ok(PgConnectOptions::from_str(settings.database_url.expose())
-        .map_err(|error| anyhow::anyhow!("invalid configuration: FLASHSALE_DATABASE_URL: {error}"))?
-        .application_name(&format!("{process}[{}]", std::process::id())))
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    options.application_name(&format!(
+        "{process}@{}[{}]",
+        host.trim(),
+        std::process::id()
+    ))
 }
 
 /// Turns a violation of the named constraint into a domain error; any other

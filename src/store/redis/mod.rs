@@ -27,7 +27,7 @@ pub use purchase::{
     CachedOrders, ReservationRecord, ReserveOutcome, ReserveRequest, SaleCounters, SaleLiveState,
     UserRate, parse_record,
 };
-pub use settlement::{ReleaseOutcome, Restock};
+pub use settlement::{ReleaseOutcome, Restock, RoomRead};
 pub use subscriber::{EventSubscriber, Published, parse_push};
 
 use super::{Dependency, StoreError, bounded, postgres::CommittedOrder};

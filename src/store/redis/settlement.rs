@@ -62,6 +62,15 @@ fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
     })
 }
 
+/// The room PostgreSQL has left for a sale, the bound on what a return
+/// puts back in stock, with what Redis had got back from ended holds
+/// before it was read: returns landing in between are added to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomRead {
+    pub units: i64,
+    pub returned_before: i64,
+}
+
 impl RedisStore {
     /// Ends a pending reservation without an order (`scripts/release.lua`),
     /// putting `restock` of its units back on sale and writing off the rest.
@@ -119,6 +128,19 @@ impl RedisStore {
         self.run_script(invocation).await
     }
 
+    /// The units Redis has got back from ended holds of the sale so far; read
+    /// before PostgreSQL's room (see [`RoomRead`]).
+    pub async fn units_returned(&self, sale_id: Uuid) -> Result<i64, StoreError> {
+        let mut command = redis::cmd("HGET");
+        command
+            .arg(&self.sale_keys(sale_id).stats)
+            .arg(Counter::UnitsReturned.name());
+        Ok(self
+            .query::<Option<i64>>(command)
+            .await?
+            .unwrap_or_default())
+    }
+
     /// Gives Redis the units of the sale's ended holds (`return_held.lua`,
     /// one call per way they ended) and grants the waitlist offers made
     /// from them (all of them: one that ended since is returned after this,
@@ -128,7 +150,7 @@ impl RedisStore {
         sale_id: Uuid,
         ended: &[EndedHold],
         offers: &[Offer],
-        room: i64,
+        room: RoomRead,
     ) -> Result<usize, StoreError> {
         let keys = self.sale_keys(sale_id);
         let mut returned = 0;
@@ -150,7 +172,8 @@ impl RedisStore {
                 .key(&keys.shoppers)
                 .arg(sale_id.to_string())
                 .arg(&keys.events)
-                .arg(room)
+                .arg(room.units)
+                .arg(room.returned_before)
                 .arg(status.as_str())
                 .arg(holds.len());
             for hold in &holds {

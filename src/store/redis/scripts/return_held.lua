@@ -20,7 +20,11 @@
 -- handed the offered ones on. ARGV[3], the room PostgreSQL has left for
 -- the sale, only bounds it (Redis's stock never above it): pending units
 -- are not counted against the room here, since some of them may be orders
--- PostgreSQL committed and already counts.
+-- PostgreSQL committed and already counts. The room was read after ARGV[4],
+-- the units Redis had got back then (`units_returned`); what other returns
+-- gave back since may have ended in PostgreSQL after the room was read, so
+-- it widens the room: else a worker returning while another does would
+-- find its own units over the room and write them off (hold-storm).
 --
 -- An offer counts its unit against its shopper's limit, becomes their
 -- latest purchase unless they reserved since (reservation ids are UUIDv7:
@@ -36,8 +40,9 @@
 -- ARGV[1]  sale id, for the events
 -- ARGV[2]  pub/sub channel of the sale's events
 -- ARGV[3]  room left in PostgreSQL for the sale
--- ARGV[4]  how the holds ended: expired | cancelled
--- ARGV[5]  H, the number of ended holds
+-- ARGV[4]  units_returned (stats) before the room was read
+-- ARGV[5]  how the holds ended: expired | cancelled
+-- ARGV[6]  H, the number of ended holds
 -- then H triples: reservation id, its order id, units of it offered on
 -- then groups of 8, one per offer made from those holds: reservation id,
 --   order id, user id, idempotency key, 1 if it still awaits payment, and
@@ -45,13 +50,14 @@
 --
 -- Returns {returned holds, units back in stock, offers granted} (numbers).
 
-local ended = ARGV[4]
+local ended = ARGV[5]
 local record_status = (ended == 'cancelled') and 'released' or 'expired'
-local room = tonumber(ARGV[3])
+local returned_since = tonumber(redis.call('HGET', KEYS[4], 'units_returned') or '0') - tonumber(ARGV[4])
+local room = tonumber(ARGV[3]) + math.max(returned_since, 0)
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
-local holds_end = 5 + 3 * tonumber(ARGV[5])
+local holds_end = 6 + 3 * tonumber(ARGV[6])
 local returned, restocked, granted = 0, 0, 0
-for i = 6, holds_end, 3 do
+for i = 7, holds_end, 3 do
   local reservation, order, offered = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local user, quantity, status, reserved_ms, key = decode_record(redis.call('HGET', KEYS[3], reservation))
   if user and (status == 'confirmed' or status == 'pending') then
