@@ -3,7 +3,8 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::Subscriber;
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, prelude::*};
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -17,22 +18,29 @@ pub fn init_logging(settings: &LogSettings) -> anyhow::Result<()> {
             settings.log
         )
     })?;
-    let registry = tracing_subscriber::registry().with(filter);
     match settings.log_format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?,
-        LogFormat::Pretty => registry
+        LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init()?,
+        LogFormat::Pretty => tracing_subscriber::registry()
+            .with(filter)
             .with(fmt::layer().with_writer(std::io::stderr))
             .try_init()?,
     }
     Ok(())
+}
+
+/// The JSON lines subscriber: each event flattened, with the fields of the
+/// span it happened in (a request's id, method and path).
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry().with(filter).with(
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(writer),
+    )
 }
 
 /// Latency buckets (seconds) sized for a service that should answer in

@@ -94,7 +94,9 @@ pub fn operator_router(state: AppState, settings: &HttpSettings) -> Router {
     with_middleware(app, settings)
 }
 
-fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
+/// Wraps routes in the middleware every response of a node passes through
+/// (public for the benchmark of what it costs).
+pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
 
     // Outermost first. The request id is set before anything logs, so every
