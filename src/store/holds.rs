@@ -125,14 +125,15 @@ async fn return_sale_units(
     Ok(returned)
 }
 
-/// The room PostgreSQL has left for the sale, read after what Redis had
-/// got back so far: a return by another worker between the two reads is
-/// counted in the room, not taken for stock beyond it (`return_held.lua`).
+/// The room PostgreSQL has left for the sale, read after what Redis's stock
+/// had grown by: another worker's return or an operator's added stock
+/// landing between the two reads is counted in the room, not taken for
+/// stock beyond it (`return_held.lua`).
 pub async fn read_room(db: &Db, redis: &RedisStore, sale_id: Uuid) -> Result<RoomRead, StoreError> {
-    let returned_before = redis.units_returned(sale_id).await?;
+    let grown_before = redis.stock_grown(sale_id).await?;
     Ok(RoomRead {
         units: db.sale_room(sale_id).await?,
-        returned_before,
+        grown_before,
     })
 }
 

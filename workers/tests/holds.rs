@@ -459,6 +459,29 @@ async fn written_off(harness: &Harness) -> i64 {
         .unwrap_or_default()
 }
 
+/// `count` shoppers' holds, written and confirmed in Redis without a
+/// worker, all past their deadline.
+async fn due_holds(harness: &Harness, count: usize) {
+    let jobs = harness.reserve(&harness.users(count).await).await;
+    let to_settle: Vec<_> = jobs.iter().map(to_settle).collect();
+    let settled = harness
+        .db
+        .settle_batch(harness.sale.id, &to_settle)
+        .await
+        .unwrap();
+    let confirmed: Vec<_> = jobs
+        .iter()
+        .zip(&settled.order_ids)
+        .map(|(job, order)| (job.reservation_id, *order))
+        .collect();
+    harness
+        .redis
+        .confirm(harness.sale.id, &confirmed)
+        .await
+        .unwrap();
+    make_holds_due(harness).await;
+}
+
 /// Review of issue 20: the return counted an order PostgreSQL had
 /// committed but Redis not yet confirmed (still pending there) against the
 /// room a second time, and wrote the cancelled hold's unit off: Redis then
@@ -518,20 +541,7 @@ async fn a_cancelled_holds_unit_goes_back_while_another_order_awaits_its_confirm
 async fn a_return_whose_room_was_read_before_another_return_writes_nothing_off(pg: PgPool) {
     let harness = Harness::with_hold(WORKER, pg, 2, 1, Some(60)).await;
     let (sale, product) = (harness.sale.id, harness.sale.product_id);
-    let users = harness.users(2).await;
-    let jobs = harness.reserve(&users).await;
-    let settled = harness
-        .db
-        .settle_batch(sale, &[to_settle(&jobs[0]), to_settle(&jobs[1])])
-        .await
-        .unwrap();
-    let confirmed: Vec<_> = jobs
-        .iter()
-        .zip(&settled.order_ids)
-        .map(|(job, order)| (job.reservation_id, *order))
-        .collect();
-    harness.redis.confirm(sale, &confirmed).await.unwrap();
-    make_holds_due(&harness).await;
+    due_holds(&harness, 2).await;
 
     // The first worker ends one hold and reads the room: one unit.
     let first = harness.db.expire_due_holds(product, 1).await.unwrap();
@@ -555,6 +565,55 @@ async fn a_return_whose_room_was_read_before_another_return_writes_nothing_off(p
         harness.redis_stock().await,
         2,
         "both units are on sale again"
+    );
+}
+
+/// Review of the return's room: an operator adding a unit to the sale
+/// between a return's room read and its Redis call (PostgreSQL's allotment
+/// grows, arming adds the unit to Redis's stock) made the room look short
+/// by that unit, and the return's unit was written off.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_return_whose_room_was_read_before_an_operator_added_stock_writes_nothing_off(
+    pg: PgPool,
+) {
+    let harness = Harness::with_hold(WORKER, pg, 1, 1, Some(60)).await;
+    let (sale, product) = (harness.sale.id, harness.sale.product_id);
+    due_holds(&harness, 1).await;
+
+    let ended = harness.db.expire_due_holds(product, 1).await.unwrap();
+    let room = holds::read_room(&harness.db, &harness.redis, sale)
+        .await
+        .unwrap();
+    // The operator adds a unit (the product had one more) before the
+    // return's Redis call.
+    sqlx::query(
+        "update stocks set total_quantity = total_quantity + 1,
+                           available_quantity = available_quantity + 1
+         where product_id = $1",
+    )
+    .bind(product)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    let grown = harness
+        .db
+        .add_sale_stock(sale, 1, Utc::now(), &harness.admin)
+        .await
+        .unwrap();
+    flashsale::store::arming::arm_sale(&harness.db, &harness.redis, &grown)
+        .await
+        .unwrap();
+    harness
+        .redis
+        .return_held(sale, &ended, &[], room)
+        .await
+        .unwrap();
+
+    assert_eq!(written_off(&harness).await, 0);
+    assert_eq!(
+        harness.redis_stock().await,
+        2,
+        "the returned unit and the added one are on sale"
     );
 }
 

@@ -63,12 +63,13 @@ fn parse_release(reply: &[String]) -> Result<ReleaseOutcome, StoreError> {
 }
 
 /// The room PostgreSQL has left for a sale, the bound on what a return
-/// puts back in stock, with what Redis had got back from ended holds
-/// before it was read: returns landing in between are added to it.
+/// puts back in stock, with what Redis's stock had grown by before it was
+/// read (returns, allotment growth): growth landing in between is added to
+/// it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomRead {
     pub units: i64,
-    pub returned_before: i64,
+    pub grown_before: i64,
 }
 
 impl RedisStore {
@@ -128,13 +129,13 @@ impl RedisStore {
         self.run_script(invocation).await
     }
 
-    /// The units Redis has got back from ended holds of the sale so far; read
-    /// before PostgreSQL's room (see [`RoomRead`]).
-    pub async fn units_returned(&self, sale_id: Uuid) -> Result<i64, StoreError> {
+    /// The units the sale's stock has grown by so far, from returns and the
+    /// allotment's growth; read before PostgreSQL's room (see [`RoomRead`]).
+    pub async fn stock_grown(&self, sale_id: Uuid) -> Result<i64, StoreError> {
         let mut command = redis::cmd("HGET");
         command
-            .arg(&self.sale_keys(sale_id).stats)
-            .arg(Counter::UnitsReturned.name());
+            .arg(&self.sale_keys(sale_id).meta)
+            .arg("stock_grown");
         Ok(self
             .query::<Option<i64>>(command)
             .await?
@@ -173,7 +174,7 @@ impl RedisStore {
                 .arg(sale_id.to_string())
                 .arg(&keys.events)
                 .arg(room.units)
-                .arg(room.returned_before)
+                .arg(room.grown_before)
                 .arg(status.as_str())
                 .arg(holds.len());
             for hold in &holds {

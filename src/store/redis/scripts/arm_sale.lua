@@ -3,8 +3,9 @@
 -- The stock counter (the meta hash's `stock` field) is built only when it
 -- is missing (first arming, or Redis lost its data); otherwise it is left alone, because reservations have been
 -- taking units from it. Stock added in PostgreSQL since the last arming
--- (allotted grew) is added to the counter exactly once. Running this twice
--- with the same arguments changes nothing the second time.
+-- (allotted grew) is added to the counter exactly once, and to
+-- `stock_grown` (see return_held.lua). Running this twice with the same
+-- arguments changes nothing the second time.
 --
 -- A rebuilt counter is allotted - confirmed - units of pending reservations
 -- that survived in Redis, so stock is never invented. The per-user units
@@ -95,6 +96,7 @@ else
   redis.call('DEL', KEYS[6])
   if allotted > armed_allotted then
     redis.call('HINCRBY', KEYS[1], 'stock', allotted - armed_allotted)
+    redis.call('HINCRBY', KEYS[1], 'stock_grown', allotted - armed_allotted)
     armed_allotted = allotted
   end
 end

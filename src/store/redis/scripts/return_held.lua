@@ -21,10 +21,12 @@
 -- the sale, only bounds it (Redis's stock never above it): pending units
 -- are not counted against the room here, since some of them may be orders
 -- PostgreSQL committed and already counts. The room was read after ARGV[4],
--- the units Redis had got back then (`units_returned`); what other returns
--- gave back since may have ended in PostgreSQL after the room was read, so
--- it widens the room: else a worker returning while another does would
--- find its own units over the room and write them off (hold-storm).
+-- what the stock had grown by then (the meta hash's `stock_grown`: every
+-- return's units, and the allotment's growth when an operator adds stock).
+-- Growth since may come from PostgreSQL changes made after the room was
+-- read, so it widens the room: else a return running alongside another
+-- worker's, or an operator's addition, would find its own units over the
+-- room and write them off (hold-storm lost 148 units that way).
 --
 -- An offer counts its unit against its shopper's limit, becomes their
 -- latest purchase unless they reserved since (reservation ids are UUIDv7:
@@ -40,7 +42,7 @@
 -- ARGV[1]  sale id, for the events
 -- ARGV[2]  pub/sub channel of the sale's events
 -- ARGV[3]  room left in PostgreSQL for the sale
--- ARGV[4]  units_returned (stats) before the room was read
+-- ARGV[4]  the meta hash's stock_grown before the room was read
 -- ARGV[5]  how the holds ended: expired | cancelled
 -- ARGV[6]  H, the number of ended holds
 -- then H triples: reservation id, its order id, units of it offered on
@@ -52,9 +54,9 @@
 
 local ended = ARGV[5]
 local record_status = (ended == 'cancelled') and 'released' or 'expired'
-local returned_since = tonumber(redis.call('HGET', KEYS[4], 'units_returned') or '0') - tonumber(ARGV[4])
-local room = tonumber(ARGV[3]) + math.max(returned_since, 0)
-local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
+local meta = redis.call('HMGET', KEYS[1], 'stock', 'stock_grown')
+local stock = tonumber(meta[1] or '0')
+local room = tonumber(ARGV[3]) + math.max(tonumber(meta[2] or '0') - tonumber(ARGV[4]), 0)
 local holds_end = 6 + 3 * tonumber(ARGV[6])
 local returned, restocked, granted = 0, 0, 0
 for i = 7, holds_end, 3 do
@@ -113,5 +115,6 @@ if returned > 0 then
     redis.call('HINCRBY', KEYS[4], 'holds_expired', returned)
   end
   redis.call('HINCRBY', KEYS[4], 'units_returned', restocked)
+  redis.call('HINCRBY', KEYS[1], 'stock_grown', restocked)
 end
 return {returned, restocked, granted}
