@@ -1,15 +1,18 @@
 //! One reservation round trip against a real Redis: the Lua script that
 //! decides a purchase (idempotency, state, window, limit, stock, writes),
-//! accepted and refused (sold out, the common refusal of a stampede).
+//! accepted and refused (sold out, the common refusal of a stampede), and
+//! the settlement's `confirm.lua` on a batch of accepted reservations.
 //! Criterion times the round trip, which the loopback dominates; after each
-//! bench the Redis time per `reserve.lua` call (`INFO commandstats`, the
-//! script's own execution) is printed, which is what the script's shape
-//! changes. Needs the project's Redis: start it with `scripts/up` or
+//! bench the Redis time per script call (`INFO commandstats`, the script's
+//! own execution) is printed, which is what the script's shape changes. Needs the project's Redis: start it with `scripts/up` or
 //! `scripts/test`, then `cargo bench --bench reservation`
 //! (`FLASHSALE_BENCH_REDIS_URL` points elsewhere). Keys go under a fresh
 //! prefix, deleted afterwards.
 
-use std::time::Duration;
+use std::{
+    cell::Cell,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -99,6 +102,45 @@ fn reservation_round_trip(c: &mut Criterion) {
     let after = runtime.block_on(script_time(&mut stats_connection));
     report_script_time("refused (sold out)", before, after);
 
+    // Settlement's Redis step: a batch of accepted reservations confirmed
+    // with their order ids, as the worker does after each commit. Only the
+    // confirm call is timed; reserving the batch is the setup.
+    let confirm_time = Cell::new((0u64, 0u64));
+    let mut group = c.benchmark_group("confirm_lua");
+    group.sample_size(20);
+    group.bench_function(format!("batch_of_{CONFIRM_BATCH}"), |b| {
+        b.to_async(&runtime).iter_custom(|iterations| {
+            let redis = &redis;
+            let mut stats_connection = stats_connection.clone();
+            let confirm_time = &confirm_time;
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iterations {
+                    let batch = reserve_batch(redis, open_sale, &attempt).await;
+                    let before = script_time(&mut stats_connection).await;
+                    let started = Instant::now();
+                    let confirmed = redis.confirm(open_sale, &batch).await.expect("confirm");
+                    elapsed += started.elapsed();
+                    let after = script_time(&mut stats_connection).await;
+                    assert_eq!(confirmed, CONFIRM_BATCH);
+                    let (reservations, usec) = confirm_time.get();
+                    confirm_time.set((
+                        reservations + CONFIRM_BATCH as u64,
+                        usec + after.1 - before.1,
+                    ));
+                }
+                elapsed
+            }
+        })
+    });
+    group.finish();
+    let confirm_time = confirm_time.get();
+    println!(
+        "confirm.lua: {:.2} µs of Redis time per reservation confirmed over {} (INFO commandstats)",
+        confirm_time.1 as f64 / confirm_time.0.max(1) as f64,
+        confirm_time.0
+    );
+
     // The cheapest command over the same connection, for comparison: what a
     // round trip costs before the script does anything.
     c.bench_function("get_round_trip", |b| {
@@ -118,13 +160,37 @@ fn reservation_round_trip(c: &mut Criterion) {
             .await
             .expect("keys");
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
+            let _: () = redis::cmd("UNLINK")
                 .arg(keys)
                 .query_async(&mut connection)
                 .await
-                .expect("del");
+                .expect("unlink");
         }
     });
+}
+
+/// Reservations per `confirm.lua` call: a group commit's share of a
+/// stampede (the outbox gathers tens to hundreds per job).
+const CONFIRM_BATCH: usize = 256;
+
+/// Reserves a batch on the sale, all at once over the one connection, and
+/// gives each an order id to confirm it with.
+async fn reserve_batch(
+    redis: &RedisStore,
+    sale_id: Uuid,
+    attempt: &impl Fn(Uuid) -> ReserveRequest<'static>,
+) -> Vec<(Uuid, Option<Uuid>)> {
+    let requests: Vec<ReserveRequest> = (0..CONFIRM_BATCH).map(|_| attempt(sale_id)).collect();
+    let outcomes = futures::future::join_all(requests.iter().map(|r| redis.reserve(r))).await;
+    outcomes
+        .into_iter()
+        .map(|outcome| match outcome.expect("reserve") {
+            ReserveOutcome::Accepted { reservation_id, .. } => {
+                (reservation_id, Some(Uuid::now_v7()))
+            }
+            other => panic!("the open sale refused a reservation: {other:?}"),
+        })
+        .collect()
 }
 
 /// Script calls Redis has run so far and the microseconds they took

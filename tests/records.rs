@@ -16,6 +16,7 @@ use flashsale::{
         UserRate, parse_record,
     },
 };
+use futures::StreamExt;
 use redis::AsyncCommands;
 use uuid::Uuid;
 
@@ -258,6 +259,93 @@ async fn confirm_lua_reads_rust_records_and_writes_the_order() {
             .unwrap()
             .status,
         ReservationStatus::Confirmed
+    );
+}
+
+/// `confirm.lua` works through a group commit a chunk of 500 reservations
+/// at a time: every reservation past the first chunk is confirmed too, a
+/// reservation named twice in one call counts once, one Redis does not
+/// know is skipped, and each confirmed one is published as a JSON event.
+#[tokio::test]
+async fn confirm_lua_confirms_a_batch_beyond_one_chunk_each_reservation_once() {
+    let mut sale = Sale::armed().await;
+    let mut records = Vec::new();
+    for i in 0..1_201 {
+        records.push(
+            sale.pending_from_rust(1 + i % 3, 1_700_000_000_000 + i)
+                .await,
+        );
+    }
+    let units: i64 = records.iter().map(|r| i64::from(r.quantity.get())).sum();
+    let confirmed: Vec<(Uuid, Option<Uuid>)> = records
+        .iter()
+        .map(|record| (record.reservation_id, Some(Uuid::now_v7())))
+        .collect();
+    let mut call = confirmed.clone();
+    call.insert(600, (Uuid::now_v7(), None));
+    call.push(confirmed[0]);
+
+    let mut events = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    events
+        .subscribe(&sale.store.sale_keys(sale.id).events)
+        .await
+        .unwrap();
+
+    assert_eq!(sale.store.confirm(sale.id, &call).await.unwrap(), 1_201);
+    for (record, (_, order)) in records.iter().zip(&confirmed) {
+        let stored = sale.stored(record.reservation_id).await;
+        assert_eq!(
+            parse_record(sale.id, record.reservation_id, &stored).unwrap(),
+            ReservationRecord {
+                status: ReservationStatus::Confirmed,
+                order_id: *order,
+                ..record.clone()
+            }
+        );
+    }
+    assert_eq!(sale.stat("confirmed").await, 1_201);
+    assert_eq!(sale.stat("units_confirmed").await, units);
+    assert_eq!(sale.stat("pending_units").await, 0);
+    let keys = sale.store.sale_keys(sale.id);
+    let still_pending: i64 = sale.raw.zcard(&keys.pending).await.unwrap();
+    assert_eq!(still_pending, 0);
+
+    // A redelivered batch changes nothing.
+    assert_eq!(sale.store.confirm(sale.id, &call).await.unwrap(), 0);
+    assert_eq!(sale.stat("units_confirmed").await, units);
+
+    let mut messages = events.on_message();
+    let mut published = Vec::new();
+    while published.len() < 1_201 {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("an event per confirmed reservation")
+            .unwrap();
+        let payload: String = message.get_payload().unwrap();
+        published.push(serde_json::from_str::<serde_json::Value>(&payload).unwrap());
+    }
+    let (first, order) = (&records[0], confirmed[0].1.unwrap());
+    assert_eq!(
+        published[0],
+        serde_json::json!({
+            "type": "purchase",
+            "sale_id": sale.id,
+            "reservation_id": first.reservation_id,
+            "user_id": first.user_id,
+            "status": "confirmed",
+            "order_id": order,
+            "quantity": first.quantity.get(),
+            "reserved_ms": first.reserved_at_ms,
+        })
+    );
+    let last = &records[1_200];
+    assert_eq!(
+        published[1_200]["reservation_id"],
+        serde_json::json!(last.reservation_id)
     );
 }
 

@@ -3,8 +3,14 @@
 -- sale's subscribers each shopper's outcome, with the order and what a
 -- shopper needs to work out its hold's terms (remaining stock does not change
 -- here; API nodes read it from Redis every ~100 ms). Idempotent: only
--- pending reservations change, so a redelivered batch counts nothing twice. Reservations Redis no longer knows
--- (it lost its data) are skipped: PostgreSQL holds their orders.
+-- pending reservations change, so a redelivered batch counts nothing twice.
+-- Reservations Redis no longer knows (it lost its data) are skipped:
+-- PostgreSQL holds their orders.
+--
+-- Runs once per group commit over hundreds of reservations, so it reads and
+-- writes them a chunk at a time (one HMGET, one HSET, one ZREM per chunk)
+-- rather than three commands each, and writes each event by concatenation:
+-- every value in it is a UUID or a number (issue 19).
 --
 -- KEYS[1]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[2]  pending set
@@ -15,22 +21,44 @@
 --
 -- Returns the number of reservations confirmed by this call.
 
-local confirmed, units = 0, 0
-for i = 3, #ARGV, 2 do
-  local reservation, order = ARGV[i], ARGV[i + 1]
-  local user, quantity, status, reserved_ms, key = decode_record(redis.call('HGET', KEYS[1], reservation))
-  if user then
-    if status == 'pending' then
-      redis.call('HSET', KEYS[1], reservation, encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order))
-      redis.call('ZREM', KEYS[2], reservation)
+-- Reservations per chunk: keeps each command's arguments far below what
+-- Lua's unpack can pass (about 8,000).
+local CHUNK = 500
+
+local function purchase_event(reservation, user, quantity, reserved_ms, order)
+  return '{"type":"purchase","sale_id":"' .. ARGV[1] .. '","reservation_id":"' .. reservation
+    .. '","user_id":"' .. user .. '","status":"confirmed"'
+    .. ((order ~= '') and (',"order_id":"' .. order .. '"') or '')
+    .. ',"quantity":' .. quantity .. ',"reserved_ms":' .. reserved_ms .. '}'
+end
+
+local confirmed, units, seen = 0, 0, {}
+for first = 3, #ARGV, 2 * CHUNK do
+  local last = math.min(first + 2 * CHUNK - 1, #ARGV)
+  local ids = {}
+  for i = first, last, 2 do
+    ids[#ids + 1] = ARGV[i]
+  end
+  local records = redis.call('HMGET', KEYS[1], unpack(ids))
+  local writes, settled = {}, {}
+  for n = 1, #ids do
+    local reservation, order = ids[n], ARGV[first + 2 * n - 1]
+    local user, quantity, reserved_ms, key = decode_pending(records[n])
+    local units_reserved = tonumber(quantity)
+    -- `seen`: the same reservation twice in one call is confirmed once.
+    if user and units_reserved and not seen[reservation] then
+      seen[reservation] = true
+      writes[#writes + 1] = reservation
+      writes[#writes + 1] = encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order)
+      settled[#settled + 1] = reservation
       confirmed = confirmed + 1
-      units = units + quantity
-      redis.call('PUBLISH', ARGV[2], cjson.encode({
-        type = 'purchase', sale_id = ARGV[1], reservation_id = reservation, user_id = user,
-        status = 'confirmed', order_id = (order ~= '') and order or nil,
-        quantity = quantity, reserved_ms = tonumber(reserved_ms)
-      }))
+      units = units + units_reserved
+      redis.call('PUBLISH', ARGV[2], purchase_event(reservation, user, quantity, reserved_ms, order))
     end
+  end
+  if #settled > 0 then
+    redis.call('HSET', KEYS[1], unpack(writes))
+    redis.call('ZREM', KEYS[2], unpack(settled))
   end
 end
 if confirmed > 0 then

@@ -33,6 +33,17 @@ local function decode_record(record)
   return user, tonumber(quantity), status, reserved_ms, key, reason, order
 end
 
+-- Returns user, quantity, reserved_ms, key (strings, as stored) of a pending
+-- record; nothing for any other record. Settlement reads every record it
+-- confirms, so this is one short match: pending records have no order, and
+-- decode_record would try the seven-field form first.
+local function decode_pending(record)
+  if not record then
+    return nil
+  end
+  return string.match(record, '^([^|]*)|([^|]*)|pending|([^|]*)|([^|]*)|')
+end
+
 -- The idempotency record of one key: "<reservation>|<quantity>".
 local function encode_replay(reservation, quantity)
   return reservation .. '|' .. quantity
