@@ -2,21 +2,18 @@
 //! `{"error": {"code", "message", "request_id"}}` with a stable code.
 //!
 //! Handlers return [`ApiError`]; its response carries the error in an
-//! extension, and [`render_errors`] (a middleware that knows the request id)
-//! writes the JSON body. The same middleware wraps errors produced outside
-//! handlers (unknown routes, wrong methods, body limits, timeouts) so no
-//! response ever leaves in another shape.
+//! extension, and [`render`] (called by the node's outermost response layer,
+//! `response_shape`, which knows the request id) writes the JSON body. The
+//! same layer renders errors produced outside handlers (unknown routes,
+//! wrong methods, body limits, timeouts, panics) so no response ever leaves
+//! in another shape.
 
 use std::borrow::Cow;
 
 use axum::{
     body::Body,
-    extract::{
-        Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-    },
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -169,19 +166,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Writes the JSON error body (with the request id) for every 4xx/5xx
-/// response, and `Retry-After` on every 503.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let mut response = next.run(request).await;
+/// The header that carries the request's id (set by the node, or by nginx).
+pub(super) const REQUEST_ID: &str = "x-request-id";
+
+/// Writes the JSON error body (with the request id) for a 4xx/5xx response,
+/// and `Retry-After` on every 503; any other response passes unchanged.
+pub(super) fn render(mut response: Response, request_id: Option<HeaderValue>) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let request_id = request_id
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let error = match response.extensions_mut().remove::<ApiError>() {
         Some(error) => error,
         None if is_json(&response) => return response,

@@ -9,6 +9,7 @@ mod openapi;
 pub mod rate_limit;
 pub mod readiness;
 pub mod request_metrics;
+mod response_shape;
 pub mod routes;
 mod security;
 mod state;
@@ -21,8 +22,7 @@ use axum::{
 };
 use tower::ServiceBuilder;
 use tower_http::{
-    ServiceBuilderExt, catch_panic::CatchPanicLayer, request_id::MakeRequestUuid,
-    timeout::TimeoutLayer, trace::TraceLayer,
+    ServiceBuilderExt, request_id::MakeRequestUuid, timeout::TimeoutLayer, trace::TraceLayer,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -103,7 +103,8 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     // line and every error body carries it; errors are rendered inside the
     // trace span but outside the timeout, so a timeout also gets the JSON
     // shape; panics become a 500 in that shape instead of a dropped
-    // connection.
+    // connection (all three, with the security headers, in one hand-written
+    // layer: `response_shape`).
     let middleware = ServiceBuilder::new()
         .set_request_id(request_id.clone(), MakeRequestUuid)
         .layer(
@@ -118,9 +119,7 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
         )
         .propagate_request_id(request_id)
         .option_layer(security::cors(settings))
-        .layer(middleware::map_response(security::default_headers))
-        .layer(middleware::from_fn(error::render_errors))
-        .layer(CatchPanicLayer::new())
+        .layer(response_shape::ShapeResponsesLayer)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,

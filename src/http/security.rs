@@ -23,14 +23,13 @@ const DEFAULT_HEADERS: [(HeaderName, &str); 5] = [
     (header::REFERRER_POLICY, "no-referrer"),
 ];
 
-pub async fn default_headers(mut response: Response) -> Response {
+pub fn set_default_headers(response: &mut Response) {
     let headers = response.headers_mut();
     for (name, value) in DEFAULT_HEADERS {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
     }
-    response
 }
 
 /// Cross-origin access for the configured origins; none configured, no
