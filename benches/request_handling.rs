@@ -244,25 +244,105 @@ fn middleware_stack(c: &mut Criterion) {
                 response
             })
         });
-        const COUNTED: u64 = 10_000;
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        runtime.block_on(async {
-            for _ in 0..COUNTED {
-                let response = router.clone().oneshot(request()).await.unwrap();
-                assert_eq!(response.status(), StatusCode::ACCEPTED);
-            }
+        let (router, request) = (&router, &request);
+        report_allocations(&runtime, name, || async move {
+            let response = router.clone().oneshot(request()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
         });
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        println!(
-            "{name}: {:.1} allocations per request (building the request included)",
-            allocations as f64 / COUNTED as f64
-        );
     }
+}
+
+/// Every layer a request meets in a node, per-route metrics included, on
+/// the one public route that does no I/O (`GET /api/health/live`): the
+/// production router around the state `flashsale-api serve` builds, whose
+/// lazy connections this route never opens.
+fn node_router(c: &mut Criterion) {
+    use axum::{body::Body, http::Request, http::StatusCode};
+    use clap::Parser;
+    use flashsale::{
+        config::ApiSettings, http::router, server::build_state, telemetry::json_subscriber,
+    };
+    use tower::ServiceExt;
+
+    #[derive(Parser)]
+    struct Node {
+        #[command(flatten)]
+        settings: ApiSettings,
+    }
+    let settings = Node::parse_from([
+        "flashsale-api",
+        "--database-url",
+        "postgres://127.0.0.1:1/never-opened",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--auth-mode",
+        "dev",
+        "--jwt-secret",
+        "bench-secret-that-is-at-least-32-bytes",
+    ])
+    .settings;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let router = {
+        let _runtime = runtime.enter();
+        router(
+            build_state(&settings).expect("the node's state"),
+            &settings.http,
+        )
+    };
+    let _logging = tracing::subscriber::set_default(json_subscriber(
+        tracing_subscriber::EnvFilter::new("info"),
+        std::io::sink,
+    ));
+    let request = || {
+        Request::get("/api/health/live")
+            .body(Body::empty())
+            .unwrap()
+    };
+    c.bench_function("live_route_through_the_node_router", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = router.clone().oneshot(request()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response
+        })
+    });
+    let (router, request) = (&router, &request);
+    report_allocations(
+        &runtime,
+        "live_route_through_the_node_router",
+        || async move {
+            let response = router.clone().oneshot(request()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        },
+    );
+}
+
+/// Allocations per request, over 10,000 requests made one after another.
+fn report_allocations<F: std::future::Future<Output = ()>>(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    mut request: impl FnMut() -> F,
+) {
+    const COUNTED: u64 = 10_000;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    runtime.block_on(async {
+        for _ in 0..COUNTED {
+            request().await;
+        }
+    });
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "{name}: {:.1} allocations per request (building the request included)",
+        allocations as f64 / COUNTED as f64
+    );
 }
 
 criterion_group!(
     benches,
     middleware_stack,
+    node_router,
     token_verification,
     provider_token_verification,
     body_parsing_and_validation,

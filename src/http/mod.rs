@@ -18,7 +18,6 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     http::{HeaderName, StatusCode},
-    middleware,
 };
 use tower::ServiceBuilder;
 use tower_http::{
@@ -70,10 +69,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         })
         // Per-route metrics need the matched route, so this layer sits on the
         // routes (inside routing) rather than in the stack above.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_metrics::record,
-        ))
+        .route_layer(request_metrics::RecordLayer::new(state.clone()))
         .with_state(state);
     with_middleware(app, settings)
 }

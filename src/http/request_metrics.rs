@@ -1,16 +1,23 @@
 //! Request counts and latency histograms per route, for `/metrics`, and
 //! the purchase endpoint's latency for the operators' stats (`crate::latency`).
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     http::Method,
-    middleware::Next,
     response::Response,
 };
 use metrics::{Counter, Histogram};
 use parking_lot::RwLock;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use super::AppState;
 
@@ -20,26 +27,104 @@ const PURCHASE_ROUTE: &str = "/api/purchase/attempt";
 /// The label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
 
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    // The route template (`/api/admin/flash-sales/{id}`), never the raw path,
-    // so ids do not explode the label cardinality. `MatchedPath` shares
-    // the router's string: cloning it allocates nothing.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    if route == PURCHASE_ROUTE && method == Method::POST {
-        state.purchase_latency.record(elapsed);
+/// Records each routed request's count and latency per route, method and
+/// status ([`RouteMetrics`]), and the purchase endpoint's latency for the
+/// operators' stats. A tower layer on the routes (the matched route is
+/// known only there) written by hand for the reason `response_shape` is:
+/// axum's `from_fn_with_state` boxes the inner service and the future on
+/// every request.
+#[derive(Clone)]
+pub struct RecordLayer {
+    state: AppState,
+}
+
+impl RecordLayer {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
     }
-    state.route_metrics.record(
-        &method,
-        route,
-        response.status().as_u16(),
-        elapsed.as_secs_f64(),
-    );
-    response
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Record {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// See [`RecordLayer`].
+#[derive(Clone)]
+pub struct Record<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Record<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Recorded<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let method = request.method().clone();
+        // The route template (`/api/admin/flash-sales/{id}`), never the raw
+        // path, so ids do not explode the label cardinality. `MatchedPath`
+        // shares the router's string: cloning it allocates nothing.
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        Recorded {
+            inner: self.inner.call(request),
+            state: self.state.clone(),
+            started,
+            method,
+            route,
+        }
+    }
+}
+
+pin_project! {
+    /// The response of [`Record`].
+    pub struct Recorded<F> {
+        #[pin]
+        inner: F,
+        state: AppState,
+        started: Instant,
+        method: Method,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for Recorded<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let elapsed = this.started.elapsed();
+        let route = this.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        if route == PURCHASE_ROUTE && *this.method == Method::POST {
+            this.state.purchase_latency.record(elapsed);
+        }
+        this.state.route_metrics.record(
+            this.method,
+            route,
+            response.status().as_u16(),
+            elapsed.as_secs_f64(),
+        );
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The metric handles of each route, method and status, made on first use.
