@@ -264,8 +264,9 @@ async fn confirm_lua_reads_rust_records_and_writes_the_order() {
 
 /// `confirm.lua` works through a group commit a chunk of 500 reservations
 /// at a time: every reservation past the first chunk is confirmed too, a
-/// reservation named twice in one call counts once, one Redis does not
-/// know is skipped, and each confirmed one is published as a JSON event.
+/// reservation named twice in one chunk or in two counts once, one Redis
+/// does not know is skipped, and each confirmed one is published once as
+/// a JSON event, with its order or without one.
 #[tokio::test]
 async fn confirm_lua_confirms_a_batch_beyond_one_chunk_each_reservation_once() {
     let mut sale = Sale::armed().await;
@@ -277,11 +278,15 @@ async fn confirm_lua_confirms_a_batch_beyond_one_chunk_each_reservation_once() {
         );
     }
     let units: i64 = records.iter().map(|r| i64::from(r.quantity.get())).sum();
+    // The second has no known order: its event says none.
     let confirmed: Vec<(Uuid, Option<Uuid>)> = records
         .iter()
-        .map(|record| (record.reservation_id, Some(Uuid::now_v7())))
+        .enumerate()
+        .map(|(i, record)| (record.reservation_id, (i != 1).then(Uuid::now_v7)))
         .collect();
     let mut call = confirmed.clone();
+    // Named twice in the first chunk, and once more in the last.
+    call.insert(10, confirmed[0]);
     call.insert(600, (Uuid::now_v7(), None));
     call.push(confirmed[0]);
 
@@ -328,6 +333,11 @@ async fn confirm_lua_confirms_a_batch_beyond_one_chunk_each_reservation_once() {
         let payload: String = message.get_payload().unwrap();
         published.push(serde_json::from_str::<serde_json::Value>(&payload).unwrap());
     }
+    let more = tokio::time::timeout(Duration::from_millis(300), messages.next()).await;
+    assert!(
+        more.is_err(),
+        "an event beyond one per confirmed reservation"
+    );
     let (first, order) = (&records[0], confirmed[0].1.unwrap());
     assert_eq!(
         published[0],
@@ -342,6 +352,11 @@ async fn confirm_lua_confirms_a_batch_beyond_one_chunk_each_reservation_once() {
             "reserved_ms": first.reserved_at_ms,
         })
     );
+    assert_eq!(
+        published[1]["reservation_id"],
+        serde_json::json!(records[1].reservation_id)
+    );
+    assert!(published[1].get("order_id").is_none(), "{}", published[1]);
     let last = &records[1_200];
     assert_eq!(
         published[1_200]["reservation_id"],

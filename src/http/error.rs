@@ -2,11 +2,11 @@
 //! `{"error": {"code", "message", "request_id"}}` with a stable code.
 //!
 //! Handlers return [`ApiError`]; its response carries the error in an
-//! extension, and [`render`] (called by the node's outermost response layer,
-//! `response_shape`, which knows the request id) writes the JSON body. The
-//! same layer renders errors produced outside handlers (unknown routes,
-//! wrong methods, body limits, timeouts, panics) so no response ever leaves
-//! in another shape.
+//! extension, and [`render`] (called by the node's response layer,
+//! `response_shape`, inside the trace, request-id and CORS layers, which
+//! knows the request id) writes the JSON body. The same layer renders errors
+//! produced outside handlers (unknown routes, wrong methods, body limits,
+//! timeouts, panics) so no response ever leaves in another shape.
 
 use std::borrow::Cow;
 

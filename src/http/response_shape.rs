@@ -1,7 +1,9 @@
-//! The last word on every response a node sends, as one tower layer: a
-//! panic becomes a 500, every 4xx/5xx gets the JSON error body with the
-//! request id ([`error::render`]), and the browser-safety headers are set
-//! ([`security::set_default_headers`]).
+//! What every routed response of a node passes through, as one tower layer
+//! inside the trace, request-id and CORS layers: a panic becomes a 500,
+//! every 4xx/5xx gets the JSON error body with the request id
+//! ([`error::render`]), and the browser-safety headers are set
+//! ([`security::set_default_headers`]). A CORS preflight, answered by the
+//! CORS layer outside it, gets none of this, as before.
 //!
 //! Written by hand because the stock parts cost allocations on every
 //! request (issue 19): axum's `from_fn` boxes the inner service and the
@@ -11,7 +13,8 @@
 //! node made the id itself rather than receiving it from nginx) and
 //! allocates nothing else for a response that is not an error: 7
 //! allocations fewer per request than the three layers it replaces
-//! (BENCHMARKS.md).
+//! (BENCHMARKS.md; a deviation from DESIGN.md §2's "tower-http first",
+//! docs/decisions.md).
 
 use std::{
     any::Any,

@@ -40,25 +40,31 @@ for first = 3, #ARGV, 2 * CHUNK do
     ids[#ids + 1] = ARGV[i]
   end
   local records = redis.call('HMGET', KEYS[1], unpack(ids))
-  local writes, settled = {}, {}
+  local writes, settled, events = {}, {}, {}
   for n = 1, #ids do
-    local reservation, order = ids[n], ARGV[first + 2 * n - 1]
+    local reservation, order = ids[n], ARGV[first + 2 * n - 1] or ''
     local user, quantity, reserved_ms, key = decode_pending(records[n])
     local units_reserved = tonumber(quantity)
     -- `seen`: the same reservation twice in one call is confirmed once.
-    if user and units_reserved and not seen[reservation] then
+    -- A record whose numbers do not read is left as it is, as an unknown one.
+    if user and units_reserved and tonumber(reserved_ms) and not seen[reservation] then
       seen[reservation] = true
       writes[#writes + 1] = reservation
       writes[#writes + 1] = encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order)
       settled[#settled + 1] = reservation
+      events[#events + 1] = purchase_event(reservation, user, quantity, reserved_ms, order)
       confirmed = confirmed + 1
       units = units + units_reserved
-      redis.call('PUBLISH', ARGV[2], purchase_event(reservation, user, quantity, reserved_ms, order))
     end
   end
   if #settled > 0 then
     redis.call('HSET', KEYS[1], unpack(writes))
     redis.call('ZREM', KEYS[2], unpack(settled))
+    -- Told only once written: a write Redis refuses (out of memory)
+    -- publishes nothing.
+    for _, event in ipairs(events) do
+      redis.call('PUBLISH', ARGV[2], event)
+    end
   end
 end
 if confirmed > 0 then
