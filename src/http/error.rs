@@ -166,9 +166,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The header that carries the request's id (set by the node, or by nginx).
-pub(super) const REQUEST_ID: &str = "x-request-id";
-
 /// Writes the JSON error body (with the request id) for a 4xx/5xx response,
 /// and `Retry-After` on every 503; any other response passes unchanged.
 pub(super) fn render(mut response: Response, request_id: Option<HeaderValue>) -> Response {

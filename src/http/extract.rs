@@ -159,7 +159,7 @@ impl FromRequestParts<AppState> for Admin {
         // only a plausible one goes into the audit trail.
         let request_id = parts
             .headers
-            .get("x-request-id")
+            .get(super::REQUEST_ID)
             .and_then(|value| value.to_str().ok())
             .filter(|id| {
                 (1..=64).contains(&id.len())

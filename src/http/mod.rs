@@ -28,6 +28,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// The header that carries a request's id: nginx sets it, a node makes one
+/// when it is missing, and every log line, error body and audit row quotes it.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub use error_code::ErrorCode;
 pub use openapi::ApiDoc;
 pub use state::{AppServices, AppState};
@@ -69,7 +73,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         })
         // Per-route metrics need the matched route, so this layer sits on the
         // routes (inside routing) rather than in the stack above.
-        .route_layer(request_metrics::RecordLayer::new(state.clone()))
+        .route_layer(request_metrics::RequestMetricsLayer::new(state.clone()))
         .with_state(state);
     with_middleware(app, settings)
 }
@@ -93,8 +97,6 @@ pub fn operator_router(state: AppState, settings: &HttpSettings) -> Router {
 /// Wraps routes in the middleware every response of a node passes through
 /// (public for the benchmark of what it costs).
 pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-
     // Outermost first. The request id is set before anything logs, so every
     // line and every error body carries it; errors are rendered inside the
     // trace span but outside the timeout, so a timeout also gets the JSON
@@ -102,18 +104,18 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     // connection (all three, with the security headers, in one hand-written
     // layer: `response_shape`).
     let middleware = ServiceBuilder::new()
-        .set_request_id(request_id.clone(), MakeRequestUuid)
+        .set_request_id(REQUEST_ID, MakeRequestUuid)
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
                 let id = request
                     .headers()
-                    .get("x-request-id")
+                    .get(REQUEST_ID)
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or("");
                 tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
             }),
         )
-        .propagate_request_id(request_id)
+        .propagate_request_id(REQUEST_ID)
         .option_layer(security::cors(settings))
         .layer(response_shape::ShapeResponsesLayer)
         .layer(TimeoutLayer::with_status_code(

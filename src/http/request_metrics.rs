@@ -34,41 +34,41 @@ const UNMATCHED: &str = "unmatched";
 /// axum's `from_fn_with_state` boxes the inner service and the future on
 /// every request.
 #[derive(Clone)]
-pub struct RecordLayer {
+pub struct RequestMetricsLayer {
     state: AppState,
 }
 
-impl RecordLayer {
+impl RequestMetricsLayer {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
 }
 
-impl<S> Layer<S> for RecordLayer {
-    type Service = Record<S>;
+impl<S> Layer<S> for RequestMetricsLayer {
+    type Service = RequestMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Record {
+        RequestMetrics {
             inner,
             state: self.state.clone(),
         }
     }
 }
 
-/// See [`RecordLayer`].
+/// See [`RequestMetricsLayer`].
 #[derive(Clone)]
-pub struct Record<S> {
+pub struct RequestMetrics<S> {
     inner: S,
     state: AppState,
 }
 
-impl<S> Service<Request> for Record<S>
+impl<S> Service<Request> for RequestMetrics<S>
 where
     S: Service<Request, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Recorded<S::Future>;
+    type Future = RequestMetricsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -81,7 +81,7 @@ where
         // path, so ids do not explode the label cardinality. `MatchedPath`
         // shares the router's string: cloning it allocates nothing.
         let route = request.extensions().get::<MatchedPath>().cloned();
-        Recorded {
+        RequestMetricsFuture {
             inner: self.inner.call(request),
             state: self.state.clone(),
             started,
@@ -92,8 +92,8 @@ where
 }
 
 pin_project! {
-    /// The response of [`Record`].
-    pub struct Recorded<F> {
+    /// The response of [`RequestMetrics`].
+    pub struct RequestMetricsFuture<F> {
         #[pin]
         inner: F,
         state: AppState,
@@ -103,7 +103,7 @@ pin_project! {
     }
 }
 
-impl<F, E> Future for Recorded<F>
+impl<F, E> Future for RequestMetricsFuture<F>
 where
     F: Future<Output = Result<Response, E>>,
 {

@@ -2,8 +2,8 @@
 //! inside the trace, request-id and CORS layers: a panic becomes a 500,
 //! every 4xx/5xx gets the JSON error body with the request id
 //! ([`error::render`]), and the browser-safety headers are set
-//! ([`security::set_default_headers`]). A CORS preflight, answered by the
-//! CORS layer outside it, gets none of this, as before.
+//! ([`security::set_default_headers`]). A CORS preflight is answered by the
+//! CORS layer outside it, so it gets none of this.
 //!
 //! Written by hand because the stock parts cost allocations on every
 //! request (issue 19): axum's `from_fn` boxes the inner service and the
@@ -11,10 +11,9 @@
 //! `CatchPanicLayer` boxes every body. This layer keeps the request id
 //! (a shared reference to the header's bytes; one allocation only when the
 //! node made the id itself rather than receiving it from nginx) and
-//! allocates nothing else for a response that is not an error: 7
-//! allocations fewer per request than the three layers it replaces
-//! (BENCHMARKS.md; a deviation from DESIGN.md §2's "tower-http first",
-//! docs/decisions.md).
+//! allocates nothing else for a response that is not an error; the count
+//! is in BENCHMARKS.md. A deviation from DESIGN.md §2's "tower-http first"
+//! (docs/decisions.md).
 
 use std::{
     any::Any,
@@ -32,7 +31,7 @@ use futures::{
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{error, security};
+use super::{REQUEST_ID, error, security};
 
 /// Wraps a service in [`ShapeResponses`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,7 +72,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         // A cheap clone (shared bytes); read again only for an error.
-        let request_id = request.headers().get(error::REQUEST_ID).cloned();
+        let request_id = request.headers().get(REQUEST_ID).cloned();
         let inner = self.call_caught(request);
         ShapedResponse { inner, request_id }
     }
@@ -147,7 +146,7 @@ mod tests {
 
     fn request(path: &str) -> Request {
         Request::get(path)
-            .header(error::REQUEST_ID, "request-7")
+            .header(REQUEST_ID, "request-7")
             .body(Body::empty())
             .unwrap()
     }

@@ -50,7 +50,7 @@ pub fn cors(settings: &HttpSettings) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
             ])
-            .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
+            .expose_headers([header::RETRY_AFTER, super::REQUEST_ID])
             .max_age(Duration::from_secs(600)),
     )
 }

@@ -45,8 +45,10 @@ for first = 3, #ARGV, 2 * CHUNK do
     local reservation, order = ids[n], ARGV[first + 2 * n - 1] or ''
     local user, quantity, reserved_ms, key = decode_pending(records[n])
     local units_reserved = tonumber(quantity)
-    -- `seen`: the same reservation twice in one call is confirmed once.
-    -- A record whose numbers do not read is left as it is, as an unknown one.
+    -- A chunk's records are all read before any is written, so one named
+    -- twice in a chunk reads pending both times: `seen` confirms it once.
+    -- (Named again in a later chunk, it already reads confirmed.) A record
+    -- whose numbers do not read is left as it is, like an unknown one.
     if user and units_reserved and tonumber(reserved_ms) and not seen[reservation] then
       seen[reservation] = true
       writes[#writes + 1] = reservation

@@ -34,14 +34,14 @@ local function decode_record(record)
 end
 
 -- Returns user, quantity, reserved_ms, key (strings, as stored) of a pending
--- record; nothing for any other record. Settlement reads every record it
--- confirms, so this is one short match: pending records have no order, and
--- decode_record would try the seven-field form first.
+-- record (six fields: a pending record has no order); nothing for any other
+-- record. Settlement reads every record it confirms, so this is one match,
+-- where decode_record would try the seven-field form first.
 local function decode_pending(record)
   if not record then
     return nil
   end
-  return string.match(record, '^([^|]*)|([^|]*)|pending|([^|]*)|([^|]*)|')
+  return string.match(record, '^([^|]*)|([^|]*)|pending|([^|]*)|([^|]*)|[^|]*$')
 end
 
 -- The idempotency record of one key: "<reservation>|<quantity>".
