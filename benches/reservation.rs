@@ -4,7 +4,8 @@
 //! the settlement's `confirm.lua` on a batch of accepted reservations.
 //! Criterion times the round trip, which the loopback dominates; after each
 //! bench the Redis time per script call (`INFO commandstats`, the script's
-//! own execution) is printed, which is what the script's shape changes. Needs the project's Redis: start it with `scripts/up` or
+//! own execution) is printed, which is what the script's shape changes.
+//! Needs the project's Redis: start it with `scripts/up` or
 //! `scripts/test`, then `cargo bench --bench reservation`
 //! (`FLASHSALE_BENCH_REDIS_URL` points elsewhere). Keys go under a fresh
 //! prefix, deleted afterwards.

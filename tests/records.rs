@@ -180,6 +180,47 @@ async fn reserve_lua_replays_a_record_rust_wrote() {
     );
 }
 
+/// A reservation that became an order replays as confirmed whatever became
+/// of the order since (here a checkout hold that expired): `reserve.lua`
+/// reads the order id from the seven-field record Rust writes. Without an
+/// order, the record's own status is the answer.
+#[tokio::test]
+async fn reserve_lua_replays_a_reservation_that_became_an_order_as_confirmed() {
+    let mut sale = Sale::armed().await;
+    let keys = sale.store.sale_keys(sale.id);
+    for (order_id, replayed) in [
+        (Some(Uuid::now_v7()), ReservationStatus::Confirmed),
+        (None, ReservationStatus::Expired),
+    ] {
+        let pending = sale.pending_from_rust(1, 17).await;
+        let ended = ReservationRecord {
+            status: ReservationStatus::Expired,
+            order_id,
+            ..pending.clone()
+        };
+        let _: () = sale
+            .raw
+            .hset(
+                &keys.reservations,
+                ended.reservation_id.to_string(),
+                ended.encode(),
+            )
+            .await
+            .unwrap();
+        let request = ReserveRequest {
+            sale_id: sale.id,
+            ..reserve_request(ended.user_id, 1, &ended.idempotency_key)
+        };
+        assert_eq!(
+            sale.store.reserve(&request).await.unwrap(),
+            ReserveOutcome::Replayed {
+                reservation_id: ended.reservation_id,
+                status: replayed,
+            }
+        );
+    }
+}
+
 #[tokio::test]
 async fn release_lua_reads_rust_records_and_writes_a_reason_code() {
     let mut sale = Sale::armed().await;

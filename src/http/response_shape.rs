@@ -8,11 +8,9 @@
 //! Written by hand because the stock parts cost allocations on every
 //! request (issue 19): axum's `from_fn` boxes the inner service and the
 //! future, `map_response` boxes the future and the body, and tower-http's
-//! `CatchPanicLayer` boxes every body. This layer keeps the request id
-//! (a shared reference to the header's bytes; one allocation only when the
-//! node made the id itself rather than receiving it from nginx) and
-//! allocates nothing else for a response that is not an error; the count
-//! is in BENCHMARKS.md. A deviation from DESIGN.md §2's "tower-http first"
+//! `CatchPanicLayer` boxes every body. This layer keeps a clone of the
+//! request id's header value and changes the response in place; the
+//! allocations it saves are counted in BENCHMARKS.md. A deviation from DESIGN.md §2's "tower-http first"
 //! (docs/decisions.md).
 
 use std::{
@@ -71,7 +69,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        // A cheap clone (shared bytes); read again only for an error.
+        // Read again only for an error, after the request has moved on.
         let request_id = request.headers().get(REQUEST_ID).cloned();
         let inner = self.call_caught(request);
         ShapedResponse { inner, request_id }

@@ -43,20 +43,19 @@ for first = 3, #ARGV, 2 * CHUNK do
   local writes, settled, events = {}, {}, {}
   for n = 1, #ids do
     local reservation, order = ids[n], ARGV[first + 2 * n - 1] or ''
-    local user, quantity, reserved_ms, key = decode_pending(records[n])
-    local units_reserved = tonumber(quantity)
+    local user, quantity, status, reserved_ms, key = decode_record(records[n])
     -- A chunk's records are all read before any is written, so one named
     -- twice in a chunk reads pending both times: `seen` confirms it once.
     -- (Named again in a later chunk, it already reads confirmed.) A record
     -- whose numbers do not read is left as it is, like an unknown one.
-    if user and units_reserved and tonumber(reserved_ms) and not seen[reservation] then
+    if status == 'pending' and quantity and tonumber(reserved_ms) and not seen[reservation] then
       seen[reservation] = true
       writes[#writes + 1] = reservation
       writes[#writes + 1] = encode_record(user, quantity, 'confirmed', reserved_ms, key, '', order)
       settled[#settled + 1] = reservation
       events[#events + 1] = purchase_event(reservation, user, quantity, reserved_ms, order)
       confirmed = confirmed + 1
-      units = units + units_reserved
+      units = units + quantity
     end
   end
   if #settled > 0 then

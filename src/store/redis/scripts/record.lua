@@ -15,33 +15,21 @@ local function encode_record(user, quantity, status, reserved_ms, key, reason, o
     .. (reason or '') .. ((order and order ~= '') and ('|' .. order) or '')
 end
 
--- Returns user, quantity (number), status, reserved_ms, key, reason, order;
--- or nothing for a missing or unreadable record.
+-- Returns user, quantity (number), status, reserved_ms, key, reason, order
+-- ('' when the record has six fields); or nothing for a missing or
+-- unreadable record. One match reads both forms: the reason takes every
+-- character up to the next '|' or the end, and an order follows only that
+-- '|' (settlement decodes every record it confirms, issue 19).
 local function decode_record(record)
   if not record then
     return nil
   end
   local user, quantity, status, reserved_ms, key, reason, order =
-    string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-  if not user then
-    user, quantity, status, reserved_ms, key, reason =
-      string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-  end
+    string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|?([^|]*)$')
   if not user then
     return nil
   end
   return user, tonumber(quantity), status, reserved_ms, key, reason, order
-end
-
--- Returns user, quantity, reserved_ms, key (strings, as stored) of a pending
--- record (six fields: a pending record has no order); nothing for any other
--- record. Settlement reads every record it confirms, so this is one match,
--- where decode_record would try the seven-field form first.
-local function decode_pending(record)
-  if not record then
-    return nil
-  end
-  return string.match(record, '^([^|]*)|([^|]*)|pending|([^|]*)|([^|]*)|[^|]*$')
 end
 
 -- The idempotency record of one key: "<reservation>|<quantity>".
