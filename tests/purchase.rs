@@ -913,9 +913,9 @@ async fn a_page_read_before_a_commit_is_never_cached_after_it(pg: PgPool) {
 }
 
 /// The idempotency key is written into the Redis record (`|`-separated)
-/// and names a field of the sale's `shoppers` hash beside `<user>|next`
-/// and `<user>|latest`: a key that could reach into either encoding is
-/// refused before Redis, and takes nothing.
+/// and names a field of the sale's `shoppers` hash beside `<user>|latest`:
+/// a key that could reach into either encoding is refused before Redis,
+/// and takes nothing.
 #[sqlx::test]
 async fn keys_that_could_forge_a_record_or_a_shopper_field_are_refused(pg: PgPool) {
     let app = spawn_app(pg).await;

@@ -451,6 +451,96 @@ async fn arm_sale_lua_and_stale_pending_lua_read_rust_records() {
     );
 }
 
+/// What the sale knows of a shopper besides their keys is one field,
+/// `<user>|latest` = `<latest reservation>|<next attempt due>`: a refusal
+/// moves the due time and keeps the reservation, the due time holds
+/// across attempts, a value an older build wrote (the reservation alone)
+/// still names it, and a rebuild that raises the latest keeps the due time.
+#[tokio::test]
+async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
+    let mut sale = Sale::armed().await;
+    let keys = sale.store.sale_keys(sale.id);
+    let user = Uuid::now_v7();
+    let field = format!("{user}|latest");
+    let slow = |quantity, key| ReserveRequest {
+        sale_id: sale.id,
+        rate: UserRate {
+            per_second: 1,
+            burst: 2,
+        },
+        ..reserve_request(user, quantity, key)
+    };
+    let ReserveOutcome::Accepted { reservation_id, .. } =
+        sale.store.reserve(&slow(1, "first")).await.unwrap()
+    else {
+        panic!("the first attempt was not accepted");
+    };
+    assert!(
+        matches!(
+            sale.store.reserve(&slow(3, "too-many")).await.unwrap(),
+            ReserveOutcome::LimitReached { .. }
+        ),
+        "1 + 3 units is over the limit of 3"
+    );
+    assert!(
+        matches!(
+            sale.store.reserve(&slow(1, "third")).await.unwrap(),
+            ReserveOutcome::RateLimited { .. }
+        ),
+        "a burst of 2 at one attempt a second: the third waits"
+    );
+    let latest = sale.store.latest_reservation(sale.id, user).await.unwrap();
+    assert_eq!(
+        latest.map(|record| record.reservation_id),
+        Some(reservation_id)
+    );
+    let value: String = sale.raw.hget(&keys.shoppers, &field).await.unwrap();
+    let (named, due) = value.split_once('|').unwrap();
+    assert_eq!(named, reservation_id.to_string());
+    let due: i64 = due.parse().unwrap();
+    assert!(due > Utc::now().timestamp_micros(), "{value}");
+
+    // An older build's value: the reservation alone, no due time.
+    let _: () = sale
+        .raw
+        .hset(&keys.shoppers, &field, reservation_id.to_string())
+        .await
+        .unwrap();
+    let latest = sale.store.latest_reservation(sale.id, user).await.unwrap();
+    assert_eq!(
+        latest.map(|record| record.reservation_id),
+        Some(reservation_id)
+    );
+    assert!(
+        matches!(
+            sale.store.reserve(&slow(1, "after-upgrade")).await.unwrap(),
+            ReserveOutcome::Accepted { .. }
+        ),
+        "no due time: the attempt is not rate-limited"
+    );
+
+    // A shopper who was only refused, then holds a pending reservation a
+    // rebuild finds: it becomes their latest, and the due time stays.
+    let record = sale
+        .pending_from_rust(1, Utc::now().timestamp_millis())
+        .await;
+    let refused_only = format!("{}|latest", record.user_id);
+    let _: () = sale
+        .raw
+        .hset(&keys.shoppers, &refused_only, "|4102444800000000")
+        .await
+        .unwrap();
+    let _: () = sale.raw.hdel(&keys.meta, "stock").await.unwrap();
+    let armed = sale
+        .store
+        .arm(&active_mirror(sale.id, Some(keys.staging(Uuid::nil()))))
+        .await
+        .unwrap();
+    assert!(armed.rebuilt);
+    let value: String = sale.raw.hget(&keys.shoppers, &refused_only).await.unwrap();
+    assert_eq!(value, format!("{}|4102444800000000", record.reservation_id));
+}
+
 #[tokio::test]
 async fn arm_sale_lua_never_rebuilds_a_sale_without_its_buyers() {
     let mut sale = Sale::armed().await;

@@ -209,7 +209,11 @@ scenario_ban() {
   sleep 2
   emails=$(for ((i = users - 50; i < users; i++)); do printf "'crowd-%s-ban-%s@load.local'," "${CHAOS_RUN_ID,,}" "$i"; done)
   banned_ids=$( {
-    redis_cmd hkeys "$REDIS_PREFIX:{sale:$SALE_ID}:shoppers" | sed -n 's/|latest$//p' | head -n 50
+    # "<user>|latest" -> "<latest reservation>|<next attempt due>": the
+    # users whose field names a reservation.
+    redis_cmd hgetall "$REDIS_PREFIX:{sale:$SALE_ID}:shoppers" \
+      | awk 'NR % 2 { field = $0; next } field ~ /\|latest$/ && $0 !~ /^\|/ { sub(/\|latest$/, "", field); print field }' \
+      | head -n 50
     psql_query "select id from users where issuer = 'local' and subject in (${emails%,})"
   } | sort -u)
   printf '%s\n' "$banned_ids" | jq -R . | jq -s . >"$DIR/banned.json"

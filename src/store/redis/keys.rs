@@ -23,9 +23,11 @@ pub struct SaleKeys {
     pub pending: String,
     /// Hash of what the sale knows per shopper, read and written in one
     /// call each by `reserve.lua`: `<user>:<key>` -> `reservation|quantity`
-    /// (the first answer per idempotency key), `<user>|next` -> when the
-    /// user's next attempt is due (GCRA, µs: the per-user attempt limit
-    /// across nodes), `<user>|latest` -> the user's latest reservation.
+    /// (the first answer per idempotency key), `<user>|latest` ->
+    /// `<latest reservation>|<next attempt due>`: the user's latest
+    /// reservation, and when their next attempt is due (GCRA, µs: the
+    /// per-user attempt limit across nodes); either part may be empty
+    /// (`encode_latest` in `scripts/record.lua`).
     pub shoppers: String,
     /// Hash of counters: attempts, accepted, rejected by reason, ...
     pub stats: String,
@@ -110,6 +112,15 @@ impl SaleKeys {
         format!("{user_id}|latest")
     }
 
+    /// The reservation a [`Self::latest_field`] value names, if any: the
+    /// text before its `|` (the whole value, as an older build wrote it).
+    pub fn latest_reservation_of(value: &str) -> Option<Uuid> {
+        let reservation = value
+            .split_once('|')
+            .map_or(value, |(reservation, _)| reservation);
+        reservation.parse().ok()
+    }
+
     /// A hash arming writes buyers into before swapping it in (one per
     /// arming attempt, so concurrent attempts never mix their chunks).
     pub fn staging(&self, attempt: Uuid) -> String {
@@ -153,5 +164,25 @@ mod tests {
         }
         assert!(cache.sales.read().len() <= CACHED_SALES);
         assert_eq!(*cache.get(sale), SaleKeys::new("fs", sale));
+    }
+
+    #[test]
+    fn a_latest_field_names_its_reservation_in_either_form() {
+        let reservation = Uuid::now_v7();
+        let due = "1796200000000000";
+        for value in [
+            format!("{reservation}|{due}"),
+            format!("{reservation}|"),
+            reservation.to_string(),
+        ] {
+            assert_eq!(
+                SaleKeys::latest_reservation_of(&value),
+                Some(reservation),
+                "{value}"
+            );
+        }
+        for value in [format!("|{due}"), "|".to_string(), String::new()] {
+            assert_eq!(SaleKeys::latest_reservation_of(&value), None, "{value}");
+        }
     }
 }

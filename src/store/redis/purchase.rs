@@ -346,7 +346,7 @@ impl RedisStore {
         let latest: Option<String> = self
             .hget(&keys.shoppers, SaleKeys::latest_field(user_id))
             .await?;
-        match latest.and_then(|id| id.parse::<Uuid>().ok()) {
+        match latest.as_deref().and_then(SaleKeys::latest_reservation_of) {
             Some(reservation_id) => self.reservation(sale_id, reservation_id).await,
             None => Ok(None),
         }

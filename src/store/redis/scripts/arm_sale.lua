@@ -29,7 +29,8 @@
 -- KEYS[4]  pending set
 -- KEYS[5]  stats hash
 -- KEYS[6]  staged buyers hash (user -> units confirmed in PostgreSQL), if staged
--- KEYS[7]  shoppers hash ("<user>|latest" -> latest reservation, see reserve.lua)
+-- KEYS[7]  shoppers hash ("<user>|latest" -> latest reservation and next
+--          attempt, see record.lua)
 -- ARGV[1]  allotted units (PostgreSQL flash_sales.allotted_quantity)
 -- ARGV[2]  units already confirmed in PostgreSQL (never sold twice)
 -- ARGV[3]  stored state (scheduled | active | paused | ended | cancelled)
@@ -85,10 +86,7 @@ if armed[3] == false or armed_allotted == nil then
   end
   -- Reservation ids are UUIDv7: their text sorts by time.
   for user, reservation in pairs(latest_by_user) do
-    local known = redis.call('HGET', KEYS[7], user .. '|latest')
-    if not known or known < reservation then
-      redis.call('HSET', KEYS[7], user .. '|latest', reservation)
-    end
+    raise_latest(KEYS[7], user, reservation)
   end
   armed_allotted = allotted
   rebuilt = 1

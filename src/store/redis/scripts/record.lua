@@ -46,3 +46,39 @@ local function decode_replay(replay)
   return reservation, tonumber(quantity)
 end
 
+
+-- What the sale knows of a shopper besides their keys, in one field of the
+-- shoppers hash, "<user>|latest": "<latest reservation>|<next attempt due,
+-- µs>", either part possibly empty. reserve.lua reads it with the replay
+-- record in one call and writes it back with it in one (issue 19: one
+-- field per shopper, not two). The name is the one the latest reservation
+-- had alone before: such a value reads as a reservation with no due time.
+local function encode_latest(reservation, next_due)
+  return (reservation or '') .. '|' .. (next_due or '')
+end
+
+-- Returns the latest reservation and the next attempt's due time (µs, as
+-- text), each nil when absent.
+local function decode_latest(value)
+  if not value then
+    return nil, nil
+  end
+  local reservation, next_due = string.match(value, '^([^|]*)|?([^|]*)$')
+  if reservation == '' then
+    reservation = nil
+  end
+  if next_due == '' then
+    next_due = nil
+  end
+  return reservation, next_due
+end
+
+-- Makes `reservation` the user's latest unless a newer one is (reservation
+-- ids are UUIDv7: the greater text is the newer), keeping the due time.
+local function raise_latest(shoppers, user, reservation)
+  local field = user .. '|latest'
+  local latest, next_due = decode_latest(redis.call('HGET', shoppers, field))
+  if not latest or latest < reservation then
+    redis.call('HSET', shoppers, field, encode_latest(reservation, next_due))
+  end
+end

@@ -18,8 +18,8 @@
 -- KEYS[3]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[4]  pending set (zset: reservation -> reserved ms)
 -- KEYS[5]  shoppers hash: "<user>:<key>" -> replay record (record.lua),
---          "<user>|next" -> when the user's next attempt is due (GCRA, µs),
---          "<user>|latest" -> the user's latest reservation
+--          "<user>|latest" -> the user's latest reservation and when their
+--          next attempt is due (GCRA, µs; encode_latest in record.lua)
 -- KEYS[6]  stats hash (counters by outcome)
 -- ARGV[1]  user id
 -- ARGV[2]  quantity (integer >= 1, checked by the caller)
@@ -40,7 +40,7 @@
 --   {'SOLD_OUT', remaining}
 
 local user, quantity, key, reservation = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local replay_field, next_field = user .. ':' .. key, user .. '|next'
+local replay_field, latest_field = user .. ':' .. key, user .. '|latest'
 
 -- One counter per outcome; the stats add them up into the attempts (one
 -- write per attempt rather than two).
@@ -48,7 +48,7 @@ local function count(outcome)
   redis.call('HINCRBY', KEYS[6], outcome, 1)
 end
 
-local shopper = redis.call('HMGET', KEYS[5], replay_field, next_field)
+local shopper = redis.call('HMGET', KEYS[5], replay_field, latest_field)
 local first_reservation, first_quantity = decode_replay(shopper[1])
 if first_reservation then
   if first_quantity ~= quantity then
@@ -82,7 +82,8 @@ local now_ms = math.floor(now_us / 1000)
 -- at once, then one per interval. Each node also limits on its own before
 -- Redis; this one holds however a user's requests are spread over nodes.
 local interval, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
-local tat = tonumber(shopper[2] or '0')
+local latest, due = decode_latest(shopper[2])
+local tat = tonumber(due or '0')
 if tat < now_us then
   tat = now_us
 end
@@ -94,7 +95,7 @@ end
 local next_due = string.format('%.0f', tat + interval)
 
 local function refuse(outcome, ...)
-  redis.call('HSET', KEYS[5], next_field, next_due)
+  redis.call('HSET', KEYS[5], latest_field, encode_latest(latest, next_due))
   count(outcome)
   return {...}
 end
@@ -129,7 +130,7 @@ redis.call('HSET', KEYS[2], user, held + quantity)
 redis.call('HSET', KEYS[3], reservation, encode_record(user, quantity, 'pending', now_ms, key))
 redis.call('ZADD', KEYS[4], now_ms, reservation)
 redis.call('HSET', KEYS[5], replay_field, encode_replay(reservation, quantity),
-  next_field, next_due, user .. '|latest', reservation)
+  latest_field, encode_latest(reservation, next_due))
 count('accepted')
 redis.call('HINCRBY', KEYS[6], 'pending_units', quantity)
 return {'ACCEPTED', reservation, tostring(remaining), tostring(now_ms)}

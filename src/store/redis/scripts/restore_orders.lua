@@ -10,7 +10,8 @@
 -- orders per call keeps each call short.
 --
 -- KEYS[1]  shoppers hash ("<user>:<key>" -> replay record, see record.lua;
---          "<user>|latest" -> latest reservation; see reserve.lua)
+--          "<user>|latest" -> latest reservation and next attempt, see
+--          record.lua)
 -- KEYS[2]  reservations hash (reservation -> record, see record.lua)
 -- ARGV     groups of seven: reservation, user, quantity, reserved ms,
 --          idempotency key, order, record status (confirmed | expired | released)
@@ -23,9 +24,6 @@ for i = 1, #ARGV, 7 do
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   restored = restored + redis.call('HSETNX', KEYS[1], user .. ':' .. key, encode_replay(reservation, quantity))
   redis.call('HSETNX', KEYS[2], reservation, encode_record(user, quantity, status, reserved_ms, key, '', order))
-  local latest = redis.call('HGET', KEYS[1], user .. '|latest')
-  if not latest or latest < reservation then
-    redis.call('HSET', KEYS[1], user .. '|latest', reservation)
-  end
+  raise_latest(KEYS[1], user, reservation)
 end
 return restored

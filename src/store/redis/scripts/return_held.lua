@@ -38,7 +38,8 @@
 -- KEYS[3]  reservations hash (reservation -> record, see record.lua)
 -- KEYS[4]  stats hash
 -- KEYS[5]  pending set
--- KEYS[6]  shoppers hash (`<user>|latest` -> latest reservation)
+-- KEYS[6]  shoppers hash (`<user>|latest` -> latest reservation and next
+--          attempt, see record.lua)
 -- ARGV[1]  sale id, for the events
 -- ARGV[2]  pub/sub channel of the sale's events
 -- ARGV[3]  room left in PostgreSQL for the sale
@@ -94,10 +95,7 @@ for i = holds_end + 1, #ARGV, 8 do
   if redis.call('HEXISTS', KEYS[3], reservation) == 0 then
     redis.call('HSET', KEYS[3], reservation, encode_record(user, 1, 'confirmed', now_ms, key, '', order))
     redis.call('HINCRBY', KEYS[2], user, 1)
-    local latest = redis.call('HGET', KEYS[6], user .. '|latest')
-    if not latest or latest < reservation then
-      redis.call('HSET', KEYS[6], user .. '|latest', reservation)
-    end
+    raise_latest(KEYS[6], user, reservation)
     granted = granted + 1
     if ARGV[i + 4] == '1' then
       redis.call('PUBLISH', ARGV[2], cjson.encode({

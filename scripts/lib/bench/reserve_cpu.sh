@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Redis's CPU per reserve.lua call, two builds of the script side by side:
+#
+#   scripts/lib/bench/reserve_cpu.sh REV_A REV_B [ROUNDS]
+#
+# REV_A and REV_B are git revisions (the working tree's files: WORKTREE).
+# A scratch redis-server (append-only file, everysec, as the project's)
+# runs both scripts under redis-benchmark load (50 clients, 16 calls
+# pipelined: what the API's multiplexed connections send in a stampede),
+# alternating A and B for ROUNDS rounds (default 4), accepted purchases (a
+# new shopper per call) and refused ones (a sold-out sale). Redis's own
+# used_cpu_user + used_cpu_sys around each batch, divided by the calls,
+# is the figure: unlike one call at a time, a busy Redis is never idle
+# between calls, so this is CPU, not wake-up latency. Prints a line per
+# batch and the medians. Also prints the bytes Redis keeps per accepted
+# shopper (MEMORY USAGE of the shoppers hash after a batch, per call).
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+REV_A=$1 REV_B=$2 ROUNDS=${3:-4}
+PORT=${RESERVE_CPU_PORT:-7481} CALLS=${RESERVE_CPU_CALLS:-200000}
+work=$(mktemp -d)
+trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+script_at() {
+  local rev=$1 file
+  for file in record.lua reserve.lua; do
+    if [[ $rev == WORKTREE ]]; then cat "src/store/redis/scripts/$file"
+    else git show "$rev:src/store/redis/scripts/$file"; fi
+  done
+}
+
+redis-server --port "$PORT" --dir "$work" --save "" --appendonly yes --appendfsync everysec \
+  --daemonize yes --logfile "$work/redis.log"
+for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+rcli() { redis-cli -p "$PORT" "$@"; }
+declare -A SHA
+SHA[A]=$(script_at "$REV_A" > "$work/a.lua" && rcli script load "$(cat "$work/a.lua")")
+SHA[B]=$(script_at "$REV_B" > "$work/b.lua" && rcli script load "$(cat "$work/b.lua")")
+
+cpu_us() { rcli info cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.0f", s * 1e6}'; }
+
+# One sale per build and case, armed by hand: the fields reserve.lua reads.
+arm() {
+  local sale=$1 stock=$2 now
+  now=$(($(date +%s) * 1000))
+  rcli hset "$sale:meta" state active starts_at_ms $((now - 60000)) ends_at_ms $((now + 86400000)) \
+    per_user_limit 1 stock "$stock" >/dev/null
+}
+
+run_batch() {
+  local build=$1 case=$2 sale="s-$1-$2-$3" before after
+  [[ $case == accepted ]] && arm "$sale" 1000000000 || arm "$sale" 0
+  before=$(cpu_us)
+  redis-benchmark -p "$PORT" -c 50 -P 16 -n "$CALLS" -r 1000000000 -q \
+    EVALSHA "${SHA[$build]}" 6 "$sale:meta" "$sale:buyers" "$sale:reservations" "$sale:pending" \
+    "$sale:shoppers" "$sale:stats" u__rand_int__ 1 k r__rand_int__ 1 1 >/dev/null
+  after=$(cpu_us)
+  local per_call bytes=""
+  per_call=$(echo "scale=2; ($after - $before) / $CALLS" | bc)
+  if [[ $case == accepted ]]; then
+    bytes=$(( $(rcli memory usage "$sale:shoppers" samples 0) / CALLS ))
+  fi
+  echo "$build $case round=$3 redis_us_per_call=$per_call${bytes:+ shoppers_bytes_per_call=$bytes}"
+  rcli del "$sale:meta" "$sale:buyers" "$sale:reservations" "$sale:pending" "$sale:shoppers" "$sale:stats" >/dev/null
+}
+
+echo "A=$REV_A B=$REV_B rounds=$ROUNDS calls per batch=$CALLS"
+for round in $(seq "$ROUNDS"); do
+  for case in accepted refused; do
+    run_batch A "$case" "$round" | tee -a "$work/lines"
+    run_batch B "$case" "$round" | tee -a "$work/lines"
+  done
+done
+for build in A B; do
+  for case in accepted refused; do
+    sed -n "s/^$build $case .*redis_us_per_call=\([0-9.]*\).*/\1/p" "$work/lines" | sort -n |
+      awk -v b="$build" -v c="$case" '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+        printf "median %s %s: %.2f µs of Redis CPU per call (%s to %s)\n", b, c, m, v[1], v[NR]}'
+  done
+done
