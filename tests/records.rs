@@ -163,6 +163,55 @@ async fn reserve_lua_writes_the_record_rust_reads() {
     assert_eq!(parsed.encode(), stored, "Rust writes what Lua wrote");
 }
 
+/// `reserve.lua` writes the reservation time as text cut from `TIME`'s
+/// seconds and microseconds (no number formatting), and answers it as a
+/// number: the record, the pending set and the answer agree. 150
+/// reservations 10 ms apart span more than a second, so some fall in the
+/// first tenth of one (microseconds below 100,000: zero-padded).
+#[tokio::test]
+async fn reserve_lua_records_the_time_it_answers() {
+    let mut sale = Sale::armed().await;
+    let keys = sale.store.sale_keys(sale.id);
+    let _: () = sale.raw.hset(&keys.meta, "stock", 1_000).await.unwrap();
+    let mut below_a_tenth_of_a_second = 0;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let request = ReserveRequest {
+            sale_id: sale.id,
+            ..reserve_request(Uuid::now_v7(), 1, "time")
+        };
+        let ReserveOutcome::Accepted {
+            reservation_id,
+            reserved_at_ms,
+            ..
+        } = sale.store.reserve(&request).await.unwrap()
+        else {
+            panic!("not accepted");
+        };
+        let stored =
+            parse_record(sale.id, reservation_id, &sale.stored(reservation_id).await).unwrap();
+        assert_eq!(stored.reserved_at_ms, reserved_at_ms);
+        let score: f64 = sale
+            .raw
+            .zscore(&keys.pending, reservation_id.to_string())
+            .await
+            .unwrap();
+        assert_eq!(score as i64, reserved_at_ms);
+        let now = Utc::now().timestamp_millis();
+        assert!(
+            (now - reserved_at_ms).abs() < 5_000,
+            "{reserved_at_ms} vs {now}"
+        );
+        if reserved_at_ms % 1_000 < 100 {
+            below_a_tenth_of_a_second += 1;
+        }
+    }
+    assert!(
+        below_a_tenth_of_a_second > 0,
+        "no zero-padded time was drawn"
+    );
+}
+
 #[tokio::test]
 async fn reserve_lua_replays_a_record_rust_wrote() {
     let mut sale = Sale::armed().await;
