@@ -912,6 +912,59 @@ async fn a_page_read_before_a_commit_is_never_cached_after_it(pg: PgPool) {
     );
 }
 
+/// A worker drops the cached pages of every buyer of a batch in one call:
+/// each buyer's cached page and each read in flight go, whoever else is in
+/// the batch (buyers who never read their orders included).
+#[sqlx::test]
+async fn a_batch_drops_the_cached_pages_of_every_buyer_in_it(pg: PgPool) {
+    use flashsale::store::redis::CachedOrders;
+    let app = spawn_app(pg).await;
+    let store = app.redis_store();
+    let page = "1:20";
+    let (cached, in_flight, never_read, outside) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let miss = async |user_id| match store.cached_orders(user_id, page, 30).await.unwrap() {
+        CachedOrders::Miss { reading } => reading,
+        CachedOrders::Hit(json) => panic!("nothing was cached yet, found {json}"),
+    };
+    for user_id in [cached, outside] {
+        let reading = miss(user_id).await;
+        assert!(
+            store
+                .cache_orders(user_id, page, "[]", &reading)
+                .await
+                .unwrap()
+        );
+    }
+    let late_reading = miss(in_flight).await;
+
+    store
+        .invalidate_orders_of(&[cached, in_flight, never_read])
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        store.cached_orders(cached, page, 30).await.unwrap(),
+        CachedOrders::Miss { .. }
+    ));
+    assert!(
+        !store
+            .cache_orders(in_flight, page, "[]", &late_reading)
+            .await
+            .unwrap(),
+        "a read from before the batch was cached after it"
+    );
+    assert_eq!(
+        store.cached_orders(outside, page, 30).await.unwrap(),
+        CachedOrders::Hit("[]".into()),
+        "a user outside the batch lost their page"
+    );
+}
+
 /// The idempotency key is written into the Redis record (`|`-separated)
 /// and names a field of the sale's `shoppers` hash beside `<user>|latest`:
 /// a key that could reach into either encoding is refused before Redis,
