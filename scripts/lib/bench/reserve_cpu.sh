@@ -14,6 +14,10 @@
 # between calls, so this is CPU, not wake-up latency. Prints a line per
 # batch and the medians. Also prints the bytes Redis keeps per accepted
 # shopper (MEMORY USAGE of the shoppers hash after a batch, per call).
+#
+# RESERVE_CPU_CONFIG_A / RESERVE_CPU_CONFIG_B: a Redis setting ("name
+# value", e.g. "latency-tracking no") set before each batch of that build,
+# to compare settings with REV_A = REV_B.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 REV_A=$1 REV_B=$2 ROUNDS=${3:-4}
@@ -50,6 +54,11 @@ arm() {
 run_batch() {
   local build=$1 case=$2 sale="s-$1-$2-$3" before after
   [[ $case == accepted ]] && arm "$sale" 1000000000 || arm "$sale" 0
+  local setting_name="RESERVE_CPU_CONFIG_$build"
+  if [[ -n ${!setting_name:-} ]]; then
+    # shellcheck disable=SC2086 # "name value": two arguments
+    rcli config set ${!setting_name} >/dev/null
+  fi
   before=$(cpu_us)
   redis-benchmark -p "$PORT" -c 50 -P 16 -n "$CALLS" -r 1000000000 -q \
     EVALSHA "${SHA[$build]}" 6 "$sale:meta" "$sale:buyers" "$sale:reservations" "$sale:pending" \
