@@ -79,6 +79,14 @@ fn token_verification(c: &mut Criterion) {
     c.bench_function("jwt_issue_hs256", |b| {
         b.iter(|| tokens.issue(black_box(Uuid::now_v7()), Role::Shopper, 3600))
     });
+    // What the node did before verifying each token (decode the header to
+    // choose the verifier), and what it does now for its own tokens.
+    c.bench_function("jwt_header_decode", |b| {
+        b.iter(|| jsonwebtoken::decode_header(black_box(&token)).unwrap())
+    });
+    c.bench_function("jwt_own_header_check", |b| {
+        b.iter(|| assert!(tokens.wrote_header_of(black_box(&token))))
+    });
 }
 
 /// The provider's tokens as `oidc` mode verifies them: header checks, the

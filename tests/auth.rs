@@ -100,6 +100,47 @@ async fn the_auth_config_names_the_mode(pg: PgPool) {
     assert_eq!(reply.body["mode"], "dev");
 }
 
+/// A token of this deployment's key whose header is written otherwise
+/// (no `typ`) is not told by its header's bytes: its header is decoded,
+/// and it verifies like any other.
+#[sqlx::test]
+async fn an_hs256_token_with_another_header_encoding_still_verifies(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let valid = app.admin_token().await;
+    let (usual_head, rest) = valid.split_once('.').unwrap();
+    let (payload, _) = rest.split_once('.').unwrap();
+    let claims: Value = {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let header = Header {
+        typ: None,
+        ..Header::new(Algorithm::HS256)
+    };
+    let other = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let other_head = other.split_once('.').unwrap().0;
+    assert_ne!(
+        other_head, usual_head,
+        "the header must be written otherwise"
+    );
+    let reply = app
+        .post(
+            "/api/admin/products",
+            Some(&other),
+            json!({"sku": "X", "name": "n", "price": 1, "currency": "EUR", "stock": 1}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
 #[sqlx::test]
 async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
     let app = spawn_app(pg).await;
@@ -169,6 +210,13 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
             Some(format!("Bearer {hs512}")),
         ),
         ("empty bearer", Some("Bearer ".into())),
+        // This deployment's exact header is told by its bytes alone; the
+        // rest must still verify.
+        ("our header alone", Some(format!("Bearer {head}."))),
+        (
+            "our header and a payload, no signature",
+            Some(format!("Bearer {head}.{payload}.")),
+        ),
         ("two dots only", Some("Bearer ..".into())),
         (
             "oversized token",

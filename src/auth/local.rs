@@ -50,6 +50,9 @@ pub struct LocalTokens {
     validation: Validation,
     issuer: String,
     audience: String,
+    /// The first segment of every token [`Self::issue`] writes (the
+    /// encoded HS256 header).
+    own_header: String,
 }
 
 impl LocalTokens {
@@ -63,13 +66,34 @@ impl LocalTokens {
         // The nodes that sign and verify these share clocks (one machine or
         // NTP-synced hosts); a larger leeway would extend stolen tokens.
         validation.leeway = 5;
+        let encoding = EncodingKey::from_secret(secret);
+        // Whatever the claims, the header segment is the same: sign nothing
+        // once and keep it.
+        let own_header = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &(), &encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         Self {
-            encoding: EncodingKey::from_secret(secret),
+            encoding,
             decoding: DecodingKey::from_secret(secret),
             validation,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            own_header,
         }
+    }
+
+    /// Whether the token's header is, byte for byte, the one this
+    /// deployment writes: such a token goes to [`Self::verify`] without its
+    /// header being decoded first, since `verify` decodes and checks it
+    /// anyway (BENCHMARKS.md, "The token check"). Says nothing of the
+    /// token's validity.
+    pub fn wrote_header_of(&self, token: &str) -> bool {
+        token
+            .split_once('.')
+            .is_some_and(|(header, _)| header == self.own_header)
     }
 
     pub fn issue(&self, user_id: Uuid, role: Role, ttl_secs: u64) -> IssuedToken {
@@ -126,6 +150,23 @@ pub(super) fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_issued_token_carries_the_header_this_deployment_writes() {
+        let tokens = tokens("a-secret-of-at-least-thirty-two-bytes!");
+        for role in [Role::Shopper, Role::Admin] {
+            let issued = tokens.issue(Uuid::now_v7(), role, 60).token;
+            assert!(tokens.wrote_header_of(&issued), "{issued}");
+        }
+        let untyped = Header {
+            typ: None,
+            ..Header::new(Algorithm::HS256)
+        };
+        let written_otherwise = jsonwebtoken::encode(&untyped, &(), &tokens.encoding).unwrap();
+        for token in [written_otherwise.as_str(), "", ".", "not-a-token"] {
+            assert!(!tokens.wrote_header_of(token), "{token}");
+        }
+    }
 
     fn tokens(secret: &str) -> LocalTokens {
         LocalTokens::new(&Secret::new(secret), "flashsale", "flashsale-api")

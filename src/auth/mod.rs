@@ -155,44 +155,55 @@ impl Authenticator {
         if !self.revocations.is_loaded() {
             return Err(TokenError::NotReady);
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| TokenError::Invalid("the access token is invalid"))?;
-        let (caller, issued_at) = if header.alg == Algorithm::HS256 {
-            let local = self
-                .local
-                .as_ref()
-                .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
-            let claims = local.verify(token)?;
-            let caller = Authenticated {
-                user_id: claims.sub,
-                role: claims.role,
-            };
-            (caller, Some(claims.iat))
-        } else {
-            let oidc = self
-                .oidc
-                .as_ref()
-                .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
-            // Past the keys' staleness bound nothing is reused: every token
-            // meets the verifier, which answers that keys are unavailable.
-            let reusable = oidc.keys().has_usable_keys();
-            let provided = match self.verified.get(token).filter(|_| reusable) {
-                Some(provided) => provided,
-                None => {
-                    let provided = oidc.verify(token, &header).await?;
-                    self.verified.keep(token, &provided, provided.expires_at);
-                    provided
-                }
-            };
-            // Banned users are refused before their first sight costs a write.
-            let user_id = provided.identity.user_id();
-            self.revocations.check(user_id, provided.issued_at)?;
-            self.directory.record(user_id, &provided).await?;
-            let caller = Authenticated {
-                user_id,
-                role: provided.role,
-            };
-            (caller, provided.issued_at)
+        // This deployment's own tokens are told by their header's bytes:
+        // decoding it here would repeat what `verify` does (a fifth of the
+        // token check under a purchase stampede, BENCHMARKS.md).
+        let header = match &self.local {
+            Some(local) if local.wrote_header_of(token) => None,
+            _ => Some(
+                jsonwebtoken::decode_header(token)
+                    .map_err(|_| TokenError::Invalid("the access token is invalid"))?,
+            ),
+        };
+        let (caller, issued_at) = match header {
+            Some(header) if header.alg != Algorithm::HS256 => {
+                let oidc = self
+                    .oidc
+                    .as_ref()
+                    .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
+                // Past the keys' staleness bound nothing is reused: every token
+                // meets the verifier, which answers that keys are unavailable.
+                let reusable = oidc.keys().has_usable_keys();
+                let provided = match self.verified.get(token).filter(|_| reusable) {
+                    Some(provided) => provided,
+                    None => {
+                        let provided = oidc.verify(token, &header).await?;
+                        self.verified.keep(token, &provided, provided.expires_at);
+                        provided
+                    }
+                };
+                // Banned users are refused before their first sight costs a write.
+                let user_id = provided.identity.user_id();
+                self.revocations.check(user_id, provided.issued_at)?;
+                self.directory.record(user_id, &provided).await?;
+                let caller = Authenticated {
+                    user_id,
+                    role: provided.role,
+                };
+                (caller, provided.issued_at)
+            }
+            _ => {
+                let local = self
+                    .local
+                    .as_ref()
+                    .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
+                let claims = local.verify(token)?;
+                let caller = Authenticated {
+                    user_id: claims.sub,
+                    role: claims.role,
+                };
+                (caller, Some(claims.iat))
+            }
         };
         self.revocations.check(caller.user_id, issued_at)?;
         Ok(caller)
