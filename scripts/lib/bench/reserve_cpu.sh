@@ -16,14 +16,23 @@
 # shopper (MEMORY USAGE of the shoppers hash after a batch, per call).
 #
 # RESERVE_CPU_CONFIG_A / RESERVE_CPU_CONFIG_B: a Redis setting ("name
-# value", e.g. "latency-tracking no") set before each batch of that build,
-# to compare settings with REV_A = REV_B.
+# value", e.g. "latency-tracking no") for that build's batches, to compare
+# settings with REV_A = REV_B; the setting goes back to what it was before
+# the other build's batches.
+#
+# Ids are shaped like the engine's: user, reservation and idempotency key
+# 36 characters each (a UUID's length), so the bytes are what a sale keeps.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 REV_A=$1 REV_B=$2 ROUNDS=${3:-4}
 PORT=${RESERVE_CPU_PORT:-7481} CALLS=${RESERVE_CPU_CALLS:-200000}
+if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
+  echo "something already answers on port $PORT; set RESERVE_CPU_PORT to a free one" >&2
+  exit 1
+fi
 work=$(mktemp -d)
-trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# Stops only the server this run started (its pid file), never another.
+trap '[[ -s $work/redis.pid ]] && kill "$(cat "$work/redis.pid")" 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
 
 script_at() {
   local rev=$1 file
@@ -34,12 +43,31 @@ script_at() {
 }
 
 redis-server --port "$PORT" --dir "$work" --save "" --appendonly yes --appendfsync everysec \
-  --daemonize yes --logfile "$work/redis.log"
+  --daemonize yes --logfile "$work/redis.log" --pidfile "$work/redis.pid"
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli() { redis-cli -p "$PORT" "$@"; }
 declare -A SHA
 SHA[A]=$(script_at "$REV_A" > "$work/a.lua" && rcli script load "$(cat "$work/a.lua")")
 SHA[B]=$(script_at "$REV_B" > "$work/b.lua" && rcli script load "$(cat "$work/b.lua")")
+
+# Each build's setting, and for a build without one the value the other
+# build's setting replaced (read before the first batch).
+declare -A DEFAULT_SETTING
+for build in A B; do
+  setting="RESERVE_CPU_CONFIG_$build"
+  if [[ -n ${!setting:-} ]]; then
+    name=${!setting%% *}
+    DEFAULT_SETTING[$name]=$(rcli config get "$name" | sed -n 2p)
+  fi
+done
+apply_settings() {
+  local own="RESERVE_CPU_CONFIG_$1" name
+  for name in "${!DEFAULT_SETTING[@]}"; do rcli config set "$name" "${DEFAULT_SETTING[$name]}" >/dev/null; done
+  if [[ -n ${!own:-} ]]; then
+    # shellcheck disable=SC2086 # "name value": two arguments
+    rcli config set ${!own} >/dev/null
+  fi
+}
 
 cpu_us() { rcli info cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.0f", s * 1e6}'; }
 
@@ -54,15 +82,12 @@ arm() {
 run_batch() {
   local build=$1 case=$2 sale="s-$1-$2-$3" before after
   [[ $case == accepted ]] && arm "$sale" 1000000000 || arm "$sale" 0
-  local setting_name="RESERVE_CPU_CONFIG_$build"
-  if [[ -n ${!setting_name:-} ]]; then
-    # shellcheck disable=SC2086 # "name value": two arguments
-    rcli config set ${!setting_name} >/dev/null
-  fi
+  apply_settings "$build"
   before=$(cpu_us)
   redis-benchmark -p "$PORT" -c 50 -P 16 -n "$CALLS" -r 1000000000 -q \
     EVALSHA "${SHA[$build]}" 6 "$sale:meta" "$sale:buyers" "$sale:reservations" "$sale:pending" \
-    "$sale:shoppers" "$sale:stats" u__rand_int__ 1 k r__rand_int__ 1 1 >/dev/null
+    "$sale:shoppers" "$sale:stats" 00000000-0000-7000-8000-__rand_int__ 1 \
+    00000000-0000-4000-8000-__rand_int__ 00000000-0000-7000-9000-__rand_int__ 1 1 >/dev/null
   after=$(cpu_us)
   local per_call bytes=""
   per_call=$(echo "scale=2; ($after - $before) / $CALLS" | bc)

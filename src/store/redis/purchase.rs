@@ -458,9 +458,9 @@ impl RedisStore {
     /// marks of reads in flight, with one `DEL` of every user's key, which
     /// writes nothing for a user who never read their orders. One command
     /// costs Redis a third of what a pipeline of one `DEL` per user does
-    /// (BENCHMARKS.md), and a cluster client splits it per shard, where a
-    /// pipeline would have to stay within one slot (each user's key has
-    /// its own).
+    /// (BENCHMARKS.md). Each user's key has a slot of its own: redis-rs's
+    /// cluster client splits a multi-key `DEL` per shard, while its
+    /// pipelines must stay within one slot (DESIGN.md §8).
     pub async fn invalidate_orders_of(&self, user_ids: &[Uuid]) -> Result<(), StoreError> {
         if user_ids.is_empty() {
             return Ok(());
