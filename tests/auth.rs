@@ -21,12 +21,11 @@ fn claims(role: &str) -> Value {
 }
 
 fn sign(claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    sign_with(&Header::new(Algorithm::HS256), claims, secret)
+}
+
+fn sign_with(header: &Header, claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 #[sqlx::test]
@@ -116,27 +115,18 @@ async fn an_hs256_token_with_another_header_encoding_still_verifies(pg: PgPool) 
             .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     };
-    let header = Header {
+    let untyped = Header {
         typ: None,
         ..Header::new(Algorithm::HS256)
     };
-    let other = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let other = sign_with(&untyped, &claims, JWT_SECRET);
     let other_head = other.split_once('.').unwrap().0;
     assert_ne!(
         other_head, usual_head,
         "the header must be written otherwise"
     );
     let reply = app
-        .post(
-            "/api/admin/products",
-            Some(&other),
-            json!({"sku": "X", "name": "n", "price": 1, "currency": "EUR", "stock": 1}),
-        )
+        .post("/api/admin/products", Some(&other), product())
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
 }
@@ -175,12 +165,7 @@ async fn forged_expired_and_malformed_tokens_are_refused_with_401(pg: PgPool) {
         let (_, rest) = hs256.split_once('.').unwrap();
         format!("{head}.{rest}")
     };
-    let hs512 = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS512),
-        &claims("admin"),
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let hs512 = sign_with(&Header::new(Algorithm::HS512), &claims("admin"), JWT_SECRET);
     let mut no_exp = claims("admin");
     no_exp.as_object_mut().unwrap().remove("exp");
 

@@ -569,13 +569,19 @@ async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
         latest.map(|record| record.reservation_id),
         Some(reservation_id)
     );
+    // reserve.lua reads it too: a refusal (1 + 3 units is over the limit)
+    // is not rate-limited (no due time) and keeps the reservation.
     assert!(
         matches!(
-            sale.store.reserve(&slow(1, "after-upgrade")).await.unwrap(),
-            ReserveOutcome::Accepted { .. }
+            sale.store.reserve(&slow(3, "after-upgrade")).await.unwrap(),
+            ReserveOutcome::LimitReached { .. }
         ),
         "no due time: the attempt is not rate-limited"
     );
+    let value: String = sale.raw.hget(&keys.shoppers, &field).await.unwrap();
+    let (named, due) = value.split_once('|').unwrap();
+    assert_eq!(named, reservation_id.to_string(), "{value}");
+    assert!(due.parse::<i64>().is_ok(), "{value}");
 
     // A shopper who was only refused, then holds a pending reservation a
     // rebuild finds: it becomes their latest, and the due time stays.

@@ -69,12 +69,12 @@ impl LocalTokens {
         let encoding = EncodingKey::from_secret(secret);
         // Whatever the claims, the header segment is the same: sign nothing
         // once and keep it.
-        let own_header = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &(), &encoding)
-            .expect("HS256 signing of plain claims cannot fail")
-            .split('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let signed_nothing = jsonwebtoken::encode(&Self::header(), &(), &encoding)
+            .expect("HS256 signing of plain claims cannot fail");
+        let own_header = signed_nothing
+            .split_once('.')
+            .map(|(header, _)| header.to_owned())
+            .expect("a signed token has three segments");
         Self {
             encoding,
             decoding: DecodingKey::from_secret(secret),
@@ -83,6 +83,11 @@ impl LocalTokens {
             audience: audience.to_owned(),
             own_header,
         }
+    }
+
+    /// The header of every token this deployment signs.
+    fn header() -> Header {
+        Header::new(Algorithm::HS256)
     }
 
     /// Whether the token's header is, byte for byte, the one this
@@ -107,7 +112,7 @@ impl LocalTokens {
             nbf: now,
             exp: now + ttl_secs,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let token = jsonwebtoken::encode(&Self::header(), &claims, &self.encoding)
             .expect("HS256 signing of plain claims cannot fail");
         IssuedToken {
             token,

@@ -22,7 +22,7 @@ pub mod verified;
 
 use std::sync::Arc;
 
-use jsonwebtoken::Algorithm;
+use jsonwebtoken::{Algorithm, Header};
 use uuid::Uuid;
 
 pub use local::{IssuedToken, LocalClaims, LocalTokens, mint};
@@ -157,16 +157,33 @@ impl Authenticator {
         }
         // This deployment's own tokens are told by their header's bytes:
         // decoding it here would repeat what `verify` does (a fifth of the
-        // token check under a purchase stampede, BENCHMARKS.md).
-        let header = match &self.local {
+        // token check under a purchase stampede, BENCHMARKS.md). `None`:
+        // one of ours, header not decoded.
+        let decoded_header = match &self.local {
             Some(local) if local.wrote_header_of(token) => None,
             _ => Some(
                 jsonwebtoken::decode_header(token)
                     .map_err(|_| TokenError::Invalid("the access token is invalid"))?,
             ),
         };
-        let (caller, issued_at) = match header {
-            Some(header) if header.alg != Algorithm::HS256 => {
+        let (caller, issued_at) = match decoded_header {
+            None
+            | Some(Header {
+                alg: Algorithm::HS256,
+                ..
+            }) => {
+                let local = self
+                    .local
+                    .as_ref()
+                    .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
+                let claims = local.verify(token)?;
+                let caller = Authenticated {
+                    user_id: claims.sub,
+                    role: claims.role,
+                };
+                (caller, Some(claims.iat))
+            }
+            Some(header) => {
                 let oidc = self
                     .oidc
                     .as_ref()
@@ -191,18 +208,6 @@ impl Authenticator {
                     role: provided.role,
                 };
                 (caller, provided.issued_at)
-            }
-            _ => {
-                let local = self
-                    .local
-                    .as_ref()
-                    .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
-                let claims = local.verify(token)?;
-                let caller = Authenticated {
-                    user_id: claims.sub,
-                    role: claims.role,
-                };
-                (caller, Some(claims.iat))
             }
         };
         self.revocations.check(caller.user_id, issued_at)?;

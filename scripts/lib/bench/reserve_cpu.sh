@@ -31,8 +31,18 @@ if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
   exit 1
 fi
 work=$(mktemp -d)
-# Stops only the server this run started (its pid file), never another.
-trap '[[ -s $work/redis.pid ]] && kill "$(cat "$work/redis.pid")" 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
+# Stops only the server this run started (its pid file), never another,
+# and waits until it is gone before removing its directory.
+stop_own_server() {
+  local pid
+  if [[ -s $work/redis.pid ]]; then
+    pid=$(cat "$work/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
+  rm -rf "$work"
+}
+trap stop_own_server EXIT
 
 script_at() {
   local rev=$1 file
@@ -44,8 +54,14 @@ script_at() {
 
 redis-server --port "$PORT" --dir "$work" --save "" --appendonly yes --appendfsync everysec \
   --daemonize yes --logfile "$work/redis.log" --pidfile "$work/redis.pid"
-for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli() { redis-cli -p "$PORT" "$@"; }
+# Ours once the server answering names the pid our server wrote.
+own_server_answers() {
+  [[ -s $work/redis.pid ]] &&
+    [[ $(rcli info server 2>/dev/null | sed -n 's/^process_id:\([0-9]*\).*/\1/p') == "$(cat "$work/redis.pid")" ]]
+}
+for _ in $(seq 50); do own_server_answers && break; sleep 0.1; done
+own_server_answers || { echo "the scratch redis-server did not come up on port $PORT; see $work/redis.log" >&2; exit 1; }
 declare -A SHA
 SHA[A]=$(script_at "$REV_A" > "$work/a.lua" && rcli script load "$(cat "$work/a.lua")")
 SHA[B]=$(script_at "$REV_B" > "$work/b.lua" && rcli script load "$(cat "$work/b.lua")")
@@ -61,11 +77,11 @@ for build in A B; do
   fi
 done
 apply_settings() {
-  local own="RESERVE_CPU_CONFIG_$1" name
+  local own="RESERVE_CPU_CONFIG_$1" name value
   for name in "${!DEFAULT_SETTING[@]}"; do rcli config set "$name" "${DEFAULT_SETTING[$name]}" >/dev/null; done
   if [[ -n ${!own:-} ]]; then
-    # shellcheck disable=SC2086 # "name value": two arguments
-    rcli config set ${!own} >/dev/null
+    read -r name value <<<"${!own}"
+    rcli config set "$name" "$value" >/dev/null
   fi
 }
 
@@ -81,7 +97,7 @@ arm() {
 
 run_batch() {
   local build=$1 case=$2 sale="s-$1-$2-$3" before after
-  [[ $case == accepted ]] && arm "$sale" 1000000000 || arm "$sale" 0
+  if [[ $case == accepted ]]; then arm "$sale" 1000000000; else arm "$sale" 0; fi
   apply_settings "$build"
   before=$(cpu_us)
   redis-benchmark -p "$PORT" -c 50 -P 16 -n "$CALLS" -r 1000000000 -q \

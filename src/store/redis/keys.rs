@@ -114,10 +114,14 @@ impl SaleKeys {
 
     /// The reservation a [`Self::latest_field`] value names, if any: the
     /// text before its `|` (the whole value, as an older build wrote it).
+    /// A value with a second `|` does not read, as in `decode_latest`
+    /// (`scripts/record.lua`).
     pub fn latest_reservation_of(value: &str) -> Option<Uuid> {
-        let reservation = value
-            .split_once('|')
-            .map_or(value, |(reservation, _)| reservation);
+        let reservation = match value.split_once('|') {
+            Some((_, due)) if due.contains('|') => return None,
+            Some((reservation, _)) => reservation,
+            None => value,
+        };
         reservation.parse().ok()
     }
 
@@ -181,7 +185,12 @@ mod tests {
                 "{value}"
             );
         }
-        for value in [format!("|{due}"), "|".to_string(), String::new()] {
+        for value in [
+            format!("|{due}"),
+            "|".to_string(),
+            String::new(),
+            format!("{reservation}|{due}|x"),
+        ] {
             assert_eq!(SaleKeys::latest_reservation_of(&value), None, "{value}");
         }
     }

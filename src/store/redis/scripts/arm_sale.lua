@@ -84,7 +84,6 @@ if armed[3] == false or armed_allotted == nil then
   for user, units in pairs(pending_by_user) do
     redis.call('HINCRBY', KEYS[2], user, units)
   end
-  -- Reservation ids are UUIDv7: their text sorts by time.
   for user, reservation in pairs(latest_by_user) do
     raise_latest(KEYS[7], user, reservation)
   end

@@ -1,7 +1,9 @@
--- record.lua: a reservation record, the one definition on the Lua side.
--- RedisStore puts this file in front of every script that reads or writes
--- records; `ReservationRecord::encode`/`parse` are the Rust side, and
--- tests/records.rs checks that both agree through every script.
+-- record.lua: the records a sale keeps in Redis, the one definition on the
+-- Lua side: a reservation record, a replay record, and a shopper's latest
+-- field. RedisStore puts this file in front of every script that reads or
+-- writes them; `ReservationRecord::encode`/`parse`, and
+-- `SaleKeys::latest_reservation_of` for the latest field, are the Rust
+-- side, and tests/records.rs checks that both agree through every script.
 --
 -- "<user>|<quantity>|<status>|<reserved ms>|<idempotency key>|<reason code>|<order id>"
 -- status: pending | confirmed | failed | released | expired
@@ -53,12 +55,18 @@ end
 -- record in one call and writes it back with it in one (issue 19: one
 -- field per shopper, not two). The name is the one the latest reservation
 -- had alone before: such a value reads as a reservation with no due time.
+local function latest_field(user)
+  return user .. '|latest'
+end
+
 local function encode_latest(reservation, next_due)
   return (reservation or '') .. '|' .. (next_due or '')
 end
 
--- Returns the latest reservation and the next attempt's due time (µs, as
--- text), each nil when absent.
+-- Returns the latest reservation and the next attempt's due time, each nil
+-- when absent, and both nil for a value that does not read (more than one
+-- '|'). The due time stays text, so it is written back without formatting a
+-- number. One match reads both forms: the '|' and what follows are optional.
 local function decode_latest(value)
   if not value then
     return nil, nil
@@ -76,7 +84,7 @@ end
 -- Makes `reservation` the user's latest unless a newer one is (reservation
 -- ids are UUIDv7: the greater text is the newer), keeping the due time.
 local function raise_latest(shoppers, user, reservation)
-  local field = user .. '|latest'
+  local field = latest_field(user)
   local latest, next_due = decode_latest(redis.call('HGET', shoppers, field))
   if not latest or latest < reservation then
     redis.call('HSET', shoppers, field, encode_latest(reservation, next_due))

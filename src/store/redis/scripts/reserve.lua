@@ -46,9 +46,10 @@
 --   {'LIMIT', held, limit}
 --   {'SOLD_OUT', remaining}
 
-local user, units, key, reservation = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local quantity = tonumber(units)
-local replay_field, latest_field = user .. ':' .. key, user .. '|latest'
+-- The quantity as given (written as it is) and as a number (compared).
+local user, quantity_text, key, reservation = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local quantity = tonumber(quantity_text)
+local replay_field, shopper_field = user .. ':' .. key, latest_field(user)
 
 -- One counter per outcome; the stats add them up into the attempts (one
 -- write per attempt rather than two).
@@ -56,7 +57,7 @@ local function count(outcome)
   redis.call('HINCRBY', KEYS[6], outcome, '1')
 end
 
-local shopper = redis.call('HMGET', KEYS[5], replay_field, latest_field)
+local shopper = redis.call('HMGET', KEYS[5], replay_field, shopper_field)
 local first_reservation, first_quantity = decode_replay(shopper[1])
 if first_reservation then
   if first_quantity ~= quantity then
@@ -103,7 +104,7 @@ end
 local next_due = string.format('%.0f', tat + interval)
 
 local function refuse(outcome, ...)
-  redis.call('HSET', KEYS[5], latest_field, encode_latest(latest, next_due))
+  redis.call('HSET', KEYS[5], shopper_field, encode_latest(latest, next_due))
   count(outcome)
   return {...}
 end
@@ -133,16 +134,18 @@ if remaining < quantity then
   return refuse('rejected_sold_out', 'SOLD_OUT', meta[5])
 end
 
--- The reservation time as text without formatting a number: TIME's
--- seconds, then its microseconds' first three digits.
+-- now_ms as text without formatting a number: TIME's seconds, then its
+-- microseconds' first three digits. The answer carries the same time as a
+-- number (an integer reply).
 local micros = time[2]
-local reserved_ms = time[1] .. string.sub(string.rep('0', 6 - #micros) .. micros, 1, 3)
-remaining = redis.call('HINCRBY', KEYS[1], 'stock', '-' .. units)
-redis.call('HINCRBY', KEYS[2], user, units)
-redis.call('HSET', KEYS[3], reservation, encode_record(user, units, 'pending', reserved_ms, key))
-redis.call('ZADD', KEYS[4], reserved_ms, reservation)
-redis.call('HSET', KEYS[5], replay_field, encode_replay(reservation, units),
-  latest_field, encode_latest(reservation, next_due))
+local reserved_ms_text = time[1] .. string.sub(string.rep('0', 6 - #micros) .. micros, 1, 3)
+remaining = redis.call('HINCRBY', KEYS[1], 'stock', '-' .. quantity_text)
+redis.call('HINCRBY', KEYS[2], user, quantity_text)
+redis.call('HSET', KEYS[3], reservation,
+  encode_record(user, quantity_text, 'pending', reserved_ms_text, key))
+redis.call('ZADD', KEYS[4], reserved_ms_text, reservation)
+redis.call('HSET', KEYS[5], replay_field, encode_replay(reservation, quantity_text),
+  shopper_field, encode_latest(reservation, next_due))
 count('accepted')
-redis.call('HINCRBY', KEYS[6], 'pending_units', units)
+redis.call('HINCRBY', KEYS[6], 'pending_units', quantity_text)
 return {'ACCEPTED', reservation, remaining, now_ms}
