@@ -115,9 +115,9 @@ fn active_mirror(sale_id: Uuid, staged_buyers: Option<String>) -> SaleMirror {
     }
 }
 
-fn reserve_request(user_id: Uuid, quantity: i64, key: &str) -> ReserveRequest<'_> {
+fn reserve_request(sale_id: Uuid, user_id: Uuid, quantity: i64, key: &str) -> ReserveRequest<'_> {
     ReserveRequest {
-        sale_id: Uuid::nil(),
+        sale_id,
         user_id,
         quantity: Quantity::new(quantity).unwrap(),
         idempotency_key: key,
@@ -133,10 +133,7 @@ fn reserve_request(user_id: Uuid, quantity: i64, key: &str) -> ReserveRequest<'_
 async fn reserve_lua_writes_the_record_rust_reads() {
     let mut sale = Sale::armed().await;
     let user = Uuid::now_v7();
-    let request = ReserveRequest {
-        sale_id: sale.id,
-        ..reserve_request(user, 3, "from-lua")
-    };
+    let request = reserve_request(sale.id, user, 3, "from-lua");
     let ReserveOutcome::Accepted {
         reservation_id,
         reserved_at_ms,
@@ -187,10 +184,7 @@ async fn reserve_lua_records_the_time_it_answers() {
             }
         );
         tokio::time::sleep(Duration::from_millis(7)).await;
-        let request = ReserveRequest {
-            sale_id: sale.id,
-            ..reserve_request(Uuid::now_v7(), 1, "time")
-        };
+        let request = reserve_request(sale.id, Uuid::now_v7(), 1, "time");
         let ReserveOutcome::Accepted {
             reservation_id,
             reserved_at_ms,
@@ -225,10 +219,7 @@ async fn reserve_lua_records_the_time_it_answers() {
 async fn reserve_lua_replays_a_record_rust_wrote() {
     let mut sale = Sale::armed().await;
     let record = sale.pending_from_rust(2, 17).await;
-    let request = ReserveRequest {
-        sale_id: sale.id,
-        ..reserve_request(record.user_id, 2, &record.idempotency_key)
-    };
+    let request = reserve_request(sale.id, record.user_id, 2, &record.idempotency_key);
     assert_eq!(
         sale.store.reserve(&request).await.unwrap(),
         ReserveOutcome::Replayed {
@@ -265,10 +256,7 @@ async fn reserve_lua_replays_a_reservation_that_became_an_order_as_confirmed() {
             )
             .await
             .unwrap();
-        let request = ReserveRequest {
-            sale_id: sale.id,
-            ..reserve_request(ended.user_id, 1, &ended.idempotency_key)
-        };
+        let request = reserve_request(sale.id, ended.user_id, 1, &ended.idempotency_key);
         assert_eq!(
             sale.store.reserve(&request).await.unwrap(),
             ReserveOutcome::Replayed {
@@ -521,12 +509,11 @@ async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
     let user = Uuid::now_v7();
     let field = format!("{user}|latest");
     let slow = |quantity, key| ReserveRequest {
-        sale_id: sale.id,
         rate: UserRate {
             per_second: 1,
             burst: 2,
         },
-        ..reserve_request(user, quantity, key)
+        ..reserve_request(sale.id, user, quantity, key)
     };
     let ReserveOutcome::Accepted { reservation_id, .. } =
         sale.store.reserve(&slow(1, "first")).await.unwrap()
@@ -713,10 +700,7 @@ async fn may_buy_and_reserve_lua_agree() {
             sale.store.arm(&mirror).await.unwrap();
             let remaining = sale.store.remaining(id).await.unwrap();
             let promised = may_buy(state, remaining, held, limit);
-            let request = ReserveRequest {
-                sale_id: id,
-                ..reserve_request(user, 1, "may-buy")
-            };
+            let request = reserve_request(id, user, 1, "may-buy");
             let outcome = sale.store.reserve(&request).await.unwrap();
             let accepted = matches!(outcome, ReserveOutcome::Accepted { .. });
             assert_eq!(

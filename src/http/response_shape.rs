@@ -10,8 +10,8 @@
 //! future, `map_response` boxes the future and the body, and tower-http's
 //! `CatchPanicLayer` boxes every body. This layer keeps a clone of the
 //! request id's header value and changes the response in place; the
-//! allocations it saves are counted in BENCHMARKS.md. A deviation from DESIGN.md §2's "tower-http first"
-//! (docs/decisions.md).
+//! allocations it saves are counted in BENCHMARKS.md. A deviation from
+//! DESIGN.md §2's "tower-http first" (docs/decisions.md).
 
 use std::{
     any::Any,

@@ -27,7 +27,7 @@ pub struct SaleKeys {
     /// `<latest reservation>|<next attempt due>`: the user's latest
     /// reservation, and when their next attempt is due (GCRA, µs: the
     /// per-user attempt limit across nodes); either part may be empty
-    /// (`encode_latest` in `scripts/record.lua`).
+    /// (`encode_latest` in `scripts/record.lua`, `parse_latest` in `purchase.rs`).
     pub shoppers: String,
     /// Hash of counters: attempts, accepted, rejected by reason, ...
     pub stats: String,
@@ -112,19 +112,6 @@ impl SaleKeys {
         format!("{user_id}|latest")
     }
 
-    /// The reservation a [`Self::latest_field`] value names, if any: the
-    /// text before its `|` (the whole value, as an older build wrote it).
-    /// A value with a second `|` does not read, as in `decode_latest`
-    /// (`scripts/record.lua`).
-    pub fn latest_reservation_of(value: &str) -> Option<Uuid> {
-        let reservation = match value.split_once('|') {
-            Some((_, due)) if due.contains('|') => return None,
-            Some((reservation, _)) => reservation,
-            None => value,
-        };
-        reservation.parse().ok()
-    }
-
     /// A hash arming writes buyers into before swapping it in (one per
     /// arming attempt, so concurrent attempts never mix their chunks).
     pub fn staging(&self, attempt: Uuid) -> String {
@@ -168,30 +155,5 @@ mod tests {
         }
         assert!(cache.sales.read().len() <= CACHED_SALES);
         assert_eq!(*cache.get(sale), SaleKeys::new("fs", sale));
-    }
-
-    #[test]
-    fn a_latest_field_names_its_reservation_in_either_form() {
-        let reservation = Uuid::now_v7();
-        let due = "1796200000000000";
-        for value in [
-            format!("{reservation}|{due}"),
-            format!("{reservation}|"),
-            reservation.to_string(),
-        ] {
-            assert_eq!(
-                SaleKeys::latest_reservation_of(&value),
-                Some(reservation),
-                "{value}"
-            );
-        }
-        for value in [
-            format!("|{due}"),
-            "|".to_string(),
-            String::new(),
-            format!("{reservation}|{due}|x"),
-        ] {
-            assert_eq!(SaleKeys::latest_reservation_of(&value), None, "{value}");
-        }
     }
 }

@@ -200,6 +200,19 @@ fn parse_reserve(reply: &[String]) -> Result<ReserveOutcome, StoreError> {
     })
 }
 
+/// The reservation a shopper's latest field ([`SaleKeys::latest_field`],
+/// `encode_latest` in `record.lua`) names, if any: the text before its `|`
+/// (the whole value, as an older build wrote it). A value with a second
+/// `|` does not read, as in `decode_latest`.
+fn parse_latest(value: &str) -> Option<Uuid> {
+    let reservation = match value.split_once('|') {
+        Some((_, due)) if due.contains('|') => return None,
+        Some((reservation, _)) => reservation,
+        None => value,
+    };
+    reservation.parse().ok()
+}
+
 /// Parses what [`ReservationRecord::encode`] (or `record.lua`) wrote. A
 /// reason code this build does not know reads as no reason.
 pub fn parse_record(
@@ -346,7 +359,7 @@ impl RedisStore {
         let latest: Option<String> = self
             .hget(&keys.shoppers, SaleKeys::latest_field(user_id))
             .await?;
-        match latest.as_deref().and_then(SaleKeys::latest_reservation_of) {
+        match latest.as_deref().and_then(parse_latest) {
             Some(reservation_id) => self.reservation(sale_id, reservation_id).await,
             None => Ok(None),
         }
@@ -459,8 +472,8 @@ impl RedisStore {
     /// writes nothing for a user who never read their orders. One command
     /// costs Redis a third of what a pipeline of one `DEL` per user does
     /// (BENCHMARKS.md). Each user's key has a slot of its own: redis-rs's
-    /// cluster client splits a multi-key `DEL` per shard, while its
-    /// pipelines must stay within one slot (DESIGN.md §8).
+    /// cluster client splits a multi-key `DEL` per shard, while a pipeline
+    /// must stay within one slot (DESIGN.md §8, the Redis Cluster plan).
     pub async fn invalidate_orders_of(&self, user_ids: &[Uuid]) -> Result<(), StoreError> {
         if user_ids.is_empty() {
             return Ok(());
@@ -580,5 +593,26 @@ mod tests {
             pending
         );
         assert!(parse_record(sale, reservation, "garbage").is_err());
+    }
+
+    #[test]
+    fn a_latest_field_names_its_reservation_in_either_form() {
+        let reservation = Uuid::now_v7();
+        let due = "1796200000000000";
+        for value in [
+            format!("{reservation}|{due}"),
+            format!("{reservation}|"),
+            reservation.to_string(),
+        ] {
+            assert_eq!(parse_latest(&value), Some(reservation), "{value}");
+        }
+        for value in [
+            format!("|{due}"),
+            "|".to_string(),
+            String::new(),
+            format!("{reservation}|{due}|x"),
+        ] {
+            assert_eq!(parse_latest(&value), None, "{value}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 -- Lua side: a reservation record, a replay record, and a shopper's latest
 -- field. RedisStore puts this file in front of every script that reads or
 -- writes them; `ReservationRecord::encode`/`parse`, and
--- `SaleKeys::latest_reservation_of` for the latest field, are the Rust
+-- `parse_latest` for the latest field, are the Rust
 -- side, and tests/records.rs checks that both agree through every script.
 --
 -- "<user>|<quantity>|<status>|<reserved ms>|<idempotency key>|<reason code>|<order id>"
@@ -47,7 +47,6 @@ local function decode_replay(replay)
   local reservation, quantity = string.match(replay, '^([^|]*)|([^|]*)$')
   return reservation, tonumber(quantity)
 end
-
 
 -- What the sale knows of a shopper besides their keys, in one field of the
 -- shoppers hash, "<user>|latest": "<latest reservation>|<next attempt due,
