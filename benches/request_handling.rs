@@ -151,6 +151,11 @@ fn provider_token_verification(c: &mut Criterion) {
     c.bench_function("jwt_provider_verdict_reused", |b| {
         b.iter(|| verified.get(black_box(&token)).unwrap())
     });
+    // What the node no longer does before that lookup (issue 19): decode
+    // the provider token's header.
+    c.bench_function("jwt_provider_header_decode", |b| {
+        b.iter(|| jsonwebtoken::decode_header(black_box(&token)).unwrap())
+    });
     std::fs::remove_file(jwks).ok();
 }
 

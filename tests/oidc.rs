@@ -254,6 +254,50 @@ async fn a_token_without_nbf_is_accepted_and_a_future_nbf_is_not(pg: PgPool) {
         .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 }
 
+/// A node reuses its verdict on a provider token it verified (looked up
+/// before anything of the token is decoded), but never past a ban of its
+/// user or the token's expiry.
+#[sqlx::test]
+async fn a_verified_provider_token_stops_working_at_its_users_ban_and_at_its_expiry(pg: PgPool) {
+    let idp = FakeIdp::start().await;
+    let app = spawn_oidc_app(pg, &idp, |settings| {
+        settings.auth.oidc.oidc_leeway_secs = 0;
+    })
+    .await;
+    ready(&app).await;
+    let mut operator = idp.claims("ops");
+    operator["roles"] = json!(["flashsale:admin"]);
+    let admin = idp.key("ec-1").sign(&operator);
+    let ann = idp.token("rsa-1", "ann");
+    for _ in 0..2 {
+        let reply = own_orders(&app, &idp, "ann", &ann).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let ban_path = format!("/api/admin/users/{}/ban", user_of(&idp, "ann"));
+    let ban = app.post(&ban_path, Some(&admin), json!({})).await;
+    assert_eq!(ban.status, StatusCode::OK, "{}", ban.body);
+    own_orders(&app, &idp, "ann", &ann)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "ACCOUNT_SUSPENDED");
+
+    let mut claims = idp.claims("bob");
+    let expires_at = chrono::Utc::now().timestamp() + 2;
+    claims["exp"] = json!(expires_at);
+    let bob = idp.key("rsa-1").sign(&claims);
+    let reply = own_orders(&app, &idp, "bob", &bob).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    while chrono::Utc::now().timestamp() <= expires_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expired = own_orders(&app, &idp, "bob", &bob).await;
+    expired.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(
+        expired.body["error"]["message"], "the access token has expired; sign in again",
+        "{}",
+        expired.body
+    );
+}
+
 /// A key set with nothing usable in it (emptied by mistake, or only keys of
 /// algorithms not allowed) must not replace the keys that verify today's
 /// tokens.

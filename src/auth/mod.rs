@@ -22,7 +22,7 @@ pub mod verified;
 
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::Algorithm;
 use uuid::Uuid;
 
 pub use local::{IssuedToken, LocalClaims, LocalTokens, mint};
@@ -34,7 +34,7 @@ use crate::{
 };
 use directory::UserDirectory;
 use keys::KeyCache;
-use oidc::OidcVerifier;
+use oidc::{OidcVerifier, ProviderCaller};
 use revocations::Revocations;
 use verified::VerifiedTokens;
 
@@ -155,62 +155,65 @@ impl Authenticator {
         if !self.revocations.is_loaded() {
             return Err(TokenError::NotReady);
         }
-        // This deployment's own tokens are told by their header's bytes:
-        // decoding it here would repeat what `verify` does (a fifth of the
-        // token check under a purchase stampede, BENCHMARKS.md). `None`:
-        // one of ours, header not decoded.
-        let decoded_header = match &self.local {
-            Some(local) if local.wrote_header_of(token) => None,
-            _ => Some(
-                jsonwebtoken::decode_header(token)
-                    .map_err(|_| TokenError::Invalid("the access token is invalid"))?,
-            ),
-        };
-        let (caller, issued_at) = match decoded_header {
-            None
-            | Some(Header {
-                alg: Algorithm::HS256,
-                ..
-            }) => {
-                let local = self
-                    .local
-                    .as_ref()
-                    .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
-                let claims = local.verify(token)?;
-                let caller = Authenticated {
-                    user_id: claims.sub,
-                    role: claims.role,
-                };
-                (caller, Some(claims.iat))
-            }
-            Some(header) => {
-                let oidc = self
-                    .oidc
-                    .as_ref()
-                    .ok_or(TokenError::Invalid("the token's algorithm is not accepted"))?;
-                // Past the keys' staleness bound nothing is reused: every token
-                // meets the verifier, which answers that keys are unavailable.
-                let reusable = oidc.keys().has_usable_keys();
-                let provided = match self.verified.get(token).filter(|_| reusable) {
-                    Some(provided) => provided,
-                    None => {
-                        let provided = oidc.verify(token, &header).await?;
-                        self.verified.keep(token, &provided, provided.expires_at);
-                        provided
-                    }
-                };
-                // Banned users are refused before their first sight costs a write.
-                let user_id = provided.identity.user_id();
-                self.revocations.check(user_id, provided.issued_at)?;
-                self.directory.record(user_id, &provided).await?;
-                let caller = Authenticated {
-                    user_id,
-                    role: provided.role,
-                };
-                (caller, provided.issued_at)
-            }
-        };
-        self.revocations.check(caller.user_id, issued_at)?;
-        Ok(caller)
+        // The two lookups below come before the header is decoded: decoding
+        // it costs more than either (BENCHMARKS.md, "The token check"), and
+        // a verifier decodes it again. This deployment's own tokens are told
+        // by their header's bytes.
+        if let Some(local) = self
+            .local
+            .as_ref()
+            .filter(|local| local.wrote_header_of(token))
+        {
+            return self.local_caller(local, token);
+        }
+        // A provider token this node verified a moment ago: the same string,
+        // so the same header, already checked.
+        if let Some(provided) = self.reusable_verdict(token) {
+            return self.provider_caller(provided).await;
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("the access token is invalid"))?;
+        let not_accepted = || TokenError::Invalid("the token's algorithm is not accepted");
+        if header.alg == Algorithm::HS256 {
+            let local = self.local.as_ref().ok_or_else(not_accepted)?;
+            return self.local_caller(local, token);
+        }
+        let oidc = self.oidc.as_ref().ok_or_else(not_accepted)?;
+        let provided = oidc.verify(token, &header).await?;
+        self.verified.keep(token, &provided, provided.expires_at);
+        self.provider_caller(provided).await
+    }
+
+    fn local_caller(&self, local: &LocalTokens, token: &str) -> Result<Authenticated, TokenError> {
+        let claims = local.verify(token)?;
+        self.revocations.check(claims.sub, Some(claims.iat))?;
+        Ok(Authenticated {
+            user_id: claims.sub,
+            role: claims.role,
+        })
+    }
+
+    /// The kept verdict of a provider token, unless the provider's keys are
+    /// past their staleness bound: then nothing is reused, and every token
+    /// meets the verifier, which answers that keys are unavailable.
+    fn reusable_verdict(&self, token: &str) -> Option<ProviderCaller> {
+        let oidc = self.oidc.as_ref()?;
+        if !oidc.keys().has_usable_keys() {
+            return None;
+        }
+        self.verified.get(token)
+    }
+
+    async fn provider_caller(&self, provided: ProviderCaller) -> Result<Authenticated, TokenError> {
+        let user_id = provided.identity.user_id();
+        // Banned users are refused before their first sight costs a write,
+        // and again after it: a ban may have arrived while it was written.
+        self.revocations.check(user_id, provided.issued_at)?;
+        self.directory.record(user_id, &provided).await?;
+        self.revocations.check(user_id, provided.issued_at)?;
+        Ok(Authenticated {
+            user_id,
+            role: provided.role,
+        })
     }
 }
