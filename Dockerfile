@@ -1,9 +1,10 @@
 # Multi-stage release build of both binaries: flashsale-api and flashsale-worker.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY workers workers
+COPY testkit testkit
 COPY migrations migrations
 COPY benches benches
 RUN cargo build --release --locked --workspace --bins
