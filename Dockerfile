@@ -6,6 +6,7 @@ COPY src src
 COPY workers workers
 COPY testkit testkit
 COPY migrations migrations
+COPY web web
 COPY benches benches
 RUN cargo build --release --locked --workspace --bins
 

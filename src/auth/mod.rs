@@ -156,8 +156,8 @@ impl Authenticator {
             return Err(TokenError::NotReady);
         }
         // The two lookups below come before the header is decoded: decoding
-        // it costs more than either (BENCHMARKS.md, "The token check"), and
-        // a verifier decodes it again. This deployment's own tokens are told
+        // it costs more than either (BENCHMARKS.md, "The token check" and "A
+        // provider's token seen before"), and a verifier decodes it again. This deployment's own tokens are told
         // by their header's bytes.
         if let Some(local) = self
             .local

@@ -4,7 +4,12 @@
 //! and their ports, settings and Redis flags match the scripts and the
 //! binaries.
 
-use std::{collections::BTreeSet, fs, path::Path};
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use clap::CommandFactory;
 use flashsale::config::{ApiSettings, LogSettings, RuntimeSettings, documented, settings_of};
@@ -316,29 +321,47 @@ fn the_dockerfile_is_a_multi_stage_build_of_the_binaries_compose_runs() {
     }
 }
 
-/// The build stage sees only what the Dockerfile copies. Those files alone,
-/// copied as the build stage copies them, must make a workspace cargo loads
-/// with the committed lock file (a missing member, such as `testkit` once,
-/// stops the image's build before anything compiles).
-#[test]
-fn the_files_the_build_stage_copies_load_as_the_workspace() {
-    let dockerfile = read("Dockerfile");
-    let context = std::env::temp_dir().join(format!("flashsale-image-{}", std::process::id()));
-    fs::create_dir_all(&context).unwrap();
+/// A directory of its own for one test, removed however the test ends.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        fs::remove_dir_all(&path).ok();
+        fs::create_dir(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// Copies what the Dockerfile's build stage copies into `context`, as it
+/// copies it.
+fn copy_build_stage_files(dockerfile: &str, context: &Path) {
     let mut stage = 0;
     let build_stage = dockerfile.lines().filter(|line| {
         stage += usize::from(line.starts_with("FROM "));
         stage == 1
     });
     for line in build_stage.filter(|line| line.starts_with("COPY ")) {
-        // `COPY <sources>... <destination>`, the destination `./` or the
-        // source's own name.
         let words: Vec<&str> = line.split_whitespace().collect();
-        for source in &words[1..words.len() - 1] {
-            let copied = std::process::Command::new("cp")
+        let (sources, destination) = (&words[1..words.len() - 1], words[words.len() - 1]);
+        let plain = !sources.is_empty()
+            && sources.iter().all(|source| !source.starts_with('-'))
+            && (destination == "./" || sources == [destination]);
+        assert!(
+            plain,
+            "unsupported COPY form (this test reads `COPY <sources> ./` and `COPY <dir> <dir>`): {line}"
+        );
+        for source in sources {
+            let copied = Command::new("cp")
                 .arg("-r")
                 .arg(repo().join(source))
-                .arg(&context)
+                .arg(context)
                 .status()
                 .unwrap();
             assert!(
@@ -347,18 +370,92 @@ fn the_files_the_build_stage_copies_load_as_the_workspace() {
             );
         }
     }
+}
+
+/// Every `include_str!`/`include_bytes!` path under `dir` that a release
+/// build of the binaries compiles (not in `tests/`, `benches/` or after a
+/// file's `#[cfg(test)]`), resolved from the file that names it.
+fn included_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if !path.ends_with("tests") && !path.ends_with("benches") {
+                found.extend(included_files(&path));
+            }
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            let whole = fs::read_to_string(&path).unwrap();
+            let source = whole.split("#[cfg(test)]").next().unwrap();
+            let calls = source
+                .match_indices("include_str!(\"")
+                .chain(source.match_indices("include_bytes!(\""));
+            for (at, call) in calls {
+                let included = source[at + call.len()..].split('"').next().unwrap();
+                found.push(path.parent().unwrap().join(included));
+            }
+        }
+    }
+    found
+}
+
+/// The build stage sees only what the Dockerfile copies, and no Docker
+/// engine runs here to build it. Those files alone, copied as the build
+/// stage copies them, must make a workspace cargo loads (a missing member,
+/// such as `testkit` once, stops the build before anything compiles) and
+/// hold everything the code embeds at compile time: the migrations and
+/// every `include_str!` (the pages under `web/` were once left out).
+#[test]
+fn the_files_the_build_stage_copies_make_the_workspace_and_what_it_embeds() {
+    let context = ScratchDir::new("flashsale-image");
+    copy_build_stage_files(&read("Dockerfile"), &context.0);
+
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let loaded = std::process::Command::new(cargo)
-        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
-        .current_dir(&context)
+    // `--no-deps`: every member's manifest and targets, without resolving
+    // crates this platform never downloads.
+    let loaded = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(&context.0)
         .output()
         .unwrap();
-    fs::remove_dir_all(&context).ok();
     assert!(
         loaded.status.success(),
         "the build stage's files are not a workspace cargo can load:\n{}",
         String::from_utf8_lossy(&loaded.stderr)
     );
+    assert_eq!(
+        read("Cargo.lock"),
+        fs::read_to_string(context.0.join("Cargo.lock")).unwrap_or_default(),
+        "the build stage copies the committed lock file (its build runs --locked)"
+    );
+
+    let listing = |dir: &Path| -> BTreeSet<_> {
+        fs::read_dir(dir)
+            .map(|entries| entries.map(|entry| entry.unwrap().file_name()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        listing(&context.0.join("migrations")),
+        listing(&repo().join("migrations")),
+        "sqlx::migrate!() embeds migrations/: the build stage copies all of it"
+    );
+    let embedded = included_files(&context.0);
+    assert!(
+        !embedded.is_empty(),
+        "the scan finds the Lua scripts at least"
+    );
+    for file in embedded {
+        assert!(
+            file.is_file(),
+            "{} is embedded at compile time but not copied by the build stage",
+            file.strip_prefix(&context.0).unwrap_or(&file).display()
+        );
+    }
 }
 
 #[test]
