@@ -11,10 +11,10 @@ use chrono::Utc;
 use flashsale::{
     config::{RedisSettings, Secret},
     domain::{FailureReason, OrderStatus, Quantity, ReservationStatus, SaleState, may_buy},
-    store::postgres::CommittedOrder,
+    store::postgres::{CommittedOrder, EndedHold, Offer},
     store::redis::{
-        RedisStore, ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, SaleMirror,
-        UserRate, parse_record,
+        RedisStore, ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, RoomRead,
+        SaleMirror, UserRate, parse_record,
     },
 };
 use futures::StreamExt;
@@ -612,6 +612,78 @@ async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
         let value: String = sale.raw.hget(&keys.shoppers, &refused_only).await.unwrap();
         assert_eq!(value, format!("{latest}|4102444800000000"), "{restored}");
     }
+}
+
+/// A waitlist offer granted from an ended hold (`return_held.lua`) becomes
+/// its shopper's latest reservation, keeping their next-attempt time,
+/// unless they reserved something newer since.
+#[tokio::test]
+async fn return_held_lua_makes_a_granted_offer_the_latest_unless_a_newer_reservation_exists() {
+    let mut sale = Sale::armed().await;
+    let keys = sale.store.sale_keys(sale.id);
+    let held = sale
+        .pending_from_rust(2, Utc::now().timestamp_millis())
+        .await;
+    let hold = EndedHold {
+        order_id: Uuid::now_v7(),
+        reservation_id: held.reservation_id,
+        flash_sale_id: sale.id,
+        user_id: held.user_id,
+        quantity: 2,
+        status: OrderStatus::Expired,
+    };
+    let offer_to = |user_id: Uuid| Offer {
+        order_id: Uuid::now_v7(),
+        reservation_id: Uuid::now_v7(),
+        user_id,
+        idempotency_key: format!("offer-{}", Uuid::now_v7().simple()),
+        offered_from: hold.order_id,
+        awaiting: true,
+        pay_by: Utc::now(),
+        amount: 4_999,
+        currency: "EUR".into(),
+    };
+    let due = "4102444800000000";
+    // Ann was only refused so far (a due time, no reservation); Bob
+    // reserved after his offer was made.
+    let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let offers = [offer_to(ann), offer_to(bob)];
+    let bobs_newer = Uuid::now_v7();
+    let (ann_field, bob_field) = (format!("{ann}|latest"), format!("{bob}|latest"));
+    let _: () = sale
+        .raw
+        .hset_multiple(
+            &keys.shoppers,
+            &[
+                (&ann_field, format!("|{due}")),
+                (&bob_field, format!("{bobs_newer}|{due}")),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let room = RoomRead {
+        units: ALLOTTED,
+        grown_before: 0,
+    };
+    let returned = sale
+        .store
+        .return_held(sale.id, &[hold], &offers, room)
+        .await
+        .unwrap();
+    assert_eq!(returned, 1);
+    let ann_value: String = sale.raw.hget(&keys.shoppers, &ann_field).await.unwrap();
+    assert_eq!(
+        ann_value,
+        format!("{}|{due}", offers[0].reservation_id),
+        "the offer is Ann's latest, her due time kept"
+    );
+    let bob_value: String = sale.raw.hget(&keys.shoppers, &bob_field).await.unwrap();
+    assert_eq!(
+        bob_value,
+        format!("{bobs_newer}|{due}"),
+        "Bob's newer reservation stays his latest"
+    );
 }
 
 #[tokio::test]
