@@ -14,7 +14,7 @@ use flashsale::{
     store::postgres::{CommittedOrder, EndedHold, Offer},
     store::redis::{
         RedisStore, ReleaseOutcome, ReservationRecord, ReserveOutcome, ReserveRequest, RoomRead,
-        SaleMirror, UserRate, parse_record,
+        SaleKeys, SaleMirror, UserRate, parse_record,
     },
 };
 use futures::StreamExt;
@@ -507,7 +507,7 @@ async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
     let mut sale = Sale::armed().await;
     let keys = sale.store.sale_keys(sale.id);
     let user = Uuid::now_v7();
-    let field = format!("{user}|latest");
+    let field = SaleKeys::latest_field(user);
     let slow = |quantity, key| ReserveRequest {
         rate: UserRate {
             per_second: 1,
@@ -575,7 +575,7 @@ async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
     let record = sale
         .pending_from_rust(1, Utc::now().timestamp_millis())
         .await;
-    let refused_only = format!("{}|latest", record.user_id);
+    let refused_only = SaleKeys::latest_field(record.user_id);
     let _: () = sale
         .raw
         .hset(&keys.shoppers, &refused_only, "|4102444800000000")
@@ -649,7 +649,7 @@ async fn return_held_lua_makes_a_granted_offer_the_latest_unless_a_newer_reserva
     let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let offers = [offer_to(ann), offer_to(bob)];
     let bobs_newer = Uuid::now_v7();
-    let (ann_field, bob_field) = (format!("{ann}|latest"), format!("{bob}|latest"));
+    let (ann_field, bob_field) = (SaleKeys::latest_field(ann), SaleKeys::latest_field(bob));
     let _: () = sale
         .raw
         .hset_multiple(

@@ -31,8 +31,8 @@ impl UserDirectory {
     }
 
     /// Writes the provider's user (internal id `user_id`) the first time
-    /// this node sees it.
-    pub async fn record(&self, user_id: Uuid, caller: &ProviderCaller) -> Result<(), StoreError> {
+    /// this node sees it; returns whether it did.
+    pub async fn record(&self, user_id: Uuid, caller: &ProviderCaller) -> Result<bool, StoreError> {
         let known = self.known.read().contains(&user_id);
         if !known {
             self.db
@@ -44,6 +44,6 @@ impl UserDirectory {
             }
             known.insert(user_id);
         }
-        Ok(())
+        Ok(!known)
     }
 }

@@ -157,8 +157,8 @@ impl Authenticator {
         }
         // The two lookups below come before the header is decoded: decoding
         // it costs more than either (BENCHMARKS.md, "The token check" and "A
-        // provider's token seen before"), and a verifier decodes it again. This deployment's own tokens are told
-        // by their header's bytes.
+        // provider's token seen before"), and a verifier decodes it again.
+        // This deployment's own tokens are told by their header's bytes.
         if let Some(local) = self
             .local
             .as_ref()
@@ -207,10 +207,11 @@ impl Authenticator {
     async fn provider_caller(&self, provided: ProviderCaller) -> Result<Authenticated, TokenError> {
         let user_id = provided.identity.user_id();
         // Banned users are refused before their first sight costs a write,
-        // and again after it: a ban may have arrived while it was written.
+        // and again after one: a ban may have arrived while it was written.
         self.revocations.check(user_id, provided.issued_at)?;
-        self.directory.record(user_id, &provided).await?;
-        self.revocations.check(user_id, provided.issued_at)?;
+        if self.directory.record(user_id, &provided).await? {
+            self.revocations.check(user_id, provided.issued_at)?;
+        }
         Ok(Authenticated {
             user_id,
             role: provided.role,
