@@ -33,6 +33,7 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
       # the same minutes on the same machine (issue 19's yardstick).
       ratio_to_ceiling: (if $ceiling == null then null
         else (per_second($wrk.responses; $seconds) / $ceiling.nginx_buy_rps * 100 | round / 100) end),
+      answered_below_400: $accepted,
       accepted_per_s: per_second($accepted; $seconds),
       rejected_per_s: per_second($wrk.responses - $accepted; $seconds),
       latency_ms: ($wrk.latency_us | map_values(. / 1000 * 100 | round / 100)),
