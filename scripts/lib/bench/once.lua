@@ -32,6 +32,7 @@ local claimed = 0
 local sent = 0
 local answered = 0
 local parked = 0
+local finish_when_parked = false
 local connections_per_thread = nil
 statuses = {}
 tokens = {}
@@ -81,8 +82,9 @@ end
 
 function init(args)
   mode = args[1]
-  -- wrk runs setup() for every thread before any init(), and the threads
-  -- share one stride: the number of threads wrk was started with.
+  -- wrk calls setup() then init() for one thread at a time, and starts
+  -- each thread before the next one's: no init() can count the threads,
+  -- so the stride (the number wrk was started with) comes from outside.
   local stride = tonumber(os.getenv("BENCH_WRK_THREADS"))
   if mode == "login" then
     prepare_logins(args[2], tonumber(args[3]), stride)
@@ -94,6 +96,7 @@ function init(args)
     -- (below 400 or not) and the API nodes count by code, so this mode
     -- drops the hook and knows it is done by its parked connections.
     response = nil
+    finish_when_parked = true
     connections_per_thread = math.floor(tonumber(os.getenv("BENCH_WRK_CONNECTIONS")) / stride)
   elseif mode == "pay" then
     prepare_payments(args[2], stride)
@@ -111,10 +114,13 @@ function delay()
     return 0
   end
   -- wrk asks before a connection's first request and after each answer,
-  -- so a connection parks once, after its last answer: when all of the
-  -- thread's connections have, every request it claimed was answered.
+  -- so a connection parks after its last answer: when all of the thread's
+  -- connections have, every request it claimed was answered. One the
+  -- server closes while parked (after nginx's 65 s keep-alive) reconnects
+  -- and parks again, counted twice, and would stop its thread early;
+  -- scripts/bench fails a run whose answers are fewer than its requests.
   parked = parked + 1
-  if response == nil and parked == connections_per_thread then
+  if finish_when_parked and parked == connections_per_thread then
     finish_thread()
   end
   return 3600 * 1000

@@ -13,9 +13,11 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
 # A 202 is the only answer below 400 a fresh purchase gets: what the
 # shoppers were promised, counted by the load generator.
 | $wrk.below_400 as $accepted
-| ($statuses_after | with_entries(.value -= ($statuses_before[.key] // 0)) | with_entries(select(.value > 0)))
-    as $by_nodes
-| ($wrk.responses - ([$by_nodes[]] | add // 0)) as $not_from_nodes
+| ($statuses_after | with_entries(.value -= ($statuses_before[.key] // 0))) as $counted
+# A counter that went back: a node restarted during the run.
+| ([$counted[] | select(. < 0)] | length > 0) as $node_restarted
+| ($counted | with_entries(select(.value > 0))) as $by_nodes
+| ($wrk.responses - ([$by_nodes[]] | add // 0)) as $not_counted
 | ([$stock, $users] | min) as $expected
 | between($outcome.first_order_at; $outcome.last_order_at) as $drain
 | {
@@ -37,17 +39,19 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
       accepted_per_s: per_second($accepted; $seconds),
       rejected_per_s: per_second($wrk.responses - $accepted; $seconds),
       latency_ms: ($wrk.latency_us | map_values(. / 1000 * 100 | round / 100)),
-      # By code as the API nodes answered; nginx's own answers (a node
-      # unreachable, a limit) have no code here, only their count.
-      status_mix: ($by_nodes + (if $not_from_nodes != 0 then {"not from a node": $not_from_nodes} else {} end)),
+      # By code as the API nodes' route counters saw them; answers they
+      # never see (nginx's own, a node's request timeout) have no code
+      # here, only their count.
+      status_mix: ($by_nodes + (if $not_counted != 0 then {"not counted by a node": $not_counted} else {} end)),
       socket_errors: $wrk.socket_errors
     },
     drain: {
       # From the first reservation Redis made: the first request, less its
       # own latency (the stampede's first answers take a millisecond or
-      # two). The bench's clock before wrk starts would add wrk's setup,
-      # 20,000 prepared requests (~0.1 s); that figure follows it.
-      first_request_to_last_order_s: between($outcome.first_reservation_at; $outcome.last_order_at),
+      # two), unless requests before it were refused. The bench's clock
+      # before wrk starts would add wrk's setup, 20,000 prepared requests
+      # (~0.05 s); that figure follows it.
+      first_reservation_to_last_order_s: between($outcome.first_reservation_at; $outcome.last_order_at),
       wrk_start_to_last_order_s: between($started_at; $outcome.last_order_at),
       first_order_to_last_order_s: $drain,
       orders_per_s: (if $drain == null then null else per_second($outcome.orders; $drain) end)
@@ -72,6 +76,9 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
       # The load generator's answers below 400 are the nodes' 202s: else
       # "lost" above would not count what the shoppers were promised.
       promises_agree: ($accepted == ($by_nodes["202"] // 0)),
+      node_restarted: $node_restarted,
+      # One answer per shopper: fewer means wrk stopped a thread early.
+      every_shopper_answered: ($wrk.responses >= $users),
       stock_consistent: ($outcome.confirmed_quantity_matches and $outcome.product_stock_matches),
       # Every invariant PostgreSQL holds (flash_sale_invariants), by name;
       # the three above are figures of some of them.
@@ -80,6 +87,7 @@ def between($from; $to): if $from == null or $to == null then null else ($to - $
   }
 | .checks.passed = (
     $outcome.passed and .checks.lost == 0 and .checks.promises_agree
+    and (.checks.node_restarted | not) and .checks.every_shopper_answered
     and .checks.orders == .checks.expected_orders
     and (.live == null or .live.passed)
     and (.holds == null or .holds.passed))

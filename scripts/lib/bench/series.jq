@@ -18,7 +18,7 @@ def spread($values): ($values | map(select(. != null))) as $known
   ratio_to_ceiling: spread(map(.load.ratio_to_ceiling)),
   probe_nginx_buy_rps: spread(map(.ceiling.nginx_buy_rps)),
   p99_ms: spread(map(.load.latency_ms.p99)),
-  first_request_to_last_order_s: spread(map(.drain.first_request_to_last_order_s)),
+  first_reservation_to_last_order_s: spread(map(.drain.first_reservation_to_last_order_s)),
   redis_cpu_us_per_accepted: spread(map(.redis_cpu_us_per_accepted)),
   passed: (map(.checks.passed) | all),
   runs_passed: (map(select(.checks.passed)) | length)

@@ -10,7 +10,7 @@ figure("attempts/s (through nginx)"; .attempts_per_s; ""),
 figure("ratio to the probe"; .ratio_to_ceiling; ""),
 figure("probe through nginx, /s"; .probe_nginx_buy_rps; ""),
 figure("latency p99"; .p99_ms; " ms"),
-figure("first request → last order"; .first_request_to_last_order_s; " s"),
+figure("first reservation → last order"; .first_reservation_to_last_order_s; " s"),
 figure("Redis CPU per accepted purchase"; .redis_cpu_us_per_accepted; " µs"),
 row("checks"; if .passed then "passed in every run" else "FAILED in \(.runs - .runs_passed) of \(.runs) runs" end),
 ""

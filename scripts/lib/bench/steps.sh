@@ -15,9 +15,11 @@ login_token() {
 # run_wrk RESULT_FILE CONNECTIONS MODE ARGS...: every request of MODE once
 # (scripts/lib/bench/once.lua), summary JSON in RESULT_FILE. wrk's main
 # thread sleeps for all of -d; once every wrk thread has written its line to
-# RESULT_FILE.finished, SIGINT makes it stop and report.
+# RESULT_FILE.finished, SIGINT makes it stop and report. Fails when wrk
+# ran out its -d instead (a thread never saw all its answers: a connection
+# that could not connect, or answers slower than BENCH_WRK_MAX_SECS).
 run_wrk() {
-  local result=$1 connections=$2 pid finished idle; shift 2
+  local result=$1 connections=$2 pid idle status=0 finished=(); shift 2
   rm -f "$result" "$result.finished" "$result.tokens" "$result.idle"
   # The wait below shares the cores with what is measured: it sleeps with
   # bash's own read timing out on a FIFO nobody writes, not by forking
@@ -26,7 +28,7 @@ run_wrk() {
   exec {idle}<>"$result.idle"
   BENCH_RESULT_FILE=$result BENCH_WRK_THREADS=$THREADS BENCH_WRK_CONNECTIONS=$connections \
     wrk -t"$THREADS" -c"$connections" -d"${BENCH_WRK_MAX_SECS:-120}s" --timeout 10s \
-    -s "$BENCH_DIR/once.lua" "http://127.0.0.1:$PUBLIC_PORT" -- "$@" &
+    -s "$BENCH_DIR/once.lua" "http://127.0.0.1:$PUBLIC_PORT" -- "$@" {idle}<&- &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     finished=()
@@ -37,10 +39,13 @@ run_wrk() {
     fi
     read -r -t 0.02 -u "$idle" || true
   done
-  wait "$pid"
+  wait "$pid" || status=$?
   exec {idle}<&-
   rm -f "$result.idle"
+  ((status == 0)) || die "wrk exited with status $status"
   [[ -s $result ]] || die "wrk wrote no summary to $result"
+  ((${#finished[@]} >= THREADS)) \
+    || die "wrk ran out its ${BENCH_WRK_MAX_SECS:-120} s before ${#finished[@]} of its $THREADS threads had every answer; see $result"
 }
 
 # Clock ticks used so far by process $1, its live descendants, and the
@@ -143,16 +148,21 @@ run_ceiling_probe() {
   fi
 }
 
-# purchase_statuses: how the $NODES API nodes have answered POST
-# /api/purchase/attempt since they started, by status, from their operator
-# listeners' request counters, as one JSON object ({"202": n, ...}). The
-# purchase run's wrk counts only below 400 or not (once.lua), so the mix by
-# code comes from here, taken before and after it.
+# purchase_statuses: how the running API nodes (their pid files) have
+# answered POST /api/purchase/attempt since each started, by status, from
+# their operator listeners' request counters, as one JSON object ({"202":
+# n, ...}). The purchase run's wrk counts only below 400 or not
+# (once.lua), so the mix by code comes from here, taken before and after
+# it. Answers the counters never see (nginx's own, a node's request
+# timeout) are what wrk counted beyond them.
 purchase_statuses() {
-  local i
-  for ((i = 0; i < NODES; i++)); do
-    curl -fsS "http://127.0.0.1:$((OPERATOR_BASE_PORT + i))/metrics" \
-      || die "API node $i's operator listener (port $((OPERATOR_BASE_PORT + i))) did not answer /metrics"
+  local file node port
+  for file in "$RUN_DIR"/api-*.pid; do
+    [[ -e $file ]] || die "no API node is running (no pid file under $RUN_DIR)"
+    node=$(basename "$file" .pid)
+    port=$((OPERATOR_BASE_PORT + ${node#api-}))
+    curl -fsS --max-time 5 "http://127.0.0.1:$port/metrics" \
+      || die "API node ${node#api-}'s operator listener (port $port) did not answer /metrics"
   done | awk '/^http_requests_total\{method="POST",route="\/api\/purchase\/attempt",status="[0-9]+"\} / {
       match($0, /status="[0-9]+"/)
       count[substr($0, RSTART + 8, RLENGTH - 9)] += $2

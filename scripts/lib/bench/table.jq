@@ -10,10 +10,14 @@ row("rejected/s (4xx/5xx)"; .load.rejected_per_s | opt),
 row("latency p50 / p95 / p99 / max"; "\(.load.latency_ms.p50) / \(.load.latency_ms.p95) / \(.load.latency_ms.p99) / \(.load.latency_ms.max) ms"),
 row("status mix"; .load.status_mix | to_entries | map("\(.key)×\(.value)") | join(" ")),
 (if .checks.promises_agree then empty else
-  row("wrk's answers < 400 / nodes' 202s"; "\(.load.answered_below_400) / \(.load.status_mix["202"] // 0): they must agree (with --no-up, pass the cluster's --nodes)")
+  row("wrk's answers < 400 / nodes' 202s"; "\(.load.answered_below_400) / \(.load.status_mix["202"] // 0): they must agree (other purchases on the cluster during the run break this)")
+ end),
+(if .checks.node_restarted then row("API node counters"; "went back: a node restarted during the run") else empty end),
+(if .checks.every_shopper_answered then empty else
+  row("answers (shoppers)"; "\(.load.attempts) (\(.run.users)): a wrk thread stopped early")
  end),
 row("socket errors"; .load.socket_errors | to_entries | map(select(.value > 0) | "\(.key) \(.value)") | if length == 0 then "none" else join(", ") end),
-row("first request → last order"; "\(.drain.first_request_to_last_order_s | opt) s"),
+row("first reservation → last order"; "\(.drain.first_reservation_to_last_order_s | opt) s"),
 row("drain rate (first → last order)"; "\(.drain.orders_per_s | opt) orders/s"),
 row("orders (expected)"; "\(.checks.orders) (\(.checks.expected_orders))"),
 row("oversold / duplicates / lost"; "\(.checks.oversold) / \(.checks.duplicates) / \(.checks.lost)"),
