@@ -614,6 +614,61 @@ async fn one_shopper_field_keeps_the_latest_reservation_and_the_attempt_rate() {
     }
 }
 
+/// A refusal for want of stock writes nothing but its counter: it does not
+/// use up the shopper's cluster-wide attempt rate (each node's own limiter
+/// still counts it) and leaves no field behind, so the attempts of a sold-out
+/// stampede cost Redis no memory and no write each.
+#[tokio::test]
+async fn a_sold_out_refusal_writes_nothing_but_its_count() {
+    let mut sale = Sale::armed().await;
+    let keys = sale.store.sale_keys(sale.id);
+    let _: () = sale.raw.hset(&keys.meta, "stock", 0).await.unwrap();
+    let (sale_id, user) = (sale.id, Uuid::now_v7());
+    let one_attempt_a_second = |key| ReserveRequest {
+        rate: UserRate {
+            per_second: 1,
+            burst: 1,
+        },
+        ..reserve_request(sale_id, user, 1, key)
+    };
+    for key in ["first", "second"] {
+        let outcome = sale
+            .store
+            .reserve(&one_attempt_a_second(key))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, ReserveOutcome::SoldOut { remaining: 0 }),
+            "{key}: {outcome:?}"
+        );
+    }
+    let field: Option<String> = sale
+        .raw
+        .hget(&keys.shoppers, SaleKeys::latest_field(user))
+        .await
+        .unwrap();
+    assert_eq!(field, None, "no next-attempt time was written");
+    assert_eq!(sale.stat("rejected_sold_out").await, 2);
+
+    // A shopper already over the rate is still told to wait, sold out or not.
+    let _: () = sale
+        .raw
+        .hset(
+            &keys.shoppers,
+            SaleKeys::latest_field(user),
+            "|4102444800000000",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        sale.store
+            .reserve(&one_attempt_a_second("third"))
+            .await
+            .unwrap(),
+        ReserveOutcome::RateLimited { .. }
+    ));
+}
+
 /// A waitlist offer granted from an ended hold (`return_held.lua`) becomes
 /// its shopper's latest reservation, keeping their next-attempt time,
 /// unless they reserved something newer since.

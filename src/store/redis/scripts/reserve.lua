@@ -7,6 +7,10 @@
 -- the rate check passed) is written unless every check passed; then stock
 -- is taken, the user's units grow, and the reservation is recorded, added
 -- to the time-ordered pending set, and bound to the idempotency key.
+-- A refusal for want of stock writes only its counter: it does not use up
+-- the user's cluster-wide rate (each node's own limiter still counts it).
+-- Half a stampede ends there, and a new field per refused shopper was the
+-- largest cost of those attempts (issue 19; docs/decisions.md).
 --
 -- Every redis.call costs ~2 µs of Redis CPU from Lua, so the data is laid
 -- out to need few (issue 19): the stock is a field of the meta hash (one
@@ -101,10 +105,10 @@ if tat - now_us > tolerance then
   count('rejected_rate_limited')
   return {'RATE_LIMITED', math.ceil((tat - now_us - tolerance) / 1000)}
 end
-local next_due = string.format('%.0f', tat + interval)
+local next_due = tat + interval
 
 local function refuse(outcome, ...)
-  redis.call('HSET', KEYS[5], shopper_field, encode_latest(latest, next_due))
+  redis.call('HSET', KEYS[5], shopper_field, encode_latest(latest, string.format('%.0f', next_due)))
   count(outcome)
   return {...}
 end
@@ -131,7 +135,8 @@ if tonumber(held) + quantity > limit then
 end
 
 if remaining < quantity then
-  return refuse('rejected_sold_out', 'SOLD_OUT', meta[5])
+  count('rejected_sold_out')
+  return {'SOLD_OUT', meta[5]}
 end
 
 -- now_ms as text without formatting a number: TIME's seconds, then its
@@ -145,7 +150,7 @@ redis.call('HSET', KEYS[3], reservation,
   encode_record(user, quantity_text, 'pending', reserved_ms_text, key))
 redis.call('ZADD', KEYS[4], reserved_ms_text, reservation)
 redis.call('HSET', KEYS[5], replay_field, encode_replay(reservation, quantity_text),
-  shopper_field, encode_latest(reservation, next_due))
+  shopper_field, encode_latest(reservation, string.format('%.0f', next_due)))
 count('accepted')
 redis.call('HINCRBY', KEYS[6], 'pending_units', quantity_text)
 return {'ACCEPTED', reservation, remaining, now_ms}
