@@ -7,10 +7,6 @@
 -- the rate check passed) is written unless every check passed; then stock
 -- is taken, the user's units grow, and the reservation is recorded, added
 -- to the time-ordered pending set, and bound to the idempotency key.
--- A refusal for want of stock writes only its counter: it does not use up
--- the user's cluster-wide rate (each node's own limiter still counts it).
--- Half a stampede ends there, and a new field per refused shopper was the
--- largest cost of those attempts (issue 19; docs/decisions.md).
 --
 -- Every redis.call costs ~2 µs of Redis CPU from Lua, so the data is laid
 -- out to need few (issue 19): the stock is a field of the meta hash (one
@@ -105,10 +101,16 @@ if tat - now_us > tolerance then
   count('rejected_rate_limited')
   return {'RATE_LIMITED', math.ceil((tat - now_us - tolerance) / 1000)}
 end
-local next_due = tat + interval
+local next_due = string.format('%.0f', tat + interval)
 
+-- Every refusal from here on uses up the user's rate, sold out included:
+-- a SOLD_OUT answer that wrote nothing would let a user with several
+-- sign-ins (several nodes' limiters) poll a sold-out sale several times as
+-- often and catch units that come back first. Leaving that write out saved
+-- ~6 µs of Redis per refusal (issue 19) and was not kept for that reason
+-- (docs/decisions.md).
 local function refuse(outcome, ...)
-  redis.call('HSET', KEYS[5], shopper_field, encode_latest(latest, string.format('%.0f', next_due)))
+  redis.call('HSET', KEYS[5], shopper_field, encode_latest(latest, next_due))
   count(outcome)
   return {...}
 end
@@ -135,8 +137,7 @@ if tonumber(held) + quantity > limit then
 end
 
 if remaining < quantity then
-  count('rejected_sold_out')
-  return {'SOLD_OUT', meta[5]}
+  return refuse('rejected_sold_out', 'SOLD_OUT', meta[5])
 end
 
 -- now_ms as text without formatting a number: TIME's seconds, then its
@@ -150,7 +151,7 @@ redis.call('HSET', KEYS[3], reservation,
   encode_record(user, quantity_text, 'pending', reserved_ms_text, key))
 redis.call('ZADD', KEYS[4], reserved_ms_text, reservation)
 redis.call('HSET', KEYS[5], replay_field, encode_replay(reservation, quantity_text),
-  shopper_field, encode_latest(reservation, string.format('%.0f', next_due)))
+  shopper_field, encode_latest(reservation, next_due))
 count('accepted')
 redis.call('HINCRBY', KEYS[6], 'pending_units', quantity_text)
 return {'ACCEPTED', reservation, remaining, now_ms}
