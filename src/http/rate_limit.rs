@@ -1,5 +1,7 @@
 //! The per-user request limit of one API node (governor). nginx hashes by
-//! Authorization, so all of one user's requests meet the same limiter.
+//! Authorization, so all requests with one token meet the same limiter; a
+//! user with several sign-ins meets several, which `reserve.lua`'s
+//! cluster-wide rate covers.
 
 use std::{num::NonZeroU32, time::Duration};
 
