@@ -67,6 +67,24 @@ scenario_abuse() {
   sale_id=$(create_sale "$BASE" "$ADMIN_TOKEN" 1000 "$CHAOS_RUN_ID-abuse")
   one_user=$(python3 "$ABUSE" one-user "$BASE/api/purchase/attempt" "$token,$second_token" "$sale_id" "$seconds" 16)
   sleep 3
+  # The same on a sold-out sale: every attempt past the limiter ends
+  # SOLD_OUT, and each must still use up the shopper's cluster-wide rate
+  # (reserve.lua writes the shopper's next-attempt time when it refuses),
+  # or a shopper with two sign-ins polls at both nodes' limits and catches
+  # returned units first. Sent to the nodes directly, half the threads
+  # each: nginx's hash of four header spellings can put them all on one
+  # node, and then only that node's limiter is tested.
+  local sold_out_sale sold_out_user buyer_token node_urls=() i
+  for ((i = 0; i < API_NODES; i++)); do node_urls+=("http://127.0.0.1:$((API_BASE_PORT + i))/api/purchase/attempt"); done
+  sold_out_sale=$(create_sale "$BASE" "$ADMIN_TOKEN" 1 "$CHAOS_RUN_ID-sold-out")
+  buyer_token=$(login_token "$BASE" "abuse-buyer-$CHAOS_RUN_ID@load.local")
+  curl -fsS -o /dev/null "$BASE/api/purchase/attempt" -H "authorization: Bearer $buyer_token" \
+    -H 'content-type: application/json' -H "idempotency-key: abuse-buyer-$CHAOS_RUN_ID" \
+    -d "{\"sale_id\":\"$sold_out_sale\"}" || die "[abuse] could not buy the one unit of $sold_out_sale"
+  token=$(login_token "$BASE" "abuse-sold-out-$CHAOS_RUN_ID@load.local")
+  second_token=$(login_token "$BASE" "abuse-sold-out-$CHAOS_RUN_ID@load.local")
+  sold_out_user=$(IFS=,; python3 "$ABUSE" one-user "${node_urls[*]}" "$token,$second_token" "$sold_out_sale" "$seconds" 16)
+  sleep 3
 
   log "[abuse] admin takeover attempts and operator endpoints from the public port"
   local products_before takeover metrics_public health_public
@@ -134,7 +152,7 @@ scenario_abuse() {
   live_flood=$(flooded_latency /api/health/live "$DIR/tokens-live.txt" "$latency_sale")
   ready_flood=$(flooded_latency /api/health/ready "$DIR/tokens-ready.txt" "$latency_sale")
 
-  jq -n --argjson flood "$flood" --argjson spoofed "$spoofed" --argjson one_user "$one_user" \
+  jq -n --argjson flood "$flood" --argjson spoofed "$spoofed" --argjson one_user "$one_user" --argjson sold_out_user "$sold_out_user" \
     --argjson takeover "$takeover" --arg metrics_public "$metrics_public" --arg health_public "$health_public" \
     --argjson live_flood "$live_flood" --argjson ready_flood "$ready_flood" --argjson nodes "$API_NODES" \
     --argjson slow "$slow" --argjson idle "$idle" --argjson seconds "$seconds" \
@@ -145,6 +163,7 @@ scenario_abuse() {
     { scenario: "abuse",
       per_address: {flood: $flood, spoofed_x_forwarded_for: $spoofed, bound: $ip_bound},
       per_user: ($one_user + {bound: $user_bound}),
+      per_user_sold_out: ($sold_out_user + {bound: $user_bound}),
       admin_takeover: $takeover,
       operator_endpoints_from_the_public_port: {metrics: $metrics_public, health: $health_public},
       purchases_under_probe_floods: {liveness_flood: $live_flood, readiness_flood: $ready_flood},
@@ -156,6 +175,10 @@ scenario_abuse() {
         spoofing_gains_nothing: ($spoofed.not_throttled <= $ip_bound * 1.05 and ($spoofed.answers["429"] // 0) > 0),
         user_limited: ($one_user.answers["202"] == 1 and ($one_user.answers["429 RATE_LIMITED"] // 0) > 0
                        and $one_user.not_throttled <= $user_bound + 2),
+        user_limited_when_sold_out: (($sold_out_user.answers["202"] // 0) == 0
+                       and ($sold_out_user.answers["410 SOLD_OUT"] // 0) > 0
+                       and ($sold_out_user.answers["429 RATE_LIMITED"] // 0) > 0
+                       and $sold_out_user.not_throttled <= $user_bound + 2),
         no_admin_takeover: ($takeover.granted == 0 and $takeover.products_created == 0),
         operator_endpoints_not_public: ($metrics_public == "404" and $health_public == "404"),
         readiness_flood_costs_no_more_than_liveness:
