@@ -119,6 +119,7 @@ async fn a_ban_committed_while_the_channel_was_silent_reaches_nodes_from_postgre
             &AdminAct {
                 actor_id: operator_id,
                 request_id: None,
+                idempotency_key: None,
             },
         )
         .await

@@ -268,6 +268,22 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
         text == (STOCK - bought + 10).to_string()
     })
     .await;
+    // Sent under an idempotency key: the page's retries after a lost
+    // answer add nothing more.
+    let audit: Value = api
+        .get(format!(
+            "{base}/api/admin/audit?limit=1&target_id={sale_id}"
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let change = &audit["entries"][0];
+    assert_eq!(change["action"], "sale.add_stock", "{audit}");
+    assert!(change["idempotency_key"].is_string(), "{audit}");
     wait_for_text(&browser, "#latency", |text| text.ends_with(" ms")).await;
     screenshot("admin-2-controls.png").await;
 

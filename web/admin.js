@@ -3,7 +3,7 @@
 // rates per second computed from successive counters, and the controls.
 
 import {
-  adoptTokenFromFragment, call, followEvents, messageOf, saleIdFromUrl, session,
+  adoptTokenFromFragment, call, followEvents, messageOf, newKey, saleIdFromUrl, session, sleep,
 } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -172,9 +172,19 @@ async function show(requested) {
   pollTimer = setInterval(poll, 1000);
 }
 
+/** One click, one change: its idempotency key is reused for the retries
+ *  after a lost answer or a 503, so "add 100 units" is added once. */
 async function act(body, done) {
-  const reply = await call("PATCH", `/api/admin/flash-sales/${saleId}`, { body }).catch(() => null);
-  $("action-result").textContent = !reply ? "The API is not answering."
+  const key = newKey();
+  let reply = null;
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    reply = await call("PATCH", `/api/admin/flash-sales/${saleId}`, {
+      body, headers: { "Idempotency-Key": key },
+    }).catch(() => null);
+    if (reply && reply.status !== 503) break;
+    await sleep((reply?.retryAfter ?? 1) * 1000);
+  }
+  $("action-result").textContent = !reply ? "The API is not answering; nothing was changed twice."
     : reply.status === 200 ? done : messageOf(reply, `refused (${reply.status})`);
 }
 

@@ -100,17 +100,34 @@ impl OptionalFromRequestParts<AppState> for Caller {
 
 /// The `Idempotency-Key` header: required on purchases, 1-128 characters of
 /// letters, digits, `.`, `_`, `:` or `-`. Scoped per user and per sale.
+/// Optional on an operator's changes (`Option<IdempotencyKey>`): scoped per
+/// admin there, kept with the change's audit record.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get("idempotency-key")
-            .ok_or_else(|| ApiError::validation("Idempotency-Key: header required; send a new random value (e.g. a UUID) per purchase intent and reuse it on retries"))?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        <Self as OptionalFromRequestParts<S>>::from_request_parts(parts, state)
+            .await?
+            .ok_or_else(|| ApiError::validation("Idempotency-Key: header required; send a new random value (e.g. a UUID) per purchase intent and reuse it on retries"))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    /// No header: `None`; a header that is not a valid key is refused
+    /// rather than ignored, so a client never believes a retry is safe
+    /// when it is not.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(None);
+        };
         let key = value.to_str().unwrap_or_default();
         let valid = (1..=128).contains(&key.len())
             && key
@@ -121,7 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 "Idempotency-Key: use 1-128 characters of letters, digits, '.', '_', ':' or '-'",
             ));
         }
-        Ok(Self(key.to_string()))
+        Ok(Some(Self(key.to_string())))
     }
 }
 
@@ -136,9 +153,15 @@ pub struct Admin {
 impl Admin {
     /// Who is acting, for the store's audit record.
     pub fn act(&self) -> AdminAct {
+        self.act_once(None)
+    }
+
+    /// Who is acting on a change that happens once per `key` when given.
+    pub fn act_once(&self, key: Option<IdempotencyKey>) -> AdminAct {
         AdminAct {
             actor_id: self.caller.user_id,
             request_id: self.request_id.clone(),
+            idempotency_key: key.map(|IdempotencyKey(key)| key),
         }
     }
 }

@@ -115,6 +115,7 @@ impl Harness {
         let admin = AdminAct {
             actor_id: operator.id,
             request_id: None,
+            idempotency_key: None,
         };
         let product = db
             .create_product(

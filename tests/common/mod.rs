@@ -415,6 +415,24 @@ impl TestApp {
         self.request(Method::PATCH, path, token, Some(body)).await
     }
 
+    /// An operator's change sent with an `Idempotency-Key`.
+    pub async fn keyed(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: Value,
+    ) -> Reply {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        Self::read(request.send().await.expect("request failed")).await
+    }
+
     /// A shopper's id and token, minted without a database round trip
     /// (tokens are all the purchase path checks).
     pub fn shopper(&self) -> (Uuid, String) {

@@ -10,6 +10,22 @@ admin_patch() {
     -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d "$1"
 }
 
+# keyed_add_stock KEY UNITS: one add-stock of the scenario's sale with an
+# Idempotency-Key, sent three times at once (through nginx and to each API
+# node directly: a retry racing the original on another node); prints how
+# many of the three answered 200.
+keyed_add_stock() {
+  local urls=("$BASE") i
+  for ((i = 0; i < API_NODES; i++)); do urls+=("http://127.0.0.1:$((API_BASE_PORT + i))"); done
+  for i in "${!urls[@]}"; do
+    curl -sS -o /dev/null -w '%{http_code}\n' -X PATCH "${urls[$i]}/api/admin/flash-sales/$SALE_ID" \
+      -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
+      -H "idempotency-key: $1" -d "{\"add_stock\":$2}" >"$DIR/keyed-$i.status" &
+  done
+  wait
+  cat "$DIR"/keyed-*.status | grep -c '^200$' || true
+}
+
 # restart_workers_with VAR=VALUE...: every worker restarted with these settings.
 restart_workers_with() {
   local i
@@ -35,6 +51,7 @@ last_action_mirrored() {
 # committed after a cancel was answered.
 scenario_admin_storm() {
   local users=${CHAOS_USERS:-5000} stock=3000 extra=1000 hammers=() actions=0 refused=0 i final final_ms
+  local keys_added=0 retries_refused=0 answered
   restart_workers_with FLASHSALE_RECONCILE_SCHEDULE='* * * * * *'
   scenario_begin admin-storm "$stock" "$((stock + extra))"
   for ((i = 0; i < 30; i++)); do
@@ -43,32 +60,40 @@ scenario_admin_storm() {
   done
   start_crowd "$users" 1000
   while crowd_running && ((actions < 60)); do
-    for body in '{"action":"pause"}' '{"action":"resume"}' '{"add_stock":10}'; do
+    for body in '{"action":"pause"}' '{"action":"resume"}'; do
       [[ $(admin_patch "$body") == 200 ]] || refused=$((refused + 1))
       actions=$((actions + 1))
     done
+    # Ten units, asked for three times at once under one key: added once.
+    answered=$(keyed_add_stock "storm-$CHAOS_RUN_ID-$actions" 10)
+    ((answered > 0)) && keys_added=$((keys_added + 1))
+    retries_refused=$((retries_refused + 3 - answered))
+    actions=$((actions + 1))
     sleep 0.2
   done
   if ((RANDOM % 2)); then final=cancel; else final=end; fi
   [[ $(admin_patch "{\"action\":\"$final\"}") == 200 ]] || die "[$SCENARIO] the final $final was refused"
   final_ms=$(now_ms)
-  fault "$actions pause/resume/add-stock actions ($refused refused) under the crowd, then $final; readiness hammered by 30 clients, reconcilers every second"
+  fault "$actions pause/resume/add-stock actions ($refused refused; each add-stock sent three times at once under one key, $retries_refused of those answers not 200) under the crowd, then $final; readiness hammered by 30 clients, reconcilers every second"
   wait_crowd
   kill "${hammers[@]}" 2>/dev/null || true
   wait "${hammers[@]}" 2>/dev/null || true
   RECOVERY_SECS=0
-  local pg_state redis_state late_orders
+  local pg_state redis_state late_orders allotted
   # A closed sale's reservations settle; then Redis mirrors the last action.
   wait_for 60 bash -c "(( \$(redis-cli -p $REDIS_PORT zcard '$REDIS_PREFIX:{sale:$SALE_ID}:pending') == 0 ))" || true
   pg_state=$(psql_query "select state from flash_sales where id = '$SALE_ID'")
   redis_state=$(redis_cmd hget "$REDIS_PREFIX:{sale:$SALE_ID}:meta" state)
   late_orders=$(psql_query "select count(*) from orders where flash_sale_id = '$SALE_ID'
     and created_at > to_timestamp($final_ms / 1000.0)")
+  allotted=$(psql_query "select allotted_quantity from flash_sales where id = '$SALE_ID'")
   scenario_end "{\"figures\": {\"admin_actions\": $actions, \"refused_actions\": $refused,
       \"final_action\": \"$final\", \"postgres_state\": \"$pg_state\", \"redis_state\": \"$redis_state\",
-      \"orders_committed_after_the_final_action\": $late_orders},
+      \"orders_committed_after_the_final_action\": $late_orders,
+      \"keyed_add_stocks\": $keys_added, \"keyed_answers_not_200\": $retries_refused, \"allotted\": $allotted},
     \"checks\": {\"redis_state_is_the_last_action\": $(json_bool "$(last_action_mirrored "$final" "$pg_state" "$redis_state")"),
-                 \"no_order_after_a_cancel_was_answered\": $(json_bool "$([[ $final == end ]] || ((late_orders == 0)) && echo 1 || echo 0)")}}"
+                 \"no_order_after_a_cancel_was_answered\": $(json_bool "$([[ $final == end ]] || ((late_orders == 0)) && echo 1 || echo 0)"),
+                 \"each_keyed_add_stock_added_once\": $(json_bool "$((allotted == stock + 10 * keys_added && retries_refused == 0))")}}"
   restart_workers_with FLASHSALE_RECONCILE_SCHEDULE='*/2 * * * * *'
 }
 

@@ -16,7 +16,7 @@ use crate::{
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
-        extract::{Admin, PathParams, ValidJson},
+        extract::{Admin, IdempotencyKey, PathParams, ValidJson},
     },
     store::postgres::NewSale,
 };
@@ -151,11 +151,17 @@ impl From<SaleReport> for FlashSaleResponse {
     }
 }
 
-error_responses!(CreateSaleErrors: [ADMIN, JSON_BODY] ProductNotFound, InsufficientStock);
+error_responses!(CreateSaleErrors: [ADMIN, JSON_BODY] ProductNotFound, InsufficientStock, IdempotencyKeyReused);
 
-/// Create a flash sale (admin). Its stock is armed in Redis at once.
+/// What the optional `Idempotency-Key` of an operator's change does.
+const ADMIN_KEY: &str = "Optional. 1-128 characters of letters, digits, '.', '_', ':' or '-', per admin: the change happens once however often it is sent; a retry answers with the target as it is now, and the key sent with another request is refused (422 IDEMPOTENCY_KEY_REUSED)";
+
+/// Create a flash sale (admin). Its stock is armed in Redis at once. Send
+/// an `Idempotency-Key` to retry safely: a retry answers with the sale the
+/// first request created, never a second sale.
 #[utoipa::path(post, path = "/api/admin/flash-sales", tag = "admin",
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = ADMIN_KEY)),
     request_body = CreateFlashSaleRequest,
     responses(
         (status = 201, description = "Created (check `armed`)", body = FlashSaleResponse),
@@ -164,6 +170,7 @@ error_responses!(CreateSaleErrors: [ADMIN, JSON_BODY] ProductNotFound, Insuffici
 async fn create_flash_sale(
     State(state): State<AppState>,
     admin: Admin,
+    key: Option<IdempotencyKey>,
     ValidJson(request): ValidJson<CreateFlashSaleRequest>,
 ) -> Result<(StatusCode, Json<FlashSaleResponse>), ApiError> {
     let min_hold = state.payments.hold_min_secs();
@@ -193,7 +200,7 @@ async fn create_flash_sale(
         hold_seconds: request.hold_seconds,
         offer_seconds: request.offer_seconds,
     };
-    let report = state.sales.create(&new, &admin.act()).await?;
+    let report = state.sales.create(&new, &admin.act_once(key)).await?;
     Ok((StatusCode::CREATED, Json(report.into())))
 }
 
@@ -215,15 +222,20 @@ async fn get_flash_sale(
     Ok(Json(state.sales.read(id).await?.into()))
 }
 
-error_responses!(UpdateSaleErrors: [ADMIN, JSON_BODY] SaleNotFound, InvalidStateTransition, InsufficientStock);
+error_responses!(UpdateSaleErrors: [ADMIN, JSON_BODY] SaleNotFound, InvalidStateTransition, InsufficientStock, IdempotencyKeyReused);
 
 /// Pause, resume, cancel or end a sale, or add stock to it (admin).
-/// Repeating an action is harmless; a change PostgreSQL saved but Redis did
-/// not receive answers 503 for actions (retry it) and `armed: false` for
-/// added stock (the next readiness probe adds it to Redis exactly once).
+/// Repeating an action is harmless; added stock is added again unless the
+/// request carries an `Idempotency-Key` (then once, however often it is
+/// sent; a keyed action is not applied again either, so a late retry of a
+/// "pause" cannot undo a later "resume"). A change PostgreSQL saved but
+/// Redis did not receive answers 503 for actions (retry it) and `armed:
+/// false` for added stock (the next readiness probe adds it to Redis
+/// exactly once).
 #[utoipa::path(patch, path = "/api/admin/flash-sales/{id}", tag = "admin",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Flash sale id")),
+    params(("id" = Uuid, Path, description = "Flash sale id"),
+        ("Idempotency-Key" = Option<String>, Header, description = ADMIN_KEY)),
     request_body = UpdateFlashSaleRequest,
     responses(
         (status = 200, description = "The updated sale", body = FlashSaleResponse),
@@ -232,6 +244,7 @@ error_responses!(UpdateSaleErrors: [ADMIN, JSON_BODY] SaleNotFound, InvalidState
 async fn update_flash_sale(
     State(state): State<AppState>,
     admin: Admin,
+    key: Option<IdempotencyKey>,
     PathParams(id): PathParams<Uuid>,
     ValidJson(request): ValidJson<UpdateFlashSaleRequest>,
 ) -> Result<Json<FlashSaleResponse>, ApiError> {
@@ -241,6 +254,6 @@ async fn update_flash_sale(
         // `one_change` refused these while validating the body.
         _ => return Err(ApiError::validation(ONE_CHANGE)),
     };
-    let report = state.sales.change(id, change, &admin.act()).await?;
+    let report = state.sales.change(id, change, &admin.act_once(key)).await?;
     Ok(Json(report.into()))
 }

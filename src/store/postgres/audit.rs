@@ -8,8 +8,8 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::Db;
-use crate::store::StoreError;
+use super::{Db, on_violation};
+use crate::{domain::DomainError, store::StoreError};
 
 /// Who is acting, as every admin store call receives it.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub struct AdminAct {
     pub actor_id: Uuid,
     /// The `x-request-id` of the HTTP request.
     pub request_id: Option<String>,
+    /// The request's `Idempotency-Key`: the change it names happens once
+    /// however often it is sent ([`AdminAct::done_before`]).
+    pub idempotency_key: Option<String>,
 }
 
 /// One audit record, as admins read it (`GET /api/admin/audit`).
@@ -39,10 +42,44 @@ pub struct AuditRow {
     pub details: Value,
     /// The `x-request-id` of the admin's request.
     pub request_id: Option<String>,
+    /// The `Idempotency-Key` the change was sent with, if any.
+    pub idempotency_key: Option<String>,
 }
 
 impl AdminAct {
-    /// Writes the record of `action` on `target` inside `tx`.
+    /// What became of this act's Idempotency-Key before: the target of the
+    /// change it named when that was `request` (the caller answers with the
+    /// target as it is now and changes nothing), `None` when the act has no
+    /// key or the key is new. A key that named another request is refused
+    /// (`IdempotencyKeyReused`). Called under the lock that serialises the
+    /// change, so two requests with one key cannot both find it new; two
+    /// under different locks meet at the key's unique index ([`Self::record`]).
+    pub(super) async fn done_before(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        request: &Value,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let Some(key) = &self.idempotency_key else {
+            return Ok(None);
+        };
+        let earlier: Option<(Uuid, Option<Value>)> = sqlx::query_as(
+            "select target_id, idempotency_request from admin_audit
+             where actor_id = $1 and idempotency_key = $2",
+        )
+        .bind(self.actor_id)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match earlier {
+            None => Ok(None),
+            Some((target, Some(named))) if named == *request => Ok(Some(target)),
+            Some(_) => Err(DomainError::IdempotencyKeyReused.into()),
+        }
+    }
+
+    /// Writes the record of `action` on `target` inside `tx`, with this
+    /// act's Idempotency-Key and the `request` it names (see
+    /// [`Self::done_before`]).
     pub(super) async fn record(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -50,10 +87,13 @@ impl AdminAct {
         target_type: &'static str,
         target_id: Uuid,
         details: Value,
-    ) -> Result<(), sqlx::Error> {
+        request: Value,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "insert into admin_audit (id, actor_id, action, target_type, target_id, details, request_id)
-             values ($1, $2, $3, $4, $5, $6, $7)",
+            "insert into admin_audit
+               (id, actor_id, action, target_type, target_id, details, request_id,
+                idempotency_key, idempotency_request)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(Uuid::now_v7())
         .bind(self.actor_id)
@@ -62,9 +102,15 @@ impl AdminAct {
         .bind(target_id)
         .bind(details)
         .bind(&self.request_id)
+        .bind(&self.idempotency_key)
+        .bind(self.idempotency_key.as_ref().map(|_| request))
         .execute(&mut **tx)
         .await
         .map(drop)
+        .map_err(on_violation(
+            "admin_audit_idempotency_key",
+            DomainError::IdempotencyKeyReused,
+        ))
     }
 }
 
@@ -80,7 +126,8 @@ impl Db {
         self.bounded(
             sqlx::query_as::<_, AuditRow>(
                 "select a.id, a.at, a.actor_id, u.issuer as actor_issuer, u.subject as actor_subject,
-                        a.action, a.target_type, a.target_id, a.details, a.request_id
+                        a.action, a.target_type, a.target_id, a.details, a.request_id,
+                        a.idempotency_key
                  from admin_audit a join users u on u.id = a.actor_id
                  where ($2::uuid is null or (a.at, a.id) < (select at, id from admin_audit where id = $2))
                    and ($3::uuid is null or a.target_id = $3)

@@ -1,7 +1,7 @@
 //! Products and their stock rows, created together.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Db, audit::AdminAct, on_violation};
@@ -72,8 +72,15 @@ impl Db {
                 DomainError::SkuTaken(new.sku.clone()),
             ))?;
             let details = json!({ "sku": new.sku, "name": new.name, "stock": new.stock });
-            act.record(&mut tx, "product.create", "product", product.id, details)
-                .await?;
+            act.record(
+                &mut tx,
+                "product.create",
+                "product",
+                product.id,
+                details,
+                Value::Null,
+            )
+            .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(product)
         })

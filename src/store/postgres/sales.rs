@@ -123,6 +123,22 @@ impl Db {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
             lock_product(&mut tx, new.product_id).await?;
+            let asked = json!({
+                "product_id": new.product_id,
+                "price": new.price.minor(),
+                "starts_at": new.window.starts_at(),
+                "ends_at": new.window.ends_at(),
+                "per_user_limit": new.per_user_limit,
+                "stock": new.stock,
+                "hold_seconds": new.hold_seconds,
+                "offer_seconds": new.offer_seconds,
+            });
+            let request = json!({ "action": "sale.create", "sale": asked });
+            if let Some(id) = act.done_before(&mut tx, &request).await? {
+                return Ok(select_sale(&mut tx, id, false)
+                    .await?
+                    .ok_or(DomainError::SaleNotFound(id))?);
+            }
             let free = free_stock(&mut tx, new.product_id)
                 .await?
                 .ok_or(DomainError::ProductNotFound(new.product_id))?;
@@ -155,17 +171,7 @@ impl Db {
             let sale = select_sale(&mut tx, id, false)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
-            let details = json!({
-                "product_id": new.product_id,
-                "price": new.price.minor(),
-                "starts_at": new.window.starts_at(),
-                "ends_at": new.window.ends_at(),
-                "per_user_limit": new.per_user_limit,
-                "stock": new.stock,
-                "hold_seconds": new.hold_seconds,
-                "offer_seconds": new.offer_seconds,
-            });
-            act.record(&mut tx, "sale.create", "sale", id, details)
+            act.record(&mut tx, "sale.create", "sale", id, asked, request)
                 .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(sale)
@@ -369,9 +375,15 @@ impl Db {
             let sale = select_sale(&mut tx, id, true)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
+            // A keyed action sent again is not applied again: a "pause"
+            // retried after a later "resume" would pause the sale anew.
+            let request = json!({ "action": action.audit_name(), "sale": id });
+            if act.done_before(&mut tx, &request).await?.is_some() {
+                return Ok(sale);
+            }
             let next = sale.window().apply(sale.state, action, now)?;
             let details = json!({ "from": sale.state.as_str(), "to": next.as_str() });
-            act.record(&mut tx, action.audit_name(), "sale", id, details)
+            act.record(&mut tx, action.audit_name(), "sale", id, details, request)
                 .await?;
             if next == sale.state {
                 tx.commit().await?;
@@ -417,6 +429,10 @@ impl Db {
             let mut tx = self.pool().begin().await?;
             let product_id = lock_sale_product(&mut tx, id).await?;
             let sale = select_sale(&mut tx, id, true).await?.ok_or(DomainError::SaleNotFound(id))?;
+            let request = json!({ "action": "sale.add_stock", "sale": id, "quantity": quantity });
+            if act.done_before(&mut tx, &request).await?.is_some() {
+                return Ok(sale);
+            }
             sale.window().can_add_stock(sale.state, now)?;
             let free = free_stock(&mut tx, product_id)
                 .await?
@@ -438,7 +454,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             let details = json!({ "quantity": quantity, "allotted_before": sale.allotted_quantity });
-            act.record(&mut tx, "sale.add_stock", "sale", id, details)
+            act.record(&mut tx, "sale.add_stock", "sale", id, details, request)
                 .await?;
             let sale = select_sale(&mut tx, id, false).await?.ok_or(DomainError::SaleNotFound(id))?;
             tx.commit().await?;

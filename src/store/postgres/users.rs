@@ -3,7 +3,7 @@
 //! sight; bans and voided tokens.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Db, audit::AdminAct};
@@ -149,7 +149,8 @@ impl Db {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-            act.record(&mut tx, action, "user", id, json!({})).await?;
+            act.record(&mut tx, action, "user", id, json!({}), Value::Null)
+                .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(user)
         })

@@ -1,0 +1,235 @@
+//! An operator's change sent again (a timeout, a proxy's retry, a double
+//! click) with its `Idempotency-Key` happens once: added stock is added
+//! once, a sale is created once, a keyed action is not applied again.
+
+mod common;
+
+use common::{TestApp, spawn_app};
+use flashsale::domain::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A sale of 10 units of a 100-unit product; its admin path.
+async fn sale_of_ten(app: &TestApp, admin: &str) -> (Uuid, String) {
+    let product = app.create_product(admin, 100).await;
+    let sale = app.create_sale(admin, product, 10).await;
+    (sale.id, format!("/api/admin/flash-sales/{}", sale.id))
+}
+
+async fn allotted(app: &TestApp, sale: Uuid) -> i64 {
+    sqlx::query_scalar("select allotted_quantity::bigint from flash_sales where id = $1")
+        .bind(sale)
+        .fetch_one(&app.pg)
+        .await
+        .unwrap()
+}
+
+async fn audit_records(app: &TestApp, sale: Uuid, action: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from admin_audit where target_id = $1 and action = $2")
+        .bind(sale)
+        .bind(action)
+        .fetch_one(&app.pg)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn added_stock_sent_again_with_its_key_is_added_once(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let (sale, path) = sale_of_ten(&app, &admin).await;
+    let add_five = json!({"add_stock": 5});
+
+    for _ in 0..3 {
+        let reply = app
+            .keyed(Method::PATCH, &path, &admin, "restock-1", add_five.clone())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(
+            (
+                reply.body["stock"].as_i64(),
+                reply.body["remaining"].as_i64()
+            ),
+            (Some(15), Some(15))
+        );
+    }
+    // The same retry from eight clients at once (two operators' consoles,
+    // a proxy's retries): still once.
+    let retries = (0..8).map(|_| {
+        app.keyed(
+            Method::PATCH,
+            &path,
+            &admin,
+            "restock-2",
+            json!({"add_stock": 3}),
+        )
+    });
+    for reply in futures::future::join_all(retries).await {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["stock"], 18, "{}", reply.body);
+    }
+
+    assert_eq!(allotted(&app, sale).await, 18);
+    assert_eq!(app.redis_stock(&sale.to_string()).await, Some(18));
+    assert_eq!(audit_records(&app, sale, "sale.add_stock").await, 2);
+    let audit = app
+        .get(
+            &format!("/api/admin/audit?target_id={sale}&limit=1"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        audit.body["entries"][0]["idempotency_key"], "restock-2",
+        "{}",
+        audit.body
+    );
+
+    // Keys are per admin: another operator's key of the same name is theirs.
+    let second_admin = app
+        .mint_token("second-operator@example.com", Role::Admin)
+        .await;
+    let theirs = app
+        .keyed(Method::PATCH, &path, &second_admin, "restock-1", add_five)
+        .await;
+    assert_eq!(theirs.body["stock"], 23, "{}", theirs.body);
+    // Without a key, a change is a new change each time.
+    for stock in [24, 25] {
+        let reply = app
+            .patch(&path, Some(&admin), json!({"add_stock": 1}))
+            .await;
+        assert_eq!(reply.body["stock"], stock, "{}", reply.body);
+    }
+}
+
+#[sqlx::test]
+async fn a_key_sent_with_another_request_is_refused_and_changes_nothing(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let (sale, path) = sale_of_ten(&app, &admin).await;
+    let (other_sale, other_path) = sale_of_ten(&app, &admin).await;
+    app.keyed(Method::PATCH, &path, &admin, "k-1", json!({"add_stock": 5}))
+        .await;
+
+    for (path, body) in [
+        (&path, json!({"add_stock": 6})),
+        (&path, json!({"action": "pause"})),
+        (&other_path, json!({"add_stock": 5})),
+    ] {
+        app.keyed(Method::PATCH, path, &admin, "k-1", body)
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED");
+    }
+    let product = app.create_product(&admin, 100).await;
+    app.keyed(
+        Method::POST,
+        "/api/admin/flash-sales",
+        &admin,
+        "k-1",
+        TestApp::sale_body(product, 10),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED");
+
+    assert_eq!(
+        (allotted(&app, sale).await, allotted(&app, other_sale).await),
+        (15, 10)
+    );
+    let sales: i64 = sqlx::query_scalar("select count(*) from flash_sales")
+        .fetch_one(&app.pg)
+        .await
+        .unwrap();
+    assert_eq!(sales, 2, "no sale created under a used key");
+    let read = app.get(&path, Some(&admin)).await;
+    assert_eq!(
+        read.body["state"], "active",
+        "the pause under a used key was not applied"
+    );
+
+    // A key that is not a key is refused, not ignored.
+    app.keyed(
+        Method::PATCH,
+        &path,
+        &admin,
+        "not a key!",
+        json!({"add_stock": 1}),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert_eq!(allotted(&app, sale).await, 15);
+}
+
+#[sqlx::test]
+async fn a_sale_created_again_with_its_key_is_created_once(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, 100).await;
+    let body = TestApp::sale_body(product, 30);
+
+    let attempts = (0..5).map(|_| {
+        app.keyed(
+            Method::POST,
+            "/api/admin/flash-sales",
+            &admin,
+            "launch-1",
+            body.clone(),
+        )
+    });
+    let replies = futures::future::join_all(attempts).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        assert_eq!(
+            reply.body["id"], replies[0].body["id"],
+            "one sale, answered to each"
+        );
+    }
+    let (sales, allotted): (i64, i64) = sqlx::query_as(
+        "select count(*), coalesce(sum(allotted_quantity), 0)::bigint from flash_sales where product_id = $1",
+    )
+    .bind(product)
+    .fetch_one(&app.pg)
+    .await
+    .unwrap();
+    assert_eq!((sales, allotted), (1, 30));
+}
+
+#[sqlx::test]
+async fn a_keyed_pause_retried_after_a_resume_does_not_pause_again(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let (sale, path) = sale_of_ten(&app, &admin).await;
+
+    let paused = app
+        .keyed(
+            Method::PATCH,
+            &path,
+            &admin,
+            "pause-1",
+            json!({"action": "pause"}),
+        )
+        .await;
+    assert_eq!(paused.body["state"], "paused", "{}", paused.body);
+    let resumed = app
+        .patch(&path, Some(&admin), json!({"action": "resume"}))
+        .await;
+    assert_eq!(resumed.body["state"], "active", "{}", resumed.body);
+
+    // The first pause's answer was lost; its retry arrives late.
+    let late = app
+        .keyed(
+            Method::PATCH,
+            &path,
+            &admin,
+            "pause-1",
+            json!({"action": "pause"}),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    assert_eq!(late.body["state"], "active", "the sale as it is now");
+    assert_eq!(
+        app.redis_meta(&sale.to_string(), "state").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(audit_records(&app, sale, "sale.pause").await, 1);
+}
