@@ -102,7 +102,9 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     // trace span but outside the timeout, so a timeout also gets the JSON
     // shape; panics become a 500 in that shape instead of a dropped
     // connection (all three, with the security headers, in one hand-written
-    // layer: `response_shape`).
+    // layer: `response_shape`). CORS sits inside it, so the preflights it
+    // answers get the security headers too; the price is that a panic's
+    // 500, made outside CORS, carries no CORS headers.
     let middleware = ServiceBuilder::new()
         .set_request_id(REQUEST_ID, MakeRequestUuid)
         .layer(
@@ -116,8 +118,8 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
             }),
         )
         .propagate_request_id(REQUEST_ID)
-        .option_layer(security::cors(settings))
         .layer(response_shape::ShapeResponsesLayer)
+        .option_layer(security::cors(settings))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,

@@ -1,9 +1,11 @@
-//! What every routed response of a node passes through, as one tower layer
-//! inside the trace, request-id and CORS layers: a panic becomes a 500,
+//! What every response of a node passes through, as one tower layer inside
+//! the trace and request-id layers and outside CORS: a panic becomes a 500,
 //! every 4xx/5xx gets the JSON error body with the request id
 //! ([`error::render`]), and the browser-safety headers are set
-//! ([`security::set_default_headers`]). A CORS preflight is answered by the
-//! CORS layer outside it, so it gets none of this.
+//! ([`security::set_default_headers`]), on the CORS layer's preflight
+//! answers too. A panic's 500 is made outside CORS, so it carries no CORS
+//! headers (a browser then reports a CORS error for a request that hit a
+//! bug).
 //!
 //! Written by hand because the stock parts cost allocations on every
 //! request (issue 19): axum's `from_fn` boxes the inner service and the
