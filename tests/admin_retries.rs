@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{TestApp, spawn_app};
 use flashsale::domain::Role;
 use reqwest::{Method, StatusCode};
@@ -232,4 +234,48 @@ async fn a_keyed_pause_retried_after_a_resume_does_not_pause_again(pg: PgPool) {
         Some("active")
     );
     assert_eq!(audit_records(&app, sale, "sale.pause").await, 1);
+}
+
+#[sqlx::test]
+async fn one_key_racing_under_two_locks_is_refused_at_its_index(pg: PgPool) {
+    let app = spawn_app(pg).await;
+    let admin = app.admin_token().await;
+    let admin_id = app.tokens.verify(&admin).unwrap().sub;
+    let (sale, path) = sale_of_ten(&app, &admin).await;
+
+    // Another change of this admin under the key, in flight on another
+    // product (its lock is not this sale's): not committed yet, so the
+    // request below finds the key new and meets it at the unique index.
+    let mut other = app.pg.begin().await.unwrap();
+    sqlx::query(
+        "insert into admin_audit (id, actor_id, action, target_type, target_id, details,
+                                  idempotency_key, idempotency_request)
+         values ($1, $2, 'sale.add_stock', 'sale', $3, '{}', 'race-1', '{}')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(admin_id)
+    .bind(Uuid::now_v7())
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let racing = app.keyed(
+        Method::PATCH,
+        &path,
+        &admin,
+        "race-1",
+        json!({"add_stock": 5}),
+    );
+    let commit_other = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        other.commit().await.unwrap();
+    };
+    let (reply, ()) = tokio::join!(racing, commit_other);
+
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        allotted(&app, sale).await,
+        10,
+        "the losing change rolled back"
+    );
+    assert_eq!(audit_records(&app, sale, "sale.add_stock").await, 0);
 }

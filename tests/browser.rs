@@ -268,8 +268,8 @@ async fn shopper_page_and_dashboard_in_headless_chromium() {
         text == (STOCK - bought + 10).to_string()
     })
     .await;
-    // Sent under an idempotency key: the page's retries after a lost
-    // answer add nothing more.
+    // Sent under an idempotency key, which the page reuses for its retries
+    // after a lost answer (tests/admin_retries.rs: a key adds once).
     let audit: Value = api
         .get(format!(
             "{base}/api/admin/audit?limit=1&target_id={sale_id}"

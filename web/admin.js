@@ -172,20 +172,36 @@ async function show(requested) {
   pollTimer = setInterval(poll, 1000);
 }
 
-/** One click, one change: its idempotency key is reused for the retries
- *  after a lost answer or a 503, so "add 100 units" is added once. */
+/** The buttons that change the sale: off while a change is on its way, so
+ *  a double click sends it once. */
+const CONTROLS = ["pause", "resume", "add-stock", "end", "cancel", "confirm-yes"];
+/** The change whose answer never came (the body as sent, and its key): the
+ *  same change sent again reuses the key, so what already happened is not
+ *  done twice. */
+let unanswered = null;
+
+/** One change under one idempotency key, retried with it after a lost
+ *  answer or a 503: "add 100 units" is added once. */
 async function act(body, done) {
-  const key = newKey();
-  let reply = null;
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    reply = await call("PATCH", `/api/admin/flash-sales/${saleId}`, {
-      body, headers: { "Idempotency-Key": key },
-    }).catch(() => null);
-    if (reply && reply.status !== 503) break;
-    await sleep((reply?.retryAfter ?? 1) * 1000);
+  const sent = `${saleId} ${JSON.stringify(body)}`;
+  const key = unanswered?.sent === sent ? unanswered.key : newKey();
+  for (const id of CONTROLS) $(id).disabled = true;
+  try {
+    let reply = null;
+    for (let attempt = 1; ; attempt++) {
+      reply = await call("PATCH", `/api/admin/flash-sales/${saleId}`, {
+        body, headers: { "Idempotency-Key": key },
+      }).catch(() => null);
+      if ((reply && reply.status !== 503) || attempt === 3) break;
+      await sleep((reply?.retryAfter ?? 1) * 1000);
+    }
+    unanswered = reply && reply.status !== 503 ? null : { sent, key };
+    $("action-result").textContent = unanswered
+      ? "No answer: the change may or may not have been made. Sending the same change again is safe; it is never made twice."
+      : reply.status === 200 ? done : messageOf(reply, `refused (${reply.status})`);
+  } finally {
+    for (const id of CONTROLS) $(id).disabled = false;
   }
-  $("action-result").textContent = !reply ? "The API is not answering; nothing was changed twice."
-    : reply.status === 200 ? done : messageOf(reply, `refused (${reply.status})`);
 }
 
 async function start() {

@@ -68,8 +68,8 @@ impl Sales {
     /// Creates a sale and arms it; a sale saved but not armed is reported
     /// so (`armed: false`), and readiness arms it later.
     pub async fn create(&self, new: &NewSale, act: &AdminAct) -> Result<SaleReport, AppError> {
+        // The store logs the change (or that it was a keyed retry).
         let sale = self.db.create_sale(new, Utc::now(), act).await?;
-        tracing::info!(admin = %act.actor_id, sale_id = %sale.id, stock = sale.allotted_quantity, "flash sale created");
         Ok(self.armed_after_change(sale).await)
     }
 
@@ -83,12 +83,10 @@ impl Sales {
         match change {
             SaleChange::AddStock(units) => {
                 let sale = self.db.add_sale_stock(id, units, now, act).await?;
-                tracing::info!(admin = %act.actor_id, sale_id = %id, units, "stock added to sale");
                 Ok(self.armed_after_change(sale).await)
             }
             SaleChange::Action(action) => {
                 let sale = self.db.apply_sale_action(id, action, now, act).await?;
-                tracing::info!(admin = %act.actor_id, sale_id = %id, %action, state = %sale.state, "sale action applied");
                 // A pause or cancel that Redis did not hear would keep
                 // selling: the operator must see the failure and retry (the
                 // action is idempotent).

@@ -45,7 +45,9 @@ pub enum DomainError {
     #[error("this sale allows at most {limit} unit(s) per shopper")]
     QuantityAboveLimit { limit: i64 },
 
-    #[error("this Idempotency-Key was already used with a different request body; use a new key")]
+    #[error(
+        "this Idempotency-Key was already used with another request (another body, sale or action); use a new key"
+    )]
     IdempotencyKeyReused,
 
     #[error(

@@ -148,7 +148,9 @@ impl ErrorCode {
             SoldOut => "no unit left to reserve",
             PayloadTooLarge => "the body is above FLASHSALE_MAX_BODY_BYTES",
             UnsupportedMediaType => "the body is not sent as application/json",
-            IdempotencyKeyReused => "the Idempotency-Key was used with another request body",
+            IdempotencyKeyReused => {
+                "the Idempotency-Key was used with another request (body, sale or action)"
+            }
             WebhookMalformed => {
                 "a webhook header or the body is missing or unreadable; the message names it"
             }

@@ -72,14 +72,18 @@ impl AdminAct {
         .await?;
         match earlier {
             None => Ok(None),
-            Some((target, Some(named))) if named == *request => Ok(Some(target)),
+            Some((target, Some(named))) if named == *request => {
+                tracing::info!(admin = %self.actor_id, idempotency_key = %key, target_id = %target,
+                    "an operator's change sent again under its Idempotency-Key: answered, nothing changed");
+                Ok(Some(target))
+            }
             Some(_) => Err(DomainError::IdempotencyKeyReused.into()),
         }
     }
 
-    /// Writes the record of `action` on `target` inside `tx`, with this
-    /// act's Idempotency-Key and the `request` it names (see
-    /// [`Self::done_before`]).
+    /// Writes the record of `action` on `target` inside `tx`; a change that
+    /// honours this act's Idempotency-Key passes the `request` the key
+    /// names (see [`Self::done_before`]), and the key is kept with it.
     pub(super) async fn record(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -87,8 +91,9 @@ impl AdminAct {
         target_type: &'static str,
         target_id: Uuid,
         details: Value,
-        request: Value,
+        request: Option<Value>,
     ) -> Result<(), StoreError> {
+        let key = request.as_ref().and(self.idempotency_key.as_ref());
         sqlx::query(
             "insert into admin_audit
                (id, actor_id, action, target_type, target_id, details, request_id,
@@ -102,8 +107,8 @@ impl AdminAct {
         .bind(target_id)
         .bind(details)
         .bind(&self.request_id)
-        .bind(&self.idempotency_key)
-        .bind(self.idempotency_key.as_ref().map(|_| request))
+        .bind(key)
+        .bind(key.and(request))
         .execute(&mut **tx)
         .await
         .map(drop)

@@ -8,6 +8,7 @@ mod holds;
 mod orders;
 mod payments;
 mod products;
+mod sale_changes;
 mod sales;
 mod settlement;
 mod stats;

@@ -1,7 +1,7 @@
 //! Products and their stock rows, created together.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Db, audit::AdminAct, on_violation};
@@ -78,7 +78,7 @@ impl Db {
                 "product",
                 product.id,
                 details,
-                Value::Null,
+                None,
             )
             .await?;
             tx.commit().await?;

@@ -3,7 +3,7 @@
 //! sight; bans and voided tokens.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Db, audit::AdminAct};
@@ -149,7 +149,7 @@ impl Db {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-            act.record(&mut tx, action, "user", id, json!({}), Value::Null)
+            act.record(&mut tx, action, "user", id, json!({}), None)
                 .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(user)
