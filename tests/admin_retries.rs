@@ -265,8 +265,25 @@ async fn one_key_racing_under_two_locks_is_refused_at_its_index(pg: PgPool) {
         "race-1",
         json!({"add_stock": 5}),
     );
+    // Committed once the request waits on the key's index entry, so the
+    // refusal comes from the index, not from a lookup after the commit.
     let commit_other = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        common::eventually(
+            Duration::from_secs(5),
+            "the request waits on the key",
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock'
+                   and query like 'insert into admin_audit%'",
+                )
+                .fetch_one(&app.pg)
+                .await
+                .unwrap();
+                waiting > 0
+            },
+        )
+        .await;
         other.commit().await.unwrap();
     };
     let (reply, ()) = tokio::join!(racing, commit_other);

@@ -172,31 +172,34 @@ async function show(requested) {
   pollTimer = setInterval(poll, 1000);
 }
 
-/** The buttons that change the sale: off while a change is on its way, so
- *  a double click sends it once. */
-const CONTROLS = ["pause", "resume", "add-stock", "end", "cancel", "confirm-yes"];
-/** The change whose answer never came (the body as sent, and its key): the
- *  same change sent again reuses the key, so what already happened is not
+/** The buttons that change the sale, and the sale picker: off while a
+ *  change is on its way, so a double click sends it once and it stays
+ *  with the sale it was made for. */
+const CONTROLS = ["pause", "resume", "add-stock", "end", "cancel", "confirm-yes", "pick-show"];
+/** Changes whose answer never came, by sale and body, with their keys: the
+ *  same change sent again reuses its key, so what already happened is not
  *  done twice. */
-let unanswered = null;
+const unanswered = new Map();
 
 /** One change under one idempotency key, retried with it after a lost
  *  answer or a 503: "add 100 units" is added once. */
 async function act(body, done) {
-  const sent = `${saleId} ${JSON.stringify(body)}`;
-  const key = unanswered?.sent === sent ? unanswered.key : newKey();
+  const sale = saleId;
+  const sent = `${sale} ${JSON.stringify(body)}`;
+  const key = unanswered.get(sent) ?? newKey();
   for (const id of CONTROLS) $(id).disabled = true;
   try {
     let reply = null;
     for (let attempt = 1; ; attempt++) {
-      reply = await call("PATCH", `/api/admin/flash-sales/${saleId}`, {
+      reply = await call("PATCH", `/api/admin/flash-sales/${sale}`, {
         body, headers: { "Idempotency-Key": key },
       }).catch(() => null);
       if ((reply && reply.status !== 503) || attempt === 3) break;
       await sleep((reply?.retryAfter ?? 1) * 1000);
     }
-    unanswered = reply && reply.status !== 503 ? null : { sent, key };
-    $("action-result").textContent = unanswered
+    const answered = reply && reply.status !== 503;
+    if (answered) unanswered.delete(sent); else unanswered.set(sent, key);
+    $("action-result").textContent = !answered
       ? "No answer: the change may or may not have been made. Sending the same change again is safe; it is never made twice."
       : reply.status === 200 ? done : messageOf(reply, `refused (${reply.status})`);
   } finally {

@@ -3,8 +3,8 @@
 //!
 //! Handlers return [`ApiError`]; its response carries the error in an
 //! extension, and [`render`] (called by the node's response layer,
-//! `response_shape`, inside the trace, request-id and CORS layers, which
-//! knows the request id) writes the JSON body. The same layer renders errors
+//! `response_shape`, inside the trace and request-id layers and outside
+//! CORS, which knows the request id) writes the JSON body. The same layer renders errors
 //! produced outside handlers (unknown routes, wrong methods, body limits,
 //! timeouts, panics) so no response ever leaves in another shape.
 

@@ -11,9 +11,9 @@ admin_patch() {
 }
 
 # keyed_add_stock KEY UNITS: one add-stock of the scenario's sale with an
-# Idempotency-Key, sent three times at once (through nginx and to each API
-# node directly: a retry racing the original on another node); prints how
-# many of the three answered 200.
+# Idempotency-Key, sent at once through nginx and to each API node directly
+# (a retry racing the original on another node); prints each answer's
+# status, one per line.
 keyed_add_stock() {
   local urls=("$BASE") i pids=()
   for ((i = 0; i < API_NODES; i++)); do urls+=("http://127.0.0.1:$((API_BASE_PORT + i))"); done
@@ -24,7 +24,7 @@ keyed_add_stock() {
     pids+=($!)
   done
   wait "${pids[@]}" || true
-  cat "$DIR"/keyed-*.status | grep -c '^200$' || true
+  cat "$DIR"/keyed-*.status
 }
 
 # restart_workers_with VAR=VALUE...: every worker restarted with these settings.
@@ -52,7 +52,7 @@ last_action_mirrored() {
 # committed after a cancel was answered.
 scenario_admin_storm() {
   local users=${CHAOS_USERS:-5000} stock=3000 extra=1000 hammers=() actions=0 refused=0 i final final_ms
-  local keys_sent=0 answers_not_200=0 answered
+  local keys_sent=0 answers_not_200=0 answers_refused=0 statuses
   restart_workers_with FLASHSALE_RECONCILE_SCHEDULE='* * * * * *'
   scenario_begin admin-storm "$stock" "$((stock + extra))"
   for ((i = 0; i < 30; i++)); do
@@ -65,10 +65,12 @@ scenario_admin_storm() {
       [[ $(admin_patch "$body") == 200 ]] || refused=$((refused + 1))
       actions=$((actions + 1))
     done
-    # Ten units, asked for three times at once under one key: added once.
-    answered=$(keyed_add_stock "storm-$CHAOS_RUN_ID-$actions" 10)
+    # Ten units, asked for three times at once under one key: added once,
+    # and every answer a 200 (or a 503 to retry), never a refusal.
+    statuses=$(keyed_add_stock "storm-$CHAOS_RUN_ID-$actions" 10)
     keys_sent=$((keys_sent + 1))
-    answers_not_200=$((answers_not_200 + 3 - answered))
+    answers_not_200=$((answers_not_200 + $(grep -cv '^200$' <<<"$statuses" || true)))
+    answers_refused=$((answers_refused + $(grep -Ecv '^(200|503)$' <<<"$statuses" || true)))
     actions=$((actions + 1))
     sleep 0.2
   done
@@ -97,10 +99,11 @@ scenario_admin_storm() {
       \"final_action\": \"$final\", \"postgres_state\": \"$pg_state\", \"redis_state\": \"$redis_state\",
       \"orders_committed_after_the_final_action\": $late_orders,
       \"keyed_add_stocks_sent\": $keys_sent, \"keyed_add_stocks_made\": $keys_added,
-      \"keyed_answers_not_200\": $answers_not_200, \"allotted\": $allotted},
+      \"keyed_answers_not_200\": $answers_not_200, \"keyed_answers_refused\": $answers_refused, \"allotted\": $allotted},
     \"checks\": {\"redis_state_is_the_last_action\": $(json_bool "$(last_action_mirrored "$final" "$pg_state" "$redis_state")"),
                  \"no_order_after_a_cancel_was_answered\": $(json_bool "$([[ $final == end ]] || ((late_orders == 0)) && echo 1 || echo 0)"),
-                 \"each_keyed_add_stock_added_once\": $(json_bool "$((keys_added > 0 && allotted == stock + 10 * keys_added))")}}"
+                 \"each_keyed_add_stock_added_once\": $(json_bool "$((keys_added > 0 && allotted == stock + 10 * keys_added))"),
+                 \"no_keyed_retry_refused\": $(json_bool "$((answers_refused == 0))")}}"
   restart_workers_with FLASHSALE_RECONCILE_SCHEDULE='*/2 * * * * *'
 }
 
