@@ -161,7 +161,8 @@ const ADMIN_KEY: &str = "Optional. 1-128 characters of letters, digits, '.', '_'
 /// first request created, never a second sale.
 #[utoipa::path(post, path = "/api/admin/flash-sales", tag = "admin",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = ADMIN_KEY)),
+    params(("Idempotency-Key" = Option<String>, Header, description = ADMIN_KEY,
+            min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$")),
     request_body = CreateFlashSaleRequest,
     responses(
         (status = 201, description = "Created (check `armed`)", body = FlashSaleResponse),
@@ -235,7 +236,8 @@ error_responses!(UpdateSaleErrors: [ADMIN, JSON_BODY] SaleNotFound, InvalidState
 #[utoipa::path(patch, path = "/api/admin/flash-sales/{id}", tag = "admin",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id"),
-        ("Idempotency-Key" = Option<String>, Header, description = ADMIN_KEY)),
+        ("Idempotency-Key" = Option<String>, Header, description = ADMIN_KEY,
+            min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$")),
     request_body = UpdateFlashSaleRequest,
     responses(
         (status = 200, description = "The updated sale", body = FlashSaleResponse),

@@ -63,7 +63,8 @@ error_responses!(AttemptErrors: [SIGNED_IN, JSON_BODY] QuantityAboveLimit, SaleN
 /// retrying: the answer is the first reservation, never a second purchase.
 #[utoipa::path(post, path = "/api/purchase/attempt", tag = "purchase",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "1-128 characters of letters, digits, '.', '_', ':' or '-'; one per purchase intent")),
+    params(("Idempotency-Key" = String, Header, description = "1-128 characters of letters, digits, '.', '_', ':' or '-'; one per purchase intent",
+        min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$")),
     request_body = PurchaseRequest,
     responses(
         (status = 202, description = "Reserved and queued", body = PurchaseAccepted),
