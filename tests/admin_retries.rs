@@ -103,6 +103,29 @@ async fn added_stock_sent_again_with_its_key_is_added_once(pg: PgPool) {
             .await;
         assert_eq!(reply.body["stock"], stock, "{}", reply.body);
     }
+
+    // The operator ended the sale meanwhile; a late retry of the first add
+    // is answered with the sale as it is (an unkeyed add would be 409),
+    // and adds nothing.
+    let ended = app
+        .patch(&path, Some(&admin), json!({"action": "end"}))
+        .await;
+    assert_eq!(ended.body["state"], "ended", "{}", ended.body);
+    let late = app
+        .keyed(
+            Method::PATCH,
+            &path,
+            &admin,
+            "restock-1",
+            json!({"add_stock": 5}),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    assert_eq!(
+        (late.body["state"].as_str(), late.body["stock"].as_i64()),
+        (Some("ended"), Some(25))
+    );
+    assert_eq!(allotted(&app, sale).await, 25);
 }
 
 #[sqlx::test]
@@ -202,15 +225,16 @@ async fn a_keyed_pause_retried_after_a_resume_does_not_pause_again(pg: PgPool) {
     let admin = app.admin_token().await;
     let (sale, path) = sale_of_ten(&app, &admin).await;
 
-    let paused = app
-        .keyed(
+    let pause = || {
+        app.keyed(
             Method::PATCH,
             &path,
             &admin,
             "pause-1",
             json!({"action": "pause"}),
         )
-        .await;
+    };
+    let paused = pause().await;
     assert_eq!(paused.body["state"], "paused", "{}", paused.body);
     let resumed = app
         .patch(&path, Some(&admin), json!({"action": "resume"}))
@@ -218,15 +242,7 @@ async fn a_keyed_pause_retried_after_a_resume_does_not_pause_again(pg: PgPool) {
     assert_eq!(resumed.body["state"], "active", "{}", resumed.body);
 
     // The first pause's answer was lost; its retry arrives late.
-    let late = app
-        .keyed(
-            Method::PATCH,
-            &path,
-            &admin,
-            "pause-1",
-            json!({"action": "pause"}),
-        )
-        .await;
+    let late = pause().await;
     assert_eq!(late.status, StatusCode::OK, "{}", late.body);
     assert_eq!(late.body["state"], "active", "the sale as it is now");
     assert_eq!(

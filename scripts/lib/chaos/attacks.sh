@@ -74,16 +74,16 @@ scenario_abuse() {
   # returned units first. Sent to the nodes directly, half the threads
   # each: nginx's hash of four header spellings can put them all on one
   # node, and then only that node's limiter is tested.
-  local sold_out_sale sold_out_user buyer_token node_urls=() i
+  local sold_out_sale sold_out_user buyer_token sold_out_tokens node_urls=() i
   for ((i = 0; i < API_NODES; i++)); do node_urls+=("http://127.0.0.1:$((API_BASE_PORT + i))/api/purchase/attempt"); done
   sold_out_sale=$(create_sale "$BASE" "$ADMIN_TOKEN" 1 "$CHAOS_RUN_ID-sold-out")
   buyer_token=$(login_token "$BASE" "abuse-buyer-$CHAOS_RUN_ID@load.local")
   curl -fsS -o /dev/null "$BASE/api/purchase/attempt" -H "authorization: Bearer $buyer_token" \
     -H 'content-type: application/json' -H "idempotency-key: abuse-buyer-$CHAOS_RUN_ID" \
     -d "{\"sale_id\":\"$sold_out_sale\"}" || die "[abuse] could not buy the one unit of $sold_out_sale"
-  token=$(login_token "$BASE" "abuse-sold-out-$CHAOS_RUN_ID@load.local")
-  second_token=$(login_token "$BASE" "abuse-sold-out-$CHAOS_RUN_ID@load.local")
-  sold_out_user=$(IFS=,; python3 "$ABUSE" one-user "${node_urls[*]}" "$token,$second_token" "$sold_out_sale" "$seconds" 16)
+  # Two sign-ins of a shopper of its own ($token stays the first part's).
+  sold_out_tokens=$(login_token "$BASE" "abuse-sold-out-$CHAOS_RUN_ID@load.local"),$(login_token "$BASE" "abuse-sold-out-$CHAOS_RUN_ID@load.local")
+  sold_out_user=$(IFS=,; python3 "$ABUSE" one-user "${node_urls[*]}" "$sold_out_tokens" "$sold_out_sale" "$seconds" 16)
   sleep 3
 
   log "[abuse] admin takeover attempts and operator endpoints from the public port"

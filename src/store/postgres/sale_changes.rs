@@ -5,7 +5,8 @@
 //! Idempotency-Key when the operator sent one ([`AdminAct::done_before`]).
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -96,19 +97,13 @@ impl Db {
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
-            // The settlement lock: a batch in flight commits before the
-            // change, and every later batch reads it. An admin answered
-            // "cancelled" never sees an order committed after.
-            let product_id = lock_sale_product(&mut tx, id).await?;
-            let sale = select_sale(&mut tx, id, true)
-                .await?
-                .ok_or(DomainError::SaleNotFound(id))?;
             // A keyed action sent again is not applied again: a "pause"
             // retried after a later "resume" would pause the sale anew.
             let request = json!({ "action": action.audit_name(), "sale": id });
-            if act.done_before(&mut tx, &request).await?.is_some() {
-                return Ok(sale);
-            }
+            let (product_id, sale) = match begin_change(&mut tx, id, act, &request).await? {
+                Begun::Replayed(sale) => return Ok(sale),
+                Begun::New { product_id, sale } => (product_id, sale),
+            };
             let next = sale.window().apply(sale.state, action, now)?;
             let details = json!({ "from": sale.state.as_str(), "to": next.as_str() });
             act.record(&mut tx, action.audit_name(), "sale", id, details, Some(request))
@@ -157,12 +152,11 @@ impl Db {
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
-            let product_id = lock_sale_product(&mut tx, id).await?;
-            let sale = select_sale(&mut tx, id, true).await?.ok_or(DomainError::SaleNotFound(id))?;
             let request = json!({ "action": "sale.add_stock", "sale": id, "quantity": quantity });
-            if act.done_before(&mut tx, &request).await?.is_some() {
-                return Ok(sale);
-            }
+            let (product_id, sale) = match begin_change(&mut tx, id, act, &request).await? {
+                Begun::Replayed(sale) => return Ok(sale),
+                Begun::New { product_id, sale } => (product_id, sale),
+            };
             sale.window().can_add_stock(sale.state, now)?;
             let free = free_stock(&mut tx, product_id)
                 .await?
@@ -193,4 +187,34 @@ impl Db {
         })
         .await
     }
+}
+
+/// How a change of an existing sale starts.
+enum Begun {
+    /// Its Idempotency-Key named this same change before: the sale as it is.
+    Replayed(SaleRow),
+    /// A change to make: the sale (locked for update) and its product.
+    New { product_id: Uuid, sale: SaleRow },
+}
+
+/// What every change of an existing sale does first: the product's lock
+/// (the settlement lock: a batch in flight commits before the change and
+/// every later batch reads it, so an admin answered "cancelled" never sees
+/// an order committed after), the sale read for update, and the verdict on
+/// the act's Idempotency-Key for `request`.
+async fn begin_change(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    act: &AdminAct,
+    request: &Value,
+) -> Result<Begun, StoreError> {
+    let product_id = lock_sale_product(tx, id).await?;
+    let sale = select_sale(tx, id, true)
+        .await?
+        .ok_or(DomainError::SaleNotFound(id))?;
+    Ok(if act.done_before(tx, request).await?.is_some() {
+        Begun::Replayed(sale)
+    } else {
+        Begun::New { product_id, sale }
+    })
 }
