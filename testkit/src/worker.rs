@@ -433,10 +433,9 @@ impl Harness {
         // and an order exists exactly for the confirmed ones.
         let ended: HashMap<Uuid, (Option<String>, bool)> =
             sqlx::query_as::<_, (Uuid, Option<String>, bool)>(
-                "select coalesce(a.reservation_id, o.reservation_id), a.outcome, o.id is not null
-                 from (select * from purchase_attempts where flash_sale_id = $1) a
-                 full join (select * from orders where flash_sale_id = $1) o
-                   on o.reservation_id = a.reservation_id",
+                "select e.reservation_id, e.outcome, o.id is not null
+                 from (select * from purchase_endings where flash_sale_id = $1) e
+                 left join orders o on o.reservation_id = e.reservation_id",
             )
             .bind(sale.id)
             .fetch_all(&self.pg)

@@ -108,8 +108,8 @@ async fn rows_name_only_sales_and_users_that_exist(pg: PgPool) {
         connection,
         "an audit row in a missing sale",
         "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity,
-                                        outcome, reserved_at)
-         values (gen_random_uuid(), $1, $2, 1, 'confirmed', now())",
+                                        outcome, reason, reserved_at)
+         values (gen_random_uuid(), $1, $2, 1, 'failed', 'no_stock', now())",
         &[no_sale, users[1]],
     )
     .await;
@@ -143,6 +143,16 @@ async fn named_sales_and_users_cannot_be_deleted_truncated_or_renumbered(pg: PgP
     let (sale, buyer, only_a_buyer_row) = (harness.sale.id, users[0], users[1]);
     let connection = &mut *harness.pg.acquire().await.unwrap();
     execute(connection, BUYER_ROW, &[sale, only_a_buyer_row]).await;
+    // The buyer's order is its reservation's record; an audit row is a
+    // reservation that ended without one.
+    execute(
+        connection,
+        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity,
+                                        outcome, reason, reserved_at)
+         values (gen_random_uuid(), $1, $2, 1, 'failed', 'no_stock', now())",
+        &[sale, buyer],
+    )
+    .await;
 
     let delete_user = "delete from users where id = $1";
     refused(

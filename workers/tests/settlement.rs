@@ -440,3 +440,114 @@ async fn the_shared_invariants_catch_an_order_the_ledgers_never_counted(pg: PgPo
         "{refused}"
     );
 }
+
+/// A confirmed reservation's record is its order: settlement writes no
+/// `purchase_attempts` row for it (issue 19), and `purchase_endings` still
+/// shows every reservation PostgreSQL decided, once, with when it was
+/// reserved.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
+    let users = harness.users(3).await;
+    let jobs = harness.reserve(&users).await;
+    sqlx::query("update users set banned_at = now(), tokens_valid_after = now() where id = $1")
+        .bind(users[2])
+        .execute(&harness.pg)
+        .await
+        .unwrap();
+    let batch: Vec<_> = jobs
+        .iter()
+        .map(|job| flashsale::store::postgres::ReservationToSettle {
+            reservation_id: job.reservation_id,
+            user_id: job.user_id,
+            quantity: job.quantity,
+            idempotency_key: job.idempotency_key.clone(),
+            reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
+        })
+        .collect();
+    let settled = harness
+        .db
+        .settle_batch(harness.sale.id, &batch)
+        .await
+        .unwrap();
+    assert_eq!(settled.orders_inserted, 2);
+
+    let audited: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "select reservation_id, outcome from purchase_attempts where flash_sale_id = $1",
+    )
+    .bind(harness.sale.id)
+    .fetch_all(&harness.pg)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [(jobs[2].reservation_id, "failed".to_owned())],
+        "only the reservation that ended without an order has an audit row"
+    );
+
+    let endings: Vec<(uuid::Uuid, String, Option<String>, i64, bool)> = sqlx::query_as(
+        "select e.reservation_id, e.outcome, e.reason,
+                (extract(epoch from e.reserved_at) * 1000)::bigint,
+                e.ended_at = coalesce(o.created_at, e.ended_at)
+         from purchase_endings e left join orders o using (reservation_id)
+         where e.flash_sale_id = $1 order by e.reserved_at, e.reservation_id",
+    )
+    .bind(harness.sale.id)
+    .fetch_all(&harness.pg)
+    .await
+    .unwrap();
+    let mut expected: Vec<_> = jobs
+        .iter()
+        .zip(["confirmed", "confirmed", "failed"])
+        .map(|(job, outcome)| {
+            let reason = (outcome == "failed").then(|| FailureReason::Banned.code().to_owned());
+            (
+                job.reservation_id,
+                outcome.to_owned(),
+                reason,
+                job.reserved_at_ms,
+                true,
+            )
+        })
+        .collect();
+    expected.sort_by_key(|ending| (ending.3, ending.0));
+    assert_eq!(endings, expected, "one ending per reservation");
+
+    // Status reads that fall back on PostgreSQL find the order.
+    let confirmed = harness
+        .db
+        .settled_purchase(jobs[0].reservation_id)
+        .await
+        .unwrap()
+        .expect("a confirmed reservation is settled");
+    assert_eq!(confirmed.status, ReservationStatus::Confirmed);
+    assert!(confirmed.order_id.is_some());
+    let latest = harness
+        .db
+        .latest_settled_purchase(harness.sale.id, users[1])
+        .await
+        .unwrap()
+        .expect("the shopper's purchase is settled");
+    assert_eq!(latest.reservation_id, jobs[1].reservation_id);
+    assert_eq!(latest.status, ReservationStatus::Confirmed);
+    let invariants: serde_json::Value = harness.sale_invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+
+    // A second ending recorded for a reservation that has an order is
+    // caught by the checks every checker shares.
+    sqlx::query(
+        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
+         values ($1, $2, $3, 1, 'failed', 'no_stock', now())",
+    )
+    .bind(jobs[0].reservation_id)
+    .bind(harness.sale.id)
+    .bind(users[0])
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    let invariants: serde_json::Value = harness.sale_invariants().await;
+    assert_eq!(
+        invariants["checks"]["audit_agrees_with_orders"], false,
+        "{invariants:#}"
+    );
+}

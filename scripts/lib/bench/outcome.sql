@@ -10,9 +10,9 @@ select flash_sale_invariants(:'sale_id')
         from orders where flash_sale_id = :'sale_id')
     || (select jsonb_build_object(
                    'first_reservation_at', extract(epoch from min(reserved_at)))
-        from purchase_attempts where flash_sale_id = :'sale_id')
+        from purchase_endings where flash_sale_id = :'sale_id')
     || (select jsonb_build_object(
                    'reservations_ended', coalesce(sum(n), 0),
                    'ended_by_outcome', coalesce(jsonb_object_agg(outcome, n), '{}'))
-        from (select outcome, count(*) as n from purchase_attempts
+        from (select outcome, count(*) as n from purchase_endings
               where flash_sale_id = :'sale_id' group by outcome) o);

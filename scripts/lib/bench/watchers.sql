@@ -7,5 +7,5 @@ create temp table watchers (user_id uuid);
 select coalesce(json_object_agg(user_id, json_build_object(
          'reservation_id', reservation_id, 'outcome', outcome,
          'reserved_at', extract(epoch from reserved_at), 'ended_at', extract(epoch from ended_at))), '{}')
-from purchase_attempts
+from purchase_endings
 where flash_sale_id = :'sale_id' and user_id in (select user_id from watchers);

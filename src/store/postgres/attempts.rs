@@ -1,5 +1,7 @@
-//! The audit trail of settlement: one `purchase_attempts` row per decided
-//! reservation (the outcome and, for a failure, its reason).
+//! The audit rows of settlement: one `purchase_attempts` row per
+//! reservation that ended without an order (the outcome and its reason).
+//! A confirmed reservation's record is its order; `purchase_endings`
+//! (migrations/20261206000001) shows both.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};

@@ -215,8 +215,8 @@ impl Db {
     }
 }
 
-/// A purchase as PostgreSQL recorded its end (`purchase_attempts`), with
-/// its order if it became one.
+/// A purchase as PostgreSQL recorded its end (`purchase_endings`: its
+/// order, or its `purchase_attempts` row), with its order if it became one.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SettledPurchase {
     pub reservation_id: Uuid,
@@ -230,14 +230,14 @@ pub struct SettledPurchase {
     pub order_id: Option<Uuid>,
 }
 
-/// `select <every SettledPurchase column> from purchase_attempts pa ...`
+/// `select <every SettledPurchase column> from purchase_endings pa ...`
 /// followed by the given clause.
 macro_rules! select_settled {
     ($clause:literal) => {
         concat!(
             "select pa.reservation_id, pa.flash_sale_id, pa.user_id, pa.quantity,
                     pa.outcome as status, pa.reason, o.id as order_id
-             from purchase_attempts pa
+             from purchase_endings pa
              left join orders o on o.reservation_id = pa.reservation_id ",
             $clause
         )

@@ -2,7 +2,8 @@
 //! batch under the product's advisory lock — the same lock admin changes of
 //! allotments take — decides every reservation with
 //! [`crate::domain::decide`] and writes orders, per-user units, the sale's
-//! confirmed count, the product's stock and the audit trail together.
+//! confirmed count, the product's stock and the failures' audit rows
+//! together (an order is the record of its reservation).
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
@@ -290,14 +291,13 @@ async fn write_decisions(
         .collect();
     let orders_inserted = insert_orders(tx, sale_id, ledger, &committed).await?;
 
+    // A committed reservation's order is its record (`purchase_endings`):
+    // only the failures get an audit row.
     let mut audit = AuditRows::default();
     for (reservation, decision) in batch.iter().zip(decisions) {
-        let (outcome, reason) = match decision {
-            Decision::Commit => (ReservationStatus::Confirmed, None),
-            Decision::Fail { reason, .. } => (ReservationStatus::Failed, Some(reason.code())),
-            Decision::AlreadyConfirmed | Decision::AlreadyEnded { .. } => continue,
-        };
-        audit.push(reservation, outcome, reason);
+        if let Decision::Fail { reason, .. } = decision {
+            audit.push(reservation, ReservationStatus::Failed, Some(reason.code()));
+        }
     }
     audit.insert(tx, sale_id).await?;
     Ok(orders_inserted)
@@ -330,10 +330,10 @@ async fn insert_orders(
     let (inserted, units): (i64, i64) = sqlx::query_as(
         "with inserted as (
              insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price,
-                                 idempotency_key, status, pay_by)
+                                 idempotency_key, status, pay_by, reserved_at)
              select o.id, o.reservation_id, $1, o.user_id, o.quantity, $2, o.idempotency_key,
                     case when $10::int is null then 'confirmed' else 'awaiting_payment' end,
-                    o.reserved_at + make_interval(secs => $10::int)
+                    o.reserved_at + make_interval(secs => $10::int), o.reserved_at
              from unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::text[], $11::timestamptz[])
                   as o(id, reservation_id, user_id, quantity, idempotency_key, reserved_at)
              on conflict (reservation_id) do nothing

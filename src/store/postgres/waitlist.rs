@@ -322,18 +322,14 @@ async fn insert_offers(
     sqlx::query(
         "with offered as (
              insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price,
-                                 idempotency_key, status, pay_by, offered_from)
+                                 idempotency_key, status, pay_by, offered_from, reserved_at)
              select o.id, o.reservation_id, $1, o.user_id, 1, $2, o.idempotency_key,
                     'awaiting_payment',
                     date_trunc('milliseconds', clock_timestamp()) + make_interval(secs => $3),
-                    o.offered_from
+                    o.offered_from, now()
              from unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::uuid[])
                   as o(id, reservation_id, user_id, idempotency_key, offered_from)
              returning reservation_id, user_id
-         ), audit as (
-             insert into purchase_attempts
-               (reservation_id, flash_sale_id, user_id, quantity, outcome, reserved_at)
-             select reservation_id, $1, user_id, 1, 'confirmed', now() from offered
          ), buyers as (
              insert into sale_buyers (flash_sale_id, user_id, units, per_user_limit)
              select $1, user_id, 1, $9 from offered
