@@ -1,17 +1,23 @@
 -- Issue 19: the order is the record of a confirmed reservation. Settlement
 -- wrote a `purchase_attempts` row for every reservation it decided, the
 -- confirmed ones too, though each of those also got an order naming its
--- reservation: a second row, two more index entries and a statement
--- trigger's work per purchase, ~15 µs of PostgreSQL's ~60 per order
--- (BENCHMARKS.md "The order is the record"). From this migration on:
+-- reservation: a second row and two more index entries per purchase, and
+-- a statement and its reference check per batch; ~15 µs of PostgreSQL's
+-- ~69 of statement time per order (BENCHMARKS.md "The order is the
+-- record"). From this migration on:
 -- * a confirmed reservation is recorded by its order alone, which now
---   keeps when it was reserved (`reserved_at`, Redis's clock);
--- * `purchase_attempts` records the reservations that ended otherwise
---   (failed, released, expired); rows written `confirmed` before stay;
+--   keeps when it was reserved (`reserved_at`: Redis's clock for a
+--   purchase, the offer's time for a waitlist offer; null on orders from
+--   before, whose `confirmed` row has it);
+-- * `purchase_attempts` records the reservations that ended without an
+--   order (settlement writes `failed`); rows written `confirmed` before
+--   stay;
 -- * `purchase_endings` is the trail DESIGN.md names: every reservation
 --   PostgreSQL decided and how it ended, one row each, orders included.
---   Readers (status reads after Redis lost a record, the bench, the
---   checkers) use it, not the table.
+--   Its `ended_at` is when the reservation was settled (the order's
+--   `created_at`), not `orders.ended_at` (when a checkout hold ended).
+--   Status reads after Redis lost a record, scripts/bench and the test
+--   kit read it; the checks that look for failures read the table.
 set local lock_timeout = '5s';
 
 alter table orders add column reserved_at timestamptz;

@@ -1,7 +1,8 @@
 //! One group commit: a batch of 256 reservations settled in PostgreSQL in
 //! one transaction (`Db::settle_batch`: product lock, ledger, one keyed
 //! lookup per reservation, decisions, orders + sale_buyers + counters +
-//! stock + audit rows in one statement, commit). PostgreSQL only; the Redis
+//! stock in one statement, the failures' audit rows (none here: every
+//! reservation commits), commit). PostgreSQL only; the Redis
 //! steps the worker takes afterwards are not in it.
 //!
 //! ```text

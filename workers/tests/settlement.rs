@@ -441,30 +441,51 @@ async fn the_shared_invariants_catch_an_order_the_ledgers_never_counted(pg: PgPo
     );
 }
 
+fn to_settle(
+    job: &flashsale::jobs::PurchaseJob,
+) -> flashsale::store::postgres::ReservationToSettle {
+    flashsale::store::postgres::ReservationToSettle {
+        reservation_id: job.reservation_id,
+        user_id: job.user_id,
+        quantity: job.quantity,
+        idempotency_key: job.idempotency_key.clone(),
+        reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
+    }
+}
+
+/// Each ending `purchase_endings` shows for the sale: reservation,
+/// outcome, reason, reserved at (ms), ended at (µs), oldest first.
+async fn endings(harness: &Harness) -> Vec<(uuid::Uuid, String, Option<String>, i64, i64)> {
+    sqlx::query_as(
+        "select reservation_id, outcome, reason,
+                (extract(epoch from reserved_at) * 1000)::bigint,
+                (extract(epoch from ended_at) * 1000000)::bigint
+         from purchase_endings where flash_sale_id = $1 order by reserved_at, reservation_id",
+    )
+    .bind(harness.sale.id)
+    .fetch_all(&harness.pg)
+    .await
+    .unwrap()
+}
+
 /// A confirmed reservation's record is its order: settlement writes no
 /// `purchase_attempts` row for it (issue 19), and `purchase_endings` still
 /// shows every reservation PostgreSQL decided, once, with when it was
-/// reserved.
+/// reserved and when it was settled.
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
     let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(3).await;
-    let jobs = harness.reserve(&users).await;
+    let mut jobs = harness.reserve(&users).await;
+    assert_eq!(jobs.len(), 3);
+    jobs.sort_by_key(|job| (job.reserved_at_ms, job.reservation_id));
+    let banned = jobs[2].user_id;
     sqlx::query("update users set banned_at = now(), tokens_valid_after = now() where id = $1")
-        .bind(users[2])
+        .bind(banned)
         .execute(&harness.pg)
         .await
         .unwrap();
-    let batch: Vec<_> = jobs
-        .iter()
-        .map(|job| flashsale::store::postgres::ReservationToSettle {
-            reservation_id: job.reservation_id,
-            user_id: job.user_id,
-            quantity: job.quantity,
-            idempotency_key: job.idempotency_key.clone(),
-            reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
-        })
-        .collect();
+    let batch: Vec<_> = jobs.iter().map(to_settle).collect();
     let settled = harness
         .db
         .settle_batch(harness.sale.id, &batch)
@@ -485,35 +506,30 @@ async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
         "only the reservation that ended without an order has an audit row"
     );
 
-    let endings: Vec<(uuid::Uuid, String, Option<String>, i64, bool)> = sqlx::query_as(
-        "select e.reservation_id, e.outcome, e.reason,
-                (extract(epoch from e.reserved_at) * 1000)::bigint,
-                e.ended_at = coalesce(o.created_at, e.ended_at)
-         from purchase_endings e left join orders o using (reservation_id)
-         where e.flash_sale_id = $1 order by e.reserved_at, e.reservation_id",
-    )
-    .bind(harness.sale.id)
-    .fetch_all(&harness.pg)
-    .await
-    .unwrap();
-    let mut expected: Vec<_> = jobs
+    let found = endings(&harness).await;
+    let settled_at = found[0].4;
+    let expected: Vec<_> = jobs
         .iter()
         .zip(["confirmed", "confirmed", "failed"])
         .map(|(job, outcome)| {
             let reason = (outcome == "failed").then(|| FailureReason::Banned.code().to_owned());
+            let outcome = outcome.to_owned();
             (
                 job.reservation_id,
-                outcome.to_owned(),
+                outcome,
                 reason,
                 job.reserved_at_ms,
-                true,
+                settled_at,
             )
         })
         .collect();
-    expected.sort_by_key(|ending| (ending.3, ending.0));
-    assert_eq!(endings, expected, "one ending per reservation");
+    assert_eq!(
+        found, expected,
+        "one ending per reservation, all settled by one transaction"
+    );
 
-    // Status reads that fall back on PostgreSQL find the order.
+    // Status reads that fall back on PostgreSQL find the order, and the
+    // failure with its reason.
     let confirmed = harness
         .db
         .settled_purchase(jobs[0].reservation_id)
@@ -522,9 +538,18 @@ async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
         .expect("a confirmed reservation is settled");
     assert_eq!(confirmed.status, ReservationStatus::Confirmed);
     assert!(confirmed.order_id.is_some());
+    let failed = harness
+        .db
+        .settled_purchase(jobs[2].reservation_id)
+        .await
+        .unwrap()
+        .expect("a failed reservation is settled");
+    assert_eq!(failed.status, ReservationStatus::Failed);
+    assert_eq!(failed.reason.as_deref(), Some(FailureReason::Banned.code()));
+    assert_eq!(failed.order_id, None);
     let latest = harness
         .db
-        .latest_settled_purchase(harness.sale.id, users[1])
+        .latest_settled_purchase(harness.sale.id, jobs[1].user_id)
         .await
         .unwrap()
         .expect("the shopper's purchase is settled");
@@ -533,15 +558,36 @@ async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
     let invariants: serde_json::Value = harness.sale_invariants().await;
     assert_eq!(invariants["passed"], true, "{invariants:#}");
 
+    // The latest of a shopper's purchases is found across both kinds of
+    // ending: a later failure comes before their order.
+    let later_failure = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
+         values ($1, $2, $3, 1, 'failed', 'banned', now() + interval '1 minute')",
+    )
+    .bind(later_failure)
+    .bind(harness.sale.id)
+    .bind(jobs[1].user_id)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    let latest = harness
+        .db
+        .latest_settled_purchase(harness.sale.id, jobs[1].user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.reservation_id, later_failure);
+
     // A second ending recorded for a reservation that has an order is
     // caught by the checks every checker shares.
     sqlx::query(
         "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
-         values ($1, $2, $3, 1, 'failed', 'no_stock', now())",
+         values ($1, $2, $3, 1, 'failed', 'banned', now())",
     )
     .bind(jobs[0].reservation_id)
     .bind(harness.sale.id)
-    .bind(users[0])
+    .bind(jobs[0].user_id)
     .execute(&harness.pg)
     .await
     .unwrap();
@@ -549,5 +595,62 @@ async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
     assert_eq!(
         invariants["checks"]["audit_agrees_with_orders"], false,
         "{invariants:#}"
+    );
+    assert_eq!(
+        invariants["checks"]["no_promised_stock_refused"], true,
+        "{invariants:#}"
+    );
+}
+
+/// An order settled before migration 20261206000001 has no reserved_at of
+/// its own and a `confirmed` audit row: `purchase_endings` shows it once,
+/// reserved when that row says.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_order_settled_before_the_order_was_the_record_ends_once(pg: PgPool) {
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
+    let user = harness.users(1).await[0];
+    let reservation = uuid::Uuid::now_v7();
+    sqlx::query(
+        "with ordered as (
+             insert into orders (id, reservation_id, flash_sale_id, user_id, quantity, unit_price, idempotency_key)
+             values (gen_random_uuid(), $1, $2, $3, 1, 100, 'before')
+         )
+         insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reserved_at)
+         values ($1, $2, $3, 1, 'confirmed', '2026-12-01T10:00:00.123Z')",
+    )
+    .bind(reservation)
+    .bind(harness.sale.id)
+    .bind(user)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+    let found = endings(&harness).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (id, outcome, reason, reserved_ms, _) = &found[0];
+    assert_eq!(
+        (id, outcome.as_str(), reason, *reserved_ms),
+        (&reservation, "confirmed", &None, 1_796_119_200_123)
+    );
+}
+
+/// A reservation given twice in one batch commits once and fails the
+/// second time as already ordered; it still has one ending, its order.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_reservation_given_twice_in_one_batch_ends_once(pg: PgPool) {
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
+    let users = harness.users(1).await;
+    let job = harness.reserve(&users).await.remove(0);
+    let twice = [to_settle(&job), to_settle(&job)];
+    let settled = harness
+        .db
+        .settle_batch(harness.sale.id, &twice)
+        .await
+        .unwrap();
+    assert_eq!(settled.orders_inserted, 1);
+    let found = endings(&harness).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].0, found[0].1.as_str()),
+        (job.reservation_id, "confirmed")
     );
 }
