@@ -2,9 +2,10 @@
 -- wrote a `purchase_attempts` row for every reservation it decided, the
 -- confirmed ones too, though each of those also got an order naming its
 -- reservation: a second row and two more index entries per purchase, and
--- a statement and its reference check per batch; ~15 µs of PostgreSQL's
--- ~69 of statement time per order (BENCHMARKS.md "The order is the
--- record"). From this migration on:
+-- a statement and its reference check per batch: ~15 µs of PostgreSQL's
+-- ~69 of statement time per order, ~12 net of the column this adds to
+-- the order (BENCHMARKS.md "The order is the record"). From this
+-- migration on:
 -- * a confirmed reservation is recorded by its order alone, which now
 --   keeps when it was reserved (`reserved_at`: Redis's clock for a
 --   purchase, the offer's time for a waitlist offer; null on orders from
@@ -29,11 +30,13 @@ from purchase_attempts a
 where a.outcome <> 'confirmed'
 union all
 -- An order from before this migration has no reserved_at of its own: its
--- `confirmed` row has it.
+-- `confirmed` row has it. An order with neither (written by hand: no
+-- writer of this schema leaves both out) was reserved no later than it
+-- was made.
 select o.reservation_id, o.flash_sale_id, o.user_id, o.quantity, 'confirmed', null,
        coalesce(o.reserved_at,
                 (select a.reserved_at from purchase_attempts a
-                 where a.reservation_id = o.reservation_id),
+                 where a.reservation_id = o.reservation_id and a.outcome = 'confirmed'),
                 o.created_at),
        o.created_at
 from orders o;

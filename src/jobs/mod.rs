@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use apalis_core::{backend::TaskSink, task::builder::TaskBuilder};
 use apalis_redis::{Config, RedisStorage};
+use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     config::{QueueSettings, RedisSettings},
     domain::Quantity,
-    store::{Dependency, StoreError, bounded},
+    store::{Dependency, StoreError, bounded, postgres::ReservationToSettle},
 };
 
 /// Jobs waiting in the queue, by where apalis keeps them.
@@ -41,6 +42,22 @@ pub struct PurchaseJob {
     pub idempotency_key: String,
     /// Redis server time of the reservation, Unix milliseconds.
     pub reserved_at_ms: i64,
+}
+
+impl From<&PurchaseJob> for ReservationToSettle {
+    /// What the worker hands PostgreSQL for a reserved purchase. A job
+    /// whose time does not read (never written so) is stamped now rather
+    /// than stopping its batch.
+    fn from(job: &PurchaseJob) -> Self {
+        ReservationToSettle {
+            reservation_id: job.reservation_id,
+            user_id: job.user_id,
+            quantity: job.quantity,
+            idempotency_key: job.idempotency_key.clone(),
+            reserved_at: DateTime::<Utc>::from_timestamp_millis(job.reserved_at_ms)
+                .unwrap_or_else(Utc::now),
+        }
+    }
 }
 
 /// The queue's job: settle these reservations of one sale. The outbox

@@ -8,7 +8,6 @@
 
 use std::{sync::Arc, time::Instant};
 
-use chrono::{DateTime, Utc};
 use flashsale::{
     domain::{Decision, FailureReason, ReservationStatus},
     jobs::PurchaseJob,
@@ -55,7 +54,7 @@ impl Settler {
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&index| (jobs[index].reserved_at_ms, jobs[index].reservation_id));
         let batch: Vec<ReservationToSettle> =
-            order.iter().map(|&index| to_settle(&jobs[index])).collect();
+            order.iter().map(|&index| (&jobs[index]).into()).collect();
 
         let started = Instant::now();
         let settled = self.db.settle_batch(sale_id, &batch).await?;
@@ -152,15 +151,4 @@ struct Release {
     reason: FailureReason,
     /// Units that go back on sale; the rest are written off.
     restock: Restock,
-}
-
-fn to_settle(job: &PurchaseJob) -> ReservationToSettle {
-    ReservationToSettle {
-        reservation_id: job.reservation_id,
-        user_id: job.user_id,
-        quantity: job.quantity,
-        idempotency_key: job.idempotency_key.clone(),
-        reserved_at: DateTime::<Utc>::from_timestamp_millis(job.reserved_at_ms)
-            .unwrap_or_else(Utc::now),
-    }
 }

@@ -435,19 +435,6 @@ async fn a_thousand_payments_at_their_exact_deadline_each_end_their_hold_once(pg
     );
 }
 
-/// What the worker hands PostgreSQL for a reserved purchase.
-fn to_settle(
-    job: &flashsale::jobs::PurchaseJob,
-) -> flashsale::store::postgres::ReservationToSettle {
-    flashsale::store::postgres::ReservationToSettle {
-        reservation_id: job.reservation_id,
-        user_id: job.user_id,
-        quantity: job.quantity,
-        idempotency_key: job.idempotency_key.clone(),
-        reserved_at: DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
-    }
-}
-
 /// Units Redis wrote off for the sale.
 async fn written_off(harness: &Harness) -> i64 {
     redis::cmd("HGET")
@@ -463,7 +450,8 @@ async fn written_off(harness: &Harness) -> i64 {
 /// worker, all past their deadline.
 async fn due_holds(harness: &Harness, count: usize) {
     let jobs = harness.reserve(&harness.users(count).await).await;
-    let to_settle: Vec<_> = jobs.iter().map(to_settle).collect();
+    let to_settle: Vec<flashsale::store::postgres::ReservationToSettle> =
+        jobs.iter().map(Into::into).collect();
     let settled = harness
         .db
         .settle_batch(harness.sale.id, &to_settle)
@@ -494,10 +482,7 @@ async fn a_cancelled_holds_unit_goes_back_while_another_order_awaits_its_confirm
     let (cancelling, committed) = (&jobs[0], &jobs[1]);
     let settled = harness
         .db
-        .settle_batch(
-            harness.sale.id,
-            &[to_settle(cancelling), to_settle(committed)],
-        )
+        .settle_batch(harness.sale.id, &[cancelling.into(), committed.into()])
         .await
         .unwrap();
     let cancelled_order = settled.order_ids[0].unwrap();
@@ -630,7 +615,7 @@ async fn an_owed_return_after_redis_lost_the_sale_gives_nothing_back_twice(pg: P
     let second = harness.reserve(&[shopper]).await.remove(0);
     let settled = harness
         .db
-        .settle_batch(harness.sale.id, &[to_settle(&first), to_settle(&second)])
+        .settle_batch(harness.sale.id, &[(&first).into(), (&second).into()])
         .await
         .unwrap();
     // The first hold is cancelled in PostgreSQL; Redis goes away before

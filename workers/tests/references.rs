@@ -57,6 +57,10 @@ const ORDER: &str = "insert into orders (id, reservation_id, flash_sale_id, user
                      values (gen_random_uuid(), gen_random_uuid(), $1, $2, 1, 100, 'k')";
 const BUYER_ROW: &str = "insert into sale_buyers (flash_sale_id, user_id, units, per_user_limit)
                          values ($1, $2, 1, 1)";
+const FAILED_AUDIT_ROW: &str =
+    "insert into purchase_attempts (reservation_id, flash_sale_id, user_id,
+                                                          quantity, outcome, reason, reserved_at)
+                                values (gen_random_uuid(), $1, $2, 1, 'failed', 'no_stock', now())";
 
 /// A sale with one settled order (of `users[0]`) and two more users who
 /// have none.
@@ -107,9 +111,7 @@ async fn rows_name_only_sales_and_users_that_exist(pg: PgPool) {
     refused(
         connection,
         "an audit row in a missing sale",
-        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity,
-                                        outcome, reason, reserved_at)
-         values (gen_random_uuid(), $1, $2, 1, 'failed', 'no_stock', now())",
+        FAILED_AUDIT_ROW,
         &[no_sale, users[1]],
     )
     .await;
@@ -143,16 +145,10 @@ async fn named_sales_and_users_cannot_be_deleted_truncated_or_renumbered(pg: PgP
     let (sale, buyer, only_a_buyer_row) = (harness.sale.id, users[0], users[1]);
     let connection = &mut *harness.pg.acquire().await.unwrap();
     execute(connection, BUYER_ROW, &[sale, only_a_buyer_row]).await;
-    // The buyer's order is its reservation's record; an audit row is a
-    // reservation that ended without one.
-    execute(
-        connection,
-        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity,
-                                        outcome, reason, reserved_at)
-         values (gen_random_uuid(), $1, $2, 1, 'failed', 'no_stock', now())",
-        &[sale, buyer],
-    )
-    .await;
+    // Settlement wrote the buyer's order and no audit row (the order is the
+    // record of a confirmed reservation); the buyer gets a failed one here so
+    // that moving an audit row to another sale has a row to refuse.
+    execute(connection, FAILED_AUDIT_ROW, &[sale, buyer]).await;
 
     let delete_user = "delete from users where id = $1";
     refused(

@@ -352,13 +352,7 @@ async fn a_batch_waits_for_a_ban_in_flight_and_fails_its_user(pg: PgPool) {
 
     let db = harness.db.clone();
     let sale_id = harness.sale.id;
-    let reservation = flashsale::store::postgres::ReservationToSettle {
-        reservation_id: job.reservation_id,
-        user_id: job.user_id,
-        quantity: job.quantity,
-        idempotency_key: job.idempotency_key.clone(),
-        reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
-    };
+    let reservation = flashsale::store::postgres::ReservationToSettle::from(&job);
     let settle = tokio::spawn(async move { db.settle_batch(sale_id, &[reservation]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -441,25 +435,23 @@ async fn the_shared_invariants_catch_an_order_the_ledgers_never_counted(pg: PgPo
     );
 }
 
-fn to_settle(
-    job: &flashsale::jobs::PurchaseJob,
-) -> flashsale::store::postgres::ReservationToSettle {
-    flashsale::store::postgres::ReservationToSettle {
-        reservation_id: job.reservation_id,
-        user_id: job.user_id,
-        quantity: job.quantity,
-        idempotency_key: job.idempotency_key.clone(),
-        reserved_at: chrono::DateTime::from_timestamp_millis(job.reserved_at_ms).unwrap(),
-    }
+/// One row of `purchase_endings`, times in Unix ms (reserved) and µs
+/// (settled).
+#[derive(Debug, PartialEq, sqlx::FromRow)]
+struct Ending {
+    reservation_id: uuid::Uuid,
+    outcome: String,
+    reason: Option<String>,
+    reserved_at_ms: i64,
+    ended_at_us: i64,
 }
 
-/// Each ending `purchase_endings` shows for the sale: reservation,
-/// outcome, reason, reserved at (ms), ended at (µs), oldest first.
-async fn endings(harness: &Harness) -> Vec<(uuid::Uuid, String, Option<String>, i64, i64)> {
+/// Every ending `purchase_endings` shows for the sale, oldest first.
+async fn endings(harness: &Harness) -> Vec<Ending> {
     sqlx::query_as(
         "select reservation_id, outcome, reason,
-                (extract(epoch from reserved_at) * 1000)::bigint,
-                (extract(epoch from ended_at) * 1000000)::bigint
+                (extract(epoch from reserved_at) * 1000)::bigint as reserved_at_ms,
+                (extract(epoch from ended_at) * 1000000)::bigint as ended_at_us
          from purchase_endings where flash_sale_id = $1 order by reserved_at, reservation_id",
     )
     .bind(harness.sale.id)
@@ -468,30 +460,57 @@ async fn endings(harness: &Harness) -> Vec<(uuid::Uuid, String, Option<String>, 
     .unwrap()
 }
 
-/// A confirmed reservation's record is its order: settlement writes no
-/// `purchase_attempts` row for it (issue 19), and `purchase_endings` still
-/// shows every reservation PostgreSQL decided, once, with when it was
-/// reserved and when it was settled.
-#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
-async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
-    let harness = Harness::new(WORKER, pg, 10, 1).await;
+/// Three reservations settled in one batch, oldest first: the first two
+/// commit, the third's shopper is banned before it settles.
+async fn two_orders_and_a_failure(harness: &Harness) -> Vec<flashsale::jobs::PurchaseJob> {
     let users = harness.users(3).await;
     let mut jobs = harness.reserve(&users).await;
     assert_eq!(jobs.len(), 3);
     jobs.sort_by_key(|job| (job.reserved_at_ms, job.reservation_id));
-    let banned = jobs[2].user_id;
     sqlx::query("update users set banned_at = now(), tokens_valid_after = now() where id = $1")
-        .bind(banned)
+        .bind(jobs[2].user_id)
         .execute(&harness.pg)
         .await
         .unwrap();
-    let batch: Vec<_> = jobs.iter().map(to_settle).collect();
+    let batch: Vec<_> = jobs.iter().map(Into::into).collect();
     let settled = harness
         .db
         .settle_batch(harness.sale.id, &batch)
         .await
         .unwrap();
     assert_eq!(settled.orders_inserted, 2);
+    jobs
+}
+
+/// A `purchase_attempts` row for a reservation, as a test plants it.
+async fn plant_audit_row(
+    harness: &Harness,
+    reservation: uuid::Uuid,
+    user: uuid::Uuid,
+    reserved_in: &str,
+) {
+    sqlx::query(
+        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
+         values ($1, $2, $3, 1, 'failed', 'banned', now() + $4::interval)",
+    )
+    .bind(reservation)
+    .bind(harness.sale.id)
+    .bind(user)
+    .bind(reserved_in)
+    .execute(&harness.pg)
+    .await
+    .unwrap();
+}
+
+/// A confirmed reservation's record is its order: settlement writes no
+/// `purchase_attempts` row for it (issue 19), and `purchase_endings` still
+/// shows every reservation PostgreSQL decided, once, with when it was
+/// reserved and when it was settled; status reads that fall back on
+/// PostgreSQL read it.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
+    let jobs = two_orders_and_a_failure(&harness).await;
 
     let audited: Vec<(uuid::Uuid, String)> = sqlx::query_as(
         "select reservation_id, outcome from purchase_attempts where flash_sale_id = $1",
@@ -505,31 +524,26 @@ async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
         [(jobs[2].reservation_id, "failed".to_owned())],
         "only the reservation that ended without an order has an audit row"
     );
-
     let found = endings(&harness).await;
-    let settled_at = found[0].4;
-    let expected: Vec<_> = jobs
+    let settled_at_us = found[0].ended_at_us;
+    let expected: Vec<Ending> = jobs
         .iter()
         .zip(["confirmed", "confirmed", "failed"])
-        .map(|(job, outcome)| {
-            let reason = (outcome == "failed").then(|| FailureReason::Banned.code().to_owned());
-            let outcome = outcome.to_owned();
-            (
-                job.reservation_id,
-                outcome,
-                reason,
-                job.reserved_at_ms,
-                settled_at,
-            )
+        .map(|(job, outcome)| Ending {
+            reservation_id: job.reservation_id,
+            outcome: outcome.to_owned(),
+            reason: (outcome == "failed").then(|| FailureReason::Banned.code().to_owned()),
+            reserved_at_ms: job.reserved_at_ms,
+            ended_at_us: settled_at_us,
         })
         .collect();
     assert_eq!(
         found, expected,
         "one ending per reservation, all settled by one transaction"
     );
+    let invariants: serde_json::Value = harness.sale_invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
 
-    // Status reads that fall back on PostgreSQL find the order, and the
-    // failure with its reason.
     let confirmed = harness
         .db
         .settled_purchase(jobs[0].reservation_id)
@@ -547,59 +561,60 @@ async fn a_confirmed_reservation_is_recorded_by_its_order_alone(pg: PgPool) {
     assert_eq!(failed.status, ReservationStatus::Failed);
     assert_eq!(failed.reason.as_deref(), Some(FailureReason::Banned.code()));
     assert_eq!(failed.order_id, None);
-    let latest = harness
-        .db
-        .latest_settled_purchase(harness.sale.id, jobs[1].user_id)
-        .await
-        .unwrap()
-        .expect("the shopper's purchase is settled");
-    assert_eq!(latest.reservation_id, jobs[1].reservation_id);
-    assert_eq!(latest.status, ReservationStatus::Confirmed);
-    let invariants: serde_json::Value = harness.sale_invariants().await;
-    assert_eq!(invariants["passed"], true, "{invariants:#}");
+}
 
-    // The latest of a shopper's purchases is found across both kinds of
-    // ending: a later failure comes before their order.
+/// A shopper's latest settled purchase is found across both kinds of
+/// ending: their order, then a later failure.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_latest_settled_purchase_is_an_order_or_a_later_failure(pg: PgPool) {
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
+    let jobs = two_orders_and_a_failure(&harness).await;
+    let shopper = jobs[1].user_id;
+    let latest = |harness: &Harness| {
+        let db = harness.db.clone();
+        let sale = harness.sale.id;
+        async move {
+            db.latest_settled_purchase(sale, shopper)
+                .await
+                .unwrap()
+                .expect("the shopper's purchase is settled")
+        }
+    };
+    let order = latest(&harness).await;
+    assert_eq!(order.reservation_id, jobs[1].reservation_id);
+    assert_eq!(order.status, ReservationStatus::Confirmed);
+
     let later_failure = uuid::Uuid::now_v7();
-    sqlx::query(
-        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
-         values ($1, $2, $3, 1, 'failed', 'banned', now() + interval '1 minute')",
-    )
-    .bind(later_failure)
-    .bind(harness.sale.id)
-    .bind(jobs[1].user_id)
-    .execute(&harness.pg)
-    .await
-    .unwrap();
-    let latest = harness
-        .db
-        .latest_settled_purchase(harness.sale.id, jobs[1].user_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(latest.reservation_id, later_failure);
+    plant_audit_row(&harness, later_failure, shopper, "1 minute").await;
+    let failure = latest(&harness).await;
+    assert_eq!(failure.reservation_id, later_failure);
+    assert_eq!(failure.status, ReservationStatus::Failed);
+}
 
-    // A second ending recorded for a reservation that has an order is
-    // caught by the checks every checker shares.
-    sqlx::query(
-        "insert into purchase_attempts (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
-         values ($1, $2, $3, 1, 'failed', 'banned', now())",
+/// A second ending recorded for a reservation that has an order fails
+/// the checks every checker shares, and only the audit's.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn the_shared_invariants_catch_a_failure_recorded_for_an_order(pg: PgPool) {
+    let harness = Harness::new(WORKER, pg, 10, 1).await;
+    let jobs = two_orders_and_a_failure(&harness).await;
+    plant_audit_row(
+        &harness,
+        jobs[0].reservation_id,
+        jobs[0].user_id,
+        "0 seconds",
     )
-    .bind(jobs[0].reservation_id)
-    .bind(harness.sale.id)
-    .bind(jobs[0].user_id)
-    .execute(&harness.pg)
-    .await
-    .unwrap();
+    .await;
+
     let invariants: serde_json::Value = harness.sale_invariants().await;
-    assert_eq!(
-        invariants["checks"]["audit_agrees_with_orders"], false,
-        "{invariants:#}"
-    );
-    assert_eq!(
-        invariants["checks"]["no_promised_stock_refused"], true,
-        "{invariants:#}"
-    );
+    assert_eq!(invariants["passed"], false, "{invariants:#}");
+    let failed: Vec<&String> = invariants["checks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, passed)| **passed == false)
+        .map(|(check, _)| check)
+        .collect();
+    assert_eq!(failed, ["audit_agrees_with_orders"], "{invariants:#}");
 }
 
 /// An order settled before migration 20261206000001 has no reserved_at of
@@ -626,11 +641,15 @@ async fn an_order_settled_before_the_order_was_the_record_ends_once(pg: PgPool) 
     .unwrap();
     let found = endings(&harness).await;
     assert_eq!(found.len(), 1, "{found:?}");
-    let (id, outcome, reason, reserved_ms, _) = &found[0];
     assert_eq!(
-        (id, outcome.as_str(), reason, *reserved_ms),
-        (&reservation, "confirmed", &None, 1_796_119_200_123)
+        (
+            found[0].reservation_id,
+            found[0].outcome.as_str(),
+            &found[0].reason
+        ),
+        (reservation, "confirmed", &None)
     );
+    assert_eq!(found[0].reserved_at_ms, 1_796_119_200_123);
 }
 
 /// A reservation given twice in one batch commits once and fails the
@@ -640,7 +659,7 @@ async fn a_reservation_given_twice_in_one_batch_ends_once(pg: PgPool) {
     let harness = Harness::new(WORKER, pg, 10, 1).await;
     let users = harness.users(1).await;
     let job = harness.reserve(&users).await.remove(0);
-    let twice = [to_settle(&job), to_settle(&job)];
+    let twice = [(&job).into(), (&job).into()];
     let settled = harness
         .db
         .settle_batch(harness.sale.id, &twice)
@@ -650,7 +669,7 @@ async fn a_reservation_given_twice_in_one_batch_ends_once(pg: PgPool) {
     let found = endings(&harness).await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
-        (found[0].0, found[0].1.as_str()),
+        (found[0].reservation_id, found[0].outcome.as_str()),
         (job.reservation_id, "confirmed")
     );
 }

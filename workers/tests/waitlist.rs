@@ -177,6 +177,19 @@ async fn offers_go_in_join_order_each_is_a_hold_and_an_unpaid_one_goes_to_the_ne
     assert_eq!(invariants["holds_paid"], 1);
     assert_eq!(invariants["units_sold"], 1);
     assert_eq!(invariants["oversold"], 0);
+    // An offer's order is its record: made when it was offered, with no
+    // audit row beside it.
+    let (offers, unstamped, audited): (i64, i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where o.reserved_at is null),
+                count(a.reservation_id)
+         from orders o left join purchase_attempts a using (reservation_id)
+         where o.flash_sale_id = $1 and o.offered_from is not null",
+    )
+    .bind(shop.harness.sale.id)
+    .fetch_one(&shop.harness.pg)
+    .await
+    .unwrap();
+    assert_eq!((offers, unstamped, audited), (2, 0, 0));
 }
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]

@@ -1,8 +1,9 @@
 -- What PostgreSQL says about one bench sale (psql variable sale_id), as one
 -- JSON object: the invariants every checker shares (flash_sale_invariants,
--- migrations/20261201000007_flash_sale_invariants.sql) and the bench's own
--- figures: when the first reservation was made (Redis's clock, in
--- reserve.lua) and the orders came, and how the reservations ended.
+-- last defined in migrations/20261206000001_the_order_is_the_record.sql)
+-- and the bench's own figures: when the first reservation was made
+-- (Redis's clock, in reserve.lua) and the orders came, and how the
+-- reservations ended (purchase_endings).
 select flash_sale_invariants(:'sale_id')
     || (select jsonb_build_object(
                    'first_order_at', extract(epoch from min(created_at)),

@@ -1,7 +1,8 @@
 -- What PostgreSQL says about one chaos sale (psql variable sale_id): the
--- invariants every checker shares (flash_sale_invariants,
--- migrations/20261201000007_flash_sale_invariants.sql), joined with what
--- the crowd's shoppers were told (its shoppers.jsonl on standard input).
+-- invariants every checker shares (flash_sale_invariants, last defined in
+-- migrations/20261206000001_the_order_is_the_record.sql), joined with
+-- what the crowd's shoppers were told (its shoppers.jsonl on standard
+-- input).
 -- One JSON object on stdout.
 create temp table shoppers (doc jsonb);
 -- One JSON document per line; the delimiter and quote are bytes JSON never holds.

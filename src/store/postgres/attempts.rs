@@ -1,37 +1,29 @@
 //! The audit rows of settlement: one `purchase_attempts` row per
-//! reservation that ended without an order (the outcome and its reason).
-//! A confirmed reservation's record is its order; `purchase_endings`
-//! (migrations/20261206000001) shows both.
+//! reservation that failed (its reason). A confirmed reservation's record
+//! is its order; `purchase_endings` (migrations/20261206000001) shows both.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::ReservationToSettle;
-use crate::domain::ReservationStatus;
 
-/// Audit rows of one batch, as column arrays for one multi-row insert.
+/// The failures of one batch, as column arrays for one multi-row insert.
 #[derive(Default)]
-pub(super) struct AuditRows<'a> {
+pub(super) struct FailedAttempts<'a> {
     reservation_ids: Vec<Uuid>,
     user_ids: Vec<Uuid>,
     quantities: Vec<i32>,
-    outcomes: Vec<&'static str>,
-    reasons: Vec<Option<&'a str>>,
+    reasons: Vec<&'a str>,
     reserved_at: Vec<DateTime<Utc>>,
 }
 
-impl<'a> AuditRows<'a> {
-    pub(super) fn push(
-        &mut self,
-        reservation: &ReservationToSettle,
-        outcome: ReservationStatus,
-        reason: Option<&'a str>,
-    ) {
+impl<'a> FailedAttempts<'a> {
+    /// `reason`: a `FailureReason` code.
+    pub(super) fn push(&mut self, reservation: &ReservationToSettle, reason: &'a str) {
         self.reservation_ids.push(reservation.reservation_id);
         self.user_ids.push(reservation.user_id);
         self.quantities.push(reservation.quantity.get());
-        self.outcomes.push(outcome.as_str());
         self.reasons.push(reason);
         self.reserved_at.push(reservation.reserved_at);
     }
@@ -47,9 +39,9 @@ impl<'a> AuditRows<'a> {
         sqlx::query(
             "insert into purchase_attempts
                (reservation_id, flash_sale_id, user_id, quantity, outcome, reason, reserved_at)
-             select a.reservation_id, $1, a.user_id, a.quantity, a.outcome, a.reason, a.reserved_at
-             from unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::timestamptz[])
-                  as a(reservation_id, user_id, quantity, outcome, reason, reserved_at)
+             select a.reservation_id, $1, a.user_id, a.quantity, 'failed', a.reason, a.reserved_at
+             from unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::timestamptz[])
+                  as a(reservation_id, user_id, quantity, reason, reserved_at)
              -- A reservation with an order ended confirmed: it gets no
              -- second ending (one given twice in a batch commits once and
              -- fails as already ordered the second time).
@@ -60,7 +52,6 @@ impl<'a> AuditRows<'a> {
         .bind(&self.reservation_ids)
         .bind(&self.user_ids)
         .bind(&self.quantities)
-        .bind(&self.outcomes)
         .bind(&self.reasons)
         .bind(&self.reserved_at)
         .execute(&mut **tx)

@@ -230,15 +230,15 @@ pub struct SettledPurchase {
     pub order_id: Option<Uuid>,
 }
 
-/// `select <every SettledPurchase column> from purchase_endings pa ...`
+/// `select <every SettledPurchase column> from purchase_endings e ...`
 /// followed by the given clause.
 macro_rules! select_settled {
     ($clause:literal) => {
         concat!(
-            "select pa.reservation_id, pa.flash_sale_id, pa.user_id, pa.quantity,
-                    pa.outcome as status, pa.reason, o.id as order_id
-             from purchase_endings pa
-             left join orders o on o.reservation_id = pa.reservation_id ",
+            "select e.reservation_id, e.flash_sale_id, e.user_id, e.quantity,
+                    e.outcome as status, e.reason, o.id as order_id
+             from purchase_endings e
+             left join orders o on o.reservation_id = e.reservation_id ",
             $clause
         )
     };
@@ -250,7 +250,7 @@ impl Db {
         reservation_id: Uuid,
     ) -> Result<Option<SettledPurchase>, StoreError> {
         self.bounded(
-            sqlx::query_as::<_, SettledPurchase>(select_settled!("where pa.reservation_id = $1"))
+            sqlx::query_as::<_, SettledPurchase>(select_settled!("where e.reservation_id = $1"))
                 .bind(reservation_id)
                 .fetch_optional(self.pool()),
         )
@@ -265,8 +265,8 @@ impl Db {
     ) -> Result<Option<SettledPurchase>, StoreError> {
         self.bounded(
             sqlx::query_as::<_, SettledPurchase>(select_settled!(
-                "where pa.flash_sale_id = $1 and pa.user_id = $2
-                 order by pa.reserved_at desc, pa.reservation_id desc limit 1"
+                "where e.flash_sale_id = $1 and e.user_id = $2
+                 order by e.reserved_at desc, e.reservation_id desc limit 1"
             ))
             .bind(sale_id)
             .bind(user_id)

@@ -10,7 +10,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Db, attempts::AuditRows, holds::yield_offers_to_purchases, sales::lock_product,
+    Db, attempts::FailedAttempts, holds::yield_offers_to_purchases, sales::lock_product,
     waitlist::count_offers,
 };
 use crate::{
@@ -293,13 +293,13 @@ async fn write_decisions(
 
     // A committed reservation's order is its record (`purchase_endings`):
     // only the failures get an audit row.
-    let mut audit = AuditRows::default();
+    let mut failures = FailedAttempts::default();
     for (reservation, decision) in batch.iter().zip(decisions) {
         if let Decision::Fail { reason, .. } = decision {
-            audit.push(reservation, ReservationStatus::Failed, Some(reason.code()));
+            failures.push(reservation, reason.code());
         }
     }
-    audit.insert(tx, sale_id).await?;
+    failures.insert(tx, sale_id).await?;
     Ok(orders_inserted)
 }
 

@@ -81,7 +81,7 @@ impl Watcher {
     }
 }
 
-/// The JWT's subject: the shopper's id, as `purchase_attempts.user_id`.
+/// The JWT's subject: the shopper's id, as `purchase_endings.user_id`.
 fn shopper_id(token: &str) -> Result<String, String> {
     let payload = token.split('.').nth(1).unwrap_or_default();
     let claims: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
