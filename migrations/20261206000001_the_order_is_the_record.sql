@@ -25,7 +25,7 @@ alter table orders add column reserved_at timestamptz;
 
 create view purchase_endings as
 select a.reservation_id, a.flash_sale_id, a.user_id, a.quantity, a.outcome, a.reason,
-       a.reserved_at, a.ended_at
+       a.reserved_at, a.ended_at, null::uuid as order_id
 from purchase_attempts a
 where a.outcome <> 'confirmed'
 union all
@@ -38,7 +38,7 @@ select o.reservation_id, o.flash_sale_id, o.user_id, o.quantity, 'confirmed', nu
                 (select a.reserved_at from purchase_attempts a
                  where a.reservation_id = o.reservation_id and a.outcome = 'confirmed'),
                 o.created_at),
-       o.created_at
+       o.created_at, o.id
 from orders o;
 
 -- The invariants of a sale (20261202000001), the audit check reading

@@ -158,9 +158,15 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
     let mut room = (ledger.allotted - ledger.confirmed).min(ledger.available);
     let mut bought: HashMap<Uuid, i64> = HashMap::new();
     let mut keys_committed: HashSet<(Uuid, &str)> = HashSet::new();
+    let mut reservations_committed: HashSet<Uuid> = HashSet::new();
     let mut decisions: Vec<Decision> = candidates
         .iter()
         .map(|candidate| {
+            // A reservation given twice was decided the first time: failing
+            // the repeat (its key is taken) would put a sold unit back on sale.
+            if reservations_committed.contains(&candidate.reservation_id) {
+                return Decision::AlreadyConfirmed;
+            }
             match &candidate.prior {
                 PriorOutcome::Confirmed => return Decision::AlreadyConfirmed,
                 PriorOutcome::Ended { status, reason } => {
@@ -197,6 +203,7 @@ pub fn decide(ledger: &SaleLedger, candidates: &[Candidate]) -> Vec<Decision> {
                     *units += candidate.quantity.units();
                     room -= candidate.quantity.units();
                     keys_committed.insert((candidate.user_id, candidate.idempotency_key.as_str()));
+                    reservations_committed.insert(candidate.reservation_id);
                     Decision::Commit
                 }
             }

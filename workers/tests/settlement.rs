@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Harness, WORKER, eventually};
 use flashsale::{
-    domain::{FailureReason, ReservationStatus},
+    domain::{Decision, FailureReason, ReservationStatus},
     jobs::SettlementJob,
     store::redis::Counter,
 };
@@ -652,8 +652,10 @@ async fn an_order_settled_before_the_order_was_the_record_ends_once(pg: PgPool) 
     assert_eq!(found[0].reserved_at_ms, 1_796_119_200_123);
 }
 
-/// A reservation given twice in one batch commits once and fails the
-/// second time as already ordered; it still has one ending, its order.
+/// A reservation given twice in one batch commits once; the repeat is
+/// already confirmed (with the same order), not failed as a key already
+/// ordered, which would have put its sold unit back on sale in Redis and
+/// recorded a second ending.
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_reservation_given_twice_in_one_batch_ends_once(pg: PgPool) {
     let harness = Harness::new(WORKER, pg, 10, 1).await;
@@ -666,6 +668,12 @@ async fn a_reservation_given_twice_in_one_batch_ends_once(pg: PgPool) {
         .await
         .unwrap();
     assert_eq!(settled.orders_inserted, 1);
+    assert_eq!(
+        settled.decisions,
+        [Decision::Commit, Decision::AlreadyConfirmed]
+    );
+    assert!(settled.order_ids[0].is_some());
+    assert_eq!(settled.order_ids[0], settled.order_ids[1]);
     let found = endings(&harness).await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(

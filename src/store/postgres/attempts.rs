@@ -42,10 +42,6 @@ impl<'a> FailedAttempts<'a> {
              select a.reservation_id, $1, a.user_id, a.quantity, 'failed', a.reason, a.reserved_at
              from unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::timestamptz[])
                   as a(reservation_id, user_id, quantity, reason, reserved_at)
-             -- A reservation with an order ended confirmed: it gets no
-             -- second ending (one given twice in a batch commits once and
-             -- fails as already ordered the second time).
-             where not exists (select 1 from orders o where o.reservation_id = a.reservation_id)
              on conflict (reservation_id) do nothing",
         )
         .bind(sale_id)

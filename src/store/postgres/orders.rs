@@ -236,9 +236,8 @@ macro_rules! select_settled {
     ($clause:literal) => {
         concat!(
             "select e.reservation_id, e.flash_sale_id, e.user_id, e.quantity,
-                    e.outcome as status, e.reason, o.id as order_id
-             from purchase_endings e
-             left join orders o on o.reservation_id = e.reservation_id ",
+                    e.outcome as status, e.reason, e.order_id
+             from purchase_endings e ",
             $clause
         )
     };

@@ -5,6 +5,8 @@
 //! confirmed count, the product's stock and the failures' audit rows
 //! together (an order is the record of its reservation).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -125,12 +127,21 @@ impl Db {
                 available: ledger.available_quantity,
             };
             let decisions = decide(&ledger_view, &candidates);
-            let order_ids: Vec<Option<Uuid>> = decisions
+            let mut committed_now: HashMap<Uuid, Uuid> = HashMap::new();
+            let order_ids: Vec<Option<Uuid>> = batch
                 .iter()
+                .zip(&decisions)
                 .zip(existing_orders)
-                .map(|(decision, existing)| match decision {
-                    Decision::Commit => Some(Uuid::now_v7()),
-                    Decision::AlreadyConfirmed => existing,
+                .map(|((reservation, decision), existing)| match decision {
+                    Decision::Commit => {
+                        let order_id = Uuid::now_v7();
+                        committed_now.insert(reservation.reservation_id, order_id);
+                        Some(order_id)
+                    }
+                    // Ordered before, or earlier in this batch.
+                    Decision::AlreadyConfirmed => {
+                        existing.or_else(|| committed_now.get(&reservation.reservation_id).copied())
+                    }
                     _ => None,
                 })
                 .collect();
