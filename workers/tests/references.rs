@@ -277,3 +277,48 @@ async fn an_insert_holds_what_it_names_until_it_commits(pg: PgPool) {
     )
     .await;
 }
+
+/// PostgreSQL's SQLSTATE for a change a rule of the schema forbids.
+const RESTRICT_VIOLATION: &str = "23001";
+
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn an_order_is_kept_whole_as_the_record_of_its_reservation(pg: PgPool) {
+    // Since the order is the record of a confirmed reservation (migration
+    // `the_order_is_the_record`), deleting one or pointing it at another
+    // reservation would erase a sale PostgreSQL committed: no audit row
+    // remembers it.
+    let (harness, users) = sale_with_one_order(pg).await;
+    let buyer = users[0];
+    let connection = &mut *harness.pg.acquire().await.unwrap();
+    for (what, sql) in [
+        ("deleting an order", "delete from orders where user_id = $1"),
+        (
+            "giving an order another reservation",
+            "update orders set reservation_id = gen_random_uuid() where user_id = $1",
+        ),
+    ] {
+        refused_with(RESTRICT_VIOLATION, connection, what, sql, &[buyer]).await;
+    }
+    refused_with(
+        RESTRICT_VIOLATION,
+        connection,
+        "truncating the orders",
+        "truncate orders",
+        &[],
+    )
+    .await;
+
+    // The rest of an order (its status, when it changed) still changes.
+    let touched = sqlx::query("update orders set updated_at = now() where user_id = $1")
+        .bind(buyer)
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    assert_eq!(touched.rows_affected(), 1);
+    let kept: i64 = sqlx::query_scalar("select count(*) from purchase_endings where user_id = $1")
+        .bind(buyer)
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "the confirmed reservation still has its ending");
+}
