@@ -144,6 +144,9 @@ pub struct PayableOrder {
     pub unit_price: Money,
     pub quantity: i64,
     pub currency: Currency,
+    /// The order's sale was cancelled: its holds still awaiting payment
+    /// are the sweep's to cancel, and none is paid for meanwhile.
+    pub sale_cancelled: bool,
 }
 
 impl PayableOrder {
@@ -155,8 +158,8 @@ impl PayableOrder {
 }
 
 /// What a payment arriving at `now` does to `order`. A payment is only
-/// ever taken for an order awaiting payment, before its deadline, for
-/// exactly its amount and currency.
+/// ever taken for an order awaiting payment, before its deadline, in a sale
+/// not cancelled, for exactly its amount and currency.
 pub fn decide_payment(
     order: Option<&PayableOrder>,
     payment: &Payment,
@@ -169,7 +172,9 @@ pub fn decide_payment(
         return PaymentOutcome::AmountMismatch;
     }
     match (order.status, order.pay_by) {
-        (OrderStatus::AwaitingPayment, Some(pay_by)) if now <= pay_by => PaymentOutcome::Paid,
+        (OrderStatus::AwaitingPayment, Some(pay_by)) if now <= pay_by && !order.sale_cancelled => {
+            PaymentOutcome::Paid
+        }
         _ => PaymentOutcome::RefundRequired,
     }
 }
@@ -187,6 +192,7 @@ mod tests {
             unit_price: Money::from_minor(1_999).unwrap(),
             quantity: 2,
             currency: Currency::parse("EUR").unwrap(),
+            sale_cancelled: false,
         }
     }
 
@@ -232,6 +238,19 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn a_hold_of_a_cancelled_sale_is_not_paid_for_before_the_sweep_ends_it() {
+        let now = Utc::now();
+        let order = PayableOrder {
+            sale_cancelled: true,
+            ..awaiting(now + Duration::minutes(5))
+        };
+        assert_eq!(
+            decide_payment(Some(&order), &payment(3_998, "EUR"), now),
+            PaymentOutcome::RefundRequired
+        );
     }
 
     #[test]

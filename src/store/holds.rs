@@ -14,16 +14,18 @@ use std::{
 
 use uuid::Uuid;
 
+use crate::domain::OrderStatus;
+
 use super::{
     StoreError,
     postgres::{Db, EndedHold},
     redis::{RedisStore, RoomRead},
 };
 
-/// Holds expired or owed per sweep step at most.
+/// Holds ended or owed per sweep step at most.
 pub const SWEEP_BATCH: i64 = 512;
 
-/// How many holds one expiry transaction ends. A batch that failed (most
+/// How many holds one sweep transaction ends. A batch that failed (most
 /// often: PostgreSQL could not finish it within the bound, and a batch as
 /// large would never finish) halves the next, down to one hold; one that
 /// finished within half the bound (the product's lock wait included)
@@ -60,6 +62,8 @@ impl ExpiryBatch {
 pub struct Swept {
     /// Holds past their deadline ended now.
     pub expired: usize,
+    /// Holds of cancelled sales ended now.
+    pub cancelled: usize,
     /// Ended holds whose units Redis got back now.
     pub returned: usize,
     /// Steps that failed (logged); what they left is owed to the next sweep.
@@ -159,7 +163,7 @@ pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut ExpiryBatch) -> Swep
         loop {
             let size = batch.size();
             let started = Instant::now();
-            let ended = match db.expire_due_holds(product_id, size).await {
+            let ended = match db.end_due_holds(product_id, size).await {
                 Ok(ended) => ended,
                 Err(error) => {
                     batch.failed();
@@ -169,7 +173,12 @@ pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut ExpiryBatch) -> Swep
                 }
             };
             batch.finished(started.elapsed(), db.timeout());
-            swept.expired += ended.len();
+            let cancelled = ended
+                .iter()
+                .filter(|hold| hold.status == OrderStatus::Cancelled)
+                .count();
+            swept.cancelled += cancelled;
+            swept.expired += ended.len() - cancelled;
             let returned = return_units(db, redis, &ended).await;
             swept.returned += returned.holds;
             swept.failures += returned.failed_sales;

@@ -1,9 +1,10 @@
-//! The expiry sweep of checkout holds: every interval, the holds past
-//! their deadline end `expired` (PostgreSQL under the product's lock, then
-//! Redis, `flashsale::store::holds`), and what earlier ends still owe Redis
-//! is returned. Every worker runs one; sweeps of several workers meet at
+//! The sweep of checkout holds: every interval, the holds of cancelled
+//! sales end `cancelled` and those past their deadline `expired`
+//! (PostgreSQL under the product's lock, then Redis,
+//! `flashsale::store::holds`), and what earlier ends still owe Redis is
+//! returned. Every worker runs one; sweeps of several workers meet at
 //! the product's lock and only change holds still awaiting payment, so a
-//! hold expires once however many sweep it.
+//! hold ends once however many sweep it.
 
 use std::time::Duration;
 
@@ -27,14 +28,17 @@ pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: Cancellat
             _ = ticker.tick() => {}
         }
         let swept = holds::sweep(&db, &redis, &mut batch).await;
-        if swept.expired > 0 || swept.returned > 0 {
+        if swept.expired > 0 || swept.cancelled > 0 || swept.returned > 0 {
             tracing::info!(
                 expired = swept.expired,
+                cancelled_with_their_sale = swept.cancelled,
                 returned = swept.returned,
                 "holds swept"
             );
         }
         metrics::counter!("holds_ended_total", "how" => "expired").increment(swept.expired as u64);
+        metrics::counter!("holds_ended_total", "how" => "sale_cancelled")
+            .increment(swept.cancelled as u64);
         metrics::counter!("holds_units_returned_total").increment(swept.returned as u64);
         metrics::counter!("hold_sweep_failures_total").increment(swept.failures as u64);
     }

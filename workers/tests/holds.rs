@@ -529,13 +529,13 @@ async fn a_return_whose_room_was_read_before_another_return_writes_nothing_off(p
     due_holds(&harness, 2).await;
 
     // The first worker ends one hold and reads the room: one unit.
-    let first = harness.db.expire_due_holds(product, 1).await.unwrap();
+    let first = harness.db.end_due_holds(product, 1).await.unwrap();
     let room = holds::read_room(&harness.db, &harness.redis, sale)
         .await
         .unwrap();
     // The second ends the other and gives it back before the first's
     // Redis call.
-    let second = harness.db.expire_due_holds(product, 1).await.unwrap();
+    let second = harness.db.end_due_holds(product, 1).await.unwrap();
     let returned = holds::return_units(&harness.db, &harness.redis, &second).await;
     assert_eq!(returned.holds, 1);
     // The first gives its unit back with the room it read.
@@ -565,7 +565,7 @@ async fn a_return_whose_room_was_read_before_an_operator_added_stock_writes_noth
     let (sale, product) = (harness.sale.id, harness.sale.product_id);
     due_holds(&harness, 1).await;
 
-    let ended = harness.db.expire_due_holds(product, 1).await.unwrap();
+    let ended = harness.db.end_due_holds(product, 1).await.unwrap();
     let room = holds::read_room(&harness.db, &harness.redis, sale)
         .await
         .unwrap();
@@ -656,7 +656,8 @@ async fn an_owed_return_after_redis_lost_the_sale_gives_nothing_back_twice(pg: P
 }
 
 /// Review of issue 20: a cancelled sale's unpaid holds could still be paid
-/// for up to their whole hold; the cancel now ends them.
+/// for up to their whole hold. A payment after the cancel is refunded, and
+/// the sweep ends the holds (`cancelled`) and gives their units back.
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
     let shop = Shop::open(pg, 3, 600).await;
@@ -674,12 +675,17 @@ async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK, "{sale}");
 
-    let id = order["id"].as_str().unwrap();
-    assert_eq!(shop.order(&token, id).await.1["status"], "cancelled");
     assert_eq!(
         shop.pay("evt_after_sale_cancel", &order).await.1["outcome"],
         "refund_required"
     );
+    let id = order["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the sweep cancels the hold",
+        || async { shop.order(&token, id).await.1["status"] == "cancelled" },
+    )
+    .await;
     eventually(
         Duration::from_secs(10),
         "the sweep returns the units to Redis",
@@ -689,6 +695,61 @@ async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
     let invariants = shop.invariants().await;
     assert_eq!(invariants["passed"], true, "{invariants:#}");
     assert_eq!(invariants["holds_cancelled"], 1);
+}
+
+/// A cancel used to end every unpaid hold in its own transaction, under
+/// the dependency bound (1 s): a sale with a whole stampede's holds awaiting
+/// payment could not be cancelled at all (503 on every retry). The cancel
+/// now only changes the sale; payments refuse a cancelled sale's holds and
+/// the sweep ends them in batches.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_sale_with_a_stampedes_worth_of_unpaid_holds_can_be_cancelled(pg: PgPool) {
+    const HOLDS: usize = 40_000;
+    let shop = Shop::open(pg, HOLDS as i64, 600).await;
+    let users = shop.harness.users(HOLDS).await;
+    let jobs = shop.harness.reserve(&users).await;
+    shop.harness.enqueue_in_jobs_of(&jobs, 500).await;
+    shop.harness
+        .wait_for_orders(HOLDS as i64, Duration::from_secs(120))
+        .await;
+    let shopper = users[0];
+    let token = shop.node.token(shopper, Role::Shopper);
+    let order_id: Uuid = sqlx::query_scalar("select id from orders where user_id = $1")
+        .bind(shopper)
+        .fetch_one(&shop.harness.pg)
+        .await
+        .unwrap();
+    let (_, order) = shop.order(&token, &order_id.to_string()).await;
+    assert_eq!(order["status"], "awaiting_payment", "{order}");
+
+    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
+    let path = format!("/api/admin/flash-sales/{}", shop.harness.sale.id);
+    let (status, sale) = shop
+        .request(
+            reqwest::Method::PATCH,
+            &path,
+            &admin,
+            Some(json!({"action": "cancel"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sale}");
+    assert_eq!(sale["state"], "cancelled", "{sale}");
+    assert_eq!(
+        shop.pay("evt_cancelled_stampede", &order).await.1["outcome"],
+        "refund_required",
+        "nothing of a cancelled sale is paid for after the cancel"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the sweep cancels every hold",
+        || async { shop.invariants().await["holds_cancelled"] == HOLDS },
+    )
+    .await;
+    let invariants = shop.invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_awaiting"], 0);
+    assert_eq!(invariants["holds_paid"], 0);
+    assert_eq!(invariants["units_sold"], 0);
 }
 
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]

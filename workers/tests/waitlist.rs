@@ -349,7 +349,7 @@ async fn an_offer_that_ends_before_redis_heard_of_it_loses_no_unit(pg: PgPool) {
     make_holds_due(&harness).await;
     let ended = harness
         .db
-        .expire_due_holds(harness.sale.product_id, 512)
+        .end_due_holds(harness.sale.product_id, 512)
         .await
         .unwrap();
     assert_eq!(ended.len(), 1);
@@ -447,7 +447,7 @@ async fn a_purchase_accepted_before_an_offer_to_the_same_shopper_is_kept(pg: PgP
     make_holds_due(&harness).await;
     harness
         .db
-        .expire_due_holds(harness.sale.product_id, 512)
+        .end_due_holds(harness.sale.product_id, 512)
         .await
         .unwrap();
     harness.enqueue(&purchase).await;
@@ -564,12 +564,17 @@ async fn cancelling_the_sale_mid_offer_cancels_the_offer_and_offers_nothing_more
         .unwrap();
     admin_patch(&shop, json!({"action": "cancel"})).await;
 
-    let id = offer["id"].as_str().unwrap();
-    assert_eq!(shop.order(&offered, id).await.1["status"], "cancelled");
     assert_eq!(
         shop.pay("evt_offer_after_cancel", &offer).await.1["outcome"],
         "refund_required"
     );
+    let id = offer["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the sweep cancels the offer",
+        || async { shop.order(&offered, id).await.1["status"] == "cancelled" },
+    )
+    .await;
     // Sweeps come and go: the cancelled offer's unit goes to nobody.
     eventually(
         Duration::from_secs(10),

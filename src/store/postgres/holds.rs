@@ -56,14 +56,15 @@ pub enum Cancelled {
 }
 
 impl Db {
-    /// Products whose sales have holds past their deadline and the grace.
+    /// Products whose sales have holds to end: past their deadline and the
+    /// grace, or of a cancelled sale.
     pub async fn products_with_due_holds(&self) -> Result<Vec<Uuid>, StoreError> {
         self.bounded(
             sqlx::query_scalar(
                 "select distinct s.product_id
                  from orders o join flash_sales s on s.id = o.flash_sale_id
                  where o.status = 'awaiting_payment'
-                   and o.pay_by < now() - make_interval(secs => $1)",
+                   and (o.pay_by < now() - make_interval(secs => $1) or s.state = 'cancelled')",
             )
             .bind(PAYMENT_GRACE_SECS)
             .fetch_all(self.pool()),
@@ -71,10 +72,14 @@ impl Db {
         .await
     }
 
-    /// Expires at most `limit` holds of the product's sales past their
-    /// deadline and the grace, oldest deadline first, and gives their units
-    /// back in PostgreSQL.
-    pub async fn expire_due_holds(
+    /// Ends at most `limit` holds of the product's sales and gives their
+    /// units back in PostgreSQL: first those of cancelled sales (a cancel
+    /// changes only the sale, so a stampede's worth of holds never has to
+    /// end within one bounded call; payments refuse them meanwhile), as
+    /// `cancelled`, offering their units to nobody; then those past their
+    /// deadline and the grace, oldest deadline first, as `expired`, their
+    /// units offered to the sale's waitlist.
+    pub async fn end_due_holds(
         &self,
         product_id: Uuid,
         limit: i64,
@@ -82,21 +87,43 @@ impl Db {
         self.bounded(async {
             let mut tx = self.pool().begin().await?;
             lock_product(&mut tx, product_id).await?;
-            let due: Vec<Uuid> = sqlx::query_scalar(
+            let of_cancelled_sales: Vec<Uuid> = sqlx::query_scalar(
                 "select o.id from orders o
                  where o.status = 'awaiting_payment'
-                   and o.pay_by < now() - make_interval(secs => $3)
-                   and o.flash_sale_id in (select id from flash_sales where product_id = $1)
-                 order by o.pay_by
+                   and o.flash_sale_id in (select id from flash_sales
+                                           where product_id = $1 and state = 'cancelled')
                  limit $2",
             )
             .bind(product_id)
             .bind(limit)
-            .bind(PAYMENT_GRACE_SECS)
             .fetch_all(&mut *tx)
             .await?;
-            let ended = end_holds(&mut tx, product_id, &due, OrderStatus::Expired).await?;
-            let offered = offer_returned_units(&mut tx, &ended).await?;
+            let mut ended = end_holds(
+                &mut tx,
+                product_id,
+                &of_cancelled_sales,
+                OrderStatus::Cancelled,
+            )
+            .await?;
+            let (room, mut offered) = (limit - ended.len() as i64, 0);
+            if room > 0 {
+                let due: Vec<Uuid> = sqlx::query_scalar(
+                    "select o.id from orders o
+                     where o.status = 'awaiting_payment'
+                       and o.pay_by < now() - make_interval(secs => $3)
+                       and o.flash_sale_id in (select id from flash_sales where product_id = $1)
+                     order by o.pay_by
+                     limit $2",
+                )
+                .bind(product_id)
+                .bind(room)
+                .bind(PAYMENT_GRACE_SECS)
+                .fetch_all(&mut *tx)
+                .await?;
+                let expired = end_holds(&mut tx, product_id, &due, OrderStatus::Expired).await?;
+                offered = offer_returned_units(&mut tx, &expired).await?;
+                ended.extend(expired);
+            }
             tx.commit().await?;
             count_offers(offered);
             Ok::<_, sqlx::Error>(ended)
@@ -218,26 +245,6 @@ impl Db {
         })
         .await
     }
-}
-
-/// Cancels every hold of a sale being cancelled (in the caller's
-/// transaction, under the product's lock): nothing of a cancelled sale is
-/// paid for after the cancel. Their units go back to Redis with the next
-/// sweep (they are owed like any ended hold's).
-pub(super) async fn cancel_sale_holds(
-    tx: &mut Transaction<'_, Postgres>,
-    product_id: Uuid,
-    sale_id: Uuid,
-) -> Result<usize, sqlx::Error> {
-    let awaiting: Vec<Uuid> = sqlx::query_scalar(
-        "select id from orders where flash_sale_id = $1 and status = 'awaiting_payment'",
-    )
-    .bind(sale_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(end_holds(tx, product_id, &awaiting, OrderStatus::Cancelled)
-        .await?
-        .len())
 }
 
 /// Cancels the unpaid waitlist offers of these shoppers in the sale (in the

@@ -41,6 +41,7 @@ struct LockedOrder {
     unit_price: Money,
     quantity: i32,
     currency: Currency,
+    sale_cancelled: bool,
 }
 
 impl Db {
@@ -86,9 +87,13 @@ impl Db {
                     paid: None,
                 });
             }
+            // The sale's state is read, not locked: a cancel that commits
+            // after this read is ordered after this payment (it changes
+            // only the sale; the sweep then finds this order paid and
+            // leaves it), one that committed before is seen here.
             let locked: Option<LockedOrder> = sqlx::query_as(
                 "select o.reservation_id, o.flash_sale_id, o.user_id, o.status, o.pay_by,
-                        o.unit_price, o.quantity, p.currency
+                        o.unit_price, o.quantity, p.currency, s.state = 'cancelled' as sale_cancelled
                  from orders o
                  join flash_sales s on s.id = o.flash_sale_id
                  join products p on p.id = s.product_id
@@ -104,6 +109,7 @@ impl Db {
                 unit_price: order.unit_price,
                 quantity: i64::from(order.quantity),
                 currency: order.currency.clone(),
+                sale_cancelled: order.sale_cancelled,
             });
             let outcome = decide_payment(payable.as_ref(), payment, received_at);
             if outcome == PaymentOutcome::Paid {

@@ -12,11 +12,10 @@ use uuid::Uuid;
 use super::{
     Db,
     audit::AdminAct,
-    holds::cancel_sale_holds,
     sales::{NewSale, SaleRow, free_stock, lock_product, lock_sale_product, select_sale},
 };
 use crate::{
-    domain::{DomainError, SaleAction, SaleState},
+    domain::{DomainError, SaleAction},
     store::StoreError,
 };
 
@@ -100,9 +99,9 @@ impl Db {
             // A keyed action sent again is not applied again: a "pause"
             // retried after a later "resume" would pause the sale anew.
             let request = json!({ "action": action.audit_name(), "sale": id });
-            let (product_id, sale) = match begin_change(&mut tx, id, act, &request).await? {
+            let sale = match begin_change(&mut tx, id, act, &request).await? {
                 Begun::Replayed(sale) => return Ok(sale),
-                Begun::New { product_id, sale } => (product_id, sale),
+                Begun::New { sale, .. } => sale,
             };
             let next = sale.window().apply(sale.state, action, now)?;
             let details = json!({ "from": sale.state.as_str(), "to": next.as_str() });
@@ -116,7 +115,11 @@ impl Db {
             // A cancelled sale commits nothing more (settlement fails every
             // reservation of it under this lock), so its unsold units are
             // free at once; an ended one keeps them until its backlog
-            // settles (`crate::store::closing`).
+            // settles (`crate::store::closing`). Its unpaid holds are not
+            // ended here: a stampede's worth of them would outlast the
+            // bound and the cancel could never commit. Payments refuse
+            // them from now on, and the hold sweep cancels them in batches
+            // (`holds::end_due_holds`).
             sqlx::query(
                 "update flash_sales set state = $2, version = version + 1, updated_at = now(),
                         allotment_released_at = case when $2 = 'cancelled' then now() end
@@ -126,12 +129,6 @@ impl Db {
             .bind(next.as_str())
             .execute(&mut *tx)
             .await?;
-            if next == SaleState::Cancelled {
-                let holds = cancel_sale_holds(&mut tx, product_id, id).await?;
-                if holds > 0 {
-                    tracing::info!(sale_id = %id, holds, "the cancelled sale's unpaid holds are cancelled");
-                }
-            }
             let sale = select_sale(&mut tx, id, false)
                 .await?
                 .ok_or(DomainError::SaleNotFound(id))?;
