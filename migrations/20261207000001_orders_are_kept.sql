@@ -1,7 +1,7 @@
 -- An order is the only record of a confirmed reservation since migration
--- 20261206000001 (no `confirmed` audit row beside it): deleting one, or
--- pointing it at another reservation, would erase a sale PostgreSQL
--- committed, and the invariants could no longer tell a lost purchase from
+-- 20261206000001 (no `confirmed` audit row beside it): deleting one,
+-- pointing it at another reservation, or renumbering it (its payments name
+-- it) would erase a sale PostgreSQL committed, and the invariants could no longer tell a lost purchase from
 -- one never made. So neither is allowed, as a sale or a user that rows name
 -- cannot be deleted (migration 20261203000001). What changes on an order
 -- (its status as a hold is paid, expires or is cancelled) still changes.
@@ -26,7 +26,9 @@ create trigger orders_kept_on_truncate
     before truncate on orders
     for each statement
     execute function refuse_losing_orders();
-create trigger orders_reservation_fixed
-    before update of reservation_id on orders
-    for each row when (old.reservation_id is distinct from new.reservation_id)
+-- An order's id is what payment events name (payment_events.order_id).
+create trigger orders_identity_fixed
+    before update of id, reservation_id on orders
+    for each row when (old.id is distinct from new.id
+                       or old.reservation_id is distinct from new.reservation_id)
     execute function refuse_losing_orders();

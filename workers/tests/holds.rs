@@ -697,61 +697,6 @@ async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
     assert_eq!(invariants["holds_cancelled"], 1);
 }
 
-/// A cancel used to end every unpaid hold in its own transaction, under
-/// the dependency bound (1 s): a sale with a whole stampede's holds awaiting
-/// payment could not be cancelled at all (503 on every retry). The cancel
-/// now only changes the sale; payments refuse a cancelled sale's holds and
-/// the sweep ends them in batches.
-#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
-async fn a_sale_with_a_stampedes_worth_of_unpaid_holds_can_be_cancelled(pg: PgPool) {
-    const HOLDS: usize = 40_000;
-    let shop = Shop::open(pg, HOLDS as i64, 600).await;
-    let users = shop.harness.users(HOLDS).await;
-    let jobs = shop.harness.reserve(&users).await;
-    shop.harness.enqueue_in_jobs_of(&jobs, 500).await;
-    shop.harness
-        .wait_for_orders(HOLDS as i64, Duration::from_secs(120))
-        .await;
-    let shopper = users[0];
-    let token = shop.node.token(shopper, Role::Shopper);
-    let order_id: Uuid = sqlx::query_scalar("select id from orders where user_id = $1")
-        .bind(shopper)
-        .fetch_one(&shop.harness.pg)
-        .await
-        .unwrap();
-    let (_, order) = shop.order(&token, &order_id.to_string()).await;
-    assert_eq!(order["status"], "awaiting_payment", "{order}");
-
-    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
-    let path = format!("/api/admin/flash-sales/{}", shop.harness.sale.id);
-    let (status, sale) = shop
-        .request(
-            reqwest::Method::PATCH,
-            &path,
-            &admin,
-            Some(json!({"action": "cancel"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{sale}");
-    assert_eq!(sale["state"], "cancelled", "{sale}");
-    assert_eq!(
-        shop.pay("evt_cancelled_stampede", &order).await.1["outcome"],
-        "refund_required",
-        "nothing of a cancelled sale is paid for after the cancel"
-    );
-    eventually(
-        Duration::from_secs(60),
-        "the sweep cancels every hold",
-        || async { shop.invariants().await["holds_cancelled"] == HOLDS },
-    )
-    .await;
-    let invariants = shop.invariants().await;
-    assert_eq!(invariants["passed"], true, "{invariants:#}");
-    assert_eq!(invariants["holds_awaiting"], 0);
-    assert_eq!(invariants["holds_paid"], 0);
-    assert_eq!(invariants["units_sold"], 0);
-}
-
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
     let shop = Shop::open(pg, 3, 60).await;

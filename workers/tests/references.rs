@@ -284,9 +284,9 @@ const RESTRICT_VIOLATION: &str = "23001";
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn an_order_is_kept_whole_as_the_record_of_its_reservation(pg: PgPool) {
     // Since the order is the record of a confirmed reservation (migration
-    // `the_order_is_the_record`), deleting one or pointing it at another
-    // reservation would erase a sale PostgreSQL committed: no audit row
-    // remembers it.
+    // `the_order_is_the_record`), deleting one, pointing it at another
+    // reservation or renumbering it would erase a sale PostgreSQL
+    // committed: no audit row remembers it.
     let (harness, users) = sale_with_one_order(pg).await;
     let buyer = users[0];
     let connection = &mut *harness.pg.acquire().await.unwrap();
@@ -295,6 +295,10 @@ async fn an_order_is_kept_whole_as_the_record_of_its_reservation(pg: PgPool) {
         (
             "giving an order another reservation",
             "update orders set reservation_id = gen_random_uuid() where user_id = $1",
+        ),
+        (
+            "renumbering an order (its payments name it)",
+            "update orders set id = gen_random_uuid() where user_id = $1",
         ),
     ] {
         refused_with(RESTRICT_VIOLATION, connection, what, sql, &[buyer]).await;

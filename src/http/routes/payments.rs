@@ -40,8 +40,8 @@ error_responses!(WebhookErrors: [] WebhookMalformed, WebhookTimestampStale, Webh
 /// (`webhook-id`, `webhook-timestamp`, `webhook-signature`: `v1,` and the
 /// base64 HMAC-SHA256 of `<id>.<timestamp>.<raw body>` with a secret of
 /// `FLASHSALE_WEBHOOK_SECRETS`). A `payment.succeeded` event pays its order
-/// if it awaits payment, before `pay_by`, for exactly its amount and
-/// currency; otherwise it is recorded as `refund_required`,
+/// if it awaits payment, before `pay_by`, in a sale not cancelled, for
+/// exactly its amount and currency; otherwise it is recorded as `refund_required`,
 /// `amount_mismatch` or `unknown_order` and answered 200, so the provider
 /// stops retrying. A replayed event id answers 200 and changes nothing.
 #[utoipa::path(post, path = "/api/payments/webhook", tag = "payments",

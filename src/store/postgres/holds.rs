@@ -61,10 +61,15 @@ impl Db {
     pub async fn products_with_due_holds(&self) -> Result<Vec<Uuid>, StoreError> {
         self.bounded(
             sqlx::query_scalar(
-                "select distinct s.product_id
+                "select s.product_id
                  from orders o join flash_sales s on s.id = o.flash_sale_id
                  where o.status = 'awaiting_payment'
-                   and (o.pay_by < now() - make_interval(secs => $1) or s.state = 'cancelled')",
+                   and o.pay_by < now() - make_interval(secs => $1)
+                 union
+                 select s.product_id from flash_sales s
+                 where s.state = 'cancelled' and s.archived_at is null
+                   and exists (select 1 from orders o
+                               where o.flash_sale_id = s.id and o.status = 'awaiting_payment')",
             )
             .bind(PAYMENT_GRACE_SECS)
             .fetch_all(self.pool()),
@@ -91,7 +96,8 @@ impl Db {
                 "select o.id from orders o
                  where o.status = 'awaiting_payment'
                    and o.flash_sale_id in (select id from flash_sales
-                                           where product_id = $1 and state = 'cancelled')
+                                           where product_id = $1 and state = 'cancelled'
+                                             and archived_at is null)
                  limit $2",
             )
             .bind(product_id)
@@ -105,13 +111,16 @@ impl Db {
                 OrderStatus::Cancelled,
             )
             .await?;
-            let (room, mut offered) = (limit - ended.len() as i64, 0);
+            // Room after what was picked, not what ended: a hold a payment
+            // took meanwhile leaves none for the expiry query to fill.
+            let (room, mut offered) = (limit - of_cancelled_sales.len() as i64, 0);
             if room > 0 {
                 let due: Vec<Uuid> = sqlx::query_scalar(
                     "select o.id from orders o
                      where o.status = 'awaiting_payment'
                        and o.pay_by < now() - make_interval(secs => $3)
-                       and o.flash_sale_id in (select id from flash_sales where product_id = $1)
+                       and o.flash_sale_id in (select id from flash_sales
+                                               where product_id = $1 and state <> 'cancelled')
                      order by o.pay_by
                      limit $2",
                 )

@@ -1,7 +1,8 @@
 //! Payment events, each recorded once by its id, and what each did to its
 //! order (`domain::decide_payment`), in one transaction under the order's
-//! row lock: a payment and the sweep's expiry of the same hold serialise on
-//! that lock, so each hold ends exactly once.
+//! row lock: a payment and the sweep's end of the same hold (expired, or
+//! cancelled with its sale) serialise on that lock, so each hold ends
+//! exactly once.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -41,7 +42,6 @@ struct LockedOrder {
     unit_price: Money,
     quantity: i32,
     currency: Currency,
-    sale_cancelled: bool,
 }
 
 impl Db {
@@ -87,13 +87,9 @@ impl Db {
                     paid: None,
                 });
             }
-            // The sale's state is read, not locked: a cancel that commits
-            // after this read is ordered after this payment (it changes
-            // only the sale; the sweep then finds this order paid and
-            // leaves it), one that committed before is seen here.
             let locked: Option<LockedOrder> = sqlx::query_as(
                 "select o.reservation_id, o.flash_sale_id, o.user_id, o.status, o.pay_by,
-                        o.unit_price, o.quantity, p.currency, s.state = 'cancelled' as sale_cancelled
+                        o.unit_price, o.quantity, p.currency
                  from orders o
                  join flash_sales s on s.id = o.flash_sale_id
                  join products p on p.id = s.product_id
@@ -103,13 +99,30 @@ impl Db {
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await?;
+            // The sale's state, read once the order is locked and in a
+            // statement of its own (a fresh snapshot): the lock wait (another
+            // delivery, a sweep) is not a window in which a cancel goes
+            // unseen. A cancel that commits after this read is ordered after
+            // this payment (it changes only the sale; the sweep then finds
+            // the order paid and leaves it).
+            let sale_cancelled = match &locked {
+                Some(order) => {
+                    sqlx::query_scalar::<_, bool>(
+                        "select state = 'cancelled' from flash_sales where id = $1",
+                    )
+                    .bind(order.flash_sale_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+                None => false,
+            };
             let payable = locked.as_ref().map(|order| PayableOrder {
                 status: order.status,
                 pay_by: order.pay_by,
                 unit_price: order.unit_price,
                 quantity: i64::from(order.quantity),
                 currency: order.currency.clone(),
-                sale_cancelled: order.sale_cancelled,
+                sale_cancelled,
             });
             let outcome = decide_payment(payable.as_ref(), payment, received_at);
             if outcome == PaymentOutcome::Paid {
