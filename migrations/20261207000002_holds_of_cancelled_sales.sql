@@ -1,11 +1,14 @@
 -- Cancelling a sale no longer ends its unpaid holds in the cancel's own
 -- transaction (with a stampede's worth of holds it outlasted the bound and
--- the cancel could never commit); the hold sweep ends them. The sweep
--- finds them by sale: this index holds only orders awaiting payment, so
--- asking whether a cancelled sale still has any, every sweep, reads no
--- order that already ended (orders are never deleted, and a sale's ended
--- orders only grow). It costs an entry per order written awaiting payment,
--- in sales with a checkout hold only.
+-- the cancel could never commit); the hold sweep ends them. This flag says
+-- which sales still have holds for it to cancel: the cancel sets it on a
+-- sale with a checkout hold, and the sweep clears it, under the product's
+-- lock, once it found none left (a cancelled sale gains no hold: settlement
+-- fails its reservations and the waitlist makes no offers). So the sweep
+-- asks `flash_sales` each second, not the orders, and no index of orders
+-- leads with the sale but the key one (tests/flash_sales.rs says why).
+-- Sales cancelled before this migration had their holds ended with the
+-- cancel: false.
 set local lock_timeout = '5s';
 
-create index orders_awaiting_by_sale on orders (flash_sale_id) where status = 'awaiting_payment';
+alter table flash_sales add column holds_to_cancel boolean not null default false;

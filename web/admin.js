@@ -30,7 +30,7 @@ const IRREVERSIBLE = {
     yes: "Yes, end it", done: "Ended.",
   },
   cancel: {
-    text: "Cancel the sale now? Nobody can buy from then on, and every order still awaiting payment is cancelled (a payment arriving later is recorded as a refund). A sale never reopens.",
+    text: "Cancel the sale now? Nobody can buy from then on, and every order still awaiting payment is cancelled within seconds (a payment arriving from now on is recorded as a refund). A sale never reopens.",
     yes: "Yes, cancel it", done: "Cancelled.",
   },
 };

@@ -97,7 +97,7 @@ psql_file() {
 build_loadtests() {
   local bins=() name
   for name; do bins+=(--bin "$name"); done
-  (cd "$FLASHSALE_ROOT/loadtests" && CARGO_TARGET_DIR=target cargo build --release --quiet "${bins[@]}") \
+  (cd "$FLASHSALE_ROOT/loadtests" && CARGO_TARGET_DIR=target cargo build --locked --release --quiet "${bins[@]}") \
     || die "building the load tests' $* failed"
 }
 

@@ -31,17 +31,17 @@ pub const SWEEP_BATCH: i64 = 512;
 /// finished within half the bound (the product's lock wait included)
 /// doubles it, up to [`SWEEP_BATCH`]. A worker keeps one across its sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpiryBatch {
+pub struct SweepBatch {
     size: i64,
 }
 
-impl Default for ExpiryBatch {
+impl Default for SweepBatch {
     fn default() -> Self {
         Self { size: SWEEP_BATCH }
     }
 }
 
-impl ExpiryBatch {
+impl SweepBatch {
     pub fn size(self) -> i64 {
         self.size
     }
@@ -63,7 +63,7 @@ pub struct Swept {
     /// Holds past their deadline ended now.
     pub expired: usize,
     /// Holds of cancelled sales ended now.
-    pub cancelled: usize,
+    pub cancelled_with_sale: usize,
     /// Ended holds whose units Redis got back now.
     pub returned: usize,
     /// Steps that failed (logged); what they left is owed to the next sweep.
@@ -141,12 +141,13 @@ pub async fn read_room(db: &Db, redis: &RedisStore, sale_id: Uuid) -> Result<Roo
     })
 }
 
-/// One sweep: returns what earlier ends still owe Redis, then expires every
-/// hold past its deadline and the grace (in batches of `batch`'s size,
-/// under each product's lock) and returns their units. A failing step is
-/// logged and counted; the others go on (Redis down still lets PostgreSQL
-/// expire holds, and their returns wait).
-pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut ExpiryBatch) -> Swept {
+/// One sweep: returns what earlier ends still owe Redis, then cancels every
+/// unpaid hold of a cancelled sale and expires every hold past its deadline
+/// and the grace (in batches of `batch`'s size, under each product's lock)
+/// and returns their units. A failing step is logged and counted; the
+/// others go on (Redis down still lets PostgreSQL end holds, and their
+/// returns wait).
+pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut SweepBatch) -> Swept {
     let mut swept = Swept::default();
     let owed = return_owed(db, redis).await;
     swept.returned += owed.holds;
@@ -167,7 +168,7 @@ pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut ExpiryBatch) -> Swep
                 Ok(ended) => ended,
                 Err(error) => {
                     batch.failed();
-                    tracing::warn!(%error, %product_id, batch = size, next_batch = batch.size(), "holds not expired; the next sweep retries with the next batch");
+                    tracing::warn!(%error, %product_id, batch = size, next_batch = batch.size(), "holds not ended; the next sweep retries with the next batch");
                     swept.failures += 1;
                     break;
                 }
@@ -177,7 +178,7 @@ pub async fn sweep(db: &Db, redis: &RedisStore, batch: &mut ExpiryBatch) -> Swep
                 .iter()
                 .filter(|hold| hold.status == OrderStatus::Cancelled)
                 .count();
-            swept.cancelled += cancelled;
+            swept.cancelled_with_sale += cancelled;
             swept.expired += ended.len() - cancelled;
             let returned = return_units(db, redis, &ended).await;
             swept.returned += returned.holds;
@@ -221,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_halves_the_next_down_to_one_hold() {
-        let mut batch = ExpiryBatch::default();
+        let mut batch = SweepBatch::default();
         let mut sizes = Vec::new();
         for _ in 0..11 {
             batch.failed();
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn only_a_batch_well_within_the_bound_grows_the_next_up_to_the_most() {
-        let mut batch = ExpiryBatch::default();
+        let mut batch = SweepBatch::default();
         for _ in 0..4 {
             batch.failed();
         }

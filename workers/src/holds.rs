@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use flashsale::store::{
-    holds::{self, ExpiryBatch},
+    holds::{self, SweepBatch},
     postgres::Db,
     redis::RedisStore,
 };
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 /// retries (nothing a sweep half did is lost: PostgreSQL records what
 /// Redis is still owed).
 pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: CancellationToken) {
-    let mut batch = ExpiryBatch::default();
+    let mut batch = SweepBatch::default();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -28,17 +28,17 @@ pub async fn run(db: Db, redis: RedisStore, every: Duration, shutdown: Cancellat
             _ = ticker.tick() => {}
         }
         let swept = holds::sweep(&db, &redis, &mut batch).await;
-        if swept.expired > 0 || swept.cancelled > 0 || swept.returned > 0 {
+        if swept.expired > 0 || swept.cancelled_with_sale > 0 || swept.returned > 0 {
             tracing::info!(
                 expired = swept.expired,
-                cancelled_with_their_sale = swept.cancelled,
+                cancelled_with_sale = swept.cancelled_with_sale,
                 returned = swept.returned,
                 "holds swept"
             );
         }
         metrics::counter!("holds_ended_total", "how" => "expired").increment(swept.expired as u64);
         metrics::counter!("holds_ended_total", "how" => "sale_cancelled")
-            .increment(swept.cancelled as u64);
+            .increment(swept.cancelled_with_sale as u64);
         metrics::counter!("holds_units_returned_total").increment(swept.returned as u64);
         metrics::counter!("hold_sweep_failures_total").increment(swept.failures as u64);
     }

@@ -6,7 +6,8 @@
 //! - [`settle`]: one batch through PostgreSQL, then Redis;
 //! - [`reconciler`]: the apalis cron job that re-arms, re-enqueues and
 //!   measures drift;
-//! - [`holds`]: the expiry sweep of checkout holds;
+//! - [`holds`]: the sweep that ends checkout holds (expired, or of a
+//!   cancelled sale);
 //! - [`observe`] and [`tally`]: `/metrics` and the progress log;
 //! - [`settings`]: the configuration.
 

@@ -96,7 +96,8 @@ pub struct WorkerSettings {
     )]
     pub worker_poll: Duration,
 
-    /// How often the worker expires checkout holds past their deadline.
+    /// How often the worker ends checkout holds: those past their deadline
+    /// (expired) and those of cancelled sales (cancelled).
     #[arg(
         long = "hold-sweep-ms",
         env = "FLASHSALE_HOLD_SWEEP_MS",

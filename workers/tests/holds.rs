@@ -697,6 +697,89 @@ async fn cancelling_a_sale_cancels_its_unpaid_holds(pg: PgPool) {
     assert_eq!(invariants["holds_cancelled"], 1);
 }
 
+/// With no worker sweeping, so that only the sale's state can refuse it: a
+/// payment after the cancel is refunded and the hold stays as it was; the
+/// sweep then ends it `cancelled`, even past its deadline (never `expired`).
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_cancelled_sales_hold_is_refused_payment_until_the_sweep_cancels_it(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 2, 1, Some(600)).await;
+    let users = harness.users(2).await;
+    hold_with_a_stopped_worker(&harness, &users).await;
+    let node = ApiNode::start(
+        &harness,
+        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
+    )
+    .await;
+    let admin = node.token(harness.admin.actor_id, Role::Admin);
+    let cancelled = node
+        .client
+        .patch(format!(
+            "{}/api/admin/flash-sales/{}",
+            node.base, harness.sale.id
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({"action": "cancel"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let statuses = || async {
+        sqlx::query_scalar::<_, String>(
+            "select status from orders where flash_sale_id = $1 order by id",
+        )
+        .bind(harness.sale.id)
+        .fetch_all(&harness.pg)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        statuses().await,
+        ["awaiting_payment"; 2],
+        "the sweep's to end"
+    );
+    let holds_to_cancel = || async {
+        sqlx::query_scalar::<_, bool>("select holds_to_cancel from flash_sales where id = $1")
+            .bind(harness.sale.id)
+            .fetch_one(&harness.pg)
+            .await
+            .unwrap()
+    };
+    assert!(holds_to_cancel().await, "the sweep is told");
+
+    let order: Uuid = sqlx::query_scalar("select id from orders where user_id = $1")
+        .bind(users[0])
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+    let provider = FakeProvider::new(&node.base, SECRET);
+    let paid = provider
+        .pay("evt_cancelled_sale", order, 4_999, "EUR")
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    assert_eq!(paid.body["outcome"], "refund_required", "{}", paid.body);
+    assert_eq!(statuses().await, ["awaiting_payment"; 2], "nothing paid");
+
+    make_holds_due(&harness).await;
+    let swept = holds::sweep(
+        &harness.db,
+        &harness.redis,
+        &mut holds::SweepBatch::default(),
+    )
+    .await;
+    assert_eq!(
+        (swept.cancelled_with_sale, swept.expired, swept.failures),
+        (2, 0, 0)
+    );
+    assert_eq!(statuses().await, ["cancelled"; 2]);
+    assert!(
+        !holds_to_cancel().await,
+        "none left: the sweep stops asking"
+    );
+    let invariants = harness.sale_invariants().await;
+    assert_eq!(invariants["passed"], true, "{invariants:#}");
+    assert_eq!(invariants["holds_cancelled"], 2);
+}
+
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
     let shop = Shop::open(pg, 3, 60).await;

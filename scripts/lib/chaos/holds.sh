@@ -56,6 +56,46 @@ long_lock_holders() {
 waitlist_offers() { sale_orders "offered_from is not null"; }
 every_waiter_offered() { (($(waitlist_offers) >= $1)); }
 
+# open_hold_sale UNITS HOLD_SECS: a product and a sale of UNITS units, one
+# per shopper, held HOLD_SECS for payment; sets SALE_ID, DIR and FAULTS.
+open_hold_sale() {
+  local product
+  DIR=$CHAOS_RUN_DIR/$SCENARIO
+  mkdir -p "$DIR"
+  ADMIN_TOKEN=$(admin_token)
+  product=$(create_product "$BASE" "$ADMIN_TOKEN" "$1" "BENCH-$CHAOS_RUN_ID-$SCENARIO")
+  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$1" "$CHAOS_RUN_ID-$SCENARIO" 1 "$product" 500 "$2")
+  FAULTS=()
+  log "[$SCENARIO] sale $SALE_ID: $1 units, one per shopper, held $2 s for payment"
+}
+
+# payments_of_every_other_order MODE_SQL: one line per even order of the
+# sale (id, amount, currency, MODE_SQL: how hold_storm.py pays it, given
+# the order's row number n).
+payments_of_every_other_order() {
+  psql_query "select o.id, o.unit_price * o.quantity, p.currency, $1
+              from (select *, row_number() over (order by id) as n from orders
+                    where flash_sale_id = '$SALE_ID') o
+              join flash_sales s on s.id = o.flash_sale_id join products p on p.id = s.product_id
+              where n % 2 = 0" | tr '|' ' '
+}
+
+# report_hold_scenario ORDERS DUPLICATES: the summary row of $DIR/result.json
+# (ORDERS and DUPLICATES are jq expressions over it), its verdict, and the
+# sale ended.
+report_hold_scenario() {
+  jq -r "[.scenario, (.buy.answers | add | tostring), (.buy.answers[\"202\"] | tostring),
+          (($1) | tostring), (.invariants.oversold | tostring), (($2) | tostring), \"0\", \"-\",
+          (.recovery_secs | tostring), (if .passed then \"passed\" else \"FAILED\" end)] | join(\"\t\")" \
+    "$DIR/result.json" >>"$CHAOS_RUN_DIR/table.txt"
+  if jq -e .passed "$DIR/result.json" >/dev/null; then log "[$SCENARIO] passed"; else
+    log "[$SCENARIO] FAILED: $(jq -c '.checks | with_entries(select(.value == false)) | keys' "$DIR/result.json")"
+    FAILED_SCENARIOS+=("$SCENARIO")
+  fi
+  curl -fsS -X PATCH "$BASE/api/admin/flash-sales/$SALE_ID" -H "authorization: Bearer $ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d '{"action":"end"}' >/dev/null 2>&1 || true
+}
+
 # hold-storm: CHAOS_HOLD_USERS (10,000) shoppers each hold the one unit
 # they bought (hold CHAOS_HOLD_SECS, 30 s), and CHAOS_WAITERS (1,000) more
 # join the sold-out sale's waitlist. Half the holders pay before the
@@ -69,14 +109,9 @@ every_waiter_offered() { (($(waitlist_offers) >= $1)); }
 scenario_hold_storm() {
   local holders=${CHAOS_HOLD_USERS:-10000} late=${CHAOS_LATE_BUYERS:-2000} hold=${CHAOS_HOLD_SECS:-30}
   local waiters=${CHAOS_WAITERS:-1000}
-  local product started first_deadline sampler lock_sampler buy paid late_buyers figures killed_at joined offers_paid
-  SCENARIO=hold-storm DIR=$CHAOS_RUN_DIR/hold-storm
-  mkdir -p "$DIR"
-  ADMIN_TOKEN=$(admin_token)
-  product=$(create_product "$BASE" "$ADMIN_TOKEN" "$holders" "BENCH-$CHAOS_RUN_ID-hold-storm")
-  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$holders" "$CHAOS_RUN_ID-hold-storm" 1 "$product" 500 "$hold")
-  FAULTS=()
-  log "[hold-storm] sale $SALE_ID: $holders units, one per shopper, held $hold s for payment"
+  local started first_deadline sampler lock_sampler buy paid late_buyers figures killed_at joined offers_paid
+  SCENARIO=hold-storm
+  open_hold_sale "$holders" "$hold"
 
   python3 "$HOLD_STORM" login "$BASE" "holder-$CHAOS_RUN_ID" "$holders" 32 >"$DIR/holders.tokens"
   python3 "$HOLD_STORM" login "$BASE" "late-$CHAOS_RUN_ID" "$late" 16 >"$DIR/late.tokens"
@@ -95,12 +130,8 @@ scenario_hold_storm() {
 
   # Even rows pay (every tenth three times at once, every fourteenth after
   # a forged delivery); odd rows never pay.
-  psql_query "select o.id, o.unit_price * o.quantity, p.currency,
-                     case when n % 10 = 0 then 'dup' when n % 14 = 0 then 'forged' else 'pay' end
-              from (select *, row_number() over (order by id) as n from orders
-                    where flash_sale_id = '$SALE_ID') o
-              join flash_sales s on s.id = o.flash_sale_id join products p on p.id = s.product_id
-              where n % 2 = 0" | tr '|' ' ' >"$DIR/payments.txt"
+  payments_of_every_other_order "case when n % 10 = 0 then 'dup' when n % 14 = 0 then 'forged' else 'pay' end" \
+    >"$DIR/payments.txt"
   paid=$(python3 "$HOLD_STORM" pay "$BASE" "$FLASHSALE_WEBHOOK_SECRETS" "$DIR/payments.txt" 32)
   log "[hold-storm] payments: $paid"
 
@@ -206,17 +237,8 @@ scenario_hold_storm() {
         redis_agrees: $redis_agrees
       } }
     | .passed = ([.checks[]] | all)' >"$DIR/result.json"
-  jq -r '[.scenario, (.buy.answers | add | tostring), (.buy.answers["202"] | tostring),
-          ((.figures.holders_paid + .figures.holders_expired + .figures.late_buyers_orders) | tostring),
-          (.invariants.oversold | tostring), (.figures.orders_paid_twice | tostring), "0", "-",
-          (.recovery_secs | tostring), (if .passed then "passed" else "FAILED" end)] | join("\t")' \
-    "$DIR/result.json" >>"$CHAOS_RUN_DIR/table.txt"
-  if jq -e .passed "$DIR/result.json" >/dev/null; then log "[hold-storm] passed"; else
-    log "[hold-storm] FAILED: $(jq -c '.checks | with_entries(select(.value == false)) | keys' "$DIR/result.json")"
-    FAILED_SCENARIOS+=(hold-storm)
-  fi
-  curl -fsS -X PATCH "$BASE/api/admin/flash-sales/$SALE_ID" -H "authorization: Bearer $ADMIN_TOKEN" \
-    -H 'content-type: application/json' -d '{"action":"end"}' >/dev/null 2>&1 || true
+  report_hold_scenario '.figures.holders_paid + .figures.holders_expired + .figures.late_buyers_orders' \
+    '.figures.orders_paid_twice'
 }
 
 # cancel-holds: CHAOS_CANCEL_HOLDERS (25,000) shoppers each hold the unit
@@ -230,25 +252,16 @@ scenario_hold_storm() {
 # holds in batches.
 scenario_cancel_holds() {
   local holders=${CHAOS_CANCEL_HOLDERS:-25000} hold=${CHAOS_CANCEL_HOLD_SECS:-120}
-  local product buy payer paid cancel_status cancel_started cancelled_at figures killed_at
-  SCENARIO=cancel-holds DIR=$CHAOS_RUN_DIR/cancel-holds
-  mkdir -p "$DIR"
-  ADMIN_TOKEN=$(admin_token)
-  product=$(create_product "$BASE" "$ADMIN_TOKEN" "$holders" "BENCH-$CHAOS_RUN_ID-cancel-holds")
-  SALE_ID=$(create_sale "$BASE" "$ADMIN_TOKEN" "$holders" "$CHAOS_RUN_ID-cancel-holds" 1 "$product" 500 "$hold")
-  FAULTS=()
-  log "[cancel-holds] sale $SALE_ID: $holders units, one per shopper, held $hold s for payment"
+  local buy payer paid cancel_status cancel_started cancelled_at figures killed_at cancelled_when_killed
+  SCENARIO=cancel-holds
+  open_hold_sale "$holders" "$hold"
   python3 "$HOLD_STORM" login "$BASE" "canceller-$CHAOS_RUN_ID" "$holders" 32 >"$DIR/holders.tokens"
   buy=$(python3 "$HOLD_STORM" buy "$BASE" "$DIR/holders.tokens" "$SALE_ID" 64)
   log "[cancel-holds] bought: $buy"
   wait_for 120 all_held_orders_written "$holders" \
     || die "[cancel-holds] the worker did not write $holders orders"
 
-  psql_query "select o.id, o.unit_price * o.quantity, p.currency, 'pay'
-              from (select *, row_number() over (order by id) as n from orders
-                    where flash_sale_id = '$SALE_ID') o
-              join flash_sales s on s.id = o.flash_sale_id join products p on p.id = s.product_id
-              where n % 2 = 0" | tr '|' ' ' >"$DIR/payments.txt"
+  payments_of_every_other_order "'pay'" >"$DIR/payments.txt"
   python3 "$HOLD_STORM" pay "$BASE" "$FLASHSALE_WEBHOOK_SECRETS" "$DIR/payments.txt" 32 >"$DIR/payments.json" &
   payer=$!
   sleep 1
@@ -259,7 +272,8 @@ scenario_cancel_holds() {
   sleep 0.3
   kill -9 "$(pid_of "$RUN_DIR/worker-0.pid")" 2>/dev/null || true
   killed_at=$(now_ms)
-  fault "kill -9 of worker-0 as the sweep cancels the holds, restarted at once"
+  cancelled_when_killed=$(sale_orders "status = 'cancelled'")
+  fault "kill -9 of worker-0 as the sweep cancels the holds ($cancelled_when_killed of them cancelled by then), restarted at once"
   restart_worker 0 "$FAILPOINT_WORKER"
   wait "$payer" || die "[cancel-holds] the payments failed"
   paid=$(cat "$DIR/payments.json")
@@ -281,7 +295,9 @@ scenario_cancel_holds() {
                                 where e.outcome = 'paid' and e.order_id in (select id from orders where flash_sale_id = '$SALE_ID')
                                   and e.received_at > to_timestamp($cancelled_at / 1000.0)),
       'refunded_after_the_cancel', (select count(*) from payment_events e
-                                    where e.outcome = 'refund_required' and e.order_id in (select id from orders where flash_sale_id = '$SALE_ID')),
+                                    where e.outcome = 'refund_required' and e.order_id in (select id from orders where flash_sale_id = '$SALE_ID')
+                                      and e.received_at > to_timestamp($cancelled_at / 1000.0)),
+      'cancelled_when_killed', $cancelled_when_killed,
       'cancel_wave_ms', round(extract(epoch from max(o.ended_at) filter (where o.status = 'cancelled')
                                       - to_timestamp($cancelled_at / 1000.0)) * 1000))
     from orders o where o.flash_sale_id = '$SALE_ID'")
@@ -307,12 +323,5 @@ scenario_cancel_holds() {
         redis_agrees: $redis_agrees
       } }
     | .passed = ([.checks[]] | all)' >"$DIR/result.json"
-  jq -r '[.scenario, (.buy.answers | add | tostring), (.buy.answers["202"] | tostring),
-          (.figures.paid | tostring), (.invariants.oversold | tostring), "0", "0", "-",
-          (.recovery_secs | tostring), (if .passed then "passed" else "FAILED" end)] | join("\t")' \
-    "$DIR/result.json" >>"$CHAOS_RUN_DIR/table.txt"
-  if jq -e .passed "$DIR/result.json" >/dev/null; then log "[cancel-holds] passed"; else
-    log "[cancel-holds] FAILED: $(jq -c '.checks | with_entries(select(.value == false)) | keys' "$DIR/result.json")"
-    FAILED_SCENARIOS+=(cancel-holds)
-  fi
+  report_hold_scenario '.figures.paid + .figures.cancelled' '.invariants.orders_sharing_a_reservation'
 }

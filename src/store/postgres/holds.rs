@@ -1,5 +1,5 @@
-//! Checkout holds in PostgreSQL: ending them (the sweep's expiry, the
-//! shopper's cancel), offering their units to the sale's waitlist in the
+//! Checkout holds in PostgreSQL: ending them (the sweep's expiry and its
+//! cancel of a cancelled sale's holds, the shopper's cancel), offering their units to the sale's waitlist in the
 //! same transaction (`waitlist.rs`), and the Redis work each end leaves
 //! owed.
 //!
@@ -66,10 +66,7 @@ impl Db {
                  where o.status = 'awaiting_payment'
                    and o.pay_by < now() - make_interval(secs => $1)
                  union
-                 select s.product_id from flash_sales s
-                 where s.state = 'cancelled' and s.archived_at is null
-                   and exists (select 1 from orders o
-                               where o.flash_sale_id = s.id and o.status = 'awaiting_payment')",
+                 select product_id from flash_sales where holds_to_cancel",
             )
             .bind(PAYMENT_GRACE_SECS)
             .fetch_all(self.pool()),
@@ -96,8 +93,7 @@ impl Db {
                 "select o.id from orders o
                  where o.status = 'awaiting_payment'
                    and o.flash_sale_id in (select id from flash_sales
-                                           where product_id = $1 and state = 'cancelled'
-                                             and archived_at is null)
+                                           where product_id = $1 and holds_to_cancel)
                  limit $2",
             )
             .bind(product_id)
@@ -111,6 +107,17 @@ impl Db {
                 OrderStatus::Cancelled,
             )
             .await?;
+            if (of_cancelled_sales.len() as i64) < limit {
+                // Every one found: under this lock no cancelled sale gains a
+                // hold (settlement fails its reservations, no offers).
+                sqlx::query(
+                    "update flash_sales set holds_to_cancel = false
+                     where product_id = $1 and holds_to_cancel",
+                )
+                .bind(product_id)
+                .execute(&mut *tx)
+                .await?;
+            }
             // Room after what was picked, not what ended: a hold a payment
             // took meanwhile leaves none for the expiry query to fill.
             let (room, mut offered) = (limit - of_cancelled_sales.len() as i64, 0);

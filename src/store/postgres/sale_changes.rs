@@ -119,10 +119,11 @@ impl Db {
             // ended here: a stampede's worth of them would outlast the
             // bound and the cancel could never commit. Payments refuse
             // them from now on, and the hold sweep cancels them in batches
-            // (`holds::end_due_holds`).
+            // (`holds::end_due_holds`) while `holds_to_cancel` says so.
             sqlx::query(
                 "update flash_sales set state = $2, version = version + 1, updated_at = now(),
-                        allotment_released_at = case when $2 = 'cancelled' then now() end
+                        allotment_released_at = case when $2 = 'cancelled' then now() end,
+                        holds_to_cancel = $2 = 'cancelled' and hold_seconds is not null
                  where id = $1",
             )
             .bind(id)
