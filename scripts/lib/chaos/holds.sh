@@ -20,6 +20,7 @@ nothing_due() {
 }
 
 nothing_pending() { (($(pending_reservations) == 0)); }
+holds_cancelled_by_the_sweep() { (($(sale_orders "status = 'cancelled'") > 0)); }
 # nothing_awaiting_or_owed: no hold of the sale awaits payment, and no ended
 # one's units are still owed to Redis.
 nothing_awaiting_or_owed() {
@@ -244,8 +245,8 @@ scenario_hold_storm() {
 # cancel-holds: CHAOS_CANCEL_HOLDERS (25,000) shoppers each hold the unit
 # they bought (for CHAOS_CANCEL_HOLD_SECS, 120 s: none expires here), and
 # half of them start paying. One second into the payments an operator
-# cancels the sale; worker-0 is killed -9 as the sweep starts cancelling the
-# holds, and started again. Before 2026-12-03 the cancel ended every hold in
+# cancels the sale; worker-0 is killed -9 once the sweep has begun
+# cancelling the holds, and started again. Before 2026-12-03 the cancel ended every hold in
 # its own transaction, past the 1 s bound at this many holds: 503 on every
 # retry, a sale that could not be cancelled. Now the cancel changes only the
 # sale, payments arriving after it are refunded, and the sweep ends the
@@ -269,7 +270,9 @@ scenario_cancel_holds() {
   cancel_status=$(admin_patch '{"action":"cancel"}')
   cancelled_at=$(now_ms)
   fault "the sale cancelled with $holders holds awaiting payment, 1 s into $(wc -l <"$DIR/payments.txt") payments: answered $cancel_status in $((cancelled_at - cancel_started)) ms"
-  sleep 0.3
+  # Killed once the sweep has begun on the holds (a first run killed it
+  # 0.3 s after the cancel, before any sweep: 0 cancelled by then).
+  wait_for 10 holds_cancelled_by_the_sweep || log "[cancel-holds] no hold cancelled 10 s after the cancel"
   kill -9 "$(pid_of "$RUN_DIR/worker-0.pid")" 2>/dev/null || true
   killed_at=$(now_ms)
   cancelled_when_killed=$(sale_orders "status = 'cancelled'")
