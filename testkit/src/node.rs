@@ -82,4 +82,27 @@ impl ApiNode {
     pub fn token(&self, user_id: Uuid, role: Role) -> String {
         self.tokens.issue(user_id, role, 600).token
     }
+
+    /// `PATCH /api/admin/flash-sales/{id}` of the harness's sale, as its
+    /// operator: an action (`{"action": "cancel"}`) or added stock.
+    pub async fn change_sale(
+        &self,
+        harness: &Harness,
+        change: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let admin = self.token(harness.admin.actor_id, Role::Admin);
+        let reply = self
+            .client
+            .patch(format!(
+                "{}/api/admin/flash-sales/{}",
+                self.base, harness.sale.id
+            ))
+            .bearer_auth(admin)
+            .json(&change)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status();
+        (status, reply.json().await.unwrap_or_default())
+    }
 }

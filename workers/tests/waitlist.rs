@@ -53,13 +53,6 @@ async fn offer_of(shop: &Shop, token: &str) -> Value {
     panic!("no offer came: {last}");
 }
 
-async fn admin_patch(shop: &Shop, body: Value) {
-    let admin = shop.node.token(shop.harness.admin.actor_id, Role::Admin);
-    let path = format!("/api/admin/flash-sales/{}", shop.harness.sale.id);
-    let (status, sale) = shop.request(Method::PATCH, &path, &admin, Some(body)).await;
-    assert_eq!(status, StatusCode::OK, "{sale}");
-}
-
 async fn assert_invariants(shop: &Shop) -> Value {
     let invariants = shop.invariants().await;
     assert_eq!(invariants["passed"], true, "{invariants:#}");
@@ -273,7 +266,7 @@ async fn an_ended_sale_makes_no_offers(pg: PgPool) {
     let (_, waiter) = shop.shopper().await;
     let held = shop.order_of(&buyer, &shop.buy(&buyer).await).await;
     assert_eq!(join(&shop, &waiter).await.0, StatusCode::CREATED);
-    admin_patch(&shop, json!({"action": "end"})).await;
+    shop.change_sale(json!({"action": "end"})).await;
 
     eventually(Duration::from_secs(10), "the hold expires", || async {
         shop.order(&buyer, held["id"].as_str().unwrap()).await.1["status"] == "expired"
@@ -421,24 +414,8 @@ async fn a_purchase_accepted_before_an_offer_to_the_same_shopper_is_kept(pg: PgP
     .await
     .unwrap();
     let node = ApiNode::start(&harness, &["--hold-min-secs=1"]).await;
-    let admin = node.token(harness.admin.actor_id, Role::Admin);
-    let reply = node
-        .client
-        .patch(format!(
-            "{}/api/admin/flash-sales/{}",
-            node.base, harness.sale.id
-        ))
-        .bearer_auth(&admin)
-        .json(&json!({ "add_stock": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        reply.status(),
-        StatusCode::OK,
-        "{}",
-        reply.text().await.unwrap()
-    );
+    let (status, sale) = node.change_sale(&harness, json!({ "add_stock": 1 })).await;
+    assert_eq!(status, StatusCode::OK, "{sale}");
     let purchase = harness.reserve(&[waiter]).await;
     assert_eq!(purchase.len(), 1, "the waiter's purchase is accepted");
 
@@ -562,7 +539,7 @@ async fn cancelling_the_sale_mid_offer_cancels_the_offer_and_offers_nothing_more
         .execute(&shop.harness.pg)
         .await
         .unwrap();
-    admin_patch(&shop, json!({"action": "cancel"})).await;
+    shop.change_sale(json!({"action": "cancel"})).await;
 
     assert_eq!(
         shop.pay("evt_offer_after_cancel", &offer).await.1["outcome"],

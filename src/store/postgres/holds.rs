@@ -1,7 +1,7 @@
 //! Checkout holds in PostgreSQL: ending them (the sweep's expiry and its
-//! cancel of a cancelled sale's holds, the shopper's cancel), offering their units to the sale's waitlist in the
-//! same transaction (`waitlist.rs`), and the Redis work each end leaves
-//! owed.
+//! cancel of a cancelled sale's holds, the shopper's cancel), offering
+//! their units to the sale's waitlist in the same transaction
+//! (`waitlist.rs`), and the Redis work each end leaves owed.
 //!
 //! An awaiting order counts in its sale's `confirmed_quantity`, its
 //! product's sold units and its buyer's `sale_buyers` units, exactly like

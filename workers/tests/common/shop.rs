@@ -104,6 +104,14 @@ impl Shop {
         }
     }
 
+    /// Changes the sale as its operator (`ApiNode::change_sale`), which must
+    /// succeed; returns the sale.
+    pub async fn change_sale(&self, change: Value) -> Value {
+        let (status, sale) = self.node.change_sale(&self.harness, change).await;
+        assert_eq!(status, StatusCode::OK, "{sale}");
+        sale
+    }
+
     pub async fn order(&self, token: &str, order_id: &str) -> (StatusCode, Value) {
         let path = format!("/api/orders/{order_id}");
         self.request(reqwest::Method::GET, &path, token, None).await
