@@ -777,6 +777,57 @@ async fn a_cancelled_sales_hold_is_refused_payment_until_the_sweep_cancels_it(pg
     assert_eq!(invariants["holds_cancelled"], 2);
 }
 
+/// The red-team reading's race: a payment waits for its order's lock (held
+/// here as another delivery or a sweep batch would), and the sale is
+/// cancelled during that wait. The payment's first read of the sale is from
+/// before the wait; it must still not pay.
+#[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
+async fn a_payment_that_waited_on_its_order_while_the_sale_was_cancelled_is_refunded(pg: PgPool) {
+    let harness = Harness::with_hold(WORKER, pg, 1, 1, Some(600)).await;
+    let users = harness.users(1).await;
+    hold_with_a_stopped_worker(&harness, &users).await;
+    let node = ApiNode::start(
+        &harness,
+        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
+    )
+    .await;
+    let provider = FakeProvider::new(&node.base, SECRET);
+    let order: Uuid = sqlx::query_scalar("select id from orders where user_id = $1")
+        .bind(users[0])
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+
+    let mut holding = harness.pg.begin().await.unwrap();
+    sqlx::query("select id from orders where id = $1 for update")
+        .bind(order)
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let (paid, ()) = tokio::join!(
+        provider.pay("evt_waited_through_a_cancel", order, 4_999, "EUR"),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (status, sale) = node
+                .change_sale(&harness, json!({"action": "cancel"}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{sale}");
+            holding.commit().await.unwrap();
+        }
+    );
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    assert_eq!(paid.body["outcome"], "refund_required", "{}", paid.body);
+    let status: String = sqlx::query_scalar("select status from orders where id = $1")
+        .bind(order)
+        .fetch_one(&harness.pg)
+        .await
+        .unwrap();
+    assert_eq!(
+        status, "awaiting_payment",
+        "not paid; the sweep's to cancel"
+    );
+}
+
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn the_shoppers_stream_tells_how_each_hold_ended(pg: PgPool) {
     let shop = Shop::open(pg, 3, 60).await;

@@ -42,6 +42,7 @@ struct LockedOrder {
     unit_price: Money,
     quantity: i32,
     currency: Currency,
+    sale_cancelled: bool,
 }
 
 impl Db {
@@ -89,7 +90,7 @@ impl Db {
             }
             let locked: Option<LockedOrder> = sqlx::query_as(
                 "select o.reservation_id, o.flash_sale_id, o.user_id, o.status, o.pay_by,
-                        o.unit_price, o.quantity, p.currency
+                        o.unit_price, o.quantity, p.currency, s.state = 'cancelled' as sale_cancelled
                  from orders o
                  join flash_sales s on s.id = o.flash_sale_id
                  join products p on p.id = s.product_id
@@ -99,40 +100,36 @@ impl Db {
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await?;
-            // The sale's state, read once the order is locked and in a
-            // statement of its own (a fresh snapshot): the lock wait (another
-            // delivery, a sweep) is not a window in which a cancel goes
-            // unseen. A cancel that commits after this read is ordered after
-            // this payment (it changes only the sale; the sweep then finds
-            // the order paid and leaves it).
-            let sale_cancelled = match &locked {
-                Some(order) => {
-                    sqlx::query_scalar::<_, bool>(
-                        "select state = 'cancelled' from flash_sales where id = $1",
-                    )
-                    .bind(order.flash_sale_id)
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
-                None => false,
-            };
             let payable = locked.as_ref().map(|order| PayableOrder {
                 status: order.status,
                 pay_by: order.pay_by,
                 unit_price: order.unit_price,
                 quantity: i64::from(order.quantity),
                 currency: order.currency.clone(),
-                sale_cancelled,
+                sale_cancelled: order.sale_cancelled,
             });
-            let outcome = decide_payment(payable.as_ref(), payment, received_at);
+            let mut outcome = decide_payment(payable.as_ref(), payment, received_at);
             if outcome == PaymentOutcome::Paid {
-                sqlx::query(
-                    "update orders set status = 'paid', ended_at = now(), updated_at = now()
-                     where id = $1 and status = 'awaiting_payment'",
+                // The sale's state above is the snapshot from before any wait
+                // for the order's lock (another delivery, a sweep), and a
+                // cancel may have committed during that wait: the update, a
+                // statement of its own, reads the state afresh and pays only
+                // a sale not cancelled (the order is locked awaiting payment,
+                // so that is the only way it updates nothing). A cancel that
+                // commits after it is ordered after this payment (it changes
+                // only the sale; the sweep then finds the order paid).
+                let paid = sqlx::query(
+                    "update orders o set status = 'paid', ended_at = now(), updated_at = now()
+                     where o.id = $1 and o.status = 'awaiting_payment'
+                       and not exists (select 1 from flash_sales s
+                                       where s.id = o.flash_sale_id and s.state = 'cancelled')",
                 )
                 .bind(order_id)
                 .execute(&mut *tx)
                 .await?;
+                if paid.rows_affected() == 0 {
+                    outcome = PaymentOutcome::RefundRequired;
+                }
             }
             sqlx::query("update payment_events set outcome = $2 where event_id = $1")
                 .bind(event_id)
