@@ -2,10 +2,11 @@
 //! prefix: the worker's tests drive it over HTTP while the worker runs as a
 //! process.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 use flashsale::{auth::LocalTokens, config::ApiSettings, domain::Role, server};
+use tokio::{net::TcpListener, sync::oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
@@ -15,6 +16,31 @@ use crate::{
 };
 
 const JWT_SECRET: &str = "worker-test-secret-at-least-32-bytes-long";
+
+/// Serves a node until `stop` on a runtime of its own, as the binary does
+/// (two worker threads), and answers the address it listens on. On the
+/// test's one thread, a node would share every poll with the test's own
+/// clients: a burst of a thousand requests then slows each of the node's
+/// PostgreSQL round trips by the whole burst, and its transactions run past
+/// the 1 s bound on every retry.
+async fn serve_on_its_own_runtime(settings: ApiSettings, stop: CancellationToken) -> SocketAddr {
+    let (listening, address) = oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the node");
+        runtime.block_on(async move {
+            let state = server::build_state(&settings).expect("the node's state");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let operator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let _ = listening.send(listener.local_addr().unwrap());
+            server::serve(&settings, state, listener, operator_listener, stop).await
+        })
+    });
+    address.await.expect("the node listens")
+}
 
 /// An API node's settings, read the way the binary reads them.
 #[derive(Parser)]
@@ -46,16 +72,9 @@ impl ApiNode {
         ];
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let settings = ApiArgs::parse_from(args).settings;
-        let state = server::build_state(&settings).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let serving = stop.clone();
-        let node_settings = settings.clone();
-        tokio::spawn(async move {
-            server::serve(&node_settings, state, listener, operator_listener, serving).await
-        });
+        let address = serve_on_its_own_runtime(settings.clone(), stop.clone()).await;
+        let base = format!("http://{address}");
         let local = &settings.auth.local;
         let tokens = LocalTokens::new(
             local.jwt_secret.as_ref().unwrap(),

@@ -2,8 +2,11 @@
 //! does (Standard Webhooks, with the engine's own signer) and delivers them
 //! to an API node's `POST /api/payments/webhook`.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use flashsale::payments::WebhookSecret;
+use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -96,5 +99,35 @@ impl FakeProvider {
     pub async fn pay(&self, event_id: &str, order_id: Uuid, amount: i64, currency: &str) -> Answer {
         let delivery = self.signed(event_id, Self::payment_body(order_id, amount, currency));
         self.send(&delivery).await
+    }
+
+    /// Pays as [`Self::pay`], and delivers the same event again after each
+    /// 503 the way real providers do: later and later (from 250 ms,
+    /// doubling to 4 s, each wait jittered down by up to half), for up to
+    /// `patience`. Retrying a burst at a fixed short interval would keep
+    /// the node as busy with the retries as with the burst, and a node
+    /// sharing a test's one thread with a thousand such providers never
+    /// catches up.
+    pub async fn pay_until_answered(
+        &self,
+        event_id: &str,
+        order_id: Uuid,
+        amount: i64,
+        currency: &str,
+        patience: Duration,
+    ) -> Answer {
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(250);
+        loop {
+            let answer = self.pay(event_id, order_id, amount, currency).await;
+            if answer.status != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || started.elapsed() >= patience
+            {
+                return answer;
+            }
+            let jitter = f64::from(OsRng.next_u32()) / f64::from(u32::MAX) / 2.0;
+            tokio::time::sleep(wait.mul_f64(1.0 - jitter)).await;
+            wait = (wait * 2).min(Duration::from_secs(4));
+        }
     }
 }
