@@ -1,5 +1,6 @@
 //! The domain error enum: what can go wrong for business reasons, not I/O.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{OrderStatus, SaleAction, SaleState};
@@ -76,4 +77,7 @@ pub enum DomainError {
 
     #[error("you are not on this sale's waitlist (never joined, left, or offered a unit already)")]
     NotOnWaitlist,
+
+    #[error("ends_at must be in the future: the window asked for ended at {ends_at}")]
+    SaleWindowOver { ends_at: DateTime<Utc> },
 }

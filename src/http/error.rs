@@ -253,6 +253,7 @@ impl From<DomainError> for ApiError {
             DomainError::UnitsOnSale { .. } => ErrorCode::UnitsOnSale,
             DomainError::HoldAwaitingPayment => ErrorCode::HoldAwaitingPayment,
             DomainError::NotOnWaitlist => ErrorCode::NotOnWaitlist,
+            DomainError::SaleWindowOver { .. } => ErrorCode::ValidationFailed,
         };
         Self::new(code, error.to_string())
     }

@@ -45,6 +45,10 @@ impl Db {
                     .await?
                     .ok_or(DomainError::SaleNotFound(id))?);
             }
+            let ends_at = new.window.ends_at();
+            if ends_at <= now {
+                return Err(DomainError::SaleWindowOver { ends_at }.into());
+            }
             let free = free_stock(&mut tx, new.product_id)
                 .await?
                 .ok_or(DomainError::ProductNotFound(new.product_id))?;
