@@ -2,10 +2,15 @@
 //! prefix: the worker's tests drive it over HTTP while the worker runs as a
 //! process.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
 use clap::Parser;
-use flashsale::{auth::LocalTokens, config::ApiSettings, domain::Role, server};
+use flashsale::{
+    auth::LocalTokens,
+    config::{ApiSettings, RuntimeSettings},
+    domain::Role,
+    server,
+};
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
@@ -17,29 +22,50 @@ use crate::{
 
 const JWT_SECRET: &str = "worker-test-secret-at-least-32-bytes-long";
 
-/// Serves a node until `stop` on a runtime of its own, as the binary does
-/// (two worker threads), and answers the address it listens on. On the
-/// test's one thread, a node would share every poll with the test's own
-/// clients: a burst of a thousand requests then slows each of the node's
-/// PostgreSQL round trips by the whole burst, and its transactions run past
-/// the 1 s bound on every retry.
+/// Threads of a node's runtime: the machine's two cores, which the node
+/// shares with the test's own thread, the worker process and PostgreSQL.
+const NODE_THREADS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
+
+/// Serves a node until `stop` on a runtime of its own, built as the
+/// binary builds it, and answers the address it listens on. On the test's
+/// one thread, a node shared every poll with the test's own clients: a
+/// burst of a thousand payments slowed each of its PostgreSQL round trips
+/// by the whole burst, so its transactions ran past the 1 s bound and its
+/// pool never refilled (a CI run: 656 payments still 503 after a minute).
 async fn serve_on_its_own_runtime(settings: ApiSettings, stop: CancellationToken) -> SocketAddr {
     let (listening, address) = oneshot::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
+    std::thread::Builder::new()
+        .name("api-node".to_owned())
+        .spawn(move || {
+            let runtime = RuntimeSettings {
+                runtime_threads: Some(NODE_THREADS),
+            }
             .build()
             .expect("a runtime for the node");
-        runtime.block_on(async move {
-            let state = server::build_state(&settings).expect("the node's state");
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let operator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let _ = listening.send(listener.local_addr().unwrap());
-            server::serve(&settings, state, listener, operator_listener, stop).await
+            runtime.block_on(async move {
+                let state = match server::build_state(&settings) {
+                    Ok(state) => state,
+                    Err(error) => {
+                        let _ = listening.send(Err(format!("{error:#}")));
+                        return;
+                    }
+                };
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let operator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let _ = listening.send(Ok(listener.local_addr().unwrap()));
+                if let Err(error) =
+                    server::serve(&settings, state, listener, operator_listener, stop).await
+                {
+                    eprintln!("the test's API node stopped: {error:#}");
+                }
+            })
         })
-    });
-    address.await.expect("the node listens")
+        .expect("a thread for the node");
+    match address.await {
+        Ok(Ok(address)) => address,
+        Ok(Err(error)) => panic!("the node did not start: {error}"),
+        Err(_) => panic!("the node's thread ended before it listened (see its panic above)"),
+    }
 }
 
 /// An API node's settings, read the way the binary reads them.
@@ -69,11 +95,17 @@ impl ApiNode {
             format!("--redis-prefix={}", harness.prefix),
             "--auth-mode=dev".to_owned(),
             format!("--jwt-secret={JWT_SECRET}"),
+            // Stopped with its test: its connections go before the test's
+            // database is dropped.
+            "--shutdown-grace-secs=1".to_owned(),
         ];
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let settings = ApiArgs::parse_from(args).settings;
+        // Guarded before anything can fail: a start that panics (not ready
+        // in time) stops its node instead of leaving it serving.
         let stop = CancellationToken::new();
-        let address = serve_on_its_own_runtime(settings.clone(), stop.clone()).await;
+        let guard = stop.clone().drop_guard();
+        let address = serve_on_its_own_runtime(settings.clone(), stop).await;
         let base = format!("http://{address}");
         let local = &settings.auth.local;
         let tokens = LocalTokens::new(
@@ -93,7 +125,7 @@ impl ApiNode {
             base,
             client,
             tokens,
-            _stop: stop.drop_guard(),
+            _stop: guard,
         }
     }
 

@@ -103,11 +103,10 @@ impl FakeProvider {
 
     /// Pays as [`Self::pay`], and delivers the same event again after each
     /// 503 the way real providers do: later and later (from 250 ms,
-    /// doubling to 4 s, each wait jittered down by up to half), for up to
-    /// `patience`. Retrying a burst at a fixed short interval would keep
-    /// the node as busy with the retries as with the burst, and a node
-    /// sharing a test's one thread with a thousand such providers never
-    /// catches up.
+    /// doubling to 4 s, each wait jittered down by up to half; like most
+    /// providers, it does not read `Retry-After`), until `patience` has
+    /// passed. Retries of a burst at one fixed short interval would arrive
+    /// in lockstep, as a burst again.
     pub async fn pay_until_answered(
         &self,
         event_id: &str,
@@ -116,17 +115,16 @@ impl FakeProvider {
         currency: &str,
         patience: Duration,
     ) -> Answer {
-        let started = tokio::time::Instant::now();
+        let give_up_at = tokio::time::Instant::now() + patience;
         let mut wait = Duration::from_millis(250);
         loop {
             let answer = self.pay(event_id, order_id, amount, currency).await;
-            if answer.status != reqwest::StatusCode::SERVICE_UNAVAILABLE
-                || started.elapsed() >= patience
-            {
+            let left = give_up_at.saturating_duration_since(tokio::time::Instant::now());
+            if answer.status != reqwest::StatusCode::SERVICE_UNAVAILABLE || left.is_zero() {
                 return answer;
             }
             let jitter = f64::from(OsRng.next_u32()) / f64::from(u32::MAX) / 2.0;
-            tokio::time::sleep(wait.mul_f64(1.0 - jitter)).await;
+            tokio::time::sleep(wait.mul_f64(1.0 - jitter).min(left)).await;
             wait = (wait * 2).min(Duration::from_secs(4));
         }
     }
