@@ -78,6 +78,18 @@ pub enum DomainError {
     #[error("you are not on this sale's waitlist (never joined, left, or offered a unit already)")]
     NotOnWaitlist,
 
-    #[error("ends_at must be in the future: the window asked for ended at {ends_at}")]
-    SaleWindowOver { ends_at: DateTime<Utc> },
+    #[error(
+        "ends_at must be in the future: {} is not after the server's time {}; to read a sale created before, send its creation again with its Idempotency-Key",
+        rfc3339(ends_at),
+        rfc3339(now)
+    )]
+    SaleWindowOver {
+        ends_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+}
+
+/// A time as the API writes it (RFC 3339, UTC, to the millisecond).
+fn rfc3339(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -151,6 +151,18 @@ impl SaleWindow {
         Ok(next)
     }
 
+    /// A new sale may be created for this window only while it has not
+    /// ended: one already over would sell nothing.
+    pub fn may_open(&self, now: DateTime<Utc>) -> Result<(), DomainError> {
+        if self.ends_at <= now {
+            return Err(DomainError::SaleWindowOver {
+                ends_at: self.ends_at,
+                now,
+            });
+        }
+        Ok(())
+    }
+
     /// Stock can be added while the sale can still sell.
     pub fn can_add_stock(&self, stored: SaleState, now: DateTime<Utc>) -> Result<(), DomainError> {
         let state = self.effective_state(stored, now);
@@ -177,6 +189,28 @@ mod tests {
 
     fn window_around(now: DateTime<Utc>) -> SaleWindow {
         SaleWindow::new(now - Duration::minutes(5), now + Duration::minutes(5)).unwrap()
+    }
+
+    #[test]
+    fn a_sale_opens_for_a_window_until_it_ends() {
+        let now = Utc::now();
+        let window = window_around(now);
+        assert!(window.may_open(now - Duration::minutes(10)).is_ok());
+        assert!(window.may_open(now).is_ok());
+        assert!(
+            window
+                .may_open(window.ends_at() - Duration::milliseconds(1))
+                .is_ok()
+        );
+        for late in [window.ends_at(), window.ends_at() + Duration::hours(1)] {
+            assert_eq!(
+                window.may_open(late),
+                Err(DomainError::SaleWindowOver {
+                    ends_at: window.ends_at(),
+                    now: late
+                })
+            );
+        }
     }
 
     #[test]
