@@ -110,6 +110,12 @@ async fn the_health_report_names_the_dependency_that_is_down(pg: PgPool) {
 async fn metrics_count_requests_by_route_and_status(pg: PgPool) {
     let app = spawn_app(pg).await;
     app.get("/api/health/live", None).await;
+    // A path no route serves counts too, under one label whatever the path
+    // (a scan of a thousand paths must show, and must not make a thousand
+    // series).
+    app.get("/api/no-such-endpoint", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
     let response = app
         .client
         .get(format!("{}/metrics", app.operator_base))
@@ -124,6 +130,17 @@ async fn metrics_count_requests_by_route_and_status(pg: PgPool) {
                 && line.contains("route=\"/api/health/live\"")
                 && line.contains("status=\"200\"")),
         "no request counter for /api/health/live in:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("http_requests_total")
+                && line.contains("route=\"unmatched\"")
+                && line.contains("status=\"404\"")),
+        "no request counter for unmatched paths in:\n{text}"
+    );
+    assert!(
+        !text.contains("no-such-endpoint"),
+        "a raw path became a label"
     );
     assert!(
         text.contains("http_request_duration_seconds_bucket"),

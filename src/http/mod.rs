@@ -17,6 +17,7 @@ mod state;
 use axum::{
     Router,
     extract::DefaultBodyLimit,
+    handler::Handler,
     http::{HeaderName, StatusCode},
 };
 use tower::ServiceBuilder;
@@ -61,6 +62,11 @@ pub fn openapi(mode: AuthMode) -> utoipa::openapi::OpenApi {
     documented_routes(mode).into_openapi()
 }
 
+/// What a path no route serves answers.
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint; see /api/docs")
+}
+
 /// The public application with its middleware.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let (routes, openapi) = documented_routes(state.auth.mode()).split_for_parts();
@@ -68,11 +74,11 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .merge(routes)
         .merge(routes::pages::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
-        .fallback(|| async {
-            ApiError::new(ErrorCode::NotFound, "no such endpoint; see /api/docs")
-        })
         // Per-route metrics need the matched route, so this layer sits on the
-        // routes (inside routing) rather than in the stack above.
+        // routes (inside routing) rather than in the stack above; the
+        // fallback carries it too, so paths no route serves are counted
+        // (as `unmatched`).
+        .fallback(not_found.layer(request_metrics::RequestMetricsLayer::new(state.clone())))
         .route_layer(request_metrics::RequestMetricsLayer::new(state.clone()))
         .with_state(state);
     with_middleware(app, settings)
