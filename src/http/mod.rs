@@ -70,6 +70,7 @@ async fn not_found() -> ApiError {
 /// The public application with its middleware.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let (routes, openapi) = documented_routes(state.auth.mode()).split_for_parts();
+    let request_metrics = request_metrics::RequestMetricsLayer::new(state.clone());
     let app = Router::new()
         .merge(routes)
         .merge(routes::pages::router())
@@ -78,8 +79,8 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         // routes (inside routing) rather than in the stack above; the
         // fallback carries it too, so paths no route serves are counted
         // (as `unmatched`).
-        .fallback(not_found.layer(request_metrics::RequestMetricsLayer::new(state.clone())))
-        .route_layer(request_metrics::RequestMetricsLayer::new(state.clone()))
+        .fallback(not_found.layer(request_metrics.clone()))
+        .route_layer(request_metrics)
         .with_state(state);
     with_middleware(app, settings)
 }

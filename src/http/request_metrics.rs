@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
+    sync::LazyLock,
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -27,10 +28,10 @@ const PURCHASE_ROUTE: &str = "/api/purchase/attempt";
 /// The label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
 
-/// Records each routed request's count and latency per route, method and
-/// status ([`RouteMetrics`]), and the purchase endpoint's latency for the
+/// Records each request's count and latency per route, method and status
+/// ([`RouteMetrics`]), and the purchase endpoint's latency for the
 /// operators' stats. A tower layer on the routes (the matched route is
-/// known only there) written by hand for the reason `response_shape` is:
+/// known only there) and on the fallback (`unmatched`), written by hand for the reason `response_shape` is:
 /// axum's `from_fn_with_state` boxes the inner service and the future on
 /// every request.
 #[derive(Clone)]
@@ -152,8 +153,35 @@ impl MethodMetrics {
     }
 }
 
+/// The label of methods HTTP does not define: hyper passes any token as a
+/// method, and one series per invented method would let a scan grow
+/// `/metrics` (and this map) without bound.
+static OTHER_METHOD: LazyLock<Method> =
+    LazyLock::new(|| Method::from_bytes(b"OTHER").expect("a method token"));
+
+/// The method as labelled: itself if HTTP defines it, else `OTHER`.
+fn method_label(method: &Method) -> &Method {
+    const DEFINED: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if DEFINED.contains(method) {
+        method
+    } else {
+        &OTHER_METHOD
+    }
+}
+
 impl RouteMetrics {
     fn record(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
         {
             let routes = self.routes.read();
             let known = routes
@@ -221,5 +249,30 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn methods_http_does_not_define_share_one_label() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let metrics = RouteMetrics::default();
+        metrics::with_local_recorder(&recorder, || {
+            for invented in ["SCAN1", "SCAN2", "SCAN3"] {
+                let method = Method::from_bytes(invented.as_bytes()).unwrap();
+                metrics.record(&method, UNMATCHED, 404, 0.001);
+            }
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(
+                r#"http_requests_total{method="OTHER",route="unmatched",status="404"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("SCAN"),
+            "an invented method became a label:\n{text}"
+        );
+        assert_eq!(metrics.routes.read()[UNMATCHED].len(), 1, "one entry kept");
     }
 }

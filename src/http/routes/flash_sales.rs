@@ -39,7 +39,8 @@ pub struct CreateFlashSaleRequest {
     pub price: i64,
     /// RFC 3339, e.g. `2026-11-22T10:00:00Z`.
     pub starts_at: DateTime<Utc>,
-    /// RFC 3339; after `starts_at` and in the future.
+    /// RFC 3339; after `starts_at` and in the future (a keyed retry of a
+    /// creation already made is answered even after).
     pub ends_at: DateTime<Utc>,
     /// Units one shopper may buy in this sale (default 1).
     #[validate(range(min = 1, max = MAX_PER_USER_LIMIT, message = "must be 1 to 1000"))]
@@ -65,9 +66,10 @@ pub struct CreateFlashSaleRequest {
 /// Longest checkout hold a sale may give.
 const MAX_HOLD_SECONDS: i32 = 3600;
 
-/// That `ends_at` is still ahead is judged by the store, after a retry's
-/// `Idempotency-Key` is looked up: a sale created before its answer was
-/// lost is answered again after it ended.
+/// That `ends_at` is still ahead is the domain's rule
+/// (`SaleWindow::may_open`), applied in the store's transaction after a
+/// retry's `Idempotency-Key` is looked up: a sale created before its
+/// answer was lost is answered again after it ended.
 fn window_is_valid(request: &CreateFlashSaleRequest) -> Result<(), ValidationError> {
     if request.ends_at <= request.starts_at {
         return Err(
