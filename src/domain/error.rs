@@ -89,7 +89,8 @@ pub enum DomainError {
     },
 }
 
-/// A time as the API writes it (RFC 3339, UTC, to the millisecond).
+/// A time as the API's JSON writes it (RFC 3339, UTC, with the fraction
+/// it has).
 fn rfc3339(time: &DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }

@@ -22,8 +22,10 @@ use crate::{
 
 const JWT_SECRET: &str = "worker-test-secret-at-least-32-bytes-long";
 
-/// Threads of a node's runtime: the machine's two cores, which the node
-/// shares with the test's own thread, the worker process and PostgreSQL.
+/// Threads of a node's runtime: two, like the cores of the machines the
+/// suite runs on (CI's included), rather than one per core of whatever
+/// machine, so a node's share does not change with the host. The test's
+/// thread, the worker process and PostgreSQL share the same cores.
 const NODE_THREADS: NonZeroUsize = NonZeroUsize::new(2).unwrap();
 
 /// Serves a node until `stop` on a runtime of its own, built as the
@@ -95,8 +97,9 @@ impl ApiNode {
             format!("--redis-prefix={}", harness.prefix),
             "--auth-mode=dev".to_owned(),
             format!("--jwt-secret={JWT_SECRET}"),
-            // Stopped with its test: its connections go before the test's
-            // database is dropped.
+            // Stopped soon after its test: dropping the test's database waits
+            // up to 5 s for the node's sessions to end (later, the database
+            // is left behind, with a warning).
             "--shutdown-grace-secs=1".to_owned(),
         ];
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));

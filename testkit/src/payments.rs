@@ -103,10 +103,10 @@ impl FakeProvider {
 
     /// Pays as [`Self::pay`], and delivers the same event again after each
     /// 503 the way real providers do: later and later (from 250 ms,
-    /// doubling to 4 s, each wait jittered down by up to half; like most
-    /// providers, it does not read `Retry-After`), until `patience` has
-    /// passed. Retries of a burst at one fixed short interval would arrive
-    /// in lockstep, as a burst again.
+    /// doubling to 4 s, each wait jittered down by up to half), until
+    /// `patience` has passed. It does not read `Retry-After`: a burst's
+    /// retries spread by the backoff alone (retries at one fixed short
+    /// interval would arrive in lockstep, as a burst again).
     pub async fn pay_until_answered(
         &self,
         event_id: &str,

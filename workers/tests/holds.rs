@@ -954,9 +954,10 @@ async fn holds_expire_when_one_batch_outlasts_the_bound_and_postgres_drops_what_
     let give_up = Instant::now() + Duration::from_secs(40);
     let (mut longest_statement, mut longest_query) = (0.0_f64, String::new());
     loop {
-        // The longest statement the worker's sessions are running now (not
-        // PostgreSQL's own: a CI run failed on autovacuum's 7.5 s
-        // `VACUUM ANALYZE orders`, which no bound of the worker's covers).
+        // The longest statement a client session (the worker's, or this
+        // test's pool) is running now; not PostgreSQL's own (a CI run
+        // failed on autovacuum's 7.5 s `VACUUM ANALYZE orders`, which no
+        // bound of the worker's covers).
         let (expired, running, query): (i64, f64, String) = sqlx::query_as(
             "select (select count(*) from orders
                      where flash_sale_id = $1 and status = 'expired'),
