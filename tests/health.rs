@@ -124,18 +124,19 @@ async fn metrics_count_requests_by_route_and_status(pg: PgPool) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
+    let counted = |route: &str, status: u16| {
+        text.lines().any(|line| {
+            line.starts_with("http_requests_total")
+                && line.contains(&format!("route=\"{route}\""))
+                && line.contains(&format!("status=\"{status}\""))
+        })
+    };
     assert!(
-        text.lines()
-            .any(|line| line.starts_with("http_requests_total")
-                && line.contains("route=\"/api/health/live\"")
-                && line.contains("status=\"200\"")),
+        counted("/api/health/live", 200),
         "no request counter for /api/health/live in:\n{text}"
     );
     assert!(
-        text.lines()
-            .any(|line| line.starts_with("http_requests_total")
-                && line.contains("route=\"unmatched\"")
-                && line.contains("status=\"404\"")),
+        counted("unmatched", 404),
         "no request counter for unmatched paths in:\n{text}"
     );
     assert!(

@@ -125,8 +125,9 @@ impl ApiError {
         )
     }
 
-    /// The error for a non-JSON error response made outside our handlers.
-    fn for_status(status: StatusCode) -> Self {
+    /// The error for a status alone: a non-JSON error response made outside
+    /// our handlers, and the router's fallback (404).
+    pub(super) fn for_status(status: StatusCode) -> Self {
         match status {
             StatusCode::NOT_FOUND => {
                 Self::new(ErrorCode::NotFound, "no such endpoint; see /api/docs")

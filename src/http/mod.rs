@@ -64,7 +64,7 @@ pub fn openapi(mode: AuthMode) -> utoipa::openapi::OpenApi {
 
 /// What a path no route serves answers.
 async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such endpoint; see /api/docs")
+    ApiError::for_status(StatusCode::NOT_FOUND)
 }
 
 /// The public application with its middleware.

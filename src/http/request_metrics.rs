@@ -31,9 +31,9 @@ const UNMATCHED: &str = "unmatched";
 /// Records each request's count and latency per route, method and status
 /// ([`RouteMetrics`]), and the purchase endpoint's latency for the
 /// operators' stats. A tower layer on the routes (the matched route is
-/// known only there) and on the fallback (`unmatched`), written by hand for the reason `response_shape` is:
-/// axum's `from_fn_with_state` boxes the inner service and the future on
-/// every request.
+/// known only there) and on the fallback (`unmatched`), written by hand
+/// for the reason `response_shape` is: axum's `from_fn_with_state` boxes
+/// the inner service and the future on every request.
 #[derive(Clone)]
 pub struct RequestMetricsLayer {
     state: AppState,

@@ -22,6 +22,16 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// A node taking the provider's signed payments, for sales with holds as
+/// short as the tests' (1 s).
+async fn paying_node(harness: &Harness) -> ApiNode {
+    ApiNode::start(
+        harness,
+        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
+    )
+    .await
+}
+
 #[sqlx::test(migrator = "flashsale::store::postgres::MIGRATOR")]
 async fn a_paid_hold_is_sold_and_stays_sold_past_its_deadline(pg: PgPool) {
     let shop = Shop::open(pg, 5, 2).await;
@@ -298,11 +308,7 @@ async fn a_payment_of_another_amount_or_currency_is_flagged_not_taken(pg: PgPool
 async fn a_thousand_payments_at_their_exact_deadline_each_end_their_hold_once(pg: PgPool) {
     let holds = 1_000;
     let harness = Harness::with_hold(WORKER, pg, holds, 1, Some(3)).await;
-    let node = ApiNode::start(
-        &harness,
-        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
-    )
-    .await;
+    let node = paying_node(&harness).await;
     let provider = FakeProvider::new(&node.base, SECRET);
     let users = harness.users(holds as usize).await;
     let purchases = harness.reserve(&users).await;
@@ -693,11 +699,7 @@ async fn a_cancelled_sales_hold_is_refused_payment_until_the_sweep_cancels_it(pg
     let harness = Harness::with_hold(WORKER, pg, 2, 1, Some(600)).await;
     let users = harness.users(2).await;
     hold_with_a_stopped_worker(&harness, &users).await;
-    let node = ApiNode::start(
-        &harness,
-        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
-    )
-    .await;
+    let node = paying_node(&harness).await;
     let (status, sale) = node
         .change_sale(&harness, json!({"action": "cancel"}))
         .await;
@@ -783,11 +785,7 @@ async fn a_payment_that_waited_on_its_order_while_the_sale_was_cancelled_is_refu
     let harness = Harness::with_hold(WORKER, pg, 1, 1, Some(600)).await;
     let users = harness.users(1).await;
     hold_with_a_stopped_worker(&harness, &users).await;
-    let node = ApiNode::start(
-        &harness,
-        &[&format!("--webhook-secrets={SECRET}"), "--hold-min-secs=1"],
-    )
-    .await;
+    let node = paying_node(&harness).await;
     let provider = FakeProvider::new(&node.base, SECRET);
     let order: Uuid = sqlx::query_scalar("select id from orders where user_id = $1")
         .bind(users[0])
