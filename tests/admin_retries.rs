@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, spawn_app};
+use common::{TestApp, spawn_app, spawn_second_node_with};
 use flashsale::domain::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -254,6 +254,69 @@ async fn a_sale_created_with_its_key_is_answered_again_after_it_ended(pg: PgPool
         .await
         .unwrap();
     assert_eq!(sales, 1);
+}
+
+#[sqlx::test]
+async fn a_sale_created_with_its_key_is_answered_again_by_a_node_with_a_longer_minimum_hold(
+    pg: PgPool,
+) {
+    let first = spawn_app(pg).await;
+    let admin = first.admin_token().await;
+    let product = first.create_product(&admin, 100).await;
+    let mut body = TestApp::sale_body(product, 30);
+    body["hold_seconds"] = json!(60);
+    let created = first
+        .keyed(
+            Method::POST,
+            "/api/admin/flash-sales",
+            &admin,
+            "held-1",
+            body.clone(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    // The answer was lost, and the retry reaches a node whose operator has
+    // since raised FLASHSALE_HOLD_MIN_SECS above the sale's hold. The sale
+    // exists: the retry answers with it, never "hold_seconds: must be 300
+    // to 3600 seconds", which would tell the operator it was not made.
+    let stricter = spawn_second_node_with(&first, |settings| {
+        settings.payments.hold_min_secs = 300;
+    })
+    .await;
+    let retry = stricter
+        .keyed(
+            Method::POST,
+            "/api/admin/flash-sales",
+            &admin,
+            "held-1",
+            body.clone(),
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
+    assert_eq!(retry.body["id"], created.body["id"], "the same sale");
+    assert_eq!(retry.body["hold_seconds"], 60, "{}", retry.body);
+
+    // A new request with that hold is refused there, as before, and
+    // writes nothing.
+    let new = stricter
+        .keyed(
+            Method::POST,
+            "/api/admin/flash-sales",
+            &admin,
+            "held-2",
+            body,
+        )
+        .await;
+    new.assert_error(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(
+        new.body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("hold_seconds: must be 300 to 3600")),
+        "{}",
+        new.body
+    );
+    assert_eq!(first.count("flash_sales").await, 1);
 }
 
 #[sqlx::test]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::AppError;
 use crate::{
-    domain::{DomainError, SaleAction, may_buy},
+    domain::{DomainError, OpeningRules, SaleAction, may_buy},
     snapshot::{SaleSnapshot, SaleView},
     store::{
         arming::{self, SingleFlight},
@@ -66,10 +66,20 @@ impl Sales {
     }
 
     /// Creates a sale and arms it; a sale saved but not armed is reported
-    /// so (`armed: false`), and readiness arms it later.
-    pub async fn create(&self, new: &NewSale, act: &AdminAct) -> Result<SaleReport, AppError> {
+    /// so (`armed: false`), and readiness arms it later. `hold_min_secs`
+    /// is this node's shortest checkout hold.
+    pub async fn create(
+        &self,
+        new: &NewSale,
+        hold_min_secs: i32,
+        act: &AdminAct,
+    ) -> Result<SaleReport, AppError> {
+        let rules = OpeningRules {
+            now: Utc::now(),
+            hold_min_secs,
+        };
         // The store logs the change (or that it was a keyed retry).
-        let sale = self.db.create_sale(new, Utc::now(), act).await?;
+        let sale = self.db.create_sale(new, rules, act).await?;
         Ok(self.armed_after_change(sale).await)
     }
 

@@ -87,6 +87,12 @@ pub enum DomainError {
         ends_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
+
+    #[error(
+        "{field}: must be {min} to {} seconds (this deployment's FLASHSALE_HOLD_MIN_SECS is {min}); to read a sale created before, send its creation again with its Idempotency-Key",
+        super::MAX_HOLD_SECONDS
+    )]
+    HoldTooShort { field: &'static str, min: i32 },
 }
 
 /// A time as the API's JSON writes it (RFC 3339, UTC, with the fraction

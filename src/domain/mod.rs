@@ -17,5 +17,5 @@ pub use money::{Currency, Money};
 pub use order::{HoldTerms, OrderStatus, PayableOrder, Payment, PaymentOutcome, decide_payment};
 pub use quantity::Quantity;
 pub use reservation::{PurchaseStatus, ReservationStatus};
-pub use sale::{SaleAction, SaleState, SaleWindow, may_buy};
+pub use sale::{MAX_HOLD_SECONDS, OpeningRules, SaleAction, SaleState, SaleWindow, may_buy};
 pub use settlement::{Candidate, Decision, FailureReason, PriorOutcome, SaleLedger, decide};

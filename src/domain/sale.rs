@@ -173,6 +173,45 @@ impl SaleWindow {
     }
 }
 
+/// Longest checkout hold, and longest waitlist offer, a sale may give.
+pub const MAX_HOLD_SECONDS: i32 = 3600;
+
+/// What a new sale is judged against when it is made: the server's time,
+/// and the deployment's shortest checkout hold (`FLASHSALE_HOLD_MIN_SECS`).
+/// Both can have moved since a creation whose answer was lost, so they are
+/// judged after a keyed retry's lookup: the retry is answered with the
+/// sale it made.
+#[derive(Debug, Clone, Copy)]
+pub struct OpeningRules {
+    pub now: DateTime<Utc>,
+    pub hold_min_secs: i32,
+}
+
+impl OpeningRules {
+    /// Whether a new sale of `window`, with this checkout hold and
+    /// waitlist offer, may be made now.
+    pub fn admit(
+        &self,
+        window: &SaleWindow,
+        hold_seconds: Option<i32>,
+        offer_seconds: Option<i32>,
+    ) -> Result<(), DomainError> {
+        window.may_open(self.now)?;
+        for (field, seconds) in [
+            ("hold_seconds", hold_seconds),
+            ("offer_seconds", offer_seconds),
+        ] {
+            if seconds.is_some_and(|seconds| seconds < self.hold_min_secs) {
+                return Err(DomainError::HoldTooShort {
+                    field,
+                    min: self.hold_min_secs,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// May a shopper holding `held` units buy one more now? Only while the
 /// sale is active, has a unit left to reserve, and the shopper is under
 /// the per-user limit. `reserve.lua` enforces the same rule on every
@@ -189,6 +228,45 @@ mod tests {
 
     fn window_around(now: DateTime<Utc>) -> SaleWindow {
         SaleWindow::new(now - Duration::minutes(5), now + Duration::minutes(5)).unwrap()
+    }
+
+    #[test]
+    fn a_new_sale_holds_at_least_the_deployments_shortest_hold() {
+        let now = Utc::now();
+        let rules = OpeningRules {
+            now,
+            hold_min_secs: 60,
+        };
+        let window = window_around(now);
+        for (hold, offer) in [(None, None), (Some(60), None), (Some(600), Some(60))] {
+            assert_eq!(
+                rules.admit(&window, hold, offer),
+                Ok(()),
+                "{hold:?} {offer:?}"
+            );
+        }
+        assert_eq!(
+            rules.admit(&window, Some(59), None),
+            Err(DomainError::HoldTooShort {
+                field: "hold_seconds",
+                min: 60
+            })
+        );
+        assert_eq!(
+            rules.admit(&window, Some(600), Some(59)),
+            Err(DomainError::HoldTooShort {
+                field: "offer_seconds",
+                min: 60
+            })
+        );
+        let late = OpeningRules {
+            now: window.ends_at(),
+            ..rules
+        };
+        assert!(matches!(
+            late.admit(&window, Some(600), None),
+            Err(DomainError::SaleWindowOver { .. })
+        ));
     }
 
     #[test]

@@ -254,7 +254,9 @@ impl From<DomainError> for ApiError {
             DomainError::UnitsOnSale { .. } => ErrorCode::UnitsOnSale,
             DomainError::HoldAwaitingPayment => ErrorCode::HoldAwaitingPayment,
             DomainError::NotOnWaitlist => ErrorCode::NotOnWaitlist,
-            DomainError::SaleWindowOver { .. } => ErrorCode::ValidationFailed,
+            DomainError::SaleWindowOver { .. } | DomainError::HoldTooShort { .. } => {
+                ErrorCode::ValidationFailed
+            }
         };
         Self::new(code, error.to_string())
     }

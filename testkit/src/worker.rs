@@ -12,7 +12,8 @@ use std::{
 use chrono::Utc;
 use flashsale::{
     domain::{
-        Currency, Email, FailureReason, Money, Quantity, ReservationStatus, Role, SaleWindow,
+        Currency, Email, FailureReason, Money, OpeningRules, Quantity, ReservationStatus, Role,
+        SaleWindow,
     },
     jobs::{PurchaseJob, PurchaseQueue, SettlementJob},
     store::{
@@ -147,7 +148,11 @@ impl Harness {
                     hold_seconds,
                     offer_seconds: None,
                 },
-                now,
+                // The harness's holds last seconds; no deployment minimum here.
+                OpeningRules {
+                    now,
+                    hold_min_secs: 1,
+                },
                 &admin,
             )
             .await

@@ -224,6 +224,15 @@ pub fn b64url(bytes: &[u8]) -> String {
 /// and Redis prefix (reached directly, never through `first`'s proxies, so
 /// with the direct bound), its own snapshot, hub and pub/sub connection.
 pub async fn spawn_second_node(first: &TestApp) -> TestApp {
+    spawn_second_node_with(first, |_| {}).await
+}
+
+/// The same, after `adjust` changed the second node's settings (an
+/// operator who reconfigured one node of a running deployment).
+pub async fn spawn_second_node_with(
+    first: &TestApp,
+    adjust: impl FnOnce(&mut ApiSettings),
+) -> TestApp {
     spawn_node(
         first.pg.clone(),
         Route::default(),
@@ -233,6 +242,7 @@ pub async fn spawn_second_node(first: &TestApp) -> TestApp {
             *settings = first.settings.clone();
             settings.redis.redis_url = direct;
             settings.dependencies.dependency_timeout = DEPENDENCY_TIMEOUT;
+            adjust(settings);
         },
     )
     .await

@@ -9,7 +9,9 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{Harness, WORKER};
 use flashsale::{
-    domain::{DomainError, FailureReason, Money, ReservationStatus, SaleAction, SaleWindow},
+    domain::{
+        DomainError, FailureReason, Money, OpeningRules, ReservationStatus, SaleAction, SaleWindow,
+    },
     store::{
         StoreError, arming, closing,
         postgres::NewSale,
@@ -47,7 +49,11 @@ impl OperatorSteps for Harness {
                     hold_seconds: None,
                     offer_seconds: None,
                 },
-                now,
+                // The harness's holds last seconds; no deployment minimum here.
+                OpeningRules {
+                    now,
+                    hold_min_secs: 1,
+                },
                 &self.admin,
             )
             .await

@@ -12,7 +12,7 @@ use validator::{Validate, ValidationError};
 use super::products::MAX_STOCK;
 use crate::{
     app::sales::{SaleChange, SaleReport},
-    domain::{Currency, Money, SaleAction, SaleState, SaleWindow},
+    domain::{Currency, MAX_HOLD_SECONDS, Money, SaleAction, SaleState, SaleWindow},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -53,7 +53,8 @@ pub struct CreateFlashSaleRequest {
     /// from `FLASHSALE_HOLD_MIN_SECS`, default 60, to 3600). Without it an
     /// order is sold when it is written; with it the order awaits a
     /// payment webhook until `pay_by` and its units go back on sale if
-    /// none comes.
+    /// none comes. A keyed retry of a creation already made is answered
+    /// even if the minimum was raised since.
     #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
     pub hold_seconds: Option<i32>,
     /// Seconds a waitlist offer gives its shopper to pay (same bounds as
@@ -62,9 +63,6 @@ pub struct CreateFlashSaleRequest {
     #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
     pub offer_seconds: Option<i32>,
 }
-
-/// Longest checkout hold a sale may give.
-const MAX_HOLD_SECONDS: i32 = 3600;
 
 /// That `ends_at` is still ahead is the domain's rule
 /// (`SaleWindow::may_open`), applied in the store's transaction after a
@@ -174,17 +172,6 @@ async fn create_flash_sale(
     key: Option<IdempotencyKey>,
     ValidJson(request): ValidJson<CreateFlashSaleRequest>,
 ) -> Result<(StatusCode, Json<FlashSaleResponse>), ApiError> {
-    let min_hold = state.payments.hold_min_secs();
-    for (field, seconds) in [
-        ("hold_seconds", request.hold_seconds),
-        ("offer_seconds", request.offer_seconds),
-    ] {
-        if seconds.is_some_and(|seconds| seconds < min_hold) {
-            return Err(ApiError::validation(format!(
-                "{field}: must be {min_hold} to {MAX_HOLD_SECONDS} seconds"
-            )));
-        }
-    }
     if request.offer_seconds.is_some() && request.hold_seconds.is_none() {
         return Err(ApiError::validation(
             "offer_seconds: only with hold_seconds (a sale without checkout holds keeps no waitlist)",
@@ -201,7 +188,11 @@ async fn create_flash_sale(
         hold_seconds: request.hold_seconds,
         offer_seconds: request.offer_seconds,
     };
-    let report = state.sales.create(&new, &admin.act_once(key)).await?;
+    let hold_min_secs = state.payments.hold_min_secs();
+    let report = state
+        .sales
+        .create(&new, hold_min_secs, &admin.act_once(key))
+        .await?;
     Ok((StatusCode::CREATED, Json(report.into())))
 }
 

@@ -15,7 +15,7 @@ use super::{
     sales::{NewSale, SaleRow, free_stock, lock_product, lock_sale_product, select_sale},
 };
 use crate::{
-    domain::{DomainError, SaleAction},
+    domain::{DomainError, OpeningRules, SaleAction},
     store::StoreError,
 };
 
@@ -23,7 +23,7 @@ impl Db {
     pub async fn create_sale(
         &self,
         new: &NewSale,
-        now: DateTime<Utc>,
+        rules: OpeningRules,
         act: &AdminAct,
     ) -> Result<SaleRow, StoreError> {
         self.bounded(async {
@@ -46,8 +46,9 @@ impl Db {
                     .ok_or(DomainError::SaleNotFound(id))?);
             }
             // Judged after the key's lookup: a creation whose answer was
-            // lost is answered again even once its sale has ended.
-            new.window.may_open(now)?;
+            // lost is answered again even once its sale has ended, or on a
+            // node whose shortest hold was raised since.
+            rules.admit(&new.window, new.hold_seconds, new.offer_seconds)?;
             let free = free_stock(&mut tx, new.product_id)
                 .await?
                 .ok_or(DomainError::ProductNotFound(new.product_id))?;
@@ -70,7 +71,7 @@ impl Db {
             .bind(new.price.minor())
             .bind(new.window.starts_at())
             .bind(new.window.ends_at())
-            .bind(new.window.opening_state(now).as_str())
+            .bind(new.window.opening_state(rules.now).as_str())
             .bind(new.per_user_limit)
             .bind(new.stock)
             .bind(new.hold_seconds)
