@@ -89,7 +89,7 @@ pub enum DomainError {
     },
 
     #[error(
-        "{field}: must be {min} to {} seconds (this deployment's FLASHSALE_HOLD_MIN_SECS is {min}); to read a sale created before, send its creation again with its Idempotency-Key",
+        "{field}: must be {min} to {} seconds (the shortest is this node's FLASHSALE_HOLD_MIN_SECS)",
         super::MAX_HOLD_SECONDS
     )]
     HoldTooShort { field: &'static str, min: i32 },
