@@ -58,7 +58,12 @@ pub fn build_state_with(
     let (subscriber, inbox) =
         EventSubscriber::connect_lazy(&settings.redis, settings.dependencies.dependency_timeout)?;
     let snapshot = Arc::new(SaleSnapshot::new(purchase.snapshot_refresh));
-    let sales = Sales::new(db.clone(), redis.clone(), snapshot.clone());
+    let sales = Sales::new(
+        db.clone(),
+        redis.clone(),
+        snapshot.clone(),
+        settings.payments.hold_min_secs,
+    );
     let cluster_rate = UserRate {
         per_second: purchase.user_rate_per_sec.get(),
         burst: purchase.user_burst.get(),

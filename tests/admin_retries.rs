@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, spawn_app, spawn_second_node_with};
+use common::{Route, TestApp, spawn_app, spawn_app_with, spawn_second_node_with};
 use flashsale::domain::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -260,7 +260,10 @@ async fn a_sale_created_with_its_key_is_answered_again_after_it_ended(pg: PgPool
 async fn a_sale_created_with_its_key_is_answered_again_by_a_node_with_a_longer_minimum_hold(
     pg: PgPool,
 ) {
-    let first = spawn_app(pg).await;
+    let first = spawn_app_with(pg, Route::default(), |settings| {
+        settings.payments.hold_min_secs = 60;
+    })
+    .await;
     let admin = first.admin_token().await;
     let product = first.create_product(&admin, 100).await;
     let mut body = TestApp::sale_body(product, 30);

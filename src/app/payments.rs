@@ -52,7 +52,6 @@ pub struct Payments {
     redis: RedisStore,
     secrets: Vec<WebhookSecret>,
     tolerance: Duration,
-    hold_min_secs: i32,
 }
 
 impl Payments {
@@ -62,13 +61,7 @@ impl Payments {
             redis,
             secrets: settings.webhook_secrets.0.clone(),
             tolerance: settings.webhook_tolerance,
-            hold_min_secs: settings.hold_min_secs,
         }
-    }
-
-    /// The shortest checkout hold a sale may be created with.
-    pub fn hold_min_secs(&self) -> i32 {
-        self.hold_min_secs
     }
 
     /// Authenticates one delivery and records what it pays. A replayed

@@ -53,30 +53,28 @@ pub struct Sales {
     pub(super) snapshot: Arc<SaleSnapshot>,
     /// One arming per sale at a time on this node.
     arming: SingleFlight,
+    /// The shortest checkout hold this node creates a sale with
+    /// (`FLASHSALE_HOLD_MIN_SECS`).
+    hold_min_secs: i32,
 }
 
 impl Sales {
-    pub fn new(db: Db, redis: RedisStore, snapshot: Arc<SaleSnapshot>) -> Self {
+    pub fn new(db: Db, redis: RedisStore, snapshot: Arc<SaleSnapshot>, hold_min_secs: i32) -> Self {
         Self {
             db,
             redis,
             snapshot,
             arming: SingleFlight::default(),
+            hold_min_secs,
         }
     }
 
     /// Creates a sale and arms it; a sale saved but not armed is reported
-    /// so (`armed: false`), and readiness arms it later. `hold_min_secs`
-    /// is this node's shortest checkout hold.
-    pub async fn create(
-        &self,
-        new: &NewSale,
-        hold_min_secs: i32,
-        act: &AdminAct,
-    ) -> Result<SaleReport, AppError> {
+    /// so (`armed: false`), and readiness arms it later.
+    pub async fn create(&self, new: &NewSale, act: &AdminAct) -> Result<SaleReport, AppError> {
         let rules = OpeningRules {
             now: Utc::now(),
-            hold_min_secs,
+            hold_min_secs: self.hold_min_secs,
         };
         // The store logs the change (or that it was a keyed retry).
         let sale = self.db.create_sale(new, rules, act).await?;

@@ -279,7 +279,7 @@ pub struct PaymentSettings {
         env = "FLASHSALE_HOLD_MIN_SECS",
         value_name = "FLASHSALE_HOLD_MIN_SECS",
         default_value = "60",
-        value_parser = clap::value_parser!(i32).range(1..=3600)
+        value_parser = clap::value_parser!(i32).range(1..=i64::from(crate::domain::MAX_HOLD_SECONDS))
     )]
     pub hold_min_secs: i32,
 }

@@ -92,7 +92,7 @@ pub enum DomainError {
         "{field}: must be {min} to {} seconds (the shortest is this node's FLASHSALE_HOLD_MIN_SECS)",
         super::MAX_HOLD_SECONDS
     )]
-    HoldTooShort { field: &'static str, min: i32 },
+    HoldOutOfBounds { field: &'static str, min: i32 },
 }
 
 /// A time as the API's JSON writes it (RFC 3339, UTC, with the fraction

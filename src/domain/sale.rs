@@ -177,7 +177,7 @@ impl SaleWindow {
 pub const MAX_HOLD_SECONDS: i32 = 3600;
 
 /// What a new sale is judged against when it is made: the server's time,
-/// and the deployment's shortest checkout hold (`FLASHSALE_HOLD_MIN_SECS`).
+/// and the node's shortest checkout hold (`FLASHSALE_HOLD_MIN_SECS`).
 /// Both can have moved since a creation whose answer was lost, so they are
 /// judged after a keyed retry's lookup: the retry is answered with the
 /// sale it made.
@@ -201,8 +201,9 @@ impl OpeningRules {
             ("hold_seconds", hold_seconds),
             ("offer_seconds", offer_seconds),
         ] {
-            if seconds.is_some_and(|seconds| seconds < self.hold_min_secs) {
-                return Err(DomainError::HoldTooShort {
+            let bounds = self.hold_min_secs..=MAX_HOLD_SECONDS;
+            if seconds.is_some_and(|seconds| !bounds.contains(&seconds)) {
+                return Err(DomainError::HoldOutOfBounds {
                     field,
                     min: self.hold_min_secs,
                 });
@@ -231,34 +232,35 @@ mod tests {
     }
 
     #[test]
-    fn a_new_sale_holds_at_least_the_deployments_shortest_hold() {
+    fn a_new_sales_holds_are_within_the_nodes_bounds() {
         let now = Utc::now();
         let rules = OpeningRules {
             now,
             hold_min_secs: 60,
         };
         let window = window_around(now);
-        for (hold, offer) in [(None, None), (Some(60), None), (Some(600), Some(60))] {
+        let out = |field| {
+            Err(DomainError::HoldOutOfBounds {
+                field,
+                min: rules.hold_min_secs,
+            })
+        };
+        for (hold, offer, judged) in [
+            (None, None, Ok(())),
+            (Some(60), None, Ok(())),
+            (Some(3600), Some(60), Ok(())),
+            (Some(59), None, out("hold_seconds")),
+            (Some(0), None, out("hold_seconds")),
+            (Some(3601), None, out("hold_seconds")),
+            (Some(600), Some(59), out("offer_seconds")),
+            (Some(600), Some(-1), out("offer_seconds")),
+        ] {
             assert_eq!(
                 rules.admit(&window, hold, offer),
-                Ok(()),
+                judged,
                 "{hold:?} {offer:?}"
             );
         }
-        assert_eq!(
-            rules.admit(&window, Some(59), None),
-            Err(DomainError::HoldTooShort {
-                field: "hold_seconds",
-                min: 60
-            })
-        );
-        assert_eq!(
-            rules.admit(&window, Some(600), Some(59)),
-            Err(DomainError::HoldTooShort {
-                field: "offer_seconds",
-                min: 60
-            })
-        );
         let late = OpeningRules {
             now: window.ends_at(),
             ..rules

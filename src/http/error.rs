@@ -254,7 +254,7 @@ impl From<DomainError> for ApiError {
             DomainError::UnitsOnSale { .. } => ErrorCode::UnitsOnSale,
             DomainError::HoldAwaitingPayment => ErrorCode::HoldAwaitingPayment,
             DomainError::NotOnWaitlist => ErrorCode::NotOnWaitlist,
-            DomainError::SaleWindowOver { .. } | DomainError::HoldTooShort { .. } => {
+            DomainError::SaleWindowOver { .. } | DomainError::HoldOutOfBounds { .. } => {
                 ErrorCode::ValidationFailed
             }
         };

@@ -148,7 +148,7 @@ impl Harness {
                     hold_seconds,
                     offer_seconds: None,
                 },
-                // The harness's holds last seconds; no deployment minimum here.
+                // The harness's holds last seconds, below any node's minimum.
                 OpeningRules {
                     now,
                     hold_min_secs: 1,

@@ -49,7 +49,7 @@ impl OperatorSteps for Harness {
                     hold_seconds: None,
                     offer_seconds: None,
                 },
-                // The harness's holds last seconds; no deployment minimum here.
+                // No hold: the node's shortest hold does not apply.
                 OpeningRules {
                     now,
                     hold_min_secs: 1,

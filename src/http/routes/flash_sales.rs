@@ -12,7 +12,7 @@ use validator::{Validate, ValidationError};
 use super::products::MAX_STOCK;
 use crate::{
     app::sales::{SaleChange, SaleReport},
-    domain::{Currency, MAX_HOLD_SECONDS, Money, SaleAction, SaleState, SaleWindow},
+    domain::{Currency, Money, SaleAction, SaleState, SaleWindow},
     http::error_code::error_responses,
     http::{
         ApiError, AppState,
@@ -50,23 +50,22 @@ pub struct CreateFlashSaleRequest {
     #[validate(range(min = 1, max = MAX_STOCK, message = "must be 1 to 1000000000 units"))]
     pub stock: i64,
     /// Seconds each buyer has to pay for their order (a checkout hold,
-    /// from `FLASHSALE_HOLD_MIN_SECS`, default 60, to 3600). Without it an
-    /// order is sold when it is written; with it the order awaits a
-    /// payment webhook until `pay_by` and its units go back on sale if
-    /// none comes. A keyed retry of a creation already made is answered
-    /// even if the minimum was raised since.
-    #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
+    /// from the node's `FLASHSALE_HOLD_MIN_SECS`, default 60, to 3600).
+    /// Without it an order is sold when it is written; with it the order
+    /// awaits a payment webhook until `pay_by` and its units go back on
+    /// sale if none comes. The bounds are judged with the sale, after a
+    /// keyed retry's lookup: a creation already made is answered even if
+    /// the node's minimum was raised since.
     pub hold_seconds: Option<i32>,
     /// Seconds a waitlist offer gives its shopper to pay (same bounds as
     /// `hold_seconds`; default: `hold_seconds`). Only with `hold_seconds`:
     /// a sale without holds keeps no waitlist.
-    #[validate(range(min = 1, max = MAX_HOLD_SECONDS, message = "must be at most 3600 seconds"))]
     pub offer_seconds: Option<i32>,
 }
 
-/// That `ends_at` is still ahead is the domain's rule
-/// (`SaleWindow::may_open`), applied in the store's transaction after a
-/// retry's `Idempotency-Key` is looked up: a sale created before its
+/// That `ends_at` is still ahead, and the holds' bounds, are the domain's
+/// rules (`OpeningRules::admit`), applied in the store's transaction after
+/// a retry's `Idempotency-Key` is looked up: a sale created before its
 /// answer was lost is answered again after it ended.
 fn window_is_valid(request: &CreateFlashSaleRequest) -> Result<(), ValidationError> {
     if request.ends_at <= request.starts_at {
@@ -188,11 +187,7 @@ async fn create_flash_sale(
         hold_seconds: request.hold_seconds,
         offer_seconds: request.offer_seconds,
     };
-    let hold_min_secs = state.payments.hold_min_secs();
-    let report = state
-        .sales
-        .create(&new, hold_min_secs, &admin.act_once(key))
-        .await?;
+    let report = state.sales.create(&new, &admin.act_once(key)).await?;
     Ok((StatusCode::CREATED, Json(report.into())))
 }
 
