@@ -410,3 +410,63 @@ async fn a_taken_sku_is_a_conflict_not_a_server_error(pg: PgPool) {
         .assert_error(StatusCode::CONFLICT, "SKU_TAKEN");
     assert_eq!(app.count("products").await, 1);
 }
+
+/// One HTTP/1.1 response read off `connection`: its head and its body (by
+/// `Content-Length`), or what arrived before the node closed it.
+async fn read_response(connection: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if received.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+        match connection.read(&mut chunk).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&received).into_owned(),
+            Ok(read) => received.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+#[sqlx::test]
+async fn a_post_refused_before_its_body_arrived_keeps_its_connection(pg: PgPool) {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app(pg).await;
+    let address = app.base.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = format!(r#"{{"flash_sale_id":"{}","quantity":1}}"#, Uuid::now_v7());
+    // The headers first and the body a moment later, as a client that
+    // writes them separately can send them: the token is refused before
+    // the body is read.
+    let head = format!(
+        "POST /api/purchase/attempt HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer not-a-token\r\n\
+         Idempotency-Key: late-body-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    connection.write_all(head.as_bytes()).await.unwrap();
+    let refused = read_response(&mut connection).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Writes to a connection the node closed may still succeed (the
+    // kernel takes them); the next answer is what tells.
+    let _ = connection.write_all(body.as_bytes()).await;
+    let _ = connection
+        .write_all(b"GET /api/no-such-path HTTP/1.1\r\nHost: node\r\n\r\n")
+        .await;
+    let next = read_response(&mut connection).await;
+    assert!(
+        next.starts_with("HTTP/1.1 404"),
+        "the node closed the connection after the 401 (got {next:?})"
+    );
+}

@@ -13,6 +13,7 @@ mod response_shape;
 pub mod routes;
 mod security;
 mod state;
+mod unread_body;
 
 use axum::{
     Router,
@@ -111,7 +112,10 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     // connection (all three, with the security headers, in one hand-written
     // layer: `response_shape`). CORS sits inside it, so the preflights it
     // answers get the security headers too; the price is that a panic's
-    // 500, made outside CORS, carries no CORS headers.
+    // 500, made outside CORS, carries no CORS headers. A body nobody read is
+    // read to its end inside the timeout, so the connection stays open
+    // (`unread_body`).
+    let body_limit = settings.max_body_bytes;
     let middleware = ServiceBuilder::new()
         .set_request_id(REQUEST_ID, MakeRequestUuid)
         .layer(
@@ -131,6 +135,7 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+        .map_request(move |request| unread_body::read_to_end_if_dropped(request, body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
     app.layer(middleware)
 }
