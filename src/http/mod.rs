@@ -113,7 +113,7 @@ pub fn with_middleware(app: Router, settings: &HttpSettings) -> Router {
     // layer: `response_shape`). CORS sits inside it, so the preflights it
     // answers get the security headers too; the price is that a panic's
     // 500, made outside CORS, carries no CORS headers. A body nobody read is
-    // read to its end inside the timeout, so the connection stays open
+    // read to its end by a task of its own, so the connection stays open
     // (`unread_body`).
     let body_limit = settings.max_body_bytes;
     let middleware = ServiceBuilder::new()
