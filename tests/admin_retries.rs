@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Route, TestApp, spawn_app, spawn_app_with, spawn_second_node_with};
+use common::{Reply, Route, TestApp, spawn_app, spawn_app_with, spawn_second_node_with};
 use flashsale::domain::Role;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -18,6 +18,18 @@ async fn sale_of_ten(app: &TestApp, admin: &str) -> (Uuid, String) {
     let product = app.create_product(admin, 100).await;
     let sale = app.create_sale(admin, product, 10).await;
     (sale.id, format!("/api/admin/flash-sales/{}", sale.id))
+}
+
+/// A sale's creation sent to `node` with its `Idempotency-Key`.
+async fn create_sale_keyed(node: &TestApp, admin: &str, key: &str, body: &Value) -> Reply {
+    node.keyed(
+        Method::POST,
+        "/api/admin/flash-sales",
+        admin,
+        key,
+        body.clone(),
+    )
+    .await
 }
 
 async fn allotted(app: &TestApp, sale: Uuid) -> i64 {
@@ -268,15 +280,7 @@ async fn a_sale_created_with_its_key_is_answered_again_by_a_node_with_a_longer_m
     let product = first.create_product(&admin, 100).await;
     let mut body = TestApp::sale_body(product, 30);
     body["hold_seconds"] = json!(60);
-    let created = first
-        .keyed(
-            Method::POST,
-            "/api/admin/flash-sales",
-            &admin,
-            "held-1",
-            body.clone(),
-        )
-        .await;
+    let created = create_sale_keyed(&first, &admin, "held-1", &body).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
 
     // The answer was lost, and the retry reaches a node whose operator has
@@ -287,30 +291,14 @@ async fn a_sale_created_with_its_key_is_answered_again_by_a_node_with_a_longer_m
         settings.payments.hold_min_secs = 300;
     })
     .await;
-    let retry = stricter
-        .keyed(
-            Method::POST,
-            "/api/admin/flash-sales",
-            &admin,
-            "held-1",
-            body.clone(),
-        )
-        .await;
+    let retry = create_sale_keyed(&stricter, &admin, "held-1", &body).await;
     assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
     assert_eq!(retry.body["id"], created.body["id"], "the same sale");
     assert_eq!(retry.body["hold_seconds"], 60, "{}", retry.body);
 
     // A new request with that hold is refused there, as before, and
     // writes nothing.
-    let new = stricter
-        .keyed(
-            Method::POST,
-            "/api/admin/flash-sales",
-            &admin,
-            "held-2",
-            body,
-        )
-        .await;
+    let new = create_sale_keyed(&stricter, &admin, "held-2", &body).await;
     new.assert_error(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     assert!(
         new.body["error"]["message"]
